@@ -1,0 +1,173 @@
+"""Image sources for simulated objects, each split into disjoint train/test pools.
+
+A source spec is one of:
+
+- ``default``: the embedded default, grayscale versions of the photographs that
+  ship inside scikit-image's wheel (`skimage.data`); no download needed.
+- a folder (every .png/.jpg/.jpeg/.tif/.tiff/.bmp inside, recursively) or a glob
+  pattern such as ``'photos/*.jpg'``.
+- ``tfds:NAME``: the image feature of a tensorflow-datasets dataset already
+  prepared in the local TFDS data directory (this package never downloads).
+
+Train and test objects always come from disjoint source images. A pool is a
+list of `ImageRef`; `load_image` turns one into a float32 [h, w] array in [0, 1].
+"""
+import dataclasses
+import glob
+import os
+from typing import Optional
+
+import numpy as np
+
+from ptychonet_tf.errors import UserError
+
+# Images of skimage.data that are stored inside the installed wheel. The test
+# pool is fixed so that test objects are never built from training images.
+DEFAULT_TRAIN = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass",
+                 "gravel", "hubble_deep_field", "immunohistochemistry",
+                 "retina", "cell", "clock", "page", "text", "logo")
+DEFAULT_TEST = ("camera", "moon", "coins")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+SPLIT_SEED = 20190909  # fixed: the train/test split of a folder never changes
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+  """One source image: a skimage.data name, a file path, or an in-memory array."""
+  name: str
+  kind: str  # "skimage" | "file" | "array"
+  array: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
+
+
+def to_gray(image):
+  """Any image array (gray, RGB, RGBA, bool, int) -> float32 [h, w] in [0, 1]."""
+  image = np.asarray(image)
+  if image.dtype == bool:
+    image = image.astype(np.float32)
+  elif np.issubdtype(image.dtype, np.integer):
+    image = image.astype(np.float32) / float(np.iinfo(image.dtype).max)
+  image = image.astype(np.float32)
+  if image.ndim == 3:
+    if image.shape[-1] == 4:
+      image = image[..., :3]
+    if image.shape[-1] == 3:
+      image = image @ np.array([0.2125, 0.7154, 0.0721], np.float32)
+    elif image.shape[-1] == 1:
+      image = image[..., 0]
+  if image.ndim != 2:
+    raise UserError(f"image has shape {image.shape}; expected a 2-D grayscale "
+                    f"or an RGB(A) image")
+  lo, hi = float(image.min()), float(image.max())
+  if hi > 1.0 or lo < 0.0:
+    image = (image - lo) / max(hi - lo, 1e-12)
+  return image
+
+
+def read_image_file(path):
+  """Reads an image file as float32 grayscale [h, w] in [0, 1]."""
+  if not os.path.isfile(path):
+    raise UserError(f"image file {path} does not exist")
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(path) as im:
+      return to_gray(np.asarray(im))
+  except (OSError, ValueError) as e:
+    raise UserError(f"image file {path} cannot be read as an image ({e})")
+
+
+def load_image(ref):
+  """float32 [h, w] in [0, 1] for an ImageRef."""
+  if ref.kind == "array":
+    return to_gray(ref.array)
+  if ref.kind == "file":
+    return read_image_file(ref.name)
+  if ref.kind == "skimage":
+    from skimage import data  # pylint: disable=g-import-not-at-top
+    return to_gray(getattr(data, ref.name)())
+  raise ValueError(f"unknown image kind {ref.kind}")
+
+
+def _list_files(spec):
+  if os.path.isdir(spec):
+    paths = [os.path.join(root, f)
+             for root, _, files in os.walk(spec) for f in files
+             if f.lower().endswith(IMAGE_EXTENSIONS)]
+  else:
+    paths = [p for p in glob.glob(spec, recursive=True)
+             if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p)]
+  return sorted(paths)
+
+
+def _tfds_pools(name, max_images):
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise UserError("--images=tfds:... needs tensorflow-datasets "
+                    "(pip install 'ptychonet_tf[tfds]')")
+  try:
+    builder = tfds.builder(name)
+    splits = list(builder.info.splits.keys())
+    if not splits:
+      raise UserError(f"tensorflow-datasets dataset {name!r} is not prepared in "
+                      f"{builder.data_dir}; run its download_and_prepare first")
+  except UserError:
+    raise
+  except Exception as e:  # tfds raises many types for unknown/unprepared data
+    raise UserError(f"tensorflow-datasets dataset {name!r} cannot be opened "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+  image_key = next((k for k, v in builder.info.features.items()
+                    if type(v).__name__ == "Image"), None)
+  if image_key is None:
+    raise UserError(f"tensorflow-datasets dataset {name!r} has no image feature")
+  test_split = next((s for s in ("test", "validation") if s in splits), None)
+
+  def take(split, start=0, stop=None):
+    ds = builder.as_dataset(split=split)
+    images = []
+    for i, ex in enumerate(tfds.as_numpy(ds)):
+      if i < start:
+        continue
+      if (stop is not None and i >= stop) or len(images) >= max_images:
+        break
+      images.append(ImageRef(f"{name}/{split}/{i}", "array", ex[image_key]))
+    return images
+
+  train_split = "train" if "train" in splits else splits[0]
+  if test_split is not None:
+    return take(train_split), take(test_split)
+  # Only one split: hold out its first images for testing.
+  n_test = max(1, max_images // 10)
+  return take(train_split, start=n_test), take(train_split, stop=n_test)
+
+
+def open_image_pools(spec="default", test_fraction=0.1, max_images=1000):
+  """Returns (train_pool, test_pool): disjoint lists of ImageRef.
+
+  Args:
+    spec: "default", a folder, a glob pattern, or "tfds:NAME".
+    test_fraction: share of a folder's images held out for testing (at least
+      one image each side).
+    max_images: cap on images read from a tensorflow-datasets split.
+
+  Raises:
+    UserError: the folder/glob matches fewer than 2 images, or the TFDS
+      dataset cannot be opened.
+  """
+  if spec in ("default", "", None):
+    return ([ImageRef(n, "skimage") for n in DEFAULT_TRAIN],
+            [ImageRef(n, "skimage") for n in DEFAULT_TEST])
+  if spec.startswith("tfds:"):
+    return _tfds_pools(spec[len("tfds:"):], max_images)
+  paths = _list_files(spec)
+  if len(paths) < 2:
+    what = "folder" if os.path.isdir(spec) else "pattern"
+    raise UserError(f"image {what} {spec} holds {len(paths)} image files "
+                    f"({', '.join(IMAGE_EXTENSIONS)}); need at least 2 so that "
+                    f"train and test images differ")
+  order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
+  n_test = int(np.clip(round(test_fraction * len(paths)), 1, len(paths) - 1))
+  test = sorted(paths[i] for i in order[:n_test])
+  train = sorted(paths[i] for i in order[n_test:])
+  return ([ImageRef(p, "file") for p in train],
+          [ImageRef(p, "file") for p in test])

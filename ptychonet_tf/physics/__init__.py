@@ -1,0 +1,1 @@
+"""Physics: probe, scan layouts, objects, far-field forward model, extract/stitch."""

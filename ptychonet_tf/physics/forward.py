@@ -1,0 +1,146 @@
+"""The far-field ptychography forward model and the extract <-> stitch operator pair.
+
+Conventions (used everywhere in the package):
+
+- Objects are complex64 [..., H, W]; probes complex64 [h, w]; layouts int32
+  [N, 4] rows (top, bottom, left, right), see `physics.layouts`.
+- `extract` gathers the N probe windows of an object: [..., H, W] ->
+  [..., N, h, w]. `stitch` is its exact adjoint: it sums N windows back into
+  an [..., H, W] canvas (tf.tensor_scatter_nd_add), so that
+  <extract(x), y> = <x, stitch(y)>.
+- `far_field` is the unitary centred DFT: fftshift(fft2(psi)) / sqrt(h*w) over
+  the last two axes, with zero frequency at index (h//2, w//2), as a detector
+  records it. Parseval holds: sum|far_field(psi)|^2 = sum|psi|^2.
+- Diffraction amplitudes are A_j = |far_field(P * O[t:b, l:r])|, so that
+  A_j^2 = |DFT(P * O_j)|^2 / (h*w), the intensities I_j of the paper.
+"""
+import numpy as np
+import tensorflow as tf
+
+
+def patch_indices(layout, object_shape, probe_shape):
+  """Flat indices of every window pixel into the raveled H*W object.
+
+  Args:
+    layout: int [N, 4] (top, bottom, left, right).
+    object_shape: (H, W).
+    probe_shape: (h, w).
+
+  Returns:
+    int32 tensor [N, h, w] with values row * W + col.
+  """
+  layout = tf.convert_to_tensor(layout, tf.int32)
+  h, w = probe_shape
+  width = object_shape[1]
+  rows = layout[:, 0:1] + tf.range(h, dtype=tf.int32)[None, :]  # [N, h]
+  cols = layout[:, 2:3] + tf.range(w, dtype=tf.int32)[None, :]  # [N, w]
+  return rows[:, :, None] * width + cols[:, None, :]
+
+
+def extract(obj, layout, probe_shape):
+  """Gathers the probe windows of an object.
+
+  Args:
+    obj: [..., H, W] any dtype (real or complex), static H, W.
+    layout: int [N, 4].
+    probe_shape: (h, w).
+
+  Returns:
+    [..., N, h, w], same dtype as obj.
+  """
+  obj = tf.convert_to_tensor(obj)
+  big_h, big_w = obj.shape[-2], obj.shape[-1]
+  index = patch_indices(layout, (big_h, big_w), probe_shape)
+  flat = tf.reshape(obj, tf.concat([tf.shape(obj)[:-2], [big_h * big_w]], 0))
+  return tf.gather(flat, index, axis=-1)
+
+
+def stitch(patches, layout, object_shape):
+  """Sums windows into an object canvas: the adjoint of `extract`.
+
+  Args:
+    patches: [..., N, h, w] real or complex, static N, h, w.
+    layout: int [N, 4].
+    object_shape: (H, W).
+
+  Returns:
+    [..., H, W], the sum over windows covering each pixel (0 where none do).
+  """
+  patches = tf.convert_to_tensor(patches)
+  n, h, w = patches.shape[-3:]
+  big_h, big_w = object_shape
+  batch_shape = tf.shape(patches)[:-3]
+  index = tf.reshape(patch_indices(layout, object_shape, (h, w)), [-1, 1])
+  # Scatter with the (flattened) batch as a trailing slice dimension: one
+  # scatter op for the whole batch.
+  updates = tf.reshape(patches, [-1, n * h * w])
+  updates = tf.transpose(updates)  # [N*h*w, B]
+  canvas = tf.zeros([big_h * big_w, tf.shape(updates)[1]], patches.dtype)
+  canvas = tf.tensor_scatter_nd_add(canvas, index, updates)
+  canvas = tf.transpose(canvas)  # [B, H*W]
+  return tf.reshape(canvas, tf.concat([batch_shape, [big_h, big_w]], 0))
+
+
+def overlap_count(layout, object_shape, probe_shape):
+  """float32 [H, W]: how many windows cover each object pixel."""
+  n = int(np.shape(layout)[0]) if not tf.is_tensor(layout) else layout.shape[0]
+  ones = tf.ones([n, probe_shape[0], probe_shape[1]], tf.float32)
+  return stitch(ones, layout, object_shape)
+
+
+def far_field(psi):
+  """Unitary centred 2-D DFT over the last two axes (complex64 in and out)."""
+  psi = tf.convert_to_tensor(psi, tf.complex64)
+  h, w = psi.shape[-2], psi.shape[-1]
+  scale = tf.cast(1.0 / np.sqrt(h * w), tf.complex64)
+  return tf.signal.fftshift(tf.signal.fft2d(psi), axes=(-2, -1)) * scale
+
+
+def inverse_far_field(spectrum):
+  """Inverse of `far_field`: ifft2(ifftshift(spectrum)) * sqrt(h*w)."""
+  spectrum = tf.convert_to_tensor(spectrum, tf.complex64)
+  h, w = spectrum.shape[-2], spectrum.shape[-1]
+  scale = tf.cast(np.sqrt(h * w), tf.complex64)
+  return tf.signal.ifft2d(tf.signal.ifftshift(spectrum, axes=(-2, -1))) * scale
+
+
+def exit_waves(obj, probe, layout):
+  """P * O[t:b, l:r] for every window: complex64 [..., N, h, w]."""
+  probe = tf.convert_to_tensor(probe, tf.complex64)
+  obj = tf.convert_to_tensor(obj, tf.complex64)
+  return probe * extract(obj, layout, probe.shape)
+
+
+def diffraction_amplitudes(obj, probe, layout):
+  """Noise-free amplitudes A_j = |far_field(P * O_j)|: float32 [..., N, h, w].
+
+  Args:
+    obj: complex64 [..., H, W].
+    probe: complex64 [h, w].
+    layout: int [N, 4], every window inside the object.
+  """
+  return tf.abs(far_field(exit_waves(obj, probe, layout)))
+
+
+def poisson_amplitudes(amplitudes, photons, seed):
+  """Amplitudes with Poisson (shot) noise at a given photon budget.
+
+  Intensities are scaled so that a diffraction pattern holds `photons` counts
+  on average over the scan, sampled from a Poisson distribution, and scaled
+  back, so the result stays in the units of the input.
+
+  Args:
+    amplitudes: float32 [..., N, h, w] noise-free amplitudes.
+    photons: mean photon count per pattern (> 0).
+    seed: int seed (numpy generator), for reproducible noise.
+
+  Returns:
+    float32 numpy array, same shape.
+  """
+  intensity = np.square(np.asarray(amplitudes, np.float64))
+  mean_total = intensity.sum(axis=(-2, -1)).mean()
+  if mean_total <= 0:
+    return np.zeros_like(intensity, np.float32)
+  scale = photons / mean_total
+  counts = np.random.default_rng(seed).poisson(intensity * scale)
+  return np.sqrt(counts / scale).astype(np.float32)

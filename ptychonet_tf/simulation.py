@@ -1,0 +1,83 @@
+"""Simulated scans: random objects from image pools through the forward model."""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf.data import images as images_lib
+from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import objects
+from ptychonet_tf.physics.geometry import GeometryConfig
+
+SPLITS = ("train", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationConfig:
+  """Everything that defines a simulated scan besides the images and seed.
+
+  photons: mean photon count per diffraction pattern for Poisson noise; 0
+  means noise-free amplitudes.
+  """
+  geometry: GeometryConfig = GeometryConfig()
+  object: objects.ObjectConfig = objects.ObjectConfig()
+  photons: float = 0.0
+
+
+class Simulator:
+  """Computes the amplitudes of objects for one fixed geometry.
+
+  The forward model runs in a tf.function specialised to the geometry's
+  probe and layout, over a batch of objects at once.
+  """
+
+  def __init__(self, geometry, photons=0.0):
+    self.geometry = geometry
+    self.photons = float(photons)
+    probe = tf.constant(geometry.probe)
+    layout = tf.constant(geometry.layout)
+    big_h, big_w = geometry.object_shape
+    self._forward = tf.function(
+        lambda obj: forward.diffraction_amplitudes(obj, probe, layout),
+        input_signature=[tf.TensorSpec([None, big_h, big_w], tf.complex64)])
+
+  def amplitudes(self, objs, seed=0):
+    """complex64 [B, H, W] -> float32 numpy [B, N, h, w] (noisy if photons > 0)."""
+    amps = self._forward(np.asarray(objs, np.complex64)).numpy()
+    if self.photons > 0:
+      amps = np.stack([forward.poisson_amplitudes(a, self.photons, (seed, i))
+                       for i, a in enumerate(amps)])
+    return amps
+
+
+def scan_rng(seed, split, index):
+  """The generator for scan `index` of `split`: depends only on these three."""
+  return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
+
+
+def random_object(pool, object_shape, config, rng, cache=None):
+  """One complex object from two random images of `pool` (random views).
+
+  Args:
+    pool: list of images_lib.ImageRef.
+    object_shape: (H, W).
+    config: objects.ObjectConfig.
+    rng: numpy Generator.
+    cache: optional dict ImageRef -> loaded image, to avoid re-reading files.
+
+  Returns:
+    complex64 [H, W].
+  """
+  def pick():
+    ref = pool[int(rng.integers(len(pool)))]
+    if cache is not None:
+      if ref not in cache:
+        cache[ref] = images_lib.load_image(ref)
+      image = cache[ref]
+    else:
+      image = images_lib.load_image(ref)
+    return objects.random_view(image, object_shape, rng)
+
+  amplitude = pick() if config.mode == "complex" else None
+  phase = pick()
+  return objects.make_object(amplitude, phase, config)
