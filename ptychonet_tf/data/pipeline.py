@@ -1,0 +1,141 @@
+"""The tf.data input pipeline over a dataset directory written by tools/make_tfrecords.py.
+
+Order (STYLE.md): seeded shuffle of the shard list -> shard by input context
+-> interleave -> parallel parse with shape checks -> (shuffle) -> batch ->
+prefetch. With a `tf.distribute.InputContext` (from
+`strategy.distribute_datasets_from_function`) each input pipeline reads its
+own subset of shards and `batch_size` is the per-replica batch size.
+"""
+import dataclasses
+import json
+import os
+from typing import Dict, List
+
+import tensorflow as tf
+
+from ptychonet_tf.data import records
+from ptychonet_tf.data import schema
+from ptychonet_tf.data import writer
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.physics.geometry import Geometry
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What dataset.json and geometry.npz say about a dataset directory."""
+  data_dir: str
+  geometry: Geometry
+  counts: Dict[str, int]
+  shards: Dict[str, List[str]]
+  amplitude_dtype: str
+  compression: str
+  flags: str
+
+  def shard_paths(self, split):
+    return [os.path.join(self.data_dir, s) for s in self.shards[split]]
+
+
+def load_dataset_info(data_dir):
+  """Reads a dataset directory's metadata; raises UserError if it is not one."""
+  if not data_dir or not os.path.isdir(data_dir):
+    raise UserError(f"data_dir {data_dir} does not exist; create it with "
+                    f"tools/make_tfrecords.py --out_dir={data_dir}")
+  info_path = os.path.join(data_dir, writer.INFO_FILE)
+  if not os.path.isfile(info_path):
+    raise UserError(f"data_dir {data_dir} holds no {writer.INFO_FILE}, so no "
+                    f"dataset; create it with tools/make_tfrecords.py")
+  try:
+    with open(info_path) as f:
+      info = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{info_path} is not valid JSON ({e})")
+  if not info.get("complete", False):
+    raise UserError(f"dataset {data_dir} is incomplete (its writer was "
+                    f"interrupted); re-run tools/make_tfrecords.py with the "
+                    f"same flags to finish it")
+  if info.get("schema_version") != schema.SCHEMA_VERSION:
+    raise UserError(f"dataset {data_dir} has schema version "
+                    f"{info.get('schema_version')}; this package reads "
+                    f"{schema.SCHEMA_VERSION}")
+  geometry = Geometry.load(os.path.join(data_dir, writer.GEOMETRY_FILE))
+  return DatasetInfo(data_dir=data_dir, geometry=geometry,
+                     counts=dict(info["counts"]), shards=dict(info["shards"]),
+                     amplitude_dtype=info["amplitude_dtype"],
+                     compression=info["compression"], flags=info.get("flags", ""))
+
+
+def verify_shards(info, split):
+  """Checks that every shard of `split` exists and holds the expected records.
+
+  Walks the TFRecord framing only (fast). Raises UserError naming the first
+  missing, truncated or short shard.
+  """
+  if split not in info.shards:
+    raise UserError(f"dataset {info.data_dir} has no split {split!r}; it has "
+                    f"{sorted(info.shards)}")
+  paths = info.shard_paths(split)
+  if not paths and info.counts.get(split, 0) > 0:
+    raise UserError(f"dataset {info.data_dir} lists no {split} shards")
+  total = 0
+  for path in paths:
+    n = records.count_records(path, info.compression)
+    total += n
+  if total != info.counts[split]:
+    raise UserError(f"dataset {info.data_dir}: the {split} shards hold {total} "
+                    f"scans; dataset.json says {info.counts[split]}")
+  return total
+
+
+def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
+                 repeat=False, input_context=None, drop_remainder=False,
+                 shuffle_buffer=64, verify=True):
+  """A tf.data.Dataset of batched scans.
+
+  Args:
+    data_dir: directory written by tools/make_tfrecords.py.
+    split: "train" or "test".
+    batch_size: scans per batch (per replica when input_context is given).
+    shuffle: shuffle shard order (seeded) and examples (buffer).
+    seed: shuffle seed; with repeat, each epoch gets a new order.
+    repeat: repeat forever.
+    input_context: tf.distribute.InputContext, to shard by input pipeline.
+    drop_remainder: drop a final partial batch (static batch dimension).
+    shuffle_buffer: examples in the shuffle buffer.
+    verify: check shard framing and counts first (fast; names a bad shard).
+
+  Returns:
+    Dataset of dicts {"amplitudes": float32 [B, N, h, w],
+    "object_amplitude": float32 [B, H, W], "object_phase": float32 [B, H, W]}.
+  """
+  info = load_dataset_info(data_dir)
+  if verify:
+    verify_shards(info, split)
+  if batch_size < 1:
+    raise UserError(f"batch_size {batch_size} must be >= 1")
+  paths = info.shard_paths(split)
+  geometry = info.geometry
+  files = tf.data.Dataset.from_tensor_slices(paths)
+  if shuffle:
+    files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+  if input_context is not None and input_context.num_input_pipelines > 1:
+    if len(paths) < input_context.num_input_pipelines:
+      raise UserError(f"dataset {data_dir} has {len(paths)} {split} shards, "
+                      f"fewer than the {input_context.num_input_pipelines} "
+                      f"input pipelines; rewrite it with more --num_shards")
+    files = files.shard(input_context.num_input_pipelines,
+                        input_context.input_pipeline_id)
+  compression = "GZIP" if info.compression == "gzip" else ""
+  ds = files.interleave(
+      lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+      cycle_length=min(4, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=not shuffle)
+  parse = schema.make_parser(geometry.num_positions, geometry.probe_shape,
+                             geometry.object_shape, info.amplitude_dtype)
+  ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=not shuffle)
+  if shuffle:
+    ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE)

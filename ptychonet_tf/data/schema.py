@@ -1,0 +1,90 @@
+"""TFRecord schema: one tf.train.Example per simulated scan.
+
+Arrays are stored as raw little-endian bytes with fixed shapes given by the
+dataset's geometry (dataset.json / geometry.npz):
+
+  amplitudes        [N, h, w] float32 or float16 (dataset.json "amplitude_dtype")
+  object_amplitude  [H, W] float32
+  object_phase      [H, W] float32
+  index             int64, the scan's index within its split
+  schema_version    int64, SCHEMA_VERSION
+"""
+import numpy as np
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+AMPLITUDES = "amplitudes"
+OBJECT_AMPLITUDE = "object_amplitude"
+OBJECT_PHASE = "object_phase"
+INDEX = "index"
+VERSION = "schema_version"
+
+AMPLITUDE_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def _bytes(value):
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def _int(value):
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+
+
+def _check(name, array, shape, dtype):
+  if array.shape != tuple(shape) or array.dtype != dtype:
+    raise ValueError(f"{name} has shape {array.shape} {array.dtype}; the schema "
+                     f"expects {tuple(shape)} {np.dtype(dtype)}")
+
+
+def encode(amplitudes, object_amplitude, object_phase, index, *,
+           num_positions, probe_shape, object_shape, amplitude_dtype="float32"):
+  """Serialises one scan; checks every dtype and shape against the spec."""
+  amps = np.asarray(amplitudes).astype(AMPLITUDE_DTYPES[amplitude_dtype])
+  _check(AMPLITUDES, amps, (num_positions, *probe_shape),
+         AMPLITUDE_DTYPES[amplitude_dtype])
+  _check(OBJECT_AMPLITUDE, object_amplitude, object_shape, np.float32)
+  _check(OBJECT_PHASE, object_phase, object_shape, np.float32)
+  example = tf.train.Example(features=tf.train.Features(feature={
+      AMPLITUDES: _bytes(amps.astype(amps.dtype.newbyteorder("<")).tobytes()),
+      OBJECT_AMPLITUDE: _bytes(object_amplitude.astype("<f4").tobytes()),
+      OBJECT_PHASE: _bytes(object_phase.astype("<f4").tobytes()),
+      INDEX: _int(index),
+      VERSION: _int(SCHEMA_VERSION),
+  }))
+  return example.SerializeToString()
+
+
+def make_parser(num_positions, probe_shape, object_shape, amplitude_dtype="float32"):
+  """A tf function: serialized Example -> dict of float32 tensors with static shapes.
+
+  Returns dicts {amplitudes [N, h, w], object_amplitude [H, W],
+  object_phase [H, W]}, all float32. A record whose byte sizes do not match
+  the spec fails with InvalidArgumentError naming the feature.
+  """
+  description = {
+      AMPLITUDES: tf.io.FixedLenFeature([], tf.string),
+      OBJECT_AMPLITUDE: tf.io.FixedLenFeature([], tf.string),
+      OBJECT_PHASE: tf.io.FixedLenFeature([], tf.string),
+  }
+  amp_dtype = tf.as_dtype(AMPLITUDE_DTYPES[amplitude_dtype])
+  amp_shape = [num_positions, *probe_shape]
+
+  def decode(raw, dtype, shape, name):
+    values = tf.io.decode_raw(raw, dtype, little_endian=True)
+    tf.debugging.assert_equal(
+        tf.size(values), int(np.prod(shape)),
+        message=f"TFRecord feature {name} does not hold {shape} values")
+    return tf.cast(tf.reshape(values, shape), tf.float32)
+
+  def parse(serialized):
+    ex = tf.io.parse_single_example(serialized, description)
+    return {
+        AMPLITUDES: decode(ex[AMPLITUDES], amp_dtype, amp_shape, AMPLITUDES),
+        OBJECT_AMPLITUDE: decode(ex[OBJECT_AMPLITUDE], tf.float32,
+                                 list(object_shape), OBJECT_AMPLITUDE),
+        OBJECT_PHASE: decode(ex[OBJECT_PHASE], tf.float32, list(object_shape),
+                             OBJECT_PHASE),
+    }
+
+  return parse

@@ -1,0 +1,232 @@
+"""Writes simulated scans into sharded TFRecords, in parallel and resumably.
+
+Layout of a dataset directory:
+
+  train-00000-of-00008.tfrecord ...   one tf.train.Example per scan (schema.py)
+  test-00000-of-00002.tfrecord ...
+  geometry.npz                        probe, layout, object_shape
+  dataset.json                        counts, shapes, dtype, compression, flags
+
+Scan i of a split is simulated from a generator seeded by (seed, split, i)
+(`simulation.scan_rng`), so the bytes of every shard depend only on the
+settings, not on the number of workers or on interruptions. A shard is written
+to `<name>.tmp` and renamed when complete; a re-run keeps shards whose framing
+checks out and rewrites the rest, so a killed job resumes where it stopped.
+"""
+import dataclasses
+import json
+import multiprocessing
+import os
+import queue as queue_lib
+import time
+
+import numpy as np
+
+from ptychonet_tf.data import images as images_lib
+from ptychonet_tf.data import records
+from ptychonet_tf.data import schema
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import objects
+from ptychonet_tf import simulation
+
+GEOMETRY_FILE = "geometry.npz"
+INFO_FILE = "dataset.json"
+
+
+def shard_name(split, index, count):
+  return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shard_ranges(num_examples, num_shards):
+  """[(start, stop)] splitting num_examples into min(num_shards, n) near-equal shards."""
+  if num_examples == 0:
+    return []
+  n = max(1, min(num_shards, num_examples))
+  bounds = np.linspace(0, num_examples, n + 1).round().astype(int)
+  return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteConfig:
+  """Everything that determines a dataset's bytes."""
+  simulation: simulation.SimulationConfig
+  images: str = "default"
+  num_train: int = 200
+  num_test: int = 20
+  seed: int = 0
+  num_shards: int = 4
+  amplitude_dtype: str = "float32"
+  compression: str = "none"
+
+  def identity(self):
+    """A JSON-able dict; a dataset directory is only resumed with equal identity."""
+    return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+@dataclasses.dataclass(frozen=True)
+class _ShardTask:
+  split: str
+  index: int
+  count: int
+  start: int
+  stop: int
+
+
+# Per-process state of pool workers (set by _init_worker).
+_WORKER = {}
+
+
+def _init_worker(config, geometry, pools, out_dir, ticks, threads):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+  except RuntimeError:
+    pass  # already initialised in this process (in-process mode)
+  _WORKER.update(config=config, geometry=geometry, pools=pools, out_dir=out_dir,
+                 ticks=ticks, cache={},
+                 simulator=simulation.Simulator(geometry,
+                                                config.simulation.photons))
+
+
+def _write_shard(task):
+  """Simulates and writes one shard (temp name, then rename). Returns its path."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  w = _WORKER
+  config, geometry = w["config"], w["geometry"]
+  pool = w["pools"][task.split]
+  path = os.path.join(w["out_dir"], shard_name(task.split, task.index, task.count))
+  tmp = path + ".tmp"
+  options = tf.io.TFRecordOptions(
+      compression_type="GZIP" if config.compression == "gzip" else "")
+  with tf.io.TFRecordWriter(tmp, options) as writer:
+    for i in range(task.start, task.stop):
+      rng = simulation.scan_rng(config.seed, task.split, i)
+      obj = simulation.random_object(pool, geometry.object_shape,
+                                     config.simulation.object, rng, w["cache"])
+      noise_seed = int(rng.integers(2**31))
+      amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
+      amp, phase = objects.split_object(obj)
+      writer.write(schema.encode(
+          amps, amp, phase, i, num_positions=geometry.num_positions,
+          probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
+          amplitude_dtype=config.amplitude_dtype))
+      if w["ticks"] is not None:
+        w["ticks"].put(1)
+  os.replace(tmp, path)
+  return path
+
+
+def _check_out_dir(out_dir, config):
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"--out_dir={out_dir} is a file; expected a directory")
+  os.makedirs(out_dir, exist_ok=True)
+  info_path = os.path.join(out_dir, INFO_FILE)
+  if os.path.exists(info_path):
+    try:
+      with open(info_path) as f:
+        old = json.load(f).get("identity")
+    except (OSError, ValueError):
+      old = None
+    new = config.identity()
+    if old is not None and old != new:
+      differ = sorted(k for k in new if old.get(k) != new[k])
+      raise UserError(f"{out_dir} holds a dataset made with other settings "
+                      f"({', '.join(differ)} differ); use a new --out_dir or "
+                      f"delete it")
+
+
+def _write_info(out_dir, config, geometry, shards, complete, flags_string):
+  info = {
+      "schema_version": schema.SCHEMA_VERSION,
+      "complete": complete,
+      "counts": {"train": config.num_train, "test": config.num_test},
+      "shards": shards,
+      "num_positions": geometry.num_positions,
+      "probe_shape": list(geometry.probe_shape),
+      "object_shape": list(geometry.object_shape),
+      "amplitude_dtype": config.amplitude_dtype,
+      "compression": config.compression,
+      "images": config.images,
+      "seed": config.seed,
+      "identity": config.identity(),
+      "flags": flags_string,
+  }
+  path = os.path.join(out_dir, INFO_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(info, f, indent=2)
+  os.replace(path + ".tmp", path)
+
+
+def write_dataset(config, out_dir, workers=None, flags_string="", progress=True):
+  """Simulates the train and test splits of `config` into `out_dir`.
+
+  Args:
+    config: WriteConfig.
+    out_dir: dataset directory (created if needed).
+    workers: parallel processes (default: all cores). 1 runs in-process.
+    flags_string: the resolved flags, stored in dataset.json.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    dict with "written" and "kept" shard counts and "seconds".
+  """
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  start_time = time.time()
+  _check_out_dir(out_dir, config)
+  geometry = geometry_lib.make_geometry(config.simulation.geometry)
+  train_pool, test_pool = images_lib.open_image_pools(config.images)
+  # Read one image of each pool up front, so a bad source fails in one line
+  # here rather than inside a worker.
+  images_lib.load_image(train_pool[0])
+  images_lib.load_image(test_pool[0])
+  geometry.save(os.path.join(out_dir, GEOMETRY_FILE))
+
+  tasks, shards, kept = [], {}, 0
+  for split, count in (("train", config.num_train), ("test", config.num_test)):
+    ranges = shard_ranges(count, config.num_shards)
+    shards[split] = [shard_name(split, i, len(ranges)) for i in range(len(ranges))]
+    for i, (a, b) in enumerate(ranges):
+      path = os.path.join(out_dir, shards[split][i])
+      if os.path.exists(path):
+        try:
+          if records.count_records(path, config.compression) == b - a:
+            kept += 1
+            continue
+        except records.CorruptShard:
+          pass  # rewritten below
+      tasks.append(_ShardTask(split, i, len(ranges), a, b))
+  _write_info(out_dir, config, geometry, shards, False, flags_string)
+
+  todo = sum(t.stop - t.start for t in tasks)
+  workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) or 1))
+  pools = {"train": train_pool, "test": test_pool}
+  bar = tqdm(total=todo, unit="scan", desc=f"simulating into {out_dir}",
+             disable=not progress or todo == 0)
+  if workers == 1:
+    ticks = queue_lib.SimpleQueue()
+    _init_worker(config, geometry, pools, out_dir, ticks, 0)
+    for task in tasks:
+      _write_shard(task)
+      while not ticks.empty():
+        bar.update(ticks.get())
+  elif tasks:
+    ctx = multiprocessing.get_context("spawn")
+    ticks = ctx.Manager().Queue()
+    with ctx.Pool(workers, _init_worker,
+                  (config, geometry, pools, out_dir, ticks, 1)) as pool:
+      result = pool.map_async(_write_shard, tasks, chunksize=1)
+      while not result.ready():
+        try:
+          bar.update(ticks.get(timeout=0.2))
+        except queue_lib.Empty:
+          pass
+      result.get()  # re-raises a worker's error here
+      while not ticks.empty():
+        bar.update(ticks.get())
+  bar.close()
+  _WORKER.clear()
+  _write_info(out_dir, config, geometry, shards, True, flags_string)
+  return {"written": len(tasks), "kept": kept,
+          "seconds": time.time() - start_time}
