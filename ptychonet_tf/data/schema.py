@@ -52,7 +52,9 @@ def encode(amplitudes, object_amplitude, object_phase, index, *,
       INDEX: _int(index),
       VERSION: _int(SCHEMA_VERSION),
   }))
-  return example.SerializeToString()
+  # deterministic=True sorts the feature map, so bytes do not depend on the
+  # process (Python hash seed).
+  return example.SerializeToString(deterministic=True)
 
 
 def make_parser(num_positions, probe_shape, object_shape, amplitude_dtype="float32"):

@@ -1,0 +1,187 @@
+"""TFRecord writer and tf.data pipeline: round trip, determinism, resume, errors."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO, assert_one_line_error, run_cli
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.data import records
+from ptychonet_tf.data import writer
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf import simulation
+
+TINY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
+              "--scan_step=1.5", "--num_shards=3"]
+
+
+def tiny_config(num_train=7, num_test=3, **kw):
+  sim = simulation.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+      probe=geometry_lib.ProbeConfig(size=(16, 16)),
+      scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)))
+  return writer.WriteConfig(simulation=sim, num_train=num_train,
+                            num_test=num_test, num_shards=3, **kw)
+
+
+def digest(folder):
+  h = hashlib.sha256()
+  for name in sorted(os.listdir(folder)):
+    if name.endswith(".tfrecord") or name == "geometry.npz":
+      with open(os.path.join(folder, name), "rb") as f:
+        h.update(name.encode() + f.read())
+  return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("ds"))
+  writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  return out
+
+
+def test_counts_and_metadata(dataset):
+  info = pipeline.load_dataset_info(dataset)
+  assert info.counts == {"train": 7, "test": 3}
+  assert len(info.shards["train"]) == 3 and len(info.shards["test"]) == 3
+  assert info.shards["train"][0] == "train-00000-of-00003.tfrecord"
+  assert sum(records.count_records(p) for p in info.shard_paths("train")) == 7
+  with open(os.path.join(dataset, "dataset.json")) as f:
+    meta = json.load(f)
+  assert meta["complete"] and meta["num_positions"] == 10
+  assert meta["probe_shape"] == [16, 16] and meta["amplitude_dtype"] == "float32"
+
+
+def test_round_trip_matches_simulation(dataset):
+  info = pipeline.load_dataset_info(dataset)
+  batches = list(pipeline.make_dataset(dataset, "test", 2, shuffle=False))
+  assert [b["amplitudes"].shape[0] for b in batches] == [2, 1]
+  b = batches[0]
+  assert b["amplitudes"].shape == (2, 10, 16, 16)
+  assert b["object_amplitude"].shape == (2, *info.geometry.object_shape)
+  obj = (b["object_amplitude"].numpy() * np.exp(1j * b["object_phase"].numpy())).astype(np.complex64)
+  expected = simulation.Simulator(info.geometry).amplitudes(obj)
+  np.testing.assert_allclose(b["amplitudes"].numpy(), expected, rtol=1e-4, atol=1e-5)
+  # Scan 0 of the test split is the object scan_rng(seed, "test", 0) gives.
+  from ptychonet_tf.data import images as images_lib
+  _, test_pool = images_lib.open_image_pools("default")
+  obj0 = simulation.random_object(test_pool, info.geometry.object_shape,
+                                  tiny_config().simulation.object,
+                                  simulation.scan_rng(0, "test", 0))
+  np.testing.assert_allclose(np.abs(obj0), b["object_amplitude"][0].numpy(), rtol=1e-6)
+
+
+def test_same_seed_same_bytes_any_worker_count(dataset, tmp_path):
+  writer.write_dataset(tiny_config(), str(tmp_path / "a"), workers=2, progress=False)
+  assert digest(str(tmp_path / "a")) == digest(dataset)
+  writer.write_dataset(tiny_config(seed=1), str(tmp_path / "b"), workers=1, progress=False)
+  assert digest(str(tmp_path / "b")) != digest(dataset)
+
+
+def test_resume_rewrites_only_missing_or_damaged_shards(dataset, tmp_path):
+  out = str(tmp_path / "r")
+  writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  os.remove(os.path.join(out, "train-00001-of-00003.tfrecord"))
+  with open(os.path.join(out, "test-00002-of-00003.tfrecord"), "r+b") as f:
+    f.truncate(100)
+  stats = writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  assert stats["written"] == 2 and stats["kept"] == 4
+  assert digest(out) == digest(dataset)
+
+
+def test_other_settings_in_same_dir_refused(dataset):
+  with pytest.raises(UserError, match="num_train differ"):
+    writer.write_dataset(tiny_config(num_train=8), dataset, workers=1, progress=False)
+
+
+def test_truncated_shard_is_named(tmp_path):
+  out = str(tmp_path / "t")
+  writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  shard = os.path.join(out, "train-00002-of-00003.tfrecord")
+  size = os.path.getsize(shard)
+  with open(shard, "r+b") as f:
+    f.truncate(size - 50)
+  with pytest.raises(UserError, match="train-00002-of-00003.tfrecord is truncated"):
+    pipeline.make_dataset(out, "train", 2)
+
+
+def test_sharding_by_input_context(dataset):
+  seen = []
+  for pid in range(2):
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
+                                     num_replicas_in_sync=2)
+    ds = pipeline.make_dataset(dataset, "train", 1, shuffle=False, input_context=ctx)
+    seen.append(sorted(float(b["object_phase"].numpy().sum()) for b in ds))
+  assert len(seen[0]) + len(seen[1]) == 7
+  assert not set(seen[0]) & set(seen[1])
+
+
+def test_float16_and_gzip(tmp_path):
+  out = str(tmp_path / "h")
+  writer.write_dataset(tiny_config(amplitude_dtype="float16", compression="gzip"),
+                       out, workers=1, progress=False)
+  b = next(iter(pipeline.make_dataset(out, "train", 7, shuffle=False)))
+  info = pipeline.load_dataset_info(out)
+  obj = (b["object_amplitude"].numpy() * np.exp(1j * b["object_phase"].numpy())).astype(np.complex64)
+  expected = simulation.Simulator(info.geometry).amplitudes(obj)
+  np.testing.assert_allclose(b["amplitudes"].numpy(), expected, rtol=2e-3, atol=1e-3)
+
+
+def test_pipeline_errors(tmp_path, dataset):
+  with pytest.raises(UserError, match="does not exist"):
+    pipeline.load_dataset_info(str(tmp_path / "none"))
+  with pytest.raises(UserError, match="holds no dataset.json"):
+    pipeline.load_dataset_info(str(tmp_path))
+  with pytest.raises(UserError, match="no split"):
+    pipeline.make_dataset(dataset, "valid", 2)
+
+
+def test_cli_error_paths(tmp_path):
+  tool = ["tools/make_tfrecords.py", *TINY_FLAGS, "--num_train=2", "--num_test=1"]
+  afile = tmp_path / "afile"
+  afile.write_text("x")
+  assert_one_line_error(run_cli(tool + [f"--out_dir={afile}"]), "is a file")
+  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", f"--images={tmp_path}/none"]),
+                        "holds 0 image files")
+  np.save(tmp_path / "p.npy", np.ones((8, 8), np.complex64))
+  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", f"--probe_file={tmp_path}/p.npy"]),
+                        "expected (16, 16)")
+  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", "--scan_margin=-40"]),
+                        "falls outside")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path):
+  out = tmp_path / "k"
+  cmd = [sys.executable, "tools/make_tfrecords.py", "--flagfile=configs/small_dense.flags",
+         f"--out_dir={out}", "--num_train=40", "--num_test=4", "--num_shards=8",
+         "--workers=2", "--noprogress"]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+  proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [n for n in os.listdir(out) if n.endswith(".tfrecord")] if out.exists() else []
+    if len(done) >= 2:
+      break
+    time.sleep(0.2)
+  os.killpg(proc.pid, signal.SIGKILL)  # the tool and its workers, mid-run
+  proc.wait()
+  finished_before = {n for n in os.listdir(out) if n.endswith(".tfrecord")}
+  assert 2 <= len(finished_before) < 16
+  res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr
+  assert f"{len(finished_before)} kept" in res.stdout
+  info = pipeline.load_dataset_info(str(out))
+  assert pipeline.verify_shards(info, "train") == 40
+  assert pipeline.verify_shards(info, "test") == 4
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+  n = sum(int(b["amplitudes"].shape[0]) for b in pipeline.make_dataset(str(out), "train", 8))
+  assert n == 40
