@@ -185,3 +185,24 @@ def test_sigkill_then_resume(tmp_path):
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
   n = sum(int(b["amplitudes"].shape[0]) for b in pipeline.make_dataset(str(out), "train", 8))
   assert n == 40
+
+
+def test_check_tool_names_damaged_shards(tmp_path):
+  out = str(tmp_path / "c")
+  writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  res = run_cli(["tools/check_tfrecords.py", f"--data_dir={out}", "--parse"])
+  assert res.returncode == 0, res.stderr
+  assert "train: 7 scans in 3 shards" in res.stdout
+  shard = os.path.join(out, "train-00001-of-00003.tfrecord")
+  with open(shard, "r+b") as f:  # flip a payload byte: framing intact
+    f.seek(200)
+    byte = f.read(1)
+    f.seek(200)
+    f.write(bytes([byte[0] ^ 0xFF]))
+  assert run_cli(["tools/check_tfrecords.py", f"--data_dir={out}"]).returncode == 0
+  assert_one_line_error(run_cli(["tools/check_tfrecords.py", f"--data_dir={out}", "--parse"]),
+                        "train-00001-of-00003.tfrecord is corrupt")
+  with open(shard, "r+b") as f:
+    f.truncate(os.path.getsize(shard) - 10)
+  assert_one_line_error(run_cli(["tools/check_tfrecords.py", f"--data_dir={out}"]),
+                        "train-00001-of-00003.tfrecord is truncated")
