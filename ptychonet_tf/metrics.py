@@ -1,0 +1,213 @@
+"""Image-quality metrics for complex object reconstructions: numpy in, floats out.
+
+Two conventions:
+
+- `complex_metrics` (this project's figures): the estimate's constant phase
+  offset is removed first (ptychography cannot measure a global phase
+  factor), then the amplitude and phase images are compared on a region,
+  normally the scanned region (`scanned_region`), with the data range of the
+  true values in that region.
+- `paper_metrics` (the raw convention, for comparison with published tables):
+  amplitude |O| and phase angle(O) compared as they are, over the whole
+  object, with no offset removal and no mask; data range of the true image.
+
+Phase images are compared through the wrapped difference: the estimate's phase
+is taken as angle(truth) + angle(estimate * conj(truth)), so a jump of 2*pi
+counts as no error.
+"""
+import numpy as np
+from scipy import ndimage
+from skimage import metrics as sk_metrics
+
+from ptychonet_tf.physics import layouts
+
+SSIM_WINDOW = 7  # skimage's default window (win_size=7, uniform filter)
+
+
+def scanned_region(layout, object_shape, erode=0):
+  """bool [H, W]: pixels covered by at least one probe window, eroded by `erode` px.
+
+  Args:
+    layout: int [N, 4] (top, bottom, left, right).
+    object_shape: (H, W).
+    erode: pixels removed along the region's border (square structuring
+      element), e.g. where only the dim edge of the probe reaches.
+  """
+  mask = layouts.scanned_mask(layout, object_shape)
+  if erode > 0:
+    mask = ndimage.binary_erosion(mask, np.ones((3, 3), bool),
+                                  iterations=int(erode))
+  return mask
+
+
+def illuminated_region(layout, object_shape, probe, fraction=0.01):
+  """bool [H, W]: pixels whose total illumination sum_j |P|^2 reaches `fraction` of its maximum.
+
+  Where a probe is (nearly) zero, e.g. the corners of a window around a
+  pinhole probe, the data say nothing about the object; this region leaves
+  such pixels out.
+
+  Args:
+    layout: int [N, 4].
+    object_shape: (H, W).
+    probe: complex [h, w].
+    fraction: threshold relative to the maximum, in (0, 1].
+  """
+  power = np.abs(np.asarray(probe)) ** 2
+  total = np.zeros(object_shape, np.float64)
+  for top, bottom, left, right in np.asarray(layout):
+    total[top:bottom, left:right] += power
+  return total >= fraction * total.max()
+
+
+def _region(shape, mask):
+  if mask is None:
+    return np.ones(shape, bool)
+  mask = np.asarray(mask, bool)
+  if mask.shape != tuple(shape):
+    raise ValueError(f"mask has shape {mask.shape}; expected {tuple(shape)}")
+  if not mask.any():
+    raise ValueError("mask selects no pixels")
+  return mask
+
+
+def phase_offset(estimate, truth, mask=None):
+  """The constant phase (rad) that best aligns `estimate` with `truth`.
+
+  theta = angle(sum over the region of truth * conj(estimate)), the least-squares
+  optimal global phase factor: |estimate * exp(i theta) - truth| is minimal.
+
+  Args:
+    estimate, truth: complex [H, W].
+    mask: optional bool [H, W] region.
+  """
+  estimate, truth = np.asarray(estimate), np.asarray(truth)
+  region = _region(truth.shape, mask)
+  return float(np.angle(np.sum(truth[region] * np.conj(estimate[region]))))
+
+
+def remove_phase_offset(estimate, truth, mask=None):
+  """`estimate` times the global phase factor that aligns it with `truth`.
+
+  Returns:
+    complex128 [H, W].
+  """
+  theta = phase_offset(estimate, truth, mask)
+  return np.asarray(estimate, np.complex128) * np.exp(1j * theta)
+
+
+def aligned_phase(estimate, truth):
+  """The estimate's phase unwrapped against the truth: angle(t) + angle(e conj(t)).
+
+  Returns:
+    float64 [H, W].
+  """
+  estimate = np.asarray(estimate, np.complex128)
+  truth = np.asarray(truth, np.complex128)
+  return np.angle(truth) + np.angle(estimate * np.conj(truth))
+
+
+def psnr(estimate, truth, mask=None, data_range=None):
+  """Peak signal-to-noise ratio in dB of a real image over a region.
+
+  PSNR = 10 log10(data_range^2 / MSE), MSE over the region.
+
+  Args:
+    estimate, truth: real [H, W].
+    mask: optional bool [H, W]; None uses every pixel.
+    data_range: peak-to-peak value; None uses max - min of `truth` in the region.
+
+  Returns:
+    float; inf when the images agree exactly.
+  """
+  estimate = np.asarray(estimate, np.float64)
+  truth = np.asarray(truth, np.float64)
+  region = _region(truth.shape, mask)
+  if data_range is None:
+    data_range = float(truth[region].max() - truth[region].min())
+  mse = float(np.mean((estimate[region] - truth[region]) ** 2))
+  if mse == 0.0:
+    return float("inf")
+  if data_range <= 0:
+    raise ValueError("data range is 0 (constant truth); pass data_range")
+  return float(10.0 * np.log10(data_range ** 2 / mse))
+
+
+def ssim(estimate, truth, mask=None, data_range=None):
+  """Structural similarity (Wang et al. 2004, 7x7 windows) averaged over a region.
+
+  The SSIM map is computed on the whole image with skimage and averaged over
+  the region's pixels whose whole 7x7 window lies inside the region (so
+  pixels outside it, e.g. an unscanned border, do not count), or over the
+  whole region when none do.
+
+  Args:
+    estimate, truth: real [H, W] (at least 7x7).
+    mask: optional bool [H, W]; None averages over every pixel.
+    data_range: None uses max - min of `truth` in the region.
+
+  Returns:
+    float in [-1, 1].
+  """
+  estimate = np.asarray(estimate, np.float64)
+  truth = np.asarray(truth, np.float64)
+  region = _region(truth.shape, mask)
+  if data_range is None:
+    data_range = float(truth[region].max() - truth[region].min())
+  if data_range <= 0:
+    raise ValueError("data range is 0 (constant truth); pass data_range")
+  _, full = sk_metrics.structural_similarity(truth, estimate,
+                                             data_range=data_range, full=True)
+  if mask is not None:
+    inner = ndimage.binary_erosion(region, np.ones((SSIM_WINDOW, SSIM_WINDOW),
+                                                   bool), border_value=0)
+    if inner.any():
+      region = inner
+  return float(full[region].mean())
+
+
+def complex_metrics(estimate, truth, mask=None):
+  """PSNR and SSIM of amplitude and phase after removing the constant phase offset.
+
+  Args:
+    estimate, truth: complex [H, W].
+    mask: optional bool [H, W] region (normally `scanned_region`); the phase
+      offset is fitted and the metrics computed on it.
+
+  Returns:
+    dict with float values: amplitude_psnr, phase_psnr (dB), amplitude_ssim,
+    phase_ssim, phase_offset (rad, the offset that was removed).
+  """
+  truth = np.asarray(truth, np.complex128)
+  theta = phase_offset(estimate, truth, mask)
+  aligned = np.asarray(estimate, np.complex128) * np.exp(1j * theta)
+  amplitude, true_amplitude = np.abs(aligned), np.abs(truth)
+  phase, true_phase = aligned_phase(aligned, truth), np.angle(truth)
+  return dict(amplitude_psnr=psnr(amplitude, true_amplitude, mask),
+              phase_psnr=psnr(phase, true_phase, mask),
+              amplitude_ssim=ssim(amplitude, true_amplitude, mask),
+              phase_ssim=ssim(phase, true_phase, mask),
+              phase_offset=theta)
+
+
+def paper_metrics(estimate, truth):
+  """PSNR and SSIM of amplitude and phase in the raw convention.
+
+  The whole object, no phase-offset removal, no mask: |estimate| against
+  |truth| and angle(estimate) against angle(truth), each with the data range
+  of the true image.
+
+  Args:
+    estimate, truth: complex [H, W].
+
+  Returns:
+    dict: amplitude_psnr, phase_psnr, amplitude_ssim, phase_ssim.
+  """
+  estimate = np.asarray(estimate, np.complex128)
+  truth = np.asarray(truth, np.complex128)
+  amplitude, true_amplitude = np.abs(estimate), np.abs(truth)
+  phase, true_phase = np.angle(estimate), np.angle(truth)
+  return dict(amplitude_psnr=psnr(amplitude, true_amplitude),
+              phase_psnr=psnr(phase, true_phase),
+              amplitude_ssim=ssim(amplitude, true_amplitude),
+              phase_ssim=ssim(phase, true_phase))

@@ -1,0 +1,78 @@
+"""PSNR / SSIM with phase-offset removal on a region, and the raw (paper) convention."""
+import numpy as np
+import pytest
+
+from ptychonet_tf import metrics
+
+
+def _object(seed=0, shape=(32, 32)):
+  rng = np.random.default_rng(seed)
+  amplitude = rng.uniform(0.5, 1.0, shape)
+  phase = rng.uniform(-1.0, 0.0, shape)
+  return amplitude * np.exp(1j * phase)
+
+
+def test_psnr_of_a_known_error():
+  truth = np.zeros((16, 16))
+  truth[0, 0] = 1.0  # data range 1
+  estimate = truth + 0.1  # MSE 0.01 -> 20 dB
+  assert metrics.psnr(estimate, truth) == pytest.approx(20.0, abs=1e-9)
+  assert metrics.psnr(truth, truth) == float("inf")
+  assert metrics.psnr(estimate, truth, data_range=2.0) == pytest.approx(
+      20.0 + 20 * np.log10(2.0), abs=1e-9)
+
+
+def test_constant_phase_offset_is_removed():
+  truth = _object()
+  estimate = truth * np.exp(1j * 0.7)
+  scores = metrics.complex_metrics(estimate, truth)
+  assert scores["phase_offset"] == pytest.approx(-0.7, abs=1e-9)
+  assert scores["amplitude_psnr"] > 200 and scores["phase_psnr"] > 200
+  assert scores["amplitude_ssim"] == pytest.approx(1.0)
+  assert scores["phase_ssim"] == pytest.approx(1.0)
+  raw = metrics.paper_metrics(estimate, truth)
+  assert raw["amplitude_psnr"] > 200  # |O| is offset-free
+  assert raw["phase_psnr"] == pytest.approx(
+      10 * np.log10(np.ptp(np.angle(truth)) ** 2 / 0.7 ** 2), abs=1e-6)
+
+
+def test_phase_is_compared_modulo_two_pi():
+  truth = np.exp(1j * np.full((16, 16), np.pi - 0.01))
+  truth[0, 0] = np.exp(1j * (np.pi - 0.5))  # a non-zero data range
+  estimate = truth * np.exp(1j * 0.02)  # wraps past pi to about -pi
+  aligned = metrics.aligned_phase(estimate, truth)
+  np.testing.assert_allclose(aligned, np.angle(truth) + 0.02, atol=1e-12)
+
+
+def test_region_limits_psnr_ssim_and_the_offset_fit():
+  truth = _object(1)
+  mask = np.zeros(truth.shape, bool)
+  mask[4:28, 4:28] = True
+  estimate = truth * np.exp(1j * 0.3)
+  estimate[~mask] = 5.0  # garbage outside the region only
+  scores = metrics.complex_metrics(estimate, truth, mask)
+  assert scores["phase_offset"] == pytest.approx(-0.3, abs=1e-9)
+  assert scores["amplitude_psnr"] > 200 and scores["phase_psnr"] > 200
+  assert scores["amplitude_ssim"] == pytest.approx(1.0)
+  assert metrics.complex_metrics(estimate, truth)["amplitude_psnr"] < 10
+
+
+def test_ssim_drops_with_noise_and_bad_masks_are_rejected():
+  truth = np.abs(_object(2))
+  noisy = truth + np.random.default_rng(3).normal(0, 0.1, truth.shape)
+  assert metrics.ssim(noisy, truth) < 0.9
+  with pytest.raises(ValueError, match="selects no pixels"):
+    metrics.psnr(noisy, truth, mask=np.zeros(truth.shape, bool))
+  with pytest.raises(ValueError, match="mask has shape"):
+    metrics.ssim(noisy, truth, mask=np.ones((3, 3), bool))
+
+
+def test_scanned_and_illuminated_regions():
+  layout = np.array([[0, 4, 0, 4], [2, 6, 3, 7]], np.int32)
+  mask = metrics.scanned_region(layout, (8, 8))
+  assert mask.sum() == 16 + 16 - 2  # two 4x4 windows sharing 2 pixels
+  assert metrics.scanned_region(layout, (8, 8), erode=1).sum() < mask.sum()
+  probe = np.zeros((4, 4))
+  probe[1:3, 1:3] = 1.0
+  lit = metrics.illuminated_region(layout, (8, 8), probe, 0.5)
+  assert lit.sum() == 8 and np.all(mask[lit])
