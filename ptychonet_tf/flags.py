@@ -96,3 +96,52 @@ def simulation_config():
   return simulation.SimulationConfig(geometry=geometry_config(),
                                      object=object_config(),
                                      photons=FLAGS.photons)
+
+
+# Training.
+flags.DEFINE_string("data_dir", None,
+                    "Dataset directory written by tools/make_tfrecords.py.")
+flags.DEFINE_string("model_dir", None,
+                    "Run directory: checkpoints, TensorBoard logs, flags.txt.")
+flags.DEFINE_string("export_dir", None,
+                    "SavedModel base directory (TF Serving layout "
+                    "<export_dir>/<version>/); default <model_dir>/export.")
+flags.DEFINE_integer("epochs", 10, "Training epochs (passes over the train split).")
+flags.DEFINE_integer("batch_size", 4,
+                     "Global batch size in scans (N patterns each), split "
+                     "over the replicas.")
+flags.DEFINE_integer("steps_per_epoch", 0,
+                     "Steps per epoch; 0 = train scans // batch_size.")
+flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
+flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
+flags.DEFINE_enum("loss", "mse", ["mse", "dse"],
+                  "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
+                  "dse_lambda * DFT loss (eqs. 6-7).")
+flags.DEFINE_float("dse_lambda", 1.0, "Weight of the DFT loss in DSE.")
+flags.DEFINE_bool("mixed_precision", False,
+                  "Compute in bfloat16 (Keras policy mixed_bfloat16); "
+                  "variables, losses and stitching stay float32.")
+flags.DEFINE_enum("distribution", "auto",
+                  ["auto", "none", "mirrored", "multi_worker"],
+                  "auto: multi_worker if TF_CONFIG names several workers, "
+                  "mirrored if there are several GPUs, else none.")
+flags.DEFINE_integer("cpu_devices", 1,
+                     "Split the CPU into this many logical devices (to try "
+                     "--distribution=mirrored without GPUs).")
+flags.DEFINE_integer("base_channels", 32,
+                     "Channels of the first encoder layer (doubling per layer).")
+flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
+flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
+flags.DEFINE_integer("eval_scans", 0,
+                     "Held-out scans evaluated each epoch; 0 = the whole test split.")
+flags.DEFINE_integer("num_images", 3,
+                     "Test objects shown as image panels in TensorBoard.")
+flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir.")
+flags.DEFINE_integer("checkpoint_secs", 600,
+                     "Also checkpoint within an epoch after this many seconds "
+                     "(0 = only at epoch ends).")
+flags.DEFINE_bool("export", True, "Export a SavedModel when training ends.")
+flags.DEFINE_bool("eval_only", False,
+                  "Evaluate the latest checkpoint of model_dir on the test "
+                  "split and exit.")
+

@@ -27,13 +27,13 @@ which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
 (the box the probe lights, clipped to the 1st..99th percentile).
 """
 import os
-import re
 import time
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from ptychonet_tf import serving
 from ptychonet_tf.errors import UserError, report_user_errors
 
 METHODS = ("dm", "epie", "ptychonet", "ptychonet+dm")
@@ -74,117 +74,6 @@ flags.DEFINE_float("pixel_size", None, "CXI: object-plane pixel size in "
 flags.DEFINE_enum("zero_frequency", "auto", ["auto", "center", "corner"],
                   "External scans: where the patterns' zero frequency is.")
 FLAGS = flags.FLAGS
-
-
-# --- The PtychoNet SavedModel ----------------------------------------------
-
-
-def resolve_saved_model(path):
-  """The version dir of a SavedModel in TF Serving layout.
-
-  Args:
-    path: `<export_dir>/<version>` (holds saved_model.pb) or `<export_dir>`
-      (the highest numeric version under it is used).
-
-  Raises:
-    UserError: no such directory or no SavedModel in it.
-  """
-  if not path:
-    raise UserError("--saved_model is required by --method=ptychonet and "
-                    "ptychonet+dm (an export dir or one of its version dirs)")
-  if not os.path.isdir(path):
-    raise UserError(f"--saved_model={path} is not a directory")
-  if os.path.isfile(os.path.join(path, "saved_model.pb")):
-    return path
-  versions = [int(name) for name in os.listdir(path)
-              if re.fullmatch(r"\d+", name) and os.path.isfile(
-                  os.path.join(path, name, "saved_model.pb"))]
-  if not versions:
-    raise UserError(f"--saved_model={path} holds no saved_model.pb and no "
-                    f"numeric version dir with one (TF Serving layout "
-                    f"<export_dir>/<version>/saved_model.pb)")
-  return os.path.join(path, str(max(versions)))
-
-
-def _spec_dims(spec):
-  return [None if d is None else int(d) for d in spec.shape.as_list()]
-
-
-def _dims_match(dims, expected):
-  """Static dims against expected ones; an unknown (None) dim matches any."""
-  return all(d is None or d == e for d, e in zip(dims, expected))
-
-
-class PtychoNetModel:
-  """A loaded PtychoNet SavedModel checked against a scan's geometry.
-
-  The contract: signature `serving_default` takes `amplitudes` float32
-  [batch, N, h, w] (detector convention) and returns `amplitude` and `phase`
-  float32 [batch, H, W]; the object is amplitude * exp(i phase). When the
-  model also has a `geometry` signature, its layout must equal the scan's.
-
-  Args:
-    path: see `resolve_saved_model`.
-    scan: the scanfile.Scan to reconstruct.
-  """
-
-  def __init__(self, path, scan):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    self.path = resolve_saved_model(path)
-    try:
-      loaded = tf.saved_model.load(self.path)
-    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
-      raise UserError(f"SavedModel {self.path} cannot be loaded "
-                      f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
-    self._loaded = loaded  # keeps the variables alive
-    self.object_shape = tuple(scan.object_shape)
-    if "serving_default" not in loaded.signatures:
-      raise UserError(f"SavedModel {self.path} has no serving_default "
-                      f"signature (has {sorted(loaded.signatures)})")
-    self.fn = loaded.signatures["serving_default"]
-    inputs = self.fn.structured_input_signature[1]
-    if set(inputs) != {"amplitudes"}:
-      raise UserError(f"SavedModel {self.path}: serving_default takes "
-                      f"{sorted(inputs)}; expected one input 'amplitudes'")
-    count, h, w = scan.amplitudes.shape
-    big_h, big_w = scan.object_shape
-    dims = _spec_dims(inputs["amplitudes"])
-    if len(dims) != 4 or not _dims_match(dims[1:], [count, h, w]):
-      raise UserError(f"SavedModel {self.path} takes amplitudes {dims}; the "
-                      f"scan has [batch, {count}, {h}, {w}] (N positions, "
-                      f"h x w patterns)")
-    outputs = self.fn.structured_outputs
-    for key in ("amplitude", "phase"):
-      if key not in outputs:
-        raise UserError(f"SavedModel {self.path} returns {sorted(outputs)}; "
-                        f"expected 'amplitude' and 'phase'")
-      out_dims = _spec_dims(outputs[key])
-      if len(out_dims) != 3 or not _dims_match(out_dims[1:], [big_h, big_w]):
-        raise UserError(f"SavedModel {self.path} returns {key} {out_dims}; "
-                        f"the scan's object is [batch, {big_h}, {big_w}]")
-    if "geometry" in loaded.signatures:
-      layout = loaded.signatures["geometry"]().get("layout")
-      if layout is not None and not np.array_equal(layout.numpy(),
-                                                   scan.layout):
-        raise UserError(f"SavedModel {self.path} was trained on a different "
-                        f"scan layout than the scan's (same N={count}, other "
-                        f"positions)")
-
-  def __call__(self, amplitudes):
-    """float32 [N, h, w] -> complex64 [H, W]."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    out = self.fn(amplitudes=tf.constant(amplitudes[None], tf.float32))
-    amplitude = out["amplitude"].numpy()[0].astype(np.float64)
-    phase = out["phase"].numpy()[0].astype(np.float64)
-    for name, image in (("amplitude", amplitude), ("phase", phase)):
-      if image.shape != self.object_shape:
-        raise UserError(f"SavedModel {self.path} returned {name} of shape "
-                        f"{image.shape}; the scan's object is "
-                        f"{self.object_shape}")
-    obj = amplitude * np.exp(1j * phase)
-    if not np.all(np.isfinite(obj)):
-      raise UserError(f"SavedModel {self.path} returned NaN or infinite values")
-    return obj.astype(np.complex64)
 
 
 # --- Outputs -----------------------------------------------------------------
@@ -248,7 +137,7 @@ def reconstruct(scan, method, iterations, model=None, progress=None):
     scan: scanfile.Scan.
     method: one of METHODS.
     iterations: DM iterations or ePIE epochs.
-    model: a PtychoNetModel (ptychonet, ptychonet+dm).
+    model: a serving.PtychoNetModel (ptychonet, ptychonet+dm).
     progress: tqdm bar for the iterations (None: on a terminal).
 
   Returns:
@@ -305,7 +194,7 @@ def main(argv):
     raise UserError(f"--iterations={FLAGS.iterations} must be >= 0")
   _check_out(FLAGS.out)
   if FLAGS.method.startswith("ptychonet"):
-    saved_model = resolve_saved_model(FLAGS.saved_model)
+    saved_model = serving.resolve_saved_model(FLAGS.saved_model)
   # Imported here so that flag errors come before TensorFlow's start-up.
   from ptychonet_tf.data import external  # pylint: disable=g-import-not-at-top
 
@@ -317,7 +206,7 @@ def main(argv):
         f"{scan.object_shape[0]}x{scan.object_shape[1]}", flush=True)
   model = None
   if FLAGS.method in ("ptychonet", "ptychonet+dm"):
-    model = PtychoNetModel(saved_model, scan)
+    model = serving.PtychoNetModel(saved_model, scan)
   result = reconstruct(scan, FLAGS.method, FLAGS.iterations, model)
   arrays = dict(object=result["object"].astype(np.complex64),
                 probe=np.asarray(result["probe"], np.complex64),

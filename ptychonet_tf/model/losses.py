@@ -1,0 +1,95 @@
+"""PtychoNet training losses (pure functions, float32).
+
+All losses compare per-pattern patch predictions and return one value per
+scan, float32 [B] (the mean over the scan's N patterns and pixels), ready for
+`tf.nn.compute_average_loss` under a distribution strategy.
+
+- MSE (eq. 5): mean (A_hat - A)^2 + mean (phi_hat - phi)^2 over the object
+  patches O_j = O[t:b, l:r].
+- DFT loss (eqs. 6-7): mean (|F(P * A_hat exp(i phi_hat))| - sqrt(I_j))^2, the
+  misfit between the predicted patches' diffraction amplitudes and the measured
+  ones, with the known probe P and F = `physics.forward.far_field` (unitary,
+  centred DFT: fftshift(fft2(.)) / sqrt(h*w); zero frequency at (h//2, w//2)),
+  the convention the data were simulated with.
+- DSE = MSE + lambda * DFT.
+"""
+import tensorflow as tf
+
+from ptychonet_tf.physics import forward
+
+LOSSES = ("mse", "dse")
+
+# Below this |z|^2 the magnitude counts as 0 and its gradient as 0.
+_TINY = 1e-20
+
+
+def safe_magnitude(z):
+  """|z| for complex z with a finite gradient everywhere (0 at z = 0).
+
+  The gradient of |z| is z/|z|, undefined at z = 0 (sqrt(re^2 + im^2) gives
+  NaN there; tf.abs happens to guard it in current TF). Here the square root
+  only sees |z|^2 where it is above _TINY (the double-where trick), so the
+  value and gradient are exact elsewhere and the gradient is 0 at z = 0,
+  independently of how TF implements the gradient of ComplexAbs.
+  """
+  power = tf.math.square(tf.math.real(z)) + tf.math.square(tf.math.imag(z))
+  nonzero = power > _TINY
+  return tf.where(nonzero, tf.sqrt(tf.where(nonzero, power, 1.0)), 0.0)
+
+
+def _mean_per_example(x):
+  return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase):
+  """Eq. 5. All inputs float [B, ...] of equal shape; returns float32 [B]."""
+  da = tf.cast(pred_amplitude, tf.float32) - tf.cast(true_amplitude, tf.float32)
+  dp = tf.cast(pred_phase, tf.float32) - tf.cast(true_phase, tf.float32)
+  return _mean_per_example(tf.square(da)) + _mean_per_example(tf.square(dp))
+
+
+def dft_loss(pred_amplitude, pred_phase, probe, measured_amplitudes):
+  """Eqs. 6-7: diffraction-amplitude misfit of the predicted patches.
+
+  Args:
+    pred_amplitude, pred_phase: float [B, N, h, w] predicted patches.
+    probe: complex64 [h, w] the known probe.
+    measured_amplitudes: float [B, N, h, w], sqrt of the measured intensities.
+
+  Returns:
+    float32 [B].
+  """
+  amp = tf.cast(pred_amplitude, tf.float32)
+  phase = tf.cast(pred_phase, tf.float32)
+  patch = tf.complex(amp * tf.cos(phase), amp * tf.sin(phase))
+  probe = tf.convert_to_tensor(probe, tf.complex64)
+  predicted = safe_magnitude(forward.far_field(probe * patch))
+  diff = predicted - tf.cast(measured_amplitudes, tf.float32)
+  return _mean_per_example(tf.square(diff))
+
+
+def dse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase, probe,
+             measured_amplitudes, dse_lambda=1.0):
+  """DSE = MSE + lambda * DFT loss; float32 [B]."""
+  return (mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase) +
+          dse_lambda * dft_loss(pred_amplitude, pred_phase, probe,
+                                measured_amplitudes))
+
+
+def patch_loss(name, patches, true_patches, probe, measured_amplitudes,
+               dse_lambda=1.0):
+  """The training loss `name` ("mse" or "dse") on dicts of patches; float32 [B].
+
+  Args:
+    patches, true_patches: {"amplitude", "phase"} float [B, N, h, w].
+    probe: complex64 [h, w].
+    measured_amplitudes: float [B, N, h, w].
+  """
+  if name == "mse":
+    return mse_loss(patches["amplitude"], patches["phase"],
+                    true_patches["amplitude"], true_patches["phase"])
+  if name == "dse":
+    return dse_loss(patches["amplitude"], patches["phase"],
+                    true_patches["amplitude"], true_patches["phase"], probe,
+                    measured_amplitudes, dse_lambda)
+  raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

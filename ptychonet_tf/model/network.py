@@ -1,0 +1,204 @@
+"""The PtychoNet network: a per-pattern encoder-decoder plus stitching.
+
+Each diffraction amplitude pattern A_j [h, w] goes through the same
+convolutional encoder-decoder (Guan et al., BMVC 2019):
+
+  encoder: `depth` x [Conv2D 4x4 stride 2 -> BatchNorm -> LeakyReLU(0.2)],
+           channels base, 2*base, ... (capped at max_channels);
+  decoder: `depth - 1` x [Conv2DTranspose 4x4 stride 2 -> BatchNorm -> ReLU],
+           then Conv2DTranspose 4x4 stride 2 to 2 channels -> sigmoid,
+           mapped linearly to the amplitude and phase ranges.
+
+BatchNorm uses momentum 0.9 (PyTorch's default; Keras' 0.99 leaves the
+moving statistics stale for the first few hundred steps of a short run) and
+is synchronised over the replicas of a distribution strategy: batch
+statistics are those of the global batch, and every replica and worker keeps
+the same moving statistics (a no-op on one device). The
+input is log(1 + A / s) with s the probe's RMS amplitude (a fixed,
+geometry-derived scale that tames the diffraction peak). The N patches of a
+scan are stitched into the H x W object by `layers.StitchPatches`.
+"""
+import dataclasses
+import math
+from typing import Tuple
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.model import layers as layers_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+  """Width, depth and output ranges of the per-pattern network."""
+  base_channels: int = 32
+  depth: int = 4
+  max_channels: int = 256
+  amplitude_range: Tuple[float, float] = (0.5, 1.0)
+  phase_range: Tuple[float, float] = (-math.pi / 3, 0.0)
+  stitch_method: str = "scatter"
+
+  def validate(self, probe_shape):
+    if self.base_channels < 1 or self.max_channels < self.base_channels:
+      raise UserError(f"network width base_channels={self.base_channels}, "
+                      f"max_channels={self.max_channels} must satisfy "
+                      f"1 <= base_channels <= max_channels")
+    if self.depth < 1:
+      raise UserError(f"network depth {self.depth} must be >= 1")
+    factor = 2 ** self.depth
+    if any(s % factor for s in probe_shape):
+      raise UserError(f"the {probe_shape[0]}x{probe_shape[1]} patterns are not "
+                      f"divisible by 2**depth = {factor}; use a smaller --depth")
+    if self.stitch_method not in layers_lib.STITCH_METHODS:
+      raise UserError(f"stitch method {self.stitch_method!r} is not one of "
+                      f"{layers_lib.STITCH_METHODS}")
+    return self
+
+
+def input_scale(probe):
+  """The RMS amplitude of the probe: A / s is O(|object|) by Parseval."""
+  return float(np.sqrt(np.mean(np.abs(np.asarray(probe)) ** 2)))
+
+
+def build_patch_network(config, probe_shape, name="patch_network"):
+  """The per-pattern encoder-decoder as a functional Keras model.
+
+  Input: float32 [b, h, w, 1] preprocessed patterns.
+  Output: float32 [b, h, w, 2] in (0, 1) (sigmoid; channel 0 amplitude,
+  channel 1 phase), before mapping to the ranges.
+  """
+  h, w = probe_shape
+  inputs = keras.Input((h, w, 1), name="pattern")
+  x = inputs
+  widths = [min(config.base_channels * 2 ** i, config.max_channels)
+            for i in range(config.depth)]
+  for i, c in enumerate(widths):
+    x = keras.layers.Conv2D(c, 4, strides=2, padding="same", use_bias=False,
+                            name=f"enc{i}_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
+                                        name=f"enc{i}_bn")(x)
+    x = keras.layers.LeakyReLU(0.2, name=f"enc{i}_act")(x)
+  for i, c in reversed(list(enumerate(widths[:-1]))):
+    x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
+                                     use_bias=False, name=f"dec{i + 1}_conv")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
+                                        name=f"dec{i + 1}_bn")(x)
+    x = keras.layers.ReLU(name=f"dec{i + 1}_act")(x)
+  x = keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same",
+                                   name="out_conv")(x)
+  outputs = keras.layers.Activation("sigmoid", dtype="float32", name="out")(x)
+  return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="ptychonet_tf")
+class PtychoNet(keras.Model):
+  """PtychoNet for one fixed scan geometry.
+
+  Call input:
+    amplitudes: float32 [B, N, h, w] diffraction amplitudes of B scans.
+  Call output (dict, float32):
+    "amplitude", "phase": [B, H, W] the stitched object.
+  `predict_patches(amplitudes)` gives the per-pattern predictions
+  ("amplitude", "phase": [B, N, h, w]) without stitching (what the losses
+  use); `stitch_patches(patches)` stitches them. Computation follows the
+  global Keras dtype policy at construction (mixed_bfloat16 computes the
+  encoder-decoder in bfloat16); inputs, outputs and stitching are float32.
+
+  Args:
+    layout: int [N, 4] (top, bottom, left, right).
+    object_shape: (H, W).
+    probe_shape: (h, w).
+    input_scale: s in the input transform log(1 + A / s).
+    base_channels, depth, max_channels, amplitude_range, phase_range,
+    stitch_method: see NetworkConfig.
+  """
+
+  def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
+               base_channels=32, depth=4, max_channels=256,
+               amplitude_range=(0.5, 1.0), phase_range=(-math.pi / 3, 0.0),
+               stitch_method="scatter", **kwargs):
+    # The wrapper stays float32 (no autocast of the amplitudes); the
+    # encoder-decoder inside follows the global policy.
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(**kwargs)
+    self.layout = np.asarray(layout, np.int32)
+    self.object_shape = tuple(int(s) for s in object_shape)
+    self.probe_shape = tuple(int(s) for s in probe_shape)
+    self.input_scale = float(input_scale)
+    self.base_channels = int(base_channels)
+    self.depth = int(depth)
+    self.max_channels = int(max_channels)
+    self.amplitude_range = tuple(float(v) for v in amplitude_range)
+    self.phase_range = tuple(float(v) for v in phase_range)
+    self.stitch_method = stitch_method
+    self.network_config.validate(self.probe_shape)
+    self.patch_network = build_patch_network(self.network_config,
+                                             self.probe_shape)
+    self.stitch = layers_lib.StitchPatches(
+        self.layout, self.object_shape, method=stitch_method, name="stitch")
+    lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
+    hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
+    self._offset, self._span = lo, hi - lo
+
+  @property
+  def network_config(self):
+    return NetworkConfig(base_channels=self.base_channels, depth=self.depth,
+                         max_channels=self.max_channels,
+                         amplitude_range=self.amplitude_range,
+                         phase_range=self.phase_range,
+                         stitch_method=self.stitch_method)
+
+  @property
+  def num_positions(self):
+    return int(self.layout.shape[0])
+
+  def predict_patches(self, amplitudes, training=False):
+    """Per-pattern predictions, before stitching.
+
+    Args:
+      amplitudes: float32 [B, N, h, w].
+      training: BatchNorm mode.
+
+    Returns:
+      dict "amplitude", "phase": float32 [B, N, h, w], inside the ranges.
+    """
+    amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
+    n, (h, w) = self.num_positions, self.probe_shape
+    x = tf.math.log1p(tf.reshape(amplitudes, [-1, h, w, 1]) / self.input_scale)
+    y = self.patch_network(x, training=training)
+    y = tf.cast(y, tf.float32) * self._span + self._offset
+    y = tf.reshape(y, [-1, n, h, w, 2])
+    return {"amplitude": y[..., 0], "phase": y[..., 1]}
+
+  def stitch_patches(self, patches):
+    """dict of [B, N, h, w] patches -> dict "amplitude", "phase" [B, H, W]."""
+    obj = self.stitch(tf.stack([patches["amplitude"], patches["phase"]], -1))
+    return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
+
+  def call(self, amplitudes, training=False):
+    return self.stitch_patches(self.predict_patches(amplitudes, training))
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(layout=self.layout.tolist(), object_shape=list(self.object_shape),
+                  probe_shape=list(self.probe_shape), input_scale=self.input_scale,
+                  base_channels=self.base_channels, depth=self.depth,
+                  max_channels=self.max_channels,
+                  amplitude_range=list(self.amplitude_range),
+                  phase_range=list(self.phase_range),
+                  stitch_method=self.stitch_method)
+    return config
+
+
+def build_model(config, geometry):
+  """A PtychoNet for a NetworkConfig and a physics.geometry.Geometry."""
+  return PtychoNet(layout=geometry.layout, object_shape=geometry.object_shape,
+                   probe_shape=geometry.probe_shape,
+                   input_scale=input_scale(geometry.probe),
+                   base_channels=config.base_channels, depth=config.depth,
+                   max_channels=config.max_channels,
+                   amplitude_range=config.amplitude_range,
+                   phase_range=config.phase_range,
+                   stitch_method=config.stitch_method, name="ptychonet")

@@ -1,0 +1,103 @@
+"""SavedModel export in TF Serving's layout, loadable with plain TensorFlow.
+
+`export_saved_model` writes `<export_dir>/<version>/` (saved_model.pb,
+variables/) with two signatures:
+
+  serving_default: amplitudes float32 [batch, N, h, w]
+                   -> amplitude, phase float32 [batch, H, W]
+  geometry:        () -> probe_real, probe_imag float32 [h, w],
+                   layout int32 [N, 4], object_shape int32 [2]
+
+The probe scale and the layout of the training geometry are baked into the
+graph as constants; the graph uses only core TF ops (no XLA, no custom ops),
+so `tf.saved_model.load` in a process that never imports this package and
+`saved_model_cli run` can execute it. The exported network always computes
+in float32, whatever precision it was trained in.
+"""
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf.model import network
+
+
+class ServingModule(tf.Module):
+  """The serving graph of a float32 PtychoNet and its geometry."""
+
+  def __init__(self, model, probe):
+    super().__init__(name="ptychonet_serving")
+    self.model = model
+    # The tf.Variables themselves (not only Keras' wrappers), so that the
+    # SavedModel's TF1 restore path (saved_model_cli, TF Serving) finds them.
+    self._variables = [getattr(v, "value", v) for v in model.variables]
+    n, (h, w) = model.num_positions, model.probe_shape
+    probe = np.asarray(probe, np.complex64)
+    self._probe_real = tf.constant(probe.real, tf.float32)
+    self._probe_imag = tf.constant(probe.imag, tf.float32)
+    self._layout = tf.constant(model.layout, tf.int32)
+    self._object_shape = tf.constant(model.object_shape, tf.int32)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None, n, h, w], tf.float32, name="amplitudes")],
+                 jit_compile=False)
+    def serve(amplitudes):
+      out = self.model(amplitudes, training=False)
+      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
+              "phase": tf.identity(out["phase"], name="phase")}
+
+    @tf.function(input_signature=[])
+    def geometry():
+      return {"probe_real": self._probe_real, "probe_imag": self._probe_imag,
+              "layout": self._layout, "object_shape": self._object_shape}
+
+    self.serve = serve
+    self.geometry = geometry
+
+
+def float32_copy(model):
+  """A float32-policy PtychoNet with the weights of `model`, stitching without XLA."""
+  previous = keras.config.dtype_policy()
+  keras.config.set_dtype_policy("float32")
+  try:
+    copy = network.PtychoNet.from_config(model.get_config())
+  finally:
+    keras.config.set_dtype_policy(previous)
+  copy.stitch.jit_compile = False  # serving graphs must not need XLA
+  n, (h, w) = model.num_positions, model.probe_shape
+  copy(np.zeros([1, n, h, w], np.float32))
+  copy.set_weights(model.get_weights())
+  return copy
+
+
+def export_saved_model(model, probe, export_dir, version):
+  """Writes the SavedModel of `model` to <export_dir>/<version>/ atomically.
+
+  Args:
+    model: a built PtychoNet (any dtype policy).
+    probe: complex [h, w] the training probe (stored in the geometry signature).
+    export_dir: base directory (created if needed).
+    version: positive int, the TF Serving model version (e.g. the step).
+
+  Returns:
+    The version directory.
+  """
+  model = float32_copy(model)
+  module = ServingModule(model, probe)
+  os.makedirs(export_dir, exist_ok=True)
+  final = os.path.join(export_dir, str(int(version)))
+  tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  tf.saved_model.save(module, tmp, signatures={
+      "serving_default": module.serve.get_concrete_function(),
+      "geometry": module.geometry.get_concrete_function()})
+  if os.path.exists(final):
+    old = final + f".old-{os.getpid()}"
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(tmp, final)
+  return final

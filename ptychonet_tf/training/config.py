@@ -1,0 +1,76 @@
+"""The frozen training configuration (built from flags by ptychonet_tf/train.py)."""
+import dataclasses
+from typing import Optional
+
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.model import losses
+from ptychonet_tf.model.network import NetworkConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything the training loop needs.
+
+  Attributes:
+    data_dir: dataset directory (tools/make_tfrecords.py).
+    model_dir: run directory: checkpoints, TensorBoard logs, model.json.
+    export_dir: SavedModel base directory; None = <model_dir>/export.
+    network: width, depth and output ranges of the network.
+    epochs: passes over the train split.
+    batch_size: global batch in scans (split over the replicas).
+    steps_per_epoch: 0 = train scans // batch_size.
+    learning_rate, beta1: Adam.
+    loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
+    mixed_precision: compute in bfloat16 (policy mixed_bfloat16).
+    seed: initialisation and shuffling seed.
+    eval_scans: held-out scans evaluated per epoch (0 = all).
+    num_images: test objects shown in TensorBoard image panels.
+    keep_checkpoints: checkpoints kept.
+    checkpoint_secs: checkpoint within an epoch after this long (0 = never).
+    export: write a SavedModel at the end.
+    verbose: print progress to the console.
+  """
+  data_dir: str
+  model_dir: str
+  export_dir: Optional[str] = None
+  network: NetworkConfig = NetworkConfig()
+  epochs: int = 10
+  batch_size: int = 4
+  steps_per_epoch: int = 0
+  learning_rate: float = 2e-4
+  beta1: float = 0.5
+  loss: str = "mse"
+  dse_lambda: float = 1.0
+  mixed_precision: bool = False
+  seed: int = 0
+  eval_scans: int = 0
+  num_images: int = 3
+  keep_checkpoints: int = 3
+  checkpoint_secs: float = 600.0
+  export: bool = True
+  verbose: bool = True
+
+  def validate(self):
+    """Raises UserError naming the first bad setting."""
+    if not self.model_dir:
+      raise UserError("--model_dir is required (where checkpoints and logs go)")
+    if not self.data_dir:
+      raise UserError("--data_dir is required (a dataset directory written by "
+                      "tools/make_tfrecords.py)")
+    for name in ("epochs", "batch_size"):
+      if getattr(self, name) < 1:
+        raise UserError(f"--{name}={getattr(self, name)} must be >= 1")
+    for name in ("steps_per_epoch", "eval_scans", "num_images"):
+      if getattr(self, name) < 0:
+        raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
+    if self.keep_checkpoints < 1:
+      raise UserError(f"--keep_checkpoints={self.keep_checkpoints} must be >= 1")
+    if not self.learning_rate > 0:
+      raise UserError(f"--learning_rate={self.learning_rate} must be > 0")
+    if not 0 <= self.beta1 < 1:
+      raise UserError(f"--beta1={self.beta1} must be in [0, 1)")
+    if self.loss not in losses.LOSSES:
+      raise UserError(f"--loss={self.loss} is not one of {losses.LOSSES}")
+    if self.dse_lambda < 0:
+      raise UserError(f"--dse_lambda={self.dse_lambda} must be >= 0")
+    return self

@@ -1,0 +1,133 @@
+"""Held-out evaluation: loss, PSNR and SSIM of amplitude and phase, image panels.
+
+Metrics follow `ptychonet_tf.metrics.complex_metrics` (this project's
+convention): the reconstruction's constant phase offset is removed and the
+amplitude and phase are compared on the scanned region. They are averaged
+over the evaluated scans.
+"""
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf import metrics
+from ptychonet_tf.model import losses
+from ptychonet_tf.physics import forward
+
+METRIC_NAMES = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
+
+
+def true_patches(batch, layout, probe_shape):
+  """Ground-truth object patches of a batch: dict "amplitude", "phase" [B, N, h, w]."""
+  return {"amplitude": forward.extract(batch["object_amplitude"], layout,
+                                       probe_shape),
+          "phase": forward.extract(batch["object_phase"], layout, probe_shape)}
+
+
+def batch_loss(model, batch, loss, probe, dse_lambda, training):
+  """Per-scan loss float32 [B] and the patch predictions of `model` on `batch`."""
+  patches = model.predict_patches(batch["amplitudes"], training=training)
+  truth = true_patches(batch, model.layout, model.probe_shape)
+  per_scan = losses.patch_loss(loss, patches, truth, probe,
+                               batch["amplitudes"], dse_lambda)
+  return per_scan, patches
+
+
+class Evaluator:
+  """Evaluates a PtychoNet on the first `max_scans` scans of a dataset.
+
+  Args:
+    model: PtychoNet.
+    dataset: unshuffled tf.data.Dataset of test batches (pipeline.make_dataset).
+    geometry: physics.geometry.Geometry of the dataset.
+    loss, dse_lambda: the training loss, reported as the validation loss.
+    max_scans: 0 = every scan of `dataset`.
+    num_images: scans whose reconstructions are kept for image panels.
+  """
+
+  def __init__(self, model, dataset, geometry, loss="mse", dse_lambda=1.0,
+               max_scans=0, num_images=3):
+    self.model = model
+    self.dataset = dataset
+    self.geometry = geometry
+    self.loss = loss
+    self.dse_lambda = dse_lambda
+    self.max_scans = max_scans
+    self.num_images = num_images
+    self.mask = metrics.scanned_region(geometry.layout, geometry.object_shape)
+    probe = tf.constant(geometry.probe, tf.complex64)
+
+    @tf.function
+    def step(batch):
+      per_scan, patches = batch_loss(model, batch, loss, probe, dse_lambda,
+                                     training=False)
+      obj = model.stitch_patches(patches)
+      return per_scan, obj["amplitude"], obj["phase"]
+
+    self._step = step
+
+  def __call__(self):
+    """Returns (scalars dict, images dict of numpy arrays).
+
+    scalars: loss, amplitude_psnr, amplitude_ssim, phase_psnr, phase_ssim
+      (means over scans), scans, seconds, scans_per_second (inference).
+    images: "truth", "estimate": complex64 [k, H, W] for k <= num_images scans.
+    """
+    losses_, results, truth_images, estimate_images = [], [], [], []
+    seen, infer_seconds = 0, 0.0
+    for batch in self.dataset:
+      if self.max_scans and seen >= self.max_scans:
+        break
+      start = time.perf_counter()
+      per_scan, amplitude, phase = self._step(batch)
+      amplitude, phase = amplitude.numpy(), phase.numpy()
+      infer_seconds += time.perf_counter() - start
+      true_amplitude = batch["object_amplitude"].numpy()
+      true_phase = batch["object_phase"].numpy()
+      for i in range(amplitude.shape[0]):
+        if self.max_scans and seen >= self.max_scans:
+          break
+        estimate = amplitude[i] * np.exp(1j * phase[i])
+        truth = true_amplitude[i] * np.exp(1j * true_phase[i])
+        results.append(metrics.complex_metrics(estimate, truth, self.mask))
+        losses_.append(float(per_scan[i]))
+        if len(truth_images) < self.num_images:
+          truth_images.append(truth)
+          estimate_images.append(estimate)
+        seen += 1
+    scalars = {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
+               "scans": seen, "seconds": infer_seconds,
+               "scans_per_second": seen / infer_seconds if infer_seconds else 0.0}
+    for name in METRIC_NAMES:
+      scalars[name] = float(np.mean([r[name] for r in results])) if results \
+          else float("nan")
+    images = {"truth": np.asarray(truth_images, np.complex64),
+              "estimate": np.asarray(estimate_images, np.complex64)}
+    return scalars, images
+
+
+def image_panels(truth, estimate, amplitude_range, phase_range, mask=None):
+  """TensorBoard panels: ground truth | reconstruction | |error| side by side.
+
+  Args:
+    truth, estimate: complex [k, H, W].
+    amplitude_range, phase_range: (lo, hi) display ranges.
+    mask: optional bool [H, W]; the phase offset is fitted on it.
+
+  Returns:
+    dict "amplitude", "phase": float32 [k, H, 3W + 4, 1] in [0, 1]; the error
+    third shows |estimate - truth| / (hi - lo).
+  """
+  out = {"amplitude": [], "phase": []}
+  for t, e in zip(truth, estimate):
+    e = metrics.remove_phase_offset(e, t, mask)
+    for name, (lo, hi), true_img, est_img in (
+        ("amplitude", amplitude_range, np.abs(t), np.abs(e)),
+        ("phase", phase_range, np.angle(t), metrics.aligned_phase(e, t))):
+      span = max(hi - lo, 1e-12)
+      gap = np.ones((true_img.shape[0], 2))
+      row = np.concatenate([
+          (true_img - lo) / span, gap, (est_img - lo) / span, gap,
+          np.abs(est_img - true_img) / span], axis=1)
+      out[name].append(np.clip(row, 0.0, 1.0)[..., None])
+  return {k: np.asarray(v, np.float32) for k, v in out.items()}

@@ -1,0 +1,333 @@
+"""The custom training loop of PtychoNet (any tf.distribute strategy).
+
+Keras' `model.fit` does not work with MultiWorkerMirroredStrategy in Keras
+3.15 (keras-team/keras#20585), so training runs its own loop, the same for
+every strategy:
+
+- input: `strategy.distribute_datasets_from_function` over
+  `pipeline.make_dataset(..., input_context=...)`; each worker reads its own
+  shards, batches of `batch_size / replicas` scans per replica, repeated, so
+  every worker runs exactly `steps_per_epoch` steps per epoch;
+- step: per-scan loss -> `tf.nn.compute_average_loss` over the global batch
+  -> gradients all-reduced by the Keras optimizer -> Adam update;
+- checkpoints: `tf.train.CheckpointManager` at every epoch end (and every
+  `checkpoint_secs`), numbered by the global step; a restarted run restores
+  the latest one and continues from its step, so a killed run loses at most
+  one epoch. Every worker saves (non-chief workers into a scratch folder that
+  is deleted), as MultiWorkerMirroredStrategy requires;
+- TensorBoard (chief only): train/ (loss per step and epoch, learning rate,
+  patterns/s) and eval/ (held-out loss, PSNR and SSIM of amplitude and phase,
+  image panels) under model_dir.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf import metrics
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.model import network
+from ptychonet_tf.model import serving
+from ptychonet_tf.training import evaluation
+from ptychonet_tf.training import run_dir
+from ptychonet_tf.training import strategy as strategy_lib
+
+RESULTS_FILE = "results.json"
+LOG_EVERY_STEPS = 10
+
+
+def _log(config, message):
+  if config.verbose:
+    print(message, flush=True)
+
+
+def output_ranges(info, network_config):
+  """The network's amplitude and phase ranges from the dataset's settings.
+
+  A dataset written by tools/make_tfrecords.py records its object settings;
+  those win over `network_config` (phase_only data get a narrow amplitude
+  range around the constant amplitude).
+  """
+  try:
+    with open(os.path.join(info.data_dir, "dataset.json")) as f:
+      obj = json.load(f)["identity"]["simulation"]["object"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return network_config
+  if obj.get("mode") == "phase_only":
+    c = float(obj["constant_amplitude"])
+    amplitude_range = (0.9 * c, 1.1 * c) if c > 0 else (0.0, 1e-3)
+  else:
+    amplitude_range = (float(obj["amp_min"]), float(obj["amp_max"]))
+  phase_range = (float(obj["phase_min"]), float(obj["phase_max"]))
+  return dataclasses.replace(network_config, amplitude_range=amplitude_range,
+                             phase_range=phase_range)
+
+
+class Trainer:
+  """Builds the model, optimizer, data and checkpoints of one run.
+
+  Args:
+    config: TrainConfig.
+    strategy: a tf.distribute.Strategy (see training.strategy).
+  """
+
+  def __init__(self, config, strategy):
+    self.config = config.validate()
+    self.strategy = strategy
+    info = pipeline.load_dataset_info(config.data_dir)
+    self.info = info
+    self.geometry = info.geometry
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+      raise UserError(f"--batch_size={config.batch_size} is not divisible by "
+                      f"the {replicas} replicas")
+    self.steps_per_epoch = (config.steps_per_epoch or
+                            info.counts["train"] // config.batch_size)
+    if self.steps_per_epoch < 1:
+      raise UserError(f"dataset {config.data_dir} has {info.counts['train']} "
+                      f"train scans, fewer than --batch_size="
+                      f"{config.batch_size}")
+    if info.counts.get("test", 0) < 1:
+      raise UserError(f"dataset {config.data_dir} has no test scans to "
+                      f"evaluate on; write it with --num_test >= 1")
+    self.task_type, self.task_id, self.is_chief = strategy_lib.task_info(
+        strategy)
+    workers = strategy_lib.num_workers(strategy)
+    if workers > 1 and len(info.shards["train"]) < workers:
+      raise UserError(f"dataset {config.data_dir} has "
+                      f"{len(info.shards['train'])} train shards, fewer than "
+                      f"the {workers} workers; rewrite it with more "
+                      f"--num_shards")
+    keras.config.set_dtype_policy(
+        "mixed_bfloat16" if config.mixed_precision else "float32")
+    keras.utils.set_random_seed(config.seed)
+    self.network_config = output_ranges(info, config.network)
+    self.network_config.validate(self.geometry.probe_shape)
+    n, (h, w) = self.geometry.num_positions, self.geometry.probe_shape
+    self.patterns_per_step = config.batch_size * n
+    with strategy.scope():
+      self.model = network.build_model(self.network_config, self.geometry)
+      self.model(np.zeros([1, n, h, w], np.float32))
+      self.optimizer = keras.optimizers.Adam(
+          learning_rate=config.learning_rate, beta_1=config.beta1)
+      self.optimizer.build(self.model.trainable_variables)
+    self.checkpoint = tf.train.Checkpoint(model=self.model,
+                                          optimizer=self.optimizer)
+    if self.is_chief:
+      self.checkpoint_dir = config.model_dir
+    else:
+      self.checkpoint_dir = os.path.join(
+          config.model_dir, f".scratch-{self.task_type}-{self.task_id}")
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, self.checkpoint_dir,
+        max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
+    self._probe = tf.constant(self.geometry.probe, tf.complex64)
+    self._train_step = self._make_train_step()
+
+  # Steps.
+
+  def _make_train_step(self):
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    config, probe = self.config, self._probe
+
+    def step_fn(batch):
+      with tf.GradientTape() as tape:
+        per_scan, _ = evaluation.batch_loss(model, batch, config.loss, probe,
+                                            config.dse_lambda, training=True)
+        loss = tf.nn.compute_average_loss(
+            per_scan, global_batch_size=config.batch_size)
+      variables = model.trainable_variables
+      grads = tape.gradient(loss, variables)
+      optimizer.apply_gradients(zip(grads, variables))
+      return loss
+
+    @tf.function
+    def train_step(iterator):
+      per_replica = strategy.run(step_fn, args=(next(iterator),))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                             axis=None)
+
+    return train_step
+
+  def train_dataset(self, epoch):
+    """The distributed, repeated train input of one epoch (seeded by epoch)."""
+    config = self.config
+    seed = config.seed * 100003 + epoch
+
+    def dataset_fn(input_context):
+      return pipeline.make_dataset(
+          config.data_dir, "train",
+          input_context.get_per_replica_batch_size(config.batch_size),
+          shuffle=True, seed=seed, repeat=True, input_context=input_context,
+          drop_remainder=True, verify=False)
+
+    return self.strategy.distribute_datasets_from_function(dataset_fn)
+
+  @property
+  def step(self):
+    return int(self.optimizer.iterations.numpy())
+
+  # Checkpoints.
+
+  def restore(self):
+    """Restores the latest checkpoint of model_dir; returns its step (0 if none)."""
+    path = run_dir.latest_checkpoint(self.config.model_dir)
+    if path is None:
+      return 0
+    try:
+      status = self.checkpoint.read(path)
+      status.assert_existing_objects_matched()
+      status.expect_partial()  # save_counter: not needed
+    except (tf.errors.OpError, ValueError, AssertionError) as e:
+      raise UserError(f"checkpoint {path} does not fit this model (other "
+                      f"--base_channels/--depth or dataset?) ({e}); use a new "
+                      f"--model_dir")
+    return self.step
+
+  def save(self):
+    path = self.manager.save(checkpoint_number=self.step)
+    if not self.is_chief:
+      shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+    return path
+
+  # The loop.
+
+  def evaluator(self):
+    test = pipeline.make_dataset(self.config.data_dir, "test",
+                                 max(1, self.config.batch_size), shuffle=False,
+                                 verify=False)
+    return evaluation.Evaluator(self.model, test, self.geometry,
+                                loss=self.config.loss,
+                                dse_lambda=self.config.dse_lambda,
+                                max_scans=self.config.eval_scans,
+                                num_images=self.config.num_images)
+
+  def _write_eval(self, writer, scalars, images, step):
+    mask = metrics.scanned_region(self.geometry.layout,
+                                             self.geometry.object_shape)
+    with writer.as_default(step=step):
+      tf.summary.scalar("loss", scalars["loss"])
+      for name in evaluation.METRIC_NAMES:
+        tf.summary.scalar(name, scalars[name])
+      tf.summary.scalar("inference_scans_per_second",
+                        scalars["scans_per_second"])
+      if len(images["truth"]):
+        panels = evaluation.image_panels(
+            images["truth"], images["estimate"],
+            self.network_config.amplitude_range,
+            self.network_config.phase_range, mask)
+        for name, panel in panels.items():
+          tf.summary.image(f"{name} (truth | estimate | error)", panel,
+                           max_outputs=len(panel))
+    writer.flush()
+
+  def train(self):
+    """Runs (or resumes) training; returns the final held-out metrics (chief)."""
+    config = self.config
+    os.makedirs(config.model_dir, exist_ok=True)
+    start_step = self.restore()
+    if self.is_chief:
+      run_dir.save_model_files(config.model_dir, self.model, self.geometry)
+      train_writer = tf.summary.create_file_writer(
+          os.path.join(config.model_dir, "train"))
+      eval_writer = tf.summary.create_file_writer(
+          os.path.join(config.model_dir, "eval"))
+    else:
+      train_writer = eval_writer = tf.summary.create_noop_writer()
+    total_steps = config.epochs * self.steps_per_epoch
+    n, (h, w) = self.geometry.num_positions, self.geometry.probe_shape
+    _log(config, f"training on {self.info.counts['train']} scans of {n} "
+         f"{h}x{w} patterns, {self.strategy.num_replicas_in_sync} replica(s), "
+         f"batch {config.batch_size} scans, {self.steps_per_epoch} steps/epoch"
+         + (f"; resuming at step {start_step}" if start_step else ""))
+    evaluator = self.evaluator() if self.is_chief else None
+    scalars = None
+    last_save = time.time()
+    for epoch in range(start_step // self.steps_per_epoch, config.epochs):
+      first = self.step - epoch * self.steps_per_epoch
+      iterator = iter(self.train_dataset(epoch))
+      progbar = keras.utils.Progbar(
+          self.steps_per_epoch, verbose=1 if config.verbose else 0,
+          stateful_metrics=["patterns/s"])
+      if config.verbose:
+        print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
+      start, losses_ = time.perf_counter(), []
+      for i in range(first, self.steps_per_epoch):
+        loss = float(self._train_step(iterator))
+        losses_.append(loss)
+        rate = (i + 1 - first) * self.patterns_per_step / (
+            time.perf_counter() - start)
+        progbar.update(i + 1, [("loss", loss), ("patterns/s", rate)])
+        step = self.step
+        if self.is_chief and step % LOG_EVERY_STEPS == 0:
+          with train_writer.as_default(step=step):
+            tf.summary.scalar("loss_per_step", loss)
+        if (config.checkpoint_secs and i + 1 < self.steps_per_epoch and
+            time.time() - last_save > config.checkpoint_secs):
+          self.save()
+          last_save = time.time()
+      seconds = time.perf_counter() - start
+      self.save()
+      last_save = time.time()
+      step = self.step
+      rate = len(losses_) * self.patterns_per_step / max(seconds, 1e-9)
+      if not self.is_chief:
+        continue
+      with train_writer.as_default(step=step):
+        tf.summary.scalar("loss", float(np.mean(losses_)))
+        tf.summary.scalar("learning_rate",
+                          float(np.asarray(self.optimizer.learning_rate)))
+        tf.summary.scalar("patterns_per_second", rate)
+        tf.summary.scalar("epoch", epoch + 1)
+      train_writer.flush()
+      scalars, images = evaluator()
+      self._write_eval(eval_writer, scalars, images, step)
+      _log(config, f"epoch {epoch + 1}: train loss {np.mean(losses_):.5f}, "
+           f"{rate:.0f} patterns/s; " + format_metrics(scalars))
+    if not self.is_chief:
+      return None
+    if scalars is None:  # Nothing left to train: evaluate the checkpoint.
+      scalars, images = evaluator()
+      self._write_eval(eval_writer, scalars, images, self.step)
+    scalars = dict(scalars, step=self.step)
+    run_dir.write_text(os.path.join(config.model_dir, RESULTS_FILE),
+                       json.dumps(scalars, indent=1))
+    _log(config, "final " + format_metrics(scalars))
+    if config.export:
+      path = serving.export_saved_model(
+          self.model, self.geometry.probe,
+          config.export_dir or os.path.join(config.model_dir, "export"),
+          max(self.step, 1))
+      _log(config, f"exported SavedModel {path}")
+    return scalars
+
+  def evaluate(self):
+    """Evaluates the latest checkpoint (eval-only mode); returns the metrics."""
+    if self.restore() == 0 and run_dir.latest_checkpoint(
+        self.config.model_dir) is None:
+      raise UserError(f"model_dir {self.config.model_dir} holds no checkpoint "
+                      f"to evaluate; train first")
+    scalars, _ = self.evaluator()()
+    scalars = dict(scalars, step=self.step)
+    _log(self.config, "eval " + format_metrics(scalars))
+    return scalars
+
+
+def format_metrics(scalars):
+  """One line: held-out loss, PSNR and SSIM of amplitude and phase."""
+  return (f"held-out ({scalars['scans']} scans) loss {scalars['loss']:.5f}, "
+          f"amplitude PSNR {scalars['amplitude_psnr']:.2f} dB SSIM "
+          f"{scalars['amplitude_ssim']:.4f}, phase PSNR "
+          f"{scalars['phase_psnr']:.2f} dB SSIM {scalars['phase_ssim']:.4f}")
+
+
+def train(config, strategy=None):
+  """Trains (or resumes) a PtychoNet; returns the held-out metrics (chief) or None."""
+  strategy = strategy or tf.distribute.get_strategy()
+  return Trainer(config, strategy).train()

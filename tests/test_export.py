@@ -1,0 +1,151 @@
+"""SavedModel export: TF Serving layout, plain-TF reload in a fresh process,
+saved_model_cli, the serving client, and one-line errors."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import assert_one_line_error, run_cli
+from ptychonet_tf.data import scanfile
+from ptychonet_tf.errors import UserError
+from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.training import config as config_lib
+from ptychonet_tf.training import loop
+from ptychonet_tf.training import run_dir
+from test_train import write_tiny
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A run directory trained for one epoch in-process (no export)."""
+  root = tmp_path_factory.mktemp("export")
+  data_dir = write_tiny(str(root / "data"))
+  model_dir = str(root / "run")
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=model_dir,
+      network=NetworkConfig(base_channels=4, depth=2), epochs=1, batch_size=4,
+      num_images=0, export=False, verbose=False)
+  loop.Trainer(config, tf.distribute.get_strategy()).train()
+  return model_dir
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+  export_dir = str(tmp_path_factory.mktemp("serving") / "ptychonet")
+  result = run_cli(["-m", "ptychonet_tf.export", f"--model_dir={trained}",
+                    f"--export_dir={export_dir}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "exported" in result.stdout
+  return export_dir
+
+
+def keras_reference(model_dir, amplitudes):
+  model, _, _ = run_dir.load_trained_model(model_dir)
+  out = model(amplitudes)
+  return {k: v.numpy() for k, v in out.items()}
+
+
+FRESH = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+path, x_path, out_path = sys.argv[1:4]
+loaded = tf.saved_model.load(path)
+fn = loaded.signatures["serving_default"]
+out = fn(amplitudes=tf.constant(np.load(x_path)))
+geometry = loaded.signatures["geometry"]()
+assert not [m for m in sys.modules if m.startswith("ptychonet")]
+np.savez(out_path, **{k: v.numpy() for k, v in out.items()},
+         **{"geometry_" + k: v.numpy() for k, v in geometry.items()})
+"""
+
+
+def test_export_layout_and_fresh_process_reload(trained, exported, tmp_path):
+  versions = os.listdir(exported)
+  assert versions == ["2"]  # the step: 8 scans / batch 4, one epoch
+  version_dir = os.path.join(exported, "2")
+  assert os.path.isfile(os.path.join(version_dir, "saved_model.pb"))
+  assert os.path.isdir(os.path.join(version_dir, "variables"))
+  with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+    graph = f.read()
+  # The scatter is there, and no function demands XLA (_XlaMustCompile=true).
+  assert b"TensorScatterAdd" in graph
+  assert b"_XlaMustCompile\x12\x02(\x01" not in graph
+  x = np.random.default_rng(0).random((3, 10, 16, 16)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  script = tmp_path / "fresh.py"
+  script.write_text(FRESH)
+  # A fresh interpreter, outside the repository, without PYTHONPATH.
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  result = subprocess.run(
+      [sys.executable, str(script), version_dir, str(tmp_path / "x.npy"),
+       str(tmp_path / "out.npz")], cwd=str(tmp_path), env=env,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  got = np.load(tmp_path / "out.npz")
+  ref = keras_reference(trained, x)
+  for key in ("amplitude", "phase"):
+    assert got[key].shape == ref[key].shape
+    np.testing.assert_allclose(got[key], ref[key], rtol=1e-5, atol=1e-6)
+  geometry = np.load(os.path.join(trained, "geometry.npz"))
+  np.testing.assert_array_equal(got["geometry_layout"], geometry["layout"])
+  np.testing.assert_allclose(got["geometry_probe_real"],
+                             geometry["probe"].real, rtol=1e-6)
+  np.testing.assert_array_equal(got["geometry_object_shape"],
+                                geometry["object_shape"])
+
+
+def test_saved_model_cli_runs_it(trained, exported, tmp_path):
+  cli = shutil.which("saved_model_cli")
+  if cli is None:
+    pytest.skip("saved_model_cli is not installed")
+  x = np.random.default_rng(1).random((1, 10, 16, 16)).astype(np.float32)
+  np.save(tmp_path / "x.npy", x)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run(
+      [cli, "run", "--dir", os.path.join(exported, "2"), "--tag_set", "serve",
+       "--signature_def", "serving_default",
+       "--inputs", f"amplitudes={tmp_path / 'x.npy'}",
+       "--outdir", str(tmp_path / "cli"), "--overwrite"],
+      env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  ref = keras_reference(trained, x)
+  np.testing.assert_allclose(np.load(tmp_path / "cli" / "phase.npy"),
+                             ref["phase"], rtol=1e-5, atol=1e-6)
+
+
+def test_serving_client_builds_the_rest_request(trained, tmp_path):
+  geometry = np.load(os.path.join(trained, "geometry.npz"))
+  amplitudes = np.random.default_rng(2).random((10, 16, 16)).astype(np.float32)
+  scan_path = str(tmp_path / "scan.npz")
+  scanfile.Scan(amplitudes=amplitudes, layout=geometry["layout"],
+                probe=geometry["probe"],
+                object_shape=tuple(geometry["object_shape"])).save(scan_path)
+  result = run_cli(["tools/serving_client.py", scan_path])
+  assert result.returncode == 0, result.stderr[-2000:]
+  request = json.loads(result.stdout)
+  assert request["signature_name"] == "serving_default"
+  sent = np.asarray(request["inputs"]["amplitudes"], np.float32)
+  assert sent.shape == (1, 10, 16, 16)
+  np.testing.assert_array_equal(sent[0], amplitudes)
+  result = run_cli(["tools/serving_client.py", str(tmp_path / "missing.npz")])
+  assert_one_line_error(result, "missing.npz")
+
+
+def test_export_of_an_empty_model_dir_is_one_line(tmp_path):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  result = run_cli(["-m", "ptychonet_tf.export", f"--model_dir={empty}",
+                    f"--export_dir={tmp_path / 'out'}"])
+  assert_one_line_error(result, str(empty), "no trained model")
+  with pytest.raises(UserError, match="nowhere does not exist"):
+    run_dir.load_trained_model(str(tmp_path / "nowhere"))
+  (empty / "model.json").write_text("{}")  # no checkpoint yet
+  with pytest.raises(UserError, match="no trained model"):
+    run_dir.load_trained_model(str(empty))
