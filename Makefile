@@ -5,7 +5,9 @@ PIP ?= $(PYTHON) -m pip
 CONFIG ?= small_dense
 DATA_DIR ?= tfrecords/$(CONFIG)
 
-.PHONY: install demo data test test-fast bench
+TRANSFER_IMAGES ?= ../shared/data/tcga-brain-he-miccai2015/images
+
+.PHONY: install demo data train export tensorboard test test-fast bench siemens-star
 
 install:
 	$(PIP) install -q -e ".[cpu,test]"
@@ -13,7 +15,21 @@ install:
 data: install
 	$(PYTHON) tools/make_tfrecords.py --flagfile=configs/$(CONFIG).flags --out_dir=$(DATA_DIR)
 
-demo: data
+# The main job: CPU-sized dense and sparse experiments from the embedded
+# default images (data -> train -> export -> evaluate -> reports/<name>/report.md),
+# plus the cross-domain test when $(TRANSFER_IMAGES) exists. Every step resumes.
+demo: install
+	$(PYTHON) -m ptychonet_tf.demo --transfer_images=$(TRANSFER_IMAGES)
+
+# One experiment by hand: make train CONFIG=small_sparse
+train: data
+	$(PYTHON) -m ptychonet_tf.train --flagfile=configs/$(CONFIG).flags --data_dir=$(DATA_DIR) --model_dir=runs/$(CONFIG) --export_dir=saved_models/$(CONFIG)
+
+export:
+	$(PYTHON) -m ptychonet_tf.export --model_dir=runs/$(CONFIG) --export_dir=saved_models/$(CONFIG)
+
+tensorboard:
+	tensorboard --logdir=runs
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: install
@@ -24,3 +40,9 @@ test-fast: test
 
 bench: install
 	$(PYTHON) benchmarks/bench_data.py
+	$(PYTHON) benchmarks/bench_baselines.py
+	$(PYTHON) benchmarks/bench_train.py --steps=2 --warmup=1 --rounds=1 --infer_steps=2
+
+# DM with probe refinement on the measured Siemens star (needs ../shared/data).
+siemens-star: install
+	$(PYTHON) tools/siemens_star.py

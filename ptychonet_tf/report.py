@@ -1,0 +1,155 @@
+"""Tables and figures of an evaluation run: numpy and dicts in, files out.
+
+`summarize` turns per-scan metric dicts into means and standard deviations;
+`markdown_table` renders them; `save_panels` draws the paper's Tables 1-4
+layout (rows: test objects; columns: ground truth and each method) for the
+amplitude and the phase; `save_curves` draws the paper's Figure 3 (chi and
+object MSE against DM iteration for a random and a PtychoNet start).
+Everything is written to a temporary name and renamed when complete.
+"""
+import json
+import math
+import os
+
+import numpy as np
+
+METRIC_KEYS = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
+
+
+def _atomic(path, write):
+  """Calls write(tmp_path), then renames tmp_path to path."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  root, ext = os.path.splitext(path)
+  tmp = f"{root}.tmp{ext}"
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def write_text(path, text):
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  _atomic(path, write)
+
+
+def write_json(path, obj):
+  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def summarize(per_scan):
+  """Mean and standard deviation of each metric over scans.
+
+  Args:
+    per_scan: list of dicts with (at least) METRIC_KEYS float values.
+
+  Returns:
+    dict key -> {"mean": float, "std": float}; infinite PSNRs (exact
+    agreement) are left out of the mean and counted in "exact".
+  """
+  out = {}
+  for key in METRIC_KEYS:
+    values = np.array([s[key] for s in per_scan], np.float64)
+    finite = values[np.isfinite(values)]
+    out[key] = {"mean": float(finite.mean()) if finite.size else float("nan"),
+                "std": float(finite.std()) if finite.size else float("nan")}
+    if finite.size < values.size:
+      out[key]["exact"] = int(values.size - finite.size)
+  return out
+
+
+def _cell(stat, digits):
+  if stat is None or math.isnan(stat["mean"]):
+    return "n/a"
+  return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+
+
+def markdown_table(rows, convention):
+  """A Markdown table of methods against amplitude/phase PSNR and SSIM.
+
+  Args:
+    rows: list of (method name, summary dict from `summarize`, seconds per scan).
+    convention: "scanned" or "paper", the summary key to show.
+
+  Returns:
+    str.
+  """
+  lines = ["| method | amplitude PSNR (dB) | amplitude SSIM | phase PSNR (dB) "
+           "| phase SSIM | seconds / scan |",
+           "|---|---|---|---|---|---|"]
+  for name, summary, seconds in rows:
+    s = summary[convention]
+    lines.append(f"| {name} | {_cell(s['amplitude_psnr'], 2)} | "
+                 f"{_cell(s['amplitude_ssim'], 3)} | {_cell(s['phase_psnr'], 2)} | "
+                 f"{_cell(s['phase_ssim'], 3)} | {seconds:.4g} |")
+  return "\n".join(lines)
+
+
+def _figure_module():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_panels(path, truths, estimates, part, value_range, title=None):
+  """A grid of images: one row per test object, truth then each method.
+
+  Args:
+    path: PNG file to write.
+    truths: complex [S, H, W] ground truth.
+    estimates: dict method name -> complex [S, H, W] (already aligned to the
+      truth's global phase).
+    part: "amplitude" or "phase".
+    value_range: (vmin, vmax) shared by every panel (the object's range).
+    title: optional figure title.
+  """
+  plt = _figure_module()
+  take = np.abs if part == "amplitude" else np.angle
+  columns = [("ground truth", truths)] + list(estimates.items())
+  rows = truths.shape[0]
+  fig, axes = plt.subplots(rows, len(columns),
+                           figsize=(2.2 * len(columns), 2.2 * rows + 0.4),
+                           squeeze=False)
+  for r in range(rows):
+    for c, (name, images) in enumerate(columns):
+      ax = axes[r, c]
+      ax.imshow(take(images[r]), cmap="gray", vmin=value_range[0],
+                vmax=value_range[1], interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(name, fontsize=9)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  _atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
+  plt.close(fig)
+
+
+def save_curves(path, curves, title=None):
+  """chi and object MSE against iteration (the paper's Figure 3).
+
+  Args:
+    path: PNG file to write.
+    curves: dict start name -> {"chi": float [T], "mse_iterations": int [K],
+      "mse": float [K]} (means over the test scans).
+    title: optional figure title.
+  """
+  plt = _figure_module()
+  fig, (ax_chi, ax_mse) = plt.subplots(1, 2, figsize=(9, 3.4))
+  for name, c in curves.items():
+    chi = np.asarray(c["chi"])
+    ax_chi.semilogy(np.arange(1, chi.size + 1), chi, label=name)
+    ax_mse.semilogy(c["mse_iterations"], c["mse"], marker=".", label=name)
+  ax_chi.set_xlabel("DM iteration")
+  ax_chi.set_ylabel("chi = ||O_t - O_{t-1}|| / ||O_t||")
+  ax_mse.set_xlabel("DM iteration")
+  ax_mse.set_ylabel("object MSE vs ground truth")
+  for ax in (ax_chi, ax_mse):
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  _atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
+  plt.close(fig)
