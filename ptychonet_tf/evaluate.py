@@ -52,6 +52,10 @@ flags.DEFINE_integer("num_panels", 3, "Test objects drawn in the panels.")
 flags.DEFINE_float("region_fraction", 0.01,
                    "The scanned region of the metrics: pixels whose summed "
                    "illumination sum_j |P|^2 reaches this fraction of its maximum.")
+flags.DEFINE_bool("dm_flat_start", True,
+                  "Also run DM from a flat object (amplitude 1, phase 0): a "
+                  "start without any information, to tell how much of "
+                  "PtychoNet+DM's gain is just not starting from noise.")
 flags.DEFINE_bool("run_dm", True, "Also run DM from a random start.")
 FLAGS = flags.FLAGS
 
@@ -121,7 +125,7 @@ def run_ptychonet(predict, amplitudes):
   return np.stack(objects), float(np.median(seconds))
 
 
-def run_dm(amplitudes, truths, geometry, initial, name):
+def run_dm(amplitudes, truths, geometry, initial, name, init="random"):
   """DM over all scans in batches.
 
   Returns:
@@ -129,7 +133,7 @@ def run_dm(amplitudes, truths, geometry, initial, name):
      (iterations [K], object MSE [K] mean over scans)).
   """
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  config = dm.DMConfig(iterations=FLAGS.dm_iterations, init="random",
+  config = dm.DMConfig(iterations=FLAGS.dm_iterations, init=init,
                        seed=FLAGS.dm_seed, chunk=FLAGS.curve_every, progress=False)
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   batch = max(1, FLAGS.dm_batch)
@@ -272,6 +276,12 @@ def main(argv):
     methods["DM"] = {"objects": objects, "seconds": seconds,
                      "scores": score(objects, truths, mask)}
     curves["random start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
+    if FLAGS.dm_flat_start:
+      objects, seconds, chi, mse = run_dm(amplitudes, truths, geometry, None,
+                                          "DM (flat start)", init="ones")
+      methods["DM (flat start)"] = {"objects": objects, "seconds": seconds,
+                                    "scores": score(objects, truths, mask)}
+      curves["flat start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
   note = {"argv": sys.argv[1:]}
   if models:
     first = models[0][0]
