@@ -114,8 +114,9 @@ def bench(name, data_dir, precision, batch_size, base_channels):
     bare_rate = max(bare_rate, _rate(
         lambda: float(step(bare_iterator)), FLAGS.steps, warmup) * patterns)
   model = trainer.model
-  amplitudes = tf.tile(batch["amplitudes"][:1],
-                       [FLAGS.infer_batch, 1, 1, 1])
+  n, (h, w) = model.num_positions, model.probe_shape
+  scan = tf.reshape(batch["amplitudes"][:n], [1, n, h, w])  # N patterns
+  amplitudes = tf.tile(scan, [FLAGS.infer_batch, 1, 1, 1])
   infer = tf.function(lambda a: model(a, training=False))
   patches = model.predict_patches(amplitudes)
   stitch = tf.function(model.stitch_patches)

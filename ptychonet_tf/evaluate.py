@@ -61,6 +61,8 @@ FLAGS = flags.FLAGS
 
 # DM imports are deferred into functions so that --help is quick.
 
+MEAN_OBJECT = "Mean object (reference)"
+
 
 def parse_models(specs):
   """[(name, dir)] from NAME=DIR or DIR items."""
@@ -192,7 +194,7 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note):
   panels = min(FLAGS.num_panels, len(truths))
   aligned = {name: np.stack([metrics.remove_phase_offset(o, t, mask)
                              for o, t in zip(m["objects"][:panels], truths[:panels])])
-             for name, m in methods.items()}
+             for name, m in methods.items() if m.get("panel", True)}
   amp_range = (float(np.abs(truths).min()), float(np.abs(truths).max()))
   phase_range = (float(np.angle(truths).min()), float(np.angle(truths).max()))
   if amp_range[1] - amp_range[0] < 1e-3:
@@ -228,7 +230,10 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note):
           "object as they are, so an unmeasurable global phase and the "
           "unilluminated border count as error there. That, and the noise-free "
           "data with the known probe, is why DM scores far above the paper's "
-          "14.39 dB here.\n"]
+          f"14.39 dB here. \"{MEAN_OBJECT}\" replaces every object by a "
+          "constant, its own mean amplitude and phase: a floor that a method "
+          "must beat to have recovered any structure (SSIM rewards smooth "
+          "flat guesses, so compare PSNR against it first).\n"]
   body += [f"![{f}]({f})\n" for f in figures]
   body.append("\nProduced by:\n\n```\npython -m ptychonet_tf.evaluate "
               + " ".join(note["argv"]) + "\n```\n")
@@ -294,6 +299,13 @@ def main(argv):
     curves[f"{first} start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
     if "DM" in methods:
       note["speedup"] = methods["DM"]["seconds"] / methods[first]["seconds"]
+  # Reference: each object replaced by a constant, its own mean amplitude
+  # and phase over the region (the best any featureless guess can score).
+  objects = [np.full(t.shape, np.abs(t)[mask].mean() *
+                     np.exp(1j * np.angle(t)[mask].mean()), np.complex64)
+             for t in truths]
+  methods[MEAN_OBJECT] = {"objects": objects, "seconds": 0.0, "panel": False,
+                          "scores": score(objects, truths, mask)}
   tables = write_outputs(FLAGS.out_dir, title, info, truths, mask, methods, curves, note)
   print(tables)
   if "speedup" in note:

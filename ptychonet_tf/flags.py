@@ -108,8 +108,12 @@ flags.DEFINE_string("export_dir", None,
                     "<export_dir>/<version>/); default <model_dir>/export.")
 flags.DEFINE_integer("epochs", 10, "Training epochs (passes over the train split).")
 flags.DEFINE_integer("batch_size", 4,
-                     "Global batch size in scans (N patterns each), split "
-                     "over the replicas.")
+                     "Global batch size in scans' worth of patterns: each "
+                     "step trains on batch_size * N single patterns mixed "
+                     "across scans, split over the replicas.")
+flags.DEFINE_integer("shuffle_scans", 16,
+                     "Training patterns are shuffled across scans in a buffer "
+                     "of this many scans' worth of patterns.")
 flags.DEFINE_integer("steps_per_epoch", 0,
                      "Steps per epoch; 0 = train scans // batch_size.")
 flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
@@ -132,6 +136,11 @@ flags.DEFINE_integer("base_channels", 32,
                      "Channels of the first encoder layer (doubling per layer).")
 flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
 flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
+flags.DEFINE_enum("stitch_weighting", "probe", ["probe", "uniform"],
+                  "How patches are averaged into the object (and weighted in "
+                  "the MSE loss): probe = by the probe intensity |P|^2; "
+                  "uniform = every window pixel counts once (the paper's "
+                  "Algorithm 1).")
 flags.DEFINE_integer("eval_scans", 0,
                      "Held-out scans evaluated each epoch; 0 = the whole test split.")
 flags.DEFINE_integer("num_images", 3,

@@ -38,12 +38,14 @@ def train_config():
   """The TrainConfig of the parsed flags."""
   network = NetworkConfig(base_channels=FLAGS.base_channels, depth=FLAGS.depth,
                           max_channels=FLAGS.max_channels,
+                          stitch_weighting=FLAGS.stitch_weighting,
                           amplitude_range=(FLAGS.amp_min, FLAGS.amp_max),
                           phase_range=(FLAGS.phase_min, FLAGS.phase_max))
   return TrainConfig(
       data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
       export_dir=FLAGS.export_dir, network=network, epochs=FLAGS.epochs,
-      batch_size=FLAGS.batch_size, steps_per_epoch=FLAGS.steps_per_epoch,
+      batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
+      steps_per_epoch=FLAGS.steps_per_epoch,
       learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1, loss=FLAGS.loss,
       dse_lambda=FLAGS.dse_lambda, mixed_precision=FLAGS.mixed_precision,
       seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
+from ptychonet_tf import evaluate
 from ptychonet_tf import report
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.model import network
@@ -39,10 +40,11 @@ def test_writes_tables_figures_and_json(setup):
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
   methods = results["methods"]
-  assert list(methods) == ["PtychoNet-MSE", "DM", "DM (flat start)", "PtychoNet-MSE+DM"]
-  for m in methods.values():
+  assert list(methods) == ["PtychoNet-MSE", "DM", "DM (flat start)",
+                           "PtychoNet-MSE+DM", evaluate.MEAN_OBJECT]
+  for name, m in methods.items():
     assert len(m["per_scan"]["scanned"]) == 2
-    assert m["seconds_per_scan"] > 0
+    assert (m["seconds_per_scan"] > 0) == (name != evaluate.MEAN_OBJECT)
     for convention in ("scanned", "paper"):
       assert np.isfinite(m["mean"][convention]["amplitude_ssim"]["mean"])
   curves = results["curves"]

@@ -37,6 +37,24 @@ def test_mse_matches_numpy(scan):
   np.testing.assert_array_equal(losses.mse_loss(a, p, a, p).numpy(), 0)
 
 
+def test_weighted_mse_ignores_zero_weight_pixels(scan):
+  a, p = scan["amplitude"], scan["phase"]
+  weights = np.zeros((16, 16), np.float32)
+  weights[4:12, 4:12] = 2.0
+  a2 = a.copy()
+  a2[..., :4, :] += 5.0  # errors only where the weight is 0
+  np.testing.assert_allclose(losses.mse_loss(a2, p, a, p, weights).numpy(), 0,
+                             atol=1e-7)
+  a3 = a + 0.1
+  # sum w e^2 / sum w of a uniform error e = e^2, for any weights.
+  np.testing.assert_allclose(losses.mse_loss(a3, p, a, p, weights).numpy(),
+                             0.01, rtol=1e-4)
+  np.testing.assert_allclose(
+      losses.patch_loss("mse", {"amplitude": a3, "phase": p},
+                        {"amplitude": a, "phase": p}, None, None,
+                        weights=weights).numpy(), 0.01, rtol=1e-4)
+
+
 def test_dft_loss_is_zero_for_the_true_object(scan):
   geo = scan["geometry"]
   loss = losses.dft_loss(scan["amplitude"], scan["phase"], geo.probe,

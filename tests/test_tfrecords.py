@@ -112,6 +112,42 @@ def test_truncated_shard_is_named(tmp_path):
     pipeline.make_dataset(out, "train", 2)
 
 
+def test_pattern_dataset_mixes_scans_and_pairs_patches(dataset):
+  info = pipeline.load_dataset_info(dataset)
+  g = info.geometry
+  scans = list(pipeline.make_dataset(dataset, "train", 1, shuffle=False))
+  # Every (pattern, true patch) pair of the split, keyed by the pattern bytes.
+  pairs = {}
+  for scan in scans:
+    amp = scan["object_amplitude"][0].numpy()
+    phase = scan["object_phase"][0].numpy()
+    for j, (t, b, l, r) in enumerate(g.layout):
+      pairs[scan["amplitudes"][0, j].numpy().tobytes()] = (amp[t:b, l:r],
+                                                          phase[t:b, l:r])
+  ds = pipeline.make_pattern_dataset(dataset, "train", 2, seed=3,
+                                     repeat=False, shuffle_scans=4)
+  batches = list(ds)
+  n = g.num_positions
+  assert len(batches) == (7 * n) // (2 * n)  # drop_remainder
+  for batch in batches:
+    assert batch["amplitudes"].shape == (2 * n, 16, 16)
+    assert batch["amplitude"].shape == batch["phase"].shape == (2 * n, 16, 16)
+    for k in range(2 * n):
+      key = batch["amplitudes"][k].numpy().tobytes()
+      amp, phase = pairs[key]  # the pattern is one of the split's
+      np.testing.assert_array_equal(batch["amplitude"][k].numpy(), amp)
+      np.testing.assert_array_equal(batch["phase"][k].numpy(), phase)
+  # A batch of 2 scans' worth of patterns draws on more than 2 objects.
+  scan_of = {key: i for i, scan in enumerate(scans)
+             for key in (scan["amplitudes"][0, j].numpy().tobytes()
+                         for j in range(n))}
+  mixed = [len({scan_of[batch["amplitudes"][k].numpy().tobytes()]
+                for k in range(2 * n)}) for batch in batches]
+  assert max(mixed) > 2, mixed
+  with pytest.raises(UserError, match="shuffle_scans"):
+    pipeline.make_pattern_dataset(dataset, "train", 2, shuffle_scans=0)
+
+
 def test_sharding_by_input_context(dataset):
   seen = []
   for pid in range(2):

@@ -60,9 +60,9 @@ def test_one_step_lowers_the_loss(data_dir, tmp_path):
     probe = tf.constant(trainer.geometry.probe, tf.complex64)
 
     def batch_loss():
-      per_scan, _ = evaluation.batch_loss(
+      per_pattern = evaluation.pattern_batch_loss(
           trainer.model, batch, loss, probe, 1.0, training=True)
-      return float(tf.reduce_mean(per_scan))
+      return float(tf.reduce_mean(per_pattern))
 
     before = batch_loss()
     trainer._train_step(  # pylint: disable=protected-access

@@ -5,12 +5,21 @@ Order (STYLE.md): seeded shuffle of the shard list -> shard by input context
 prefetch. With a `tf.distribute.InputContext` (from
 `strategy.distribute_datasets_from_function`) each input pipeline reads its
 own subset of shards and `batch_size` is the per-replica batch size.
+
+`make_pattern_dataset` is the training input: the same scans, cut into
+single (diffraction pattern, true object patch) examples and shuffled across
+scans before batching, so that a batch mixes many objects. PtychoNet's
+network and losses work pattern by pattern; batches of whole scans (every
+pattern of one or two objects) leave BatchNorm and the gradient with little
+variety, and on configs/small_dense.flags the network then learns little
+more than the mean object (docs/training.md).
 """
 import dataclasses
 import json
 import os
 from typing import Dict, List
 
+import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.data import records
@@ -138,4 +147,51 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
   if repeat:
     ds = ds.repeat()
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
+                         input_context=None, shuffle_scans=16,
+                         drop_remainder=True, verify=True):
+  """A tf.data.Dataset of batches of single patterns, mixed across scans.
+
+  Args:
+    data_dir, split, seed, repeat, input_context, verify: as `make_dataset`
+      (shards are always shuffled).
+    batch_size: scans' worth of patterns per batch: each batch holds
+      batch_size * N patterns (per replica with input_context).
+    shuffle_scans: the pattern shuffle buffer, in scans (N patterns each).
+    drop_remainder: drop a final partial batch.
+
+  Returns:
+    Dataset of dicts {"amplitudes": float32 [P, h, w] diffraction amplitudes,
+    "amplitude", "phase": float32 [P, h, w] the true object patches under
+    each pattern's window}, P = batch_size * N.
+  """
+  info = load_dataset_info(data_dir)
+  if shuffle_scans < 1:
+    raise UserError(f"shuffle_scans {shuffle_scans} must be >= 1")
+  geometry = info.geometry
+  n, (h, w) = geometry.num_positions, geometry.probe_shape
+  big_h, big_w = geometry.object_shape
+  layout = np.asarray(geometry.layout, np.int64)
+  rows = layout[:, 0:1] + np.arange(h)[None, :]
+  cols = layout[:, 2:3] + np.arange(w)[None, :]
+  index = tf.constant((rows[:, :, None] * big_w + cols[:, None, :]).astype(
+      np.int32))  # [N, h, w] raveled object index of every window pixel
+
+  def to_patterns(scan):
+    def windows(image):
+      return tf.gather(tf.reshape(image, [big_h * big_w]), index)
+    return {"amplitudes": scan["amplitudes"],
+            "amplitude": windows(scan["object_amplitude"]),
+            "phase": windows(scan["object_phase"])}
+
+  ds = make_dataset(data_dir, split, 1, shuffle=True, seed=seed, repeat=repeat,
+                    input_context=input_context, shuffle_buffer=shuffle_scans,
+                    verify=verify).unbatch()
+  ds = ds.map(to_patterns, num_parallel_calls=tf.data.AUTOTUNE,
+              deterministic=False).unbatch()
+  ds = ds.shuffle(shuffle_scans * n, seed=seed, reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size * n, drop_remainder=drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE)

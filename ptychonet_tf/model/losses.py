@@ -5,7 +5,8 @@ scan, float32 [B] (the mean over the scan's N patterns and pixels), ready for
 `tf.nn.compute_average_loss` under a distribution strategy.
 
 - MSE (eq. 5): mean (A_hat - A)^2 + mean (phi_hat - phi)^2 over the object
-  patches O_j = O[t:b, l:r].
+  patches O_j = O[t:b, l:r]; with per-pixel window weights w [h, w] (the
+  model's probe stitching weights) the weighted mean sum w e^2 / sum w.
 - DFT loss (eqs. 6-7): mean (|F(P * A_hat exp(i phi_hat))| - sqrt(I_j))^2, the
   misfit between the predicted patches' diffraction amplitudes and the measured
   ones, with the known probe P and F = `physics.forward.far_field` (unitary,
@@ -41,11 +42,21 @@ def _mean_per_example(x):
   return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
 
 
-def mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase):
-  """Eq. 5. All inputs float [B, ...] of equal shape; returns float32 [B]."""
+def mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase,
+             weights=None):
+  """Eq. 5. Inputs float [B, ..., h, w] of equal shape; returns float32 [B].
+
+  `weights`: None, or float [h, w] per-pixel weights (broadcast over the
+  leading axes); the loss is then sum w e^2 / sum w per scan.
+  """
   da = tf.cast(pred_amplitude, tf.float32) - tf.cast(true_amplitude, tf.float32)
   dp = tf.cast(pred_phase, tf.float32) - tf.cast(true_phase, tf.float32)
-  return _mean_per_example(tf.square(da)) + _mean_per_example(tf.square(dp))
+  error = tf.square(da) + tf.square(dp)
+  if weights is None:
+    return _mean_per_example(error)
+  weights = tf.convert_to_tensor(weights, tf.float32)
+  weights = weights / tf.reduce_mean(weights)
+  return _mean_per_example(error * weights)
 
 
 def dft_loss(pred_amplitude, pred_phase, probe, measured_amplitudes):
@@ -69,27 +80,29 @@ def dft_loss(pred_amplitude, pred_phase, probe, measured_amplitudes):
 
 
 def dse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase, probe,
-             measured_amplitudes, dse_lambda=1.0):
-  """DSE = MSE + lambda * DFT loss; float32 [B]."""
-  return (mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase) +
+             measured_amplitudes, dse_lambda=1.0, weights=None):
+  """DSE = MSE (optionally weighted) + lambda * DFT loss; float32 [B]."""
+  return (mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase,
+                   weights) +
           dse_lambda * dft_loss(pred_amplitude, pred_phase, probe,
                                 measured_amplitudes))
 
 
 def patch_loss(name, patches, true_patches, probe, measured_amplitudes,
-               dse_lambda=1.0):
+               dse_lambda=1.0, weights=None):
   """The training loss `name` ("mse" or "dse") on dicts of patches; float32 [B].
 
   Args:
     patches, true_patches: {"amplitude", "phase"} float [B, N, h, w].
     probe: complex64 [h, w].
     measured_amplitudes: float [B, N, h, w].
+    weights: None or float [h, w] per-pixel weights of the MSE term.
   """
   if name == "mse":
     return mse_loss(patches["amplitude"], patches["phase"],
-                    true_patches["amplitude"], true_patches["phase"])
+                    true_patches["amplitude"], true_patches["phase"], weights)
   if name == "dse":
     return dse_loss(patches["amplitude"], patches["phase"],
                     true_patches["amplitude"], true_patches["phase"], probe,
-                    measured_amplitudes, dse_lambda)
+                    measured_amplitudes, dse_lambda, weights)
   raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

@@ -16,7 +16,11 @@ statistics are those of the global batch, and every replica and worker keeps
 the same moving statistics (a no-op on one device). The
 input is log(1 + A / s) with s the probe's RMS amplitude (a fixed,
 geometry-derived scale that tames the diffraction peak). The N patches of a
-scan are stitched into the H x W object by `layers.StitchPatches`.
+scan are stitched into the H x W object by `layers.StitchPatches`, by
+default weighted by the probe intensity (`stitch_weighting="probe"`; "uniform"
+is the paper's plain average); the MSE loss uses the same per-pixel weights,
+so the network is not asked to guess the object under the probe's dark
+corners, which its pattern says nothing about.
 """
 import dataclasses
 import math
@@ -39,6 +43,7 @@ class NetworkConfig:
   amplitude_range: Tuple[float, float] = (0.5, 1.0)
   phase_range: Tuple[float, float] = (-math.pi / 3, 0.0)
   stitch_method: str = "scatter"
+  stitch_weighting: str = "probe"
 
   def validate(self, probe_shape):
     if self.base_channels < 1 or self.max_channels < self.base_channels:
@@ -54,6 +59,9 @@ class NetworkConfig:
     if self.stitch_method not in layers_lib.STITCH_METHODS:
       raise UserError(f"stitch method {self.stitch_method!r} is not one of "
                       f"{layers_lib.STITCH_METHODS}")
+    if self.stitch_weighting not in layers_lib.STITCH_WEIGHTINGS:
+      raise UserError(f"stitch weighting {self.stitch_weighting!r} is not one "
+                      f"of {layers_lib.STITCH_WEIGHTINGS}")
     return self
 
 
@@ -113,12 +121,15 @@ class PtychoNet(keras.Model):
     input_scale: s in the input transform log(1 + A / s).
     base_channels, depth, max_channels, amplitude_range, phase_range,
     stitch_method: see NetworkConfig.
+    stitch_weights: None (uniform, the paper) or float [h, w] per-pixel
+      weights of a window, used by the stitching and by the MSE loss
+      (`layers.stitch_weights` makes them from the probe).
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
                base_channels=32, depth=4, max_channels=256,
                amplitude_range=(0.5, 1.0), phase_range=(-math.pi / 3, 0.0),
-               stitch_method="scatter", **kwargs):
+               stitch_method="scatter", stitch_weights=None, **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside follows the global policy.
     kwargs.setdefault("dtype", "float32")
@@ -133,11 +144,14 @@ class PtychoNet(keras.Model):
     self.amplitude_range = tuple(float(v) for v in amplitude_range)
     self.phase_range = tuple(float(v) for v in phase_range)
     self.stitch_method = stitch_method
+    self.stitch_weights = (None if stitch_weights is None
+                           else np.asarray(stitch_weights, np.float32))
     self.network_config.validate(self.probe_shape)
     self.patch_network = build_patch_network(self.network_config,
                                              self.probe_shape)
     self.stitch = layers_lib.StitchPatches(
-        self.layout, self.object_shape, method=stitch_method, name="stitch")
+        self.layout, self.object_shape, method=stitch_method,
+        pixel_weights=self.stitch_weights, name="stitch")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo
@@ -148,7 +162,9 @@ class PtychoNet(keras.Model):
                          max_channels=self.max_channels,
                          amplitude_range=self.amplitude_range,
                          phase_range=self.phase_range,
-                         stitch_method=self.stitch_method)
+                         stitch_method=self.stitch_method,
+                         stitch_weighting=("uniform" if self.stitch_weights is None
+                                           else "probe"))
 
   @property
   def num_positions(self):
@@ -166,10 +182,25 @@ class PtychoNet(keras.Model):
     """
     amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
     n, (h, w) = self.num_positions, self.probe_shape
-    x = tf.math.log1p(tf.reshape(amplitudes, [-1, h, w, 1]) / self.input_scale)
+    out = self.predict_pattern_patches(tf.reshape(amplitudes, [-1, h, w]),
+                                       training)
+    return {k: tf.reshape(v, [-1, n, h, w]) for k, v in out.items()}
+
+  def predict_pattern_patches(self, patterns, training=False):
+    """Per-pattern predictions for patterns of any scans (what training uses).
+
+    Args:
+      patterns: float32 [P, h, w] diffraction amplitudes.
+      training: BatchNorm mode.
+
+    Returns:
+      dict "amplitude", "phase": float32 [P, h, w], inside the ranges.
+    """
+    h, w = self.probe_shape
+    patterns = tf.convert_to_tensor(patterns, tf.float32)
+    x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / self.input_scale)
     y = self.patch_network(x, training=training)
     y = tf.cast(y, tf.float32) * self._span + self._offset
-    y = tf.reshape(y, [-1, n, h, w, 2])
     return {"amplitude": y[..., 0], "phase": y[..., 1]}
 
   def stitch_patches(self, patches):
@@ -188,12 +219,15 @@ class PtychoNet(keras.Model):
                   max_channels=self.max_channels,
                   amplitude_range=list(self.amplitude_range),
                   phase_range=list(self.phase_range),
-                  stitch_method=self.stitch_method)
+                  stitch_method=self.stitch_method,
+                  stitch_weights=(None if self.stitch_weights is None
+                                  else self.stitch_weights.tolist()))
     return config
 
 
 def build_model(config, geometry):
   """A PtychoNet for a NetworkConfig and a physics.geometry.Geometry."""
+  config.validate(geometry.probe_shape)
   return PtychoNet(layout=geometry.layout, object_shape=geometry.object_shape,
                    probe_shape=geometry.probe_shape,
                    input_scale=input_scale(geometry.probe),
@@ -201,4 +235,9 @@ def build_model(config, geometry):
                    max_channels=config.max_channels,
                    amplitude_range=config.amplitude_range,
                    phase_range=config.phase_range,
-                   stitch_method=config.stitch_method, name="ptychonet")
+                   stitch_method=config.stitch_method,
+                   stitch_weights=(
+                       None if config.stitch_weighting == "uniform" else
+                       layers_lib.stitch_weights(geometry.probe,
+                                                 config.stitch_weighting)),
+                   name="ptychonet")

@@ -17,7 +17,9 @@ class TrainConfig:
     export_dir: SavedModel base directory; None = <model_dir>/export.
     network: width, depth and output ranges of the network.
     epochs: passes over the train split.
-    batch_size: global batch in scans (split over the replicas).
+    batch_size: global batch in scans' worth of patterns (batch_size * N
+      single patterns, mixed across scans; split over the replicas).
+    shuffle_scans: pattern shuffle buffer of the training input, in scans.
     steps_per_epoch: 0 = train scans // batch_size.
     learning_rate, beta1: Adam.
     loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
@@ -36,6 +38,7 @@ class TrainConfig:
   network: NetworkConfig = NetworkConfig()
   epochs: int = 10
   batch_size: int = 4
+  shuffle_scans: int = 16
   steps_per_epoch: int = 0
   learning_rate: float = 2e-4
   beta1: float = 0.5
@@ -57,7 +60,7 @@ class TrainConfig:
     if not self.data_dir:
       raise UserError("--data_dir is required (a dataset directory written by "
                       "tools/make_tfrecords.py)")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "shuffle_scans"):
       if getattr(self, name) < 1:
         raise UserError(f"--{name}={getattr(self, name)} must be >= 1")
     for name in ("steps_per_epoch", "eval_scans", "num_images"):

@@ -2,8 +2,9 @@
 
 Metrics follow `ptychonet_tf.metrics.complex_metrics` (this project's
 convention): the reconstruction's constant phase offset is removed and the
-amplitude and phase are compared on the scanned region. They are averaged
-over the evaluated scans.
+amplitude and phase are compared on the illuminated region
+(`metrics.illuminated_region`, total |P|^2 >= 1% of its maximum, the region
+`ptychonet_tf.evaluate` uses). They are averaged over the evaluated scans.
 """
 import time
 
@@ -24,12 +25,23 @@ def true_patches(batch, layout, probe_shape):
           "phase": forward.extract(batch["object_phase"], layout, probe_shape)}
 
 
+def pattern_batch_loss(model, batch, loss, probe, dse_lambda, training):
+  """Per-pattern loss float32 [P] of `model` on a batch of
+  `pipeline.make_pattern_dataset` (patterns mixed across scans)."""
+  patches = model.predict_pattern_patches(batch["amplitudes"],
+                                          training=training)
+  truth = {"amplitude": batch["amplitude"], "phase": batch["phase"]}
+  return losses.patch_loss(loss, patches, truth, probe, batch["amplitudes"],
+                           dse_lambda, weights=model.stitch_weights)
+
+
 def batch_loss(model, batch, loss, probe, dse_lambda, training):
   """Per-scan loss float32 [B] and the patch predictions of `model` on `batch`."""
   patches = model.predict_patches(batch["amplitudes"], training=training)
   truth = true_patches(batch, model.layout, model.probe_shape)
   per_scan = losses.patch_loss(loss, patches, truth, probe,
-                               batch["amplitudes"], dse_lambda)
+                               batch["amplitudes"], dse_lambda,
+                               weights=model.stitch_weights)
   return per_scan, patches
 
 
@@ -54,7 +66,8 @@ class Evaluator:
     self.dse_lambda = dse_lambda
     self.max_scans = max_scans
     self.num_images = num_images
-    self.mask = metrics.scanned_region(geometry.layout, geometry.object_shape)
+    self.mask = metrics.illuminated_region(geometry.layout,
+                                           geometry.object_shape, geometry.probe)
     probe = tf.constant(geometry.probe, tf.complex64)
 
     @tf.function

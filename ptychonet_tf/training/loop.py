@@ -5,11 +5,14 @@ Keras' `model.fit` does not work with MultiWorkerMirroredStrategy in Keras
 every strategy:
 
 - input: `strategy.distribute_datasets_from_function` over
-  `pipeline.make_dataset(..., input_context=...)`; each worker reads its own
-  shards, batches of `batch_size / replicas` scans per replica, repeated, so
+  `pipeline.make_pattern_dataset(..., input_context=...)`; each worker reads
+  its own shards and cuts the scans into single patterns shuffled across
+  scans (`shuffle_scans` scans' worth in the buffer); a replica's batch
+  holds `batch_size / replicas` scans' worth of patterns, repeated, so
   every worker runs exactly `steps_per_epoch` steps per epoch;
-- step: per-scan loss -> `tf.nn.compute_average_loss` over the global batch
-  -> gradients all-reduced by the Keras optimizer -> Adam update;
+- step: per-pattern loss -> `tf.nn.compute_average_loss` over the global
+  batch (batch_size * N patterns) -> gradients all-reduced by the Keras
+  optimizer -> Adam update;
 - checkpoints: `tf.train.CheckpointManager` at every epoch end (and every
   `checkpoint_secs`), numbered by the global step; a restarted run restores
   the latest one and continues from its step, so a killed run loses at most
@@ -135,13 +138,14 @@ class Trainer:
   def _make_train_step(self):
     model, optimizer, strategy = self.model, self.optimizer, self.strategy
     config, probe = self.config, self._probe
+    patterns_per_step = self.patterns_per_step
 
     def step_fn(batch):
       with tf.GradientTape() as tape:
-        per_scan, _ = evaluation.batch_loss(model, batch, config.loss, probe,
-                                            config.dse_lambda, training=True)
+        per_pattern = evaluation.pattern_batch_loss(
+            model, batch, config.loss, probe, config.dse_lambda, training=True)
         loss = tf.nn.compute_average_loss(
-            per_scan, global_batch_size=config.batch_size)
+            per_pattern, global_batch_size=patterns_per_step)
       variables = model.trainable_variables
       grads = tape.gradient(loss, variables)
       optimizer.apply_gradients(zip(grads, variables))
@@ -161,11 +165,12 @@ class Trainer:
     seed = config.seed * 100003 + epoch
 
     def dataset_fn(input_context):
-      return pipeline.make_dataset(
+      return pipeline.make_pattern_dataset(
           config.data_dir, "train",
           input_context.get_per_replica_batch_size(config.batch_size),
-          shuffle=True, seed=seed, repeat=True, input_context=input_context,
-          drop_remainder=True, verify=False)
+          seed=seed, repeat=True, input_context=input_context,
+          shuffle_scans=config.shuffle_scans, drop_remainder=True,
+          verify=False)
 
     return self.strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -209,8 +214,9 @@ class Trainer:
                                 num_images=self.config.num_images)
 
   def _write_eval(self, writer, scalars, images, step):
-    mask = metrics.scanned_region(self.geometry.layout,
-                                             self.geometry.object_shape)
+    mask = metrics.illuminated_region(self.geometry.layout,
+                                      self.geometry.object_shape,
+                                      self.geometry.probe)
     with writer.as_default(step=step):
       tf.summary.scalar("loss", scalars["loss"])
       for name in evaluation.METRIC_NAMES:
