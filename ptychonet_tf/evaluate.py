@@ -150,6 +150,8 @@ def run_dm(amplitudes, truths, geometry, initial, name, init="random"):
     if solver is None or solver.batch != len(amps):
       solver = dm.DifferenceMap(amps, geometry.probe, geometry.layout,
                                 geometry.object_shape, config)
+    else:
+      solver.set_amplitudes(amps)
     curve, its = [], []
 
     def monitor(done, obj, truth=truth, curve=curve, its=its, n=len(amps)):

@@ -113,7 +113,8 @@ flags.DEFINE_integer("batch_size", 4,
                      "across scans, split over the replicas.")
 flags.DEFINE_integer("shuffle_scans", 16,
                      "Training patterns are shuffled across scans in a buffer "
-                     "of this many scans' worth of patterns.")
+                     "of this many scans' worth of patterns; 0 = batches of "
+                     "whole scans (worse; for comparison).")
 flags.DEFINE_integer("steps_per_epoch", 0,
                      "Steps per epoch; 0 = train scans // batch_size.")
 flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")

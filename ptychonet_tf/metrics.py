@@ -107,6 +107,16 @@ def aligned_phase(estimate, truth):
   return np.angle(truth) + np.angle(estimate * np.conj(truth))
 
 
+def default_range(values):
+  """The data range of a true image: max - min, or for an image that is
+  constant to 1e-6 of its magnitude (the amplitude of a phase-only object)
+  its largest |value|, so errors count relative to the value itself."""
+  values = np.asarray(values, np.float64)
+  span = float(values.max() - values.min())
+  peak = float(np.abs(values).max())
+  return span if span > 1e-6 * peak else peak
+
+
 def psnr(estimate, truth, mask=None, data_range=None):
   """Peak signal-to-noise ratio in dB of a real image over a region.
 
@@ -115,7 +125,8 @@ def psnr(estimate, truth, mask=None, data_range=None):
   Args:
     estimate, truth: real [H, W].
     mask: optional bool [H, W]; None uses every pixel.
-    data_range: peak-to-peak value; None uses max - min of `truth` in the region.
+    data_range: peak-to-peak value; None uses `default_range` of `truth`
+      in the region (max - min; max |truth| for a constant truth).
 
   Returns:
     float; inf when the images agree exactly.
@@ -124,7 +135,7 @@ def psnr(estimate, truth, mask=None, data_range=None):
   truth = np.asarray(truth, np.float64)
   region = _region(truth.shape, mask)
   if data_range is None:
-    data_range = float(truth[region].max() - truth[region].min())
+    data_range = default_range(truth[region])
   mse = float(np.mean((estimate[region] - truth[region]) ** 2))
   if mse == 0.0:
     return float("inf")
@@ -144,7 +155,7 @@ def ssim(estimate, truth, mask=None, data_range=None):
   Args:
     estimate, truth: real [H, W] (at least 7x7).
     mask: optional bool [H, W]; None averages over every pixel.
-    data_range: None uses max - min of `truth` in the region.
+    data_range: None uses `default_range` of `truth` in the region.
 
   Returns:
     float in [-1, 1].
@@ -153,7 +164,7 @@ def ssim(estimate, truth, mask=None, data_range=None):
   truth = np.asarray(truth, np.float64)
   region = _region(truth.shape, mask)
   if data_range is None:
-    data_range = float(truth[region].max() - truth[region].min())
+    data_range = default_range(truth[region])
   if data_range <= 0:
     raise ValueError("data range is 0 (constant truth); pass data_range")
   _, full = sk_metrics.structural_similarity(truth, estimate,

@@ -22,6 +22,18 @@ def test_psnr_of_a_known_error():
       20.0 + 20 * np.log10(2.0), abs=1e-9)
 
 
+def test_constant_truth_uses_its_magnitude_as_the_range():
+  # The amplitude of a phase-only object: 0.5 everywhere, up to float32 noise.
+  truth = np.full((16, 16), 0.5, np.float32)
+  truth[3, 3] = np.float32(0.5) + np.float32(3e-8)
+  estimate = truth + 0.05  # MSE 0.0025, range 0.5 -> 20 dB
+  assert metrics.default_range(truth) == pytest.approx(0.5, rel=1e-6)
+  assert metrics.psnr(estimate, truth) == pytest.approx(20.0, abs=1e-4)
+  assert 0.9 < metrics.ssim(estimate, truth) <= 1.0
+  with pytest.raises(ValueError, match="data range is 0"):
+    metrics.psnr(np.ones((8, 8)), np.zeros((8, 8)))
+
+
 def test_constant_phase_offset_is_removed():
   truth = _object()
   estimate = truth * np.exp(1j * 0.7)

@@ -144,8 +144,15 @@ def test_pattern_dataset_mixes_scans_and_pairs_patches(dataset):
   mixed = [len({scan_of[batch["amplitudes"][k].numpy().tobytes()]
                 for k in range(2 * n)}) for batch in batches]
   assert max(mixed) > 2, mixed
+  # shuffle_scans=0: every batch is the patterns of 2 whole scans.
+  whole = pipeline.make_pattern_dataset(dataset, "train", 2, seed=3,
+                                        repeat=False, shuffle_scans=0)
+  for batch in whole:
+    objects = [scan_of[batch["amplitudes"][k].numpy().tobytes()]
+               for k in range(2 * n)]
+    assert objects[:n] == [objects[0]] * n and objects[n:] == [objects[n]] * n
   with pytest.raises(UserError, match="shuffle_scans"):
-    pipeline.make_pattern_dataset(dataset, "train", 2, shuffle_scans=0)
+    pipeline.make_pattern_dataset(dataset, "train", 2, shuffle_scans=-1)
 
 
 def test_sharding_by_input_context(dataset):

@@ -413,20 +413,44 @@ class DifferenceMap:
     self.probe_shape = (h, w)
     self.probe = probe
     self._ops = WindowOperators(layout, object_shape, (h, w), self.batch)
-    loop_amplitudes = unshifted_amplitudes(amplitudes)
-    self._amplitudes = tf.constant(loop_amplitudes)
-    power = np.square(loop_amplitudes, dtype=np.float64)
-    self._energy = tf.constant(
-        np.maximum(power.sum(axis=(1, 2, 3)), 1e-30).astype(np.float32))
-    # Power bound per scan [B, 1], in the loop's frame (mean over pixels).
-    self._pbound = tf.constant(
-        (0.25 * config.fourier_relax ** 2 *
-         power.mean(axis=(1, 2, 3)))[:, None].astype(np.float32))
+    # Variables, not constants: `set_amplitudes` swaps in the next batch of
+    # scans without retracing the compiled iterations.
+    self._amplitudes, self._energy, self._pbound = (
+        tf.Variable(v, trainable=False)
+        for v in self._amplitude_terms(amplitudes))
     self._support = tf.constant(support_mask((h, w), config.probe_support))
     covered = forward.overlap_count(layout, object_shape, (h, w)).numpy() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
     self._compiled = set()
+
+  def _amplitude_terms(self, amplitudes):
+    """(amplitudes in the loop's frame, energy [B], power bound [B, 1])."""
+    loop_amplitudes = unshifted_amplitudes(amplitudes)
+    power = np.square(loop_amplitudes, dtype=np.float64)
+    energy = np.maximum(power.sum(axis=(1, 2, 3)), 1e-30).astype(np.float32)
+    # Power bound per scan [B, 1], in the loop's frame (mean over pixels).
+    pbound = (0.25 * self.config.fourier_relax ** 2 *
+              power.mean(axis=(1, 2, 3)))[:, None].astype(np.float32)
+    return loop_amplitudes.astype(np.float32), energy, pbound
+
+  def set_amplitudes(self, amplitudes):
+    """Reuses this solver (and its compiled iterations) for other scans.
+
+    Args:
+      amplitudes: float [N, h, w] or [B, N, h, w] of the same shape as the
+        amplitudes the solver was built with (same geometry and batch).
+    """
+    amplitudes, _, _, _, _ = prepare_inputs(amplitudes, self.probe[:1],
+                                            self.layout, self.object_shape)
+    if amplitudes.shape != (self.batch, self.count, *self.probe_shape):
+      raise UserError(f"amplitudes of shape {amplitudes.shape} do not fit this "
+                      f"solver's ({self.batch}, {self.count}, "
+                      f"{self.probe_shape[0]}, {self.probe_shape[1]})")
+    for variable, value in zip(
+        (self._amplitudes, self._energy, self._pbound),
+        self._amplitude_terms(amplitudes)):
+      variable.assign(value)
 
   # Pieces of one iteration, all in the unshifted frame.
 

@@ -160,7 +160,9 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
       (shards are always shuffled).
     batch_size: scans' worth of patterns per batch: each batch holds
       batch_size * N patterns (per replica with input_context).
-    shuffle_scans: the pattern shuffle buffer, in scans (N patterns each).
+    shuffle_scans: the pattern shuffle buffer, in scans (N patterns each);
+      0 = no mixing: each batch is the patterns of batch_size whole scans
+      (the scans themselves still shuffled), for comparison.
     drop_remainder: drop a final partial batch.
 
   Returns:
@@ -169,8 +171,8 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
     each pattern's window}, P = batch_size * N.
   """
   info = load_dataset_info(data_dir)
-  if shuffle_scans < 1:
-    raise UserError(f"shuffle_scans {shuffle_scans} must be >= 1")
+  if shuffle_scans < 0:
+    raise UserError(f"shuffle_scans {shuffle_scans} must be >= 0")
   geometry = info.geometry
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   big_h, big_w = geometry.object_shape
@@ -188,10 +190,12 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
             "phase": windows(scan["object_phase"])}
 
   ds = make_dataset(data_dir, split, 1, shuffle=True, seed=seed, repeat=repeat,
-                    input_context=input_context, shuffle_buffer=shuffle_scans,
+                    input_context=input_context,
+                    shuffle_buffer=max(shuffle_scans, 16),
                     verify=verify).unbatch()
   ds = ds.map(to_patterns, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=False).unbatch()
-  ds = ds.shuffle(shuffle_scans * n, seed=seed, reshuffle_each_iteration=True)
+  if shuffle_scans:
+    ds = ds.shuffle(shuffle_scans * n, seed=seed, reshuffle_each_iteration=True)
   ds = ds.batch(batch_size * n, drop_remainder=drop_remainder)
   return ds.prefetch(tf.data.AUTOTUNE)

@@ -19,7 +19,8 @@ class TrainConfig:
     epochs: passes over the train split.
     batch_size: global batch in scans' worth of patterns (batch_size * N
       single patterns, mixed across scans; split over the replicas).
-    shuffle_scans: pattern shuffle buffer of the training input, in scans.
+    shuffle_scans: pattern shuffle buffer of the training input, in scans
+      (0 = batches of whole scans, for comparison).
     steps_per_epoch: 0 = train scans // batch_size.
     learning_rate, beta1: Adam.
     loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
@@ -60,10 +61,11 @@ class TrainConfig:
     if not self.data_dir:
       raise UserError("--data_dir is required (a dataset directory written by "
                       "tools/make_tfrecords.py)")
-    for name in ("epochs", "batch_size", "shuffle_scans"):
+    for name in ("epochs", "batch_size"):
       if getattr(self, name) < 1:
         raise UserError(f"--{name}={getattr(self, name)} must be >= 1")
-    for name in ("steps_per_epoch", "eval_scans", "num_images"):
+    for name in ("steps_per_epoch", "eval_scans", "num_images",
+                 "shuffle_scans"):
       if getattr(self, name) < 0:
         raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
     if self.keep_checkpoints < 1:

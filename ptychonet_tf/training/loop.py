@@ -246,11 +246,12 @@ class Trainer:
           os.path.join(config.model_dir, "eval"))
     else:
       train_writer = eval_writer = tf.summary.create_noop_writer()
-    total_steps = config.epochs * self.steps_per_epoch
     n, (h, w) = self.geometry.num_positions, self.geometry.probe_shape
     _log(config, f"training on {self.info.counts['train']} scans of {n} "
          f"{h}x{w} patterns, {self.strategy.num_replicas_in_sync} replica(s), "
-         f"batch {config.batch_size} scans, {self.steps_per_epoch} steps/epoch"
+         f"batches of {self.patterns_per_step} patterns ({config.batch_size} "
+         f"scans' worth, mixed across scans), {config.epochs} epochs of "
+         f"{self.steps_per_epoch} steps"
          + (f"; resuming at step {start_step}" if start_step else ""))
     evaluator = self.evaluator() if self.is_chief else None
     scalars = None
