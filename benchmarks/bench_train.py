@@ -11,7 +11,8 @@ positions; paper = configs/dense.flags: 128x128, 354 positions) and precision
 it prints, per line:
 
 - train patterns/s fed by the real pipeline (`Trainer.train_dataset`:
-  TFRecords -> parse -> batch -> strategy) next to the bare network's (the
+  TFRecords -> parse -> cut into single patterns -> shuffle across scans ->
+  batch -> strategy) next to the bare network's (the
   same train step on one batch held in memory), and the pipeline's cost
   1 - pipeline / bare (should stay under 10%);
 - inference scans/s of the whole model (network + stitching) and the share
@@ -118,14 +119,15 @@ def bench(name, data_dir, precision, batch_size, base_channels):
   scan = tf.reshape(batch["amplitudes"][:n], [1, n, h, w])  # N patterns
   amplitudes = tf.tile(scan, [FLAGS.infer_batch, 1, 1, 1])
   infer = tf.function(lambda a: model(a, training=False))
-  patches = model.predict_patches(amplitudes)
-  stitch = tf.function(model.stitch_patches)
+  # What the model's call stitches: [B, N, h, w, 2] (amplitude, phase).
+  patches = tf.reshape(model.patch_tensor(amplitudes), [-1, n, h, w, 2])
+  stitch = tf.function(model.stitch)
   infer_rate = stitch_rate = 0.0
   for _ in range(FLAGS.rounds):
     infer_rate = max(infer_rate, _rate(
         lambda: infer(amplitudes)["phase"].numpy(), FLAGS.infer_steps, 1))
     stitch_rate = max(stitch_rate, _rate(
-        lambda: stitch(patches)["phase"].numpy(), FLAGS.infer_steps * 4, 1))
+        lambda: stitch(patches).numpy(), FLAGS.infer_steps * 4, 1))
   infer_rate *= FLAGS.infer_batch
   stitch_rate *= FLAGS.infer_batch
   keras.config.set_dtype_policy("float32")

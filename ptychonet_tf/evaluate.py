@@ -127,8 +127,9 @@ def run_ptychonet(predict, amplitudes):
   return np.stack(objects), float(np.median(seconds))
 
 
-def run_dm(amplitudes, truths, geometry, initial, name, init="random"):
-  """DM over all scans in batches.
+def run_dm(amplitudes, truths, geometry, initial, name, mask, init="random"):
+  """DM over all scans in batches; the object MSE curve is taken on `mask`
+  (the metrics' region) after removing the constant phase offset.
 
   Returns:
     (objects complex64 [S, H, W], seconds per scan, chi [T] mean over scans,
@@ -156,8 +157,9 @@ def run_dm(amplitudes, truths, geometry, initial, name, init="random"):
 
     def monitor(done, obj, truth=truth, curve=curve, its=its, n=len(amps)):
       obj = np.asarray(obj).reshape((n,) + tuple(geometry.object_shape))
-      aligned = [metrics.remove_phase_offset(o, t) for o, t in zip(obj, truth)]
-      curve.append([float(np.mean(np.abs(a - t) ** 2)) for a, t in zip(aligned, truth)])
+      aligned = [metrics.remove_phase_offset(o, t, mask) for o, t in zip(obj, truth)]
+      curve.append([float(np.mean(np.abs(a - t)[mask] ** 2))
+                    for a, t in zip(aligned, truth)])
       its.append(done)
       bar.update(n * (done - (its[-2] if len(its) > 1 else 0)))
 
@@ -279,13 +281,14 @@ def main(argv):
                      "scores": score(objects, truths, mask)}
     print(f"{name}: {seconds * 1e3:.1f} ms per scan")
   if FLAGS.run_dm:
-    objects, seconds, chi, mse = run_dm(amplitudes, truths, geometry, None, "DM")
+    objects, seconds, chi, mse = run_dm(amplitudes, truths, geometry, None, "DM",
+                                        mask)
     methods["DM"] = {"objects": objects, "seconds": seconds,
                      "scores": score(objects, truths, mask)}
     curves["random start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
     if FLAGS.dm_flat_start:
       objects, seconds, chi, mse = run_dm(amplitudes, truths, geometry, None,
-                                          "DM (flat start)", init="ones")
+                                          "DM (flat start)", mask, init="ones")
       methods["DM (flat start)"] = {"objects": objects, "seconds": seconds,
                                     "scores": score(objects, truths, mask)}
       curves["flat start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
@@ -294,7 +297,7 @@ def main(argv):
     first = models[0][0]
     start = methods[first]["objects"]
     objects, seconds, chi, mse = run_dm(amplitudes, truths, geometry, start,
-                                        f"{first}+DM")
+                                        f"{first}+DM", mask)
     methods[f"{first}+DM"] = {"objects": objects,
                               "seconds": seconds + methods[first]["seconds"],
                               "scores": score(objects, truths, mask)}

@@ -144,7 +144,7 @@ def save_curves(path, curves, title=None):
   ax_chi.set_xlabel("DM iteration")
   ax_chi.set_ylabel("chi = ||O_t - O_{t-1}|| / ||O_t||")
   ax_mse.set_xlabel("DM iteration")
-  ax_mse.set_ylabel("object MSE vs ground truth")
+  ax_mse.set_ylabel("object MSE vs truth (lit region)")
   for ax in (ax_chi, ax_mse):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -196,12 +196,18 @@ class PtychoNet(keras.Model):
     Returns:
       dict "amplitude", "phase": float32 [P, h, w], inside the ranges.
     """
+    y = self.patch_tensor(patterns, training)
+    return {"amplitude": y[..., 0], "phase": y[..., 1]}
+
+  def patch_tensor(self, patterns, training=False):
+    """float32 [..., h, w] patterns -> [..., h, w, 2] (amplitude, phase) patches."""
     h, w = self.probe_shape
     patterns = tf.convert_to_tensor(patterns, tf.float32)
+    lead = tf.shape(patterns)[:-2]
     x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / self.input_scale)
     y = self.patch_network(x, training=training)
     y = tf.cast(y, tf.float32) * self._span + self._offset
-    return {"amplitude": y[..., 0], "phase": y[..., 1]}
+    return tf.reshape(y, tf.concat([lead, [h, w, 2]], 0))
 
   def stitch_patches(self, patches):
     """dict of [B, N, h, w] patches -> dict "amplitude", "phase" [B, H, W]."""
@@ -209,7 +215,13 @@ class PtychoNet(keras.Model):
     return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
 
   def call(self, amplitudes, training=False):
-    return self.stitch_patches(self.predict_patches(amplitudes, training))
+    # Stitches both channels at once: no split and re-stack on the way.
+    amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
+    n, (h, w) = self.num_positions, self.probe_shape
+    patches = tf.reshape(self.patch_tensor(amplitudes, training),
+                         [-1, n, h, w, 2])
+    obj = self.stitch(patches)
+    return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
 
   def get_config(self):
     config = super().get_config()
