@@ -27,7 +27,8 @@ def test_mirrored_on_two_cpu_devices(data_dir, tmp_path):
                     "--batch_size=4", "--epochs=1", "--distribution=mirrored",
                     "--cpu_devices=2", "--noexport"])
   assert result.returncode == 0, result.stderr[-3000:]
-  assert "2 replica(s), batch 4 scans, 2 steps/epoch" in result.stdout
+  assert ("2 replica(s), batches of 40 patterns (4 scans' worth, mixed "
+          "across scans), 1 epochs of 2 steps") in result.stdout
   assert "final held-out" in result.stdout
   assert os.path.isfile(model_dir / "ckpt-2.index")
 
