@@ -216,7 +216,7 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note):
            f"{g.num_positions} patterns of {g.probe_shape[0]}x{g.probe_shape[1]}, "
            f"object {g.object_shape[0]}x{g.object_shape[1]}; DM "
            f"{FLAGS.dm_iterations} iterations, known probe.")
-  tables = ("### Scanned region, constant phase offset removed\n\n"
+  tables = ("### Illuminated region, constant phase offset removed\n\n"
             + report.markdown_table(rows, "scanned")
             + "\n\n### Paper's raw convention (whole object, no offset removal)\n\n"
             + report.markdown_table(rows, "paper"))
