@@ -19,13 +19,13 @@ import json
 import os
 from typing import Dict, List
 
-import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import writer
 from ptychonet_tf.errors import UserError
+from ptychonet_tf.physics import forward
 from ptychonet_tf.physics.geometry import Geometry
 
 
@@ -176,11 +176,9 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
   geometry = info.geometry
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   big_h, big_w = geometry.object_shape
-  layout = np.asarray(geometry.layout, np.int64)
-  rows = layout[:, 0:1] + np.arange(h)[None, :]
-  cols = layout[:, 2:3] + np.arange(w)[None, :]
-  index = tf.constant((rows[:, :, None] * big_w + cols[:, None, :]).astype(
-      np.int32))  # [N, h, w] raveled object index of every window pixel
+  # [N, h, w] raveled object index of every window pixel.
+  index = forward.patch_indices(geometry.layout, geometry.object_shape,
+                                (h, w))
 
   def to_patterns(scan):
     def windows(image):
