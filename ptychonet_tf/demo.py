@@ -98,28 +98,27 @@ def main(argv):
         f"--data_dir={FLAGS.tfrecords_dir}/{name}",
         f"--model_dir={FLAGS.runs_dir}/{name}",
         f"--export_dir={FLAGS.saved_models_dir}/{name}"] + list(FLAGS.train_args))
-  for name in experiments:
+
+  def evaluate(name, model, title, stage):
     out = os.path.join(FLAGS.reports_dir, name)
-    stages.run(f"evaluate {name}", [
+    stages.run(stage, [
         py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{name}.flags",
         f"--data_dir={FLAGS.tfrecords_dir}/{name}",
-        f"--saved_model=mse={FLAGS.saved_models_dir}/{name}",
+        f"--saved_model=mse={FLAGS.saved_models_dir}/{model}",
         f"--dm_iterations={FLAGS.dm_iterations}", f"--out_dir={out}",
-        f"--title={name}"])
+        f"--title={title}"])
     reports.append(out)
+
+  for name in experiments:
+    evaluate(name, name, name, f"evaluate {name}")
   if transfer:
     stages.run(f"simulate {TRANSFER} from {FLAGS.transfer_images}", [
         py, "tools/make_tfrecords.py", f"--flagfile=configs/{TRANSFER}.flags",
         f"--images={FLAGS.transfer_images}",
         f"--out_dir={FLAGS.tfrecords_dir}/{TRANSFER}"])
-    out = os.path.join(FLAGS.reports_dir, TRANSFER)
-    stages.run(f"evaluate {TRANSFER} with the small_dense model", [
-        py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{TRANSFER}.flags",
-        f"--data_dir={FLAGS.tfrecords_dir}/{TRANSFER}",
-        f"--saved_model=mse={FLAGS.saved_models_dir}/small_dense",
-        f"--dm_iterations={FLAGS.dm_iterations}", f"--out_dir={out}",
-        f"--title={TRANSFER} (phase-only tissue, natural-image model)"])
-    reports.append(out)
+    evaluate(TRANSFER, "small_dense",
+             f"{TRANSFER} (phase-only tissue, natural-image model)",
+             f"evaluate {TRANSFER} with the small_dense model")
 
   from ptychonet_tf import report  # pylint: disable=g-import-not-at-top
   total = time.time() - stages.start

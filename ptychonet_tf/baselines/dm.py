@@ -305,6 +305,57 @@ def steady_seconds(timed, total_seconds, iterations):
   return total_seconds / max(iterations, 1)
 
 
+def run_chunks(iterations, config, chunk, current, compiled, batch, start,
+               monitor=None, unit="it"):
+  """Drives a reconstruction in compiled chunks (shared by DM and ePIE).
+
+  Chunks are at most `config.chunk` iterations and end where probe
+  refinement starts, so one compiled call never mixes the two kinds.
+
+  Args:
+    iterations: iterations (DM) or epochs (ePIE) to run.
+    config: DMConfig or EPIEConfig (chunk, refine_probe, probe_start,
+      progress).
+    chunk: callable(num, refine) -> (chi [num, B], error [num, B], key) that
+      runs `num` iterations and keeps the solver's state; `key` names the
+      compiled function it used (its first call also traces, so its time is
+      left out of the steady-state figure).
+    current: callable() -> complex64 numpy [B, H, W], the current objects.
+    compiled: the solver's set of keys already traced (updated here).
+    batch: scans in the batch.
+    start: perf_counter() of the run's start (set-up counts in `seconds`).
+    monitor: optional callable(done, objects) after every chunk.
+    unit: progress bar unit.
+
+  Returns:
+    (chi [T, B], fourier error [T, B], seconds, seconds per iteration).
+  """
+  chis, errs, timed = [], [], []
+  done = 0
+  with progress_bar(iterations, config.progress, unit=unit) as bar:
+    while done < iterations:
+      refine = config.refine_probe and done >= config.probe_start
+      num = min(config.chunk, iterations - done)
+      if config.refine_probe and not refine:
+        num = min(num, config.probe_start - done)
+      tick = time.perf_counter()
+      chi, err, key = chunk(num, refine)
+      timed.append((time.perf_counter() - tick, num, key in compiled))
+      compiled.add(key)
+      chis.append(chi)
+      errs.append(err)
+      done += num
+      bar.update(num)
+      bar.set_postfix(chi=f"{float(chi[-1].mean()):.2e}")
+      if monitor is not None:
+        monitor(done, current())
+  seconds = time.perf_counter() - start
+  empty = np.zeros((0, batch), np.float32)
+  return (np.concatenate(chis) if chis else empty,
+          np.concatenate(errs) if errs else empty,
+          seconds, steady_seconds(timed, seconds, iterations))
+
+
 # --- Single-step operators (detector convention; used by the tests) --------
 
 
@@ -555,37 +606,19 @@ class DifferenceMap:
     config = self.config
     iterations = config.iterations if iterations is None else int(iterations)
     start = time.perf_counter()
-    state = self.initial_state(initial_object)
-    chis, errs, timed = [], [], []
-    done = 0
-    with progress_bar(iterations, config.progress) as bar:
-      while done < iterations:
-        refine = config.refine_probe and done >= config.probe_start
-        num = min(config.chunk, iterations - done)
-        if config.refine_probe and not refine:
-          num = min(num, config.probe_start - done)
-        tick = time.perf_counter()
-        state, chi, err = self._chunk(state, tf.constant(num), refine)
-        chi = chi.numpy()
-        # The first call with and without refinement also traces and
-        # compiles; steady-state timings leave it out.
-        timed.append((time.perf_counter() - tick, num, refine in self._compiled))
-        self._compiled.add(refine)
-        chis.append(chi)
-        errs.append(err.numpy())
-        done += num
-        bar.update(num)
-        bar.set_postfix(chi=f"{float(chi[-1].mean()):.2e}")
-        if monitor is not None:
-          monitor(done, state[2].numpy())
-    seconds = time.perf_counter() - start
-    empty = np.zeros((0, self.batch), np.float32)
+    state = [self.initial_state(initial_object)]
+
+    def chunk(num, refine):
+      state[0], chi, err = self._chunk(state[0], tf.constant(num), refine)
+      # One compiled function per refinement setting (num is a tensor).
+      return chi.numpy(), err.numpy(), refine
+
+    chi, err, seconds, per = run_chunks(
+        iterations, config, chunk, lambda: state[0][2].numpy(), self._compiled,
+        self.batch, start, monitor)
     result = Reconstruction(
-        object=state[2].numpy(), probe=state[3].numpy(),
-        chi=np.concatenate(chis) if chis else empty,
-        fourier_error=np.concatenate(errs) if errs else empty,
-        seconds=seconds,
-        seconds_per_iteration=steady_seconds(timed, seconds, iterations),
+        object=state[0][2].numpy(), probe=state[0][3].numpy(), chi=chi,
+        fourier_error=err, seconds=seconds, seconds_per_iteration=per,
         method="dm")
     return squeeze_batch(result, self.batched)
 

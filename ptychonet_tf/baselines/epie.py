@@ -186,41 +186,23 @@ class EPIE:
     obj = dm.initial_objects(config.init, self.object_shape, self.batch,
                              config.seed, initial_object)
     obj = tf.constant(obj.reshape(self.batch, -1).T)  # [H*W, B]
-    probe = tf.constant(self.probe)
-    chis, errs, timed = [], [], []
-    done = 0
-    with dm.progress_bar(iterations, config.progress, unit="epoch") as bar:
-      while done < iterations:
-        refine = config.refine_probe and done >= config.probe_start
-        num = min(config.chunk, iterations - done)
-        if config.refine_probe and not refine:
-          num = min(num, config.probe_start - done)
-        orders = np.stack([rng.permutation(self.count) for _ in range(num)])
-        tick = time.perf_counter()
-        obj, probe, chi, err = self._epochs(
-            obj, probe, tf.constant(orders, tf.int32), refine)
-        chi = chi.numpy()
-        # The first call of a kind (refine on/off, each chunk length: the
-        # orders' shape) also traces; steady-state timings leave it out.
-        timed.append((time.perf_counter() - tick, num,
-                      (refine, num) in self._compiled))
-        self._compiled.add((refine, num))
-        chis.append(chi)
-        errs.append(err.numpy())
-        done += num
-        bar.update(num)
-        bar.set_postfix(chi=f"{float(chi[-1].mean()):.2e}")
-        if monitor is not None:
-          monitor(done, obj.numpy().T.reshape((self.batch,) +
-                                              self.object_shape))
-    seconds = time.perf_counter() - start
-    per = dm.steady_seconds(timed, seconds, iterations)
-    empty = np.zeros((0, self.batch), np.float32)
+    state = [obj, tf.constant(self.probe)]
+
+    def objects():
+      return state[0].numpy().T.reshape((self.batch,) + self.object_shape)
+
+    def chunk(num, refine):
+      orders = np.stack([rng.permutation(self.count) for _ in range(num)])
+      state[0], state[1], chi, err = self._epochs(
+          state[0], state[1], tf.constant(orders, tf.int32), refine)
+      # One trace per refinement setting and chunk length (the orders' shape).
+      return chi.numpy(), err.numpy(), (refine, num)
+
+    chi, err, seconds, per = dm.run_chunks(
+        iterations, config, chunk, objects, self._compiled, self.batch, start,
+        monitor, unit="epoch")
     result = dm.Reconstruction(
-        object=obj.numpy().T.reshape((self.batch,) + self.object_shape),
-        probe=probe.numpy(),
-        chi=np.concatenate(chis) if chis else empty,
-        fourier_error=np.concatenate(errs) if errs else empty,
+        object=objects(), probe=state[1].numpy(), chi=chi, fourier_error=err,
         seconds=seconds, seconds_per_iteration=per, method="epie")
     return dm.squeeze_batch(result, self.batched)
 

@@ -175,17 +175,13 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
     raise UserError(f"shuffle_scans {shuffle_scans} must be >= 0")
   geometry = info.geometry
   n, (h, w) = geometry.num_positions, geometry.probe_shape
-  big_h, big_w = geometry.object_shape
-  # [N, h, w] raveled object index of every window pixel.
-  index = forward.patch_indices(geometry.layout, geometry.object_shape,
-                                (h, w))
 
   def to_patterns(scan):
-    def windows(image):
-      return tf.gather(tf.reshape(image, [big_h * big_w]), index)
     return {"amplitudes": scan["amplitudes"],
-            "amplitude": windows(scan["object_amplitude"]),
-            "phase": windows(scan["object_phase"])}
+            "amplitude": forward.extract(scan["object_amplitude"],
+                                         geometry.layout, (h, w)),
+            "phase": forward.extract(scan["object_phase"], geometry.layout,
+                                     (h, w))}
 
   ds = make_dataset(data_dir, split, 1, shuffle=True, seed=seed, repeat=repeat,
                     input_context=input_context,
