@@ -18,20 +18,18 @@ The ratio column is the gap to the floor: everything else an iteration does
 (gather/scatter of windows, the overlap sums, moduli, error bookkeeping).
 """
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
-from ptychonet_tf.errors import UserError, report_user_errors
+from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
 

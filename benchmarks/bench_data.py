@@ -13,19 +13,18 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 import numpy as np
 
-from ptychonet_tf import flags as experiment_flags
+from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import writer
 from ptychonet_tf.physics import geometry as geometry_lib
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 flags.DEFINE_list("configs", ["small_dense", "dense"], "Config names under configs/.")
 flags.DEFINE_integer("scans", 32, "Scans to simulate and read per config.")
@@ -56,24 +55,24 @@ def bench(name, scans, workers):
   geometry = geometry_lib.make_geometry(sim_config.geometry)
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   train, _ = images_lib.open_image_pools("default")
-  cache = {}
+  cache = images_lib.ImageCache()
   batch = 4
-  objs = np.stack([simulation.random_object(train, geometry.object_shape,
+  objs = np.stack([simulator.random_object(train, geometry.object_shape,
                                             sim_config.object,
-                                            simulation.scan_rng(0, "train", i), cache)
+                                            simulator.scan_rng(0, "train", i), cache)
                    for i in range(batch)])
-  simulator = simulation.Simulator(geometry)
-  simulator.amplitudes(objs)  # trace
+  sim = simulator.Simulator(geometry)
+  sim.amplitudes(objs)  # trace
   t0, reps = time.perf_counter(), 0
   while time.perf_counter() - t0 < 3.0:
-    simulator.amplitudes(objs)
+    sim.amplitudes(objs)
     reps += 1
   fwd = reps * batch * n / (time.perf_counter() - t0)
 
   t0 = time.perf_counter()
   for i in range(batch, 2 * batch):
-    simulation.random_object(train, geometry.object_shape, sim_config.object,
-                             simulation.scan_rng(0, "train", i), cache)
+    simulator.random_object(train, geometry.object_shape, sim_config.object,
+                             simulator.scan_rng(0, "train", i), cache)
   synth = batch / (time.perf_counter() - t0)
 
   with tempfile.TemporaryDirectory() as tmp:

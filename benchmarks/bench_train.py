@@ -27,9 +27,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app  # pylint: disable=g-import-not-at-top
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -62,11 +61,11 @@ flags.DEFINE_integer("depth", 4, "Network depth.")
 
 
 def _write_dataset(name, root):
-  from ptychonet_tf import simulation  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import simulator
   from ptychonet_tf.data import writer
   from ptychonet_tf.physics import geometry as geometry_lib
   probe, count, step = GEOMETRIES[name][:3]
-  sim = simulation.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
       probe=geometry_lib.ProbeConfig(size=probe),
       scan=geometry_lib.ScanConfig(pattern="fermat", count=count, step=step)))
   out = os.path.join(root, name)
@@ -87,11 +86,11 @@ def _rate(fn, steps, warmup):
 
 def bench(name, data_dir, precision, batch_size, base_channels):
   """Returns a dict of throughputs for one geometry and precision."""
-  import keras  # pylint: disable=g-import-not-at-top
+  import keras
   import tensorflow as tf
   from ptychonet_tf.model.network import NetworkConfig
   from ptychonet_tf.training import config as config_lib
-  from ptychonet_tf.training import loop
+  from ptychonet_tf.training import trainer
   config = config_lib.TrainConfig(
       data_dir=data_dir, model_dir=tempfile.mkdtemp(prefix="run_", dir=_SCRATCH[0]),
       network=NetworkConfig(base_channels=base_channels,
@@ -99,7 +98,7 @@ def bench(name, data_dir, precision, batch_size, base_channels):
       batch_size=batch_size, steps_per_epoch=1,
       mixed_precision=precision == "mixed_bfloat16", export=False,
       verbose=False)
-  trainer = loop.Trainer(config, tf.distribute.get_strategy())
+  trainer = trainer.Trainer(config, tf.distribute.get_strategy())
   patterns = trainer.patterns_per_step
   iterator = iter(trainer.train_dataset(0))
   step = trainer._train_step  # pylint: disable=protected-access

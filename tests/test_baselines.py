@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from ptychonet_tf import metrics
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib

@@ -39,7 +39,7 @@ import numpy as np
 import tensorflow as tf
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.training import config as config_lib
-from ptychonet_tf.training import loop
+from ptychonet_tf.training import trainer
 from ptychonet_tf.training import strategy as strategy_lib
 
 data_dir, model_dir, out = sys.argv[1:4]
@@ -49,10 +49,10 @@ config = config_lib.TrainConfig(
     data_dir=data_dir, model_dir=model_dir,
     network=NetworkConfig(base_channels=4, depth=2), epochs=2, batch_size=4,
     num_images=0, export=False, verbose=False)
-trainer = loop.Trainer(config, strategy)
-trainer.train()
-np.savez(out, step=trainer.step, chief=trainer.is_chief,
-         **{f"w{i}": w for i, w in enumerate(trainer.model.get_weights())})
+tr = trainer.Trainer(config, strategy)
+tr.train()
+np.savez(out, step=tr.step, chief=tr.is_chief,
+         **{f"w{i}": w for i, w in enumerate(tr.model.get_weights())})
 """
 
 

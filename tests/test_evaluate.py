@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, run_cli
-from ptychonet_tf import evaluate
-from ptychonet_tf import report
+from ptychonet_tf.cli import evaluate
+from ptychonet_tf.evaluation import report
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.model import network
-from ptychonet_tf.model import serving
+from ptychonet_tf.model import export as export_lib
 from test_train import write_tiny
 
 
@@ -22,7 +22,7 @@ def setup(tmp_path_factory):
   geometry = pipeline.load_dataset_info(data_dir).geometry
   model = network.build_model(network.NetworkConfig(base_channels=4, depth=2), geometry)
   model(np.zeros((1, geometry.num_positions) + tuple(geometry.probe_shape), np.float32))
-  serving.export_saved_model(model, geometry.probe, str(root / "export"), 1)
+  export_lib.export_saved_model(model, geometry.probe, str(root / "export"), 1)
   return data_dir, str(root / "export"), root
 
 

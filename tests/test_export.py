@@ -12,10 +12,10 @@ import tensorflow as tf
 
 from conftest import assert_one_line_error, run_cli
 from ptychonet_tf.data import scanfile
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.training import config as config_lib
-from ptychonet_tf.training import loop
+from ptychonet_tf.training import trainer
 from ptychonet_tf.training import run_dir
 from test_train import write_tiny
 
@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
       data_dir=data_dir, model_dir=model_dir,
       network=NetworkConfig(base_channels=4, depth=2), epochs=1, batch_size=4,
       num_images=0, export=False, verbose=False)
-  loop.Trainer(config, tf.distribute.get_strategy()).train()
+  trainer.Trainer(config, tf.distribute.get_strategy()).train()
   return model_dir
 
 

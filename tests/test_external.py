@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychonet_tf.data import external
+from ptychonet_tf.data import readers
 from ptychonet_tf.data import scanfile
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
@@ -33,16 +33,16 @@ def _simulated(count=9, size=16, seed=0):
 def test_intensities_become_centred_amplitudes():
   amps, _, _, _ = _simulated()
   corner = np.fft.ifftshift(amps ** 2, axes=(-2, -1))
-  assert external.detect_zero_frequency(corner) == "corner"
-  assert external.detect_zero_frequency(amps ** 2) == "center"
-  np.testing.assert_allclose(external.to_amplitudes(corner), amps, rtol=1e-5,
+  assert readers.detect_zero_frequency(corner) == "corner"
+  assert readers.detect_zero_frequency(amps ** 2) == "center"
+  np.testing.assert_allclose(readers.to_amplitudes(corner), amps, rtol=1e-5,
                              atol=1e-6)
-  np.testing.assert_allclose(external.to_amplitudes(amps ** 2, "center"), amps,
+  np.testing.assert_allclose(readers.to_amplitudes(amps ** 2, "center"), amps,
                              rtol=1e-5, atol=1e-6)
   # Negative intensities (background subtraction) clip to 0.
-  assert external.to_amplitudes(-np.ones((1, 4, 4)), "center").max() == 0
+  assert readers.to_amplitudes(-np.ones((1, 4, 4)), "center").max() == 0
   with pytest.raises(UserError, match="NaN"):
-    external.to_amplitudes(np.full((1, 4, 4), np.nan))
+    readers.to_amplitudes(np.full((1, 4, 4), np.nan))
 
 
 def test_tike_reader(tmp_path):
@@ -54,7 +54,7 @@ def test_tike_reader(tmp_path):
            probe=(3 * probe)[None, None, None, None])
   with bz2.open(path, "wb") as f:
     f.write(buffer.getvalue())
-  scan = external.read_scan(path, margin=2)
+  scan = readers.read_scan(path, margin=2)
   np.testing.assert_allclose(scan.amplitudes, amps, rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(scan.layout, layout + [2, 2, 2, 2])
   assert scan.object_shape == (layout[:, 1].max() + 4, layout[:, 3].max() + 4)
@@ -98,7 +98,7 @@ def test_cxi_reader(tmp_path):
   path = str(tmp_path / "tiny.cxi")
   pixel = 1e-10 * 2.0 / (16 * 100e-6)
   _write_cxi(path, amps, positions, pixel, probe=probe)
-  scan = external.read_scan(path, margin=0)
+  scan = readers.read_scan(path, margin=0)
   np.testing.assert_array_equal(scan.layout, layout)
   keep = np.ones(amps.shape[1:], bool)
   keep[3, 5] = False  # the masked pixel is replaced by a local median
@@ -106,7 +106,7 @@ def test_cxi_reader(tmp_path):
                              rtol=1e-5, atol=1e-6)
   assert np.isfinite(scan.amplitudes).all()
   # An explicit pixel size overrides the far-field one.
-  half = external.read_scan(path, margin=0, pixel_size=2 * pixel)
+  half = readers.read_scan(path, margin=0, pixel_size=2 * pixel)
   assert half.layout[:, 0].max() == pytest.approx(layout[:, 0].max() / 2, abs=1)
 
 
@@ -114,7 +114,7 @@ def test_cxi_without_probe_gets_a_guess(tmp_path):
   amps, positions, _, _ = _simulated()
   path = str(tmp_path / "noprobe.h5")
   _write_cxi(path, amps, positions, 1e-10 * 2.0 / (16 * 100e-6))
-  scan = external.read_scan(path)
+  scan = readers.read_scan(path)
   assert scan.probe.shape == (16, 16) and np.isfinite(scan.probe).all()
 
 
@@ -124,16 +124,16 @@ def test_hdf5_without_diffraction_data_is_a_user_error(tmp_path):
   _write_cxi(path, amps, positions, 1e-10 * 2.0 / (16 * 100e-6),
              with_data=False)
   with pytest.raises(UserError, match="holds no diffraction data"):
-    external.read_scan(path)
+    readers.read_scan(path)
 
 
 def test_unknown_and_missing_files_are_user_errors(tmp_path):
   with pytest.raises(UserError, match="does not exist"):
-    external.read_scan(str(tmp_path / "nope.npz"))
+    readers.read_scan(str(tmp_path / "nope.npz"))
   path = tmp_path / "x.txt"
   path.write_text("hello")
   with pytest.raises(UserError, match="unknown format"):
-    external.read_scan(str(path))
+    readers.read_scan(str(path))
 
 
 def test_project_npz_goes_to_load_scan(tmp_path):
@@ -142,7 +142,7 @@ def test_project_npz_goes_to_load_scan(tmp_path):
   scanfile.Scan(amplitudes=amps, layout=layout, probe=probe,
                 object_shape=(int(layout[:, 1].max()),
                               int(layout[:, 3].max()))).save(path)
-  scan = external.read_scan(path)
+  scan = readers.read_scan(path)
   np.testing.assert_array_equal(scan.amplitudes, amps)
   np.testing.assert_array_equal(scan.probe, probe)  # not rescaled
 
@@ -151,7 +151,7 @@ def test_real_siemens_star_scan(shared_data):
   path = os.path.join(shared_data, STAR)
   if not os.path.isfile(path):
     pytest.skip(f"{path} not present")
-  scan = external.read_scan(path)
+  scan = readers.read_scan(path)
   assert scan.amplitudes.shape == (516, 128, 128)
   assert scan.probe.shape == (128, 128)
   assert scan.layout.shape == (516, 4)
@@ -169,7 +169,7 @@ def test_real_petra3_cxi_file(shared_data):
   path = os.path.join(shared_data, PETRA)
   if not os.path.isfile(path):
     pytest.skip(f"{path} not present")
-  scan = external.read_scan(path)
+  scan = readers.read_scan(path)
   assert scan.amplitudes.shape == (200, 100, 100)
   assert scan.amplitudes.dtype == np.float32
   assert np.isfinite(scan.amplitudes).all() and scan.amplitudes.min() >= 0
@@ -190,7 +190,7 @@ def test_dm_with_probe_refinement_fits_the_real_siemens_star(shared_data):
   if not os.path.isfile(path):
     pytest.skip(f"{path} not present")
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  scan = external.read_scan(path)
+  scan = readers.read_scan(path)
   config = dm.DMConfig(iterations=40, refine_probe=True, probe_start=10,
                        probe_support=0.9, fourier_relax=0.05,
                        object_inertia=0.01, progress=False)

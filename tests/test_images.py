@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from ptychonet_tf.data import images as images_lib
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 
 def test_default_pools_are_disjoint_and_load():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
 

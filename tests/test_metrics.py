@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ptychonet_tf import metrics
+from ptychonet_tf.evaluation import metrics
 
 
 def _object(seed=0, shape=(32, 32)):

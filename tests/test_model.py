@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers
 from ptychonet_tf.model import network
 from ptychonet_tf.physics import forward

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from ptychonet_tf.data import images as images_lib
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import objects
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 
 def test_object_ranges_default():
@@ -55,10 +55,10 @@ def test_random_view_shapes_and_determinism():
 def test_random_objects_differ_and_respect_ranges():
   train, _ = images_lib.open_image_pools("default")
   cfg = objects.ObjectConfig()
-  objs = [simulation.random_object(train, (40, 50), cfg, simulation.scan_rng(0, "train", i))
+  objs = [simulator.random_object(train, (40, 50), cfg, simulator.scan_rng(0, "train", i), images_lib.load_image)
           for i in range(3)]
   assert len({o.tobytes() for o in objs}) == 3
-  again = simulation.random_object(train, (40, 50), cfg, simulation.scan_rng(0, "train", 1))
+  again = simulator.random_object(train, (40, 50), cfg, simulator.scan_rng(0, "train", 1), images_lib.load_image)
   np.testing.assert_array_equal(again, objs[1])
   amp, phase = objects.split_object(np.stack(objs))
   assert amp.min() >= 0.5 - 1e-6 and amp.max() <= 1 + 1e-6

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from ptychonet_tf.data import scanfile
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def scan():
       scan=geometry_lib.ScanConfig(pattern="fermat", count=12, step=2.0)))
   obj = np.exp(1j * np.linspace(-1, 0, np.prod(g.object_shape))).reshape(
       g.object_shape).astype(np.complex64)
-  amps = simulation.Simulator(g).amplitudes(obj[None])[0]
+  amps = simulator.Simulator(g).amplitudes(obj[None])[0]
   return scanfile.Scan(amps, g.layout, g.probe, g.object_shape, obj)
 
 

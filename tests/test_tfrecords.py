@@ -15,16 +15,16 @@ from conftest import REPO, assert_one_line_error, run_cli
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import records
 from ptychonet_tf.data import writer
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 TINY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
               "--scan_step=1.5", "--num_shards=3"]
 
 
 def tiny_config(num_train=7, num_test=3, **kw):
-  sim = simulation.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
       probe=geometry_lib.ProbeConfig(size=(16, 16)),
       scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)))
   return writer.WriteConfig(simulation=sim, num_train=num_train,
@@ -67,14 +67,14 @@ def test_round_trip_matches_simulation(dataset):
   assert b["amplitudes"].shape == (2, 10, 16, 16)
   assert b["object_amplitude"].shape == (2, *info.geometry.object_shape)
   obj = (b["object_amplitude"].numpy() * np.exp(1j * b["object_phase"].numpy())).astype(np.complex64)
-  expected = simulation.Simulator(info.geometry).amplitudes(obj)
+  expected = simulator.Simulator(info.geometry).amplitudes(obj)
   np.testing.assert_allclose(b["amplitudes"].numpy(), expected, rtol=1e-4, atol=1e-5)
   # Scan 0 of the test split is the object scan_rng(seed, "test", 0) gives.
   from ptychonet_tf.data import images as images_lib
   _, test_pool = images_lib.open_image_pools("default")
-  obj0 = simulation.random_object(test_pool, info.geometry.object_shape,
+  obj0 = simulator.random_object(test_pool, info.geometry.object_shape,
                                   tiny_config().simulation.object,
-                                  simulation.scan_rng(0, "test", 0))
+                                  simulator.scan_rng(0, "test", 0), images_lib.load_image)
   np.testing.assert_allclose(np.abs(obj0), b["object_amplitude"][0].numpy(), rtol=1e-6)
 
 
@@ -173,7 +173,7 @@ def test_float16_and_gzip(tmp_path):
   b = next(iter(pipeline.make_dataset(out, "train", 7, shuffle=False)))
   info = pipeline.load_dataset_info(out)
   obj = (b["object_amplitude"].numpy() * np.exp(1j * b["object_phase"].numpy())).astype(np.complex64)
-  expected = simulation.Simulator(info.geometry).amplitudes(obj)
+  expected = simulator.Simulator(info.geometry).amplitudes(obj)
   np.testing.assert_allclose(b["amplitudes"].numpy(), expected, rtol=2e-3, atol=1e-3)
 
 

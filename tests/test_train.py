@@ -12,16 +12,16 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO, assert_one_line_error, run_cli
-from ptychonet_tf import simulation
-from ptychonet_tf import train
+from ptychonet_tf.physics import simulator
+from ptychonet_tf.cli import train
 from ptychonet_tf.data import pipeline
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.data import writer
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.training import config as config_lib
-from ptychonet_tf.training import evaluation
-from ptychonet_tf.training import loop
+from ptychonet_tf.training import evaluator
+from ptychonet_tf.training import trainer
 
 GEOMETRY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
                   "--scan_step=1.5"]
@@ -29,7 +29,7 @@ SMALL_NET = ["--base_channels=4", "--depth=2"]
 
 
 def write_tiny(out, num_train=8, num_test=2, num_shards=2):
-  sim = simulation.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
       probe=geometry_lib.ProbeConfig(size=(16, 16)),
       scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)))
   config = writer.WriteConfig(simulation=sim, num_train=num_train,
@@ -55,19 +55,19 @@ def test_one_step_lowers_the_loss(data_dir, tmp_path):
         data_dir=data_dir, model_dir=str(tmp_path / loss),
         network=NetworkConfig(base_channels=4, depth=2), batch_size=4,
         learning_rate=1e-3, loss=loss, verbose=False, export=False)
-    trainer = loop.Trainer(config, tf.distribute.get_strategy())
-    batch = next(iter(trainer.train_dataset(0)))
-    probe = tf.constant(trainer.geometry.probe, tf.complex64)
+    tr = trainer.Trainer(config, tf.distribute.get_strategy())
+    batch = next(iter(tr.train_dataset(0)))
+    probe = tf.constant(tr.geometry.probe, tf.complex64)
 
     def batch_loss():
-      per_pattern = evaluation.pattern_batch_loss(
-          trainer.model, batch, loss, probe, 1.0, training=True)
+      per_pattern = evaluator.pattern_batch_loss(
+          tr.model, batch, loss, probe, 1.0, training=True)
       return float(tf.reduce_mean(per_pattern))
 
     before = batch_loss()
-    trainer._train_step(  # pylint: disable=protected-access
+    tr._train_step(  # pylint: disable=protected-access
         iter(tf.data.Dataset.from_tensors(batch)))
-    assert trainer.step == 1
+    assert tr.step == 1
     after = batch_loss()
     assert after < before, (loss, before, after)
 

@@ -1,55 +1,14 @@
-r"""Precomputes simulated scans into sharded TFRecords.
+"""`python tools/make_tfrecords.py`: the command lives in `ptychonet_tf/cli/make_tfrecords.py`.
 
-  python tools/make_tfrecords.py --flagfile=configs/small_dense.flags \
-      --out_dir=tfrecords/small_dense [--num_train=400 --num_test=20 \
-      --images=default --seed=0 --num_shards=8 --workers=2]
-
-Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
-(see ptychonet_tf/data/writer.py). Deterministic for a seed; killed part-way
-and re-run with the same flags, it keeps finished shards and writes the rest.
+Needs the package installed (`make install` or `pip install -e .`).
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
-
-from ptychonet_tf import flags as experiment_flags
-from ptychonet_tf.data import writer
-from ptychonet_tf.errors import UserError, report_user_errors
-
-flags.DEFINE_string("out_dir", None, "Dataset directory to write.")
-flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
-FLAGS = flags.FLAGS
-
-
-@report_user_errors
-def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  if not FLAGS.out_dir:
-    raise UserError("--out_dir is required")
-  for name in ("num_train", "num_test", "num_shards"):
-    if getattr(FLAGS, name) < (1 if name == "num_shards" else 0):
-      raise UserError(f"--{name}={getattr(FLAGS, name)} must be "
-                      f"{'>= 1' if name == 'num_shards' else '>= 0'}")
-  if FLAGS.workers is not None and FLAGS.workers < 1:
-    raise UserError(f"--workers={FLAGS.workers} must be >= 1")
-  config = writer.WriteConfig(
-      simulation=experiment_flags.simulation_config(), images=FLAGS.images,
-      num_train=FLAGS.num_train, num_test=FLAGS.num_test, seed=FLAGS.seed,
-      num_shards=FLAGS.num_shards, amplitude_dtype=FLAGS.amplitude_dtype,
-      compression=FLAGS.compression)
-  stats = writer.write_dataset(config, FLAGS.out_dir, workers=FLAGS.workers,
-                               flags_string=FLAGS.flags_into_string(),
-                               progress=FLAGS.progress)
-  print(f"{FLAGS.out_dir}: {config.num_train} train + {config.num_test} test "
-        f"scans; {stats['written']} shards written, {stats['kept']} kept from "
-        f"an earlier run, {stats['seconds']:.1f} s")
-
+try:
+  from ptychonet_tf.cli.make_tfrecords import run
+except ImportError as e:
+  sys.exit(f"error: ptychonet_tf cannot be imported ({e}); install it with "
+           f"'pip install -e .' from the repository root")
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 

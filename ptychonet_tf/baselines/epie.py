@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.baselines import dm
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 
 

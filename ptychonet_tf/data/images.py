@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 # Images of skimage.data that are stored inside the installed wheel. The test
 # pool is fixed so that test objects are never built from training images.
@@ -86,6 +86,18 @@ def load_image(ref):
     from skimage import data  # pylint: disable=g-import-not-at-top
     return to_gray(getattr(data, ref.name)())
   raise ValueError(f"unknown image kind {ref.kind}")
+
+
+class ImageCache:
+  """`load_image` that reads each ImageRef once: callable(ref) -> image."""
+
+  def __init__(self):
+    self._images = {}
+
+  def __call__(self, ref):
+    if ref not in self._images:
+      self._images[ref] = load_image(ref)
+    return self._images[ref]
 
 
 def _list_files(spec):

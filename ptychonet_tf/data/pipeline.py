@@ -24,7 +24,7 @@ import tensorflow as tf
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import writer
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics.geometry import Geometry
 

@@ -11,7 +11,7 @@ import os
 import struct
 import zlib
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 
 def _crc32c_table():

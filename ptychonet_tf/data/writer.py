@@ -8,7 +8,7 @@ Layout of a dataset directory:
   dataset.json                        counts, shapes, dtype, compression, flags
 
 Scan i of a split is simulated from a generator seeded by (seed, split, i)
-(`simulation.scan_rng`), so the bytes of every shard depend only on the
+(`simulator.scan_rng`), so the bytes of every shard depend only on the
 settings, not on the number of workers or on interruptions. A shard is written
 to `<name>.tmp` and renamed when complete; a re-run keeps shards whose framing
 checks out and rewrites the rest, so a killed job resumes where it stopped.
@@ -25,10 +25,10 @@ import numpy as np
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 GEOMETRY_FILE = "geometry.npz"
 INFO_FILE = "dataset.json"
@@ -50,7 +50,7 @@ def shard_ranges(num_examples, num_shards):
 @dataclasses.dataclass(frozen=True)
 class WriteConfig:
   """Everything that determines a dataset's bytes."""
-  simulation: simulation.SimulationConfig
+  simulation: simulator.SimulationConfig
   images: str = "default"
   num_train: int = 200
   num_test: int = 20
@@ -85,8 +85,8 @@ def _init_worker(config, geometry, pools, out_dir, ticks, threads):
   except RuntimeError:
     pass  # already initialised in this process (in-process mode)
   _WORKER.update(config=config, geometry=geometry, pools=pools, out_dir=out_dir,
-                 ticks=ticks, cache={},
-                 simulator=simulation.Simulator(geometry,
+                 ticks=ticks, load=images_lib.ImageCache(),
+                 simulator=simulator.Simulator(geometry,
                                                 config.simulation.photons))
 
 
@@ -102,9 +102,9 @@ def _write_shard(task):
       compression_type="GZIP" if config.compression == "gzip" else "")
   with tf.io.TFRecordWriter(tmp, options) as writer:
     for i in range(task.start, task.stop):
-      rng = simulation.scan_rng(config.seed, task.split, i)
-      obj = simulation.random_object(pool, geometry.object_shape,
-                                     config.simulation.object, rng, w["cache"])
+      rng = simulator.scan_rng(config.seed, task.split, i)
+      obj = simulator.random_object(pool, geometry.object_shape,
+                                     config.simulation.object, rng, w["load"])
       noise_seed = int(rng.integers(2**31))
       amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
       amp, phase = objects.split_object(obj)

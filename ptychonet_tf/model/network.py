@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
 
 

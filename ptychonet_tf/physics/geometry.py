@@ -5,7 +5,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
 

@@ -11,7 +11,7 @@ covers the scan.
 """
 import numpy as np
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from skimage import transform
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 OBJECT_MODES = ("complex", "phase_only")
 

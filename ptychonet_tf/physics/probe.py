@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 PROBE_KINDS = ("zone_plate", "pinhole")
 

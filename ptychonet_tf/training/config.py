@@ -2,7 +2,7 @@
 import dataclasses
 from typing import Optional
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import losses
 from ptychonet_tf.model.network import NetworkConfig
 

@@ -16,7 +16,7 @@ import os
 
 import tensorflow as tf
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 DISTRIBUTIONS = ("auto", "none", "mirrored", "multi_worker")
 

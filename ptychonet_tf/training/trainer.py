@@ -32,12 +32,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ptychonet_tf import metrics
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.data import pipeline
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import network
-from ptychonet_tf.model import serving
-from ptychonet_tf.training import evaluation
+from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import strategy as strategy_lib
 
@@ -142,7 +142,7 @@ class Trainer:
 
     def step_fn(batch):
       with tf.GradientTape() as tape:
-        per_pattern = evaluation.pattern_batch_loss(
+        per_pattern = evaluator.pattern_batch_loss(
             model, batch, config.loss, probe, config.dse_lambda, training=True)
         loss = tf.nn.compute_average_loss(
             per_pattern, global_batch_size=patterns_per_step)
@@ -207,7 +207,7 @@ class Trainer:
     test = pipeline.make_dataset(self.config.data_dir, "test",
                                  max(1, self.config.batch_size), shuffle=False,
                                  verify=False)
-    return evaluation.Evaluator(self.model, test, self.geometry,
+    return evaluator.Evaluator(self.model, test, self.geometry,
                                 loss=self.config.loss,
                                 dse_lambda=self.config.dse_lambda,
                                 max_scans=self.config.eval_scans,
@@ -219,12 +219,12 @@ class Trainer:
                                       self.geometry.probe)
     with writer.as_default(step=step):
       tf.summary.scalar("loss", scalars["loss"])
-      for name in evaluation.METRIC_NAMES:
+      for name in evaluator.METRIC_NAMES:
         tf.summary.scalar(name, scalars[name])
       tf.summary.scalar("inference_scans_per_second",
                         scalars["scans_per_second"])
       if len(images["truth"]):
-        panels = evaluation.image_panels(
+        panels = evaluator.image_panels(
             images["truth"], images["estimate"],
             self.network_config.amplitude_range,
             self.network_config.phase_range, mask)
@@ -307,7 +307,7 @@ class Trainer:
                        json.dumps(scalars, indent=1))
     _log(config, "final " + format_metrics(scalars))
     if config.export:
-      path = serving.export_saved_model(
+      path = export_lib.export_saved_model(
           self.model, self.geometry.probe,
           config.export_dir or os.path.join(config.model_dir, "export"),
           max(self.step, 1))

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 
 
 def resolve_saved_model(path):

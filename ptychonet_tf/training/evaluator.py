@@ -11,7 +11,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from ptychonet_tf import metrics
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import losses
 from ptychonet_tf.physics import forward
 

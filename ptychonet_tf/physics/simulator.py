@@ -4,7 +4,6 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics.geometry import GeometryConfig
@@ -55,28 +54,23 @@ def scan_rng(seed, split, index):
   return np.random.default_rng([int(seed), SPLITS.index(split), int(index)])
 
 
-def random_object(pool, object_shape, config, rng, cache=None):
+def random_object(pool, object_shape, config, rng, load):
   """One complex object from two random images of `pool` (random views).
 
   Args:
-    pool: list of images_lib.ImageRef.
+    pool: sequence of image references (e.g. `data.images.ImageRef`).
     object_shape: (H, W).
     config: objects.ObjectConfig.
     rng: numpy Generator.
-    cache: optional dict ImageRef -> loaded image, to avoid re-reading files.
+    load: callable(reference) -> float [h, w] image in [0, 1] (e.g.
+      `data.images.load_image`, or a caching `data.images.ImageCache`).
 
   Returns:
     complex64 [H, W].
   """
   def pick():
     ref = pool[int(rng.integers(len(pool)))]
-    if cache is not None:
-      if ref not in cache:
-        cache[ref] = images_lib.load_image(ref)
-      image = cache[ref]
-    else:
-      image = images_lib.load_image(ref)
-    return objects.random_view(image, object_shape, rng)
+    return objects.random_view(load(ref), object_shape, rng)
 
   amplitude = pick() if config.mode == "complex" else None
   phase = pick()

@@ -8,11 +8,11 @@ import math
 
 from absl import flags
 
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import probe as probe_lib
-from ptychonet_tf import simulation
+from ptychonet_tf.physics import simulator
 
 FLAGS = flags.FLAGS
 
@@ -93,7 +93,7 @@ def object_config():
 def simulation_config():
   if FLAGS.photons < 0:
     raise UserError(f"--photons={FLAGS.photons} must be >= 0 (0 = noise free)")
-  return simulation.SimulationConfig(geometry=geometry_config(),
+  return simulator.SimulationConfig(geometry=geometry_config(),
                                      object=object_config(),
                                      photons=FLAGS.photons)
 

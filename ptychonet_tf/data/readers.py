@@ -45,7 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from ptychonet_tf.data import scanfile
-from ptychonet_tf.errors import UserError
+from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 
 ZERO_FREQUENCY = ("auto", "center", "corner")

@@ -1,0 +1,146 @@
+r"""The main job end to end at CPU size: data, training, export, evaluation, reports.
+
+  python -m ptychonet_tf.demo [--transfer_images=DIR] [--reports_dir=reports]
+
+Runs, each step as its own command (printed, so any step can be repeated by
+hand), and each resuming when run again:
+
+1. tools/make_tfrecords.py for configs/small_dense.flags and
+   configs/small_sparse.flags, from the embedded default images;
+2. ptychonet_tf.train for both (checkpoints in runs/<name>, SavedModels in
+   saved_models/<name>);
+3. ptychonet_tf.evaluate for both: PtychoNet, DM from a random start and DM
+   started from PtychoNet, into reports/<name>/report.md;
+4. when --transfer_images is a folder: a phase-only test set from it
+   (configs/small_transfer.flags) evaluated with the dense model trained on
+   natural images, into reports/small_transfer/report.md.
+
+Ends by writing reports/demo.md: every stage's wall time and the tables.
+"""
+import os
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+
+flags.DEFINE_string("transfer_images", "",
+                    "Folder of images from another domain for the cross-domain "
+                    "test (skipped when empty or missing).")
+flags.DEFINE_string("reports_dir", "reports", "Where the reports go.")
+flags.DEFINE_string("tfrecords_dir", "tfrecords", "Where the datasets go.")
+flags.DEFINE_string("runs_dir", "runs", "Where checkpoints and TensorBoard logs go.")
+flags.DEFINE_string("saved_models_dir", "saved_models", "Where the exports go.")
+flags.DEFINE_list("experiments", ["small_dense", "small_sparse"],
+                  "Experiments (configs/<name>.flags) to train and evaluate.")
+flags.DEFINE_list("train_args", [],
+                  "Extra flags for every training run, e.g. --epochs=1 for a "
+                  "quick look (comma-separated).")
+flags.DEFINE_integer("dm_iterations", 300, "DM iterations in the evaluation.")
+FLAGS = flags.FLAGS
+
+TRANSFER = "small_transfer"
+
+
+def _fmt(seconds):
+  return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+class Stages:
+  """Runs commands in order, printing a header per stage and timing each."""
+
+  def __init__(self, total):
+    self.total, self.done, self.times = total, 0, []
+    self.start = time.time()
+
+  def run(self, title, command):
+    self.done += 1
+    print(f"\n=== [{self.done}/{self.total}] {title} "
+          f"(elapsed {_fmt(time.time() - self.start)})", flush=True)
+    print("$ " + " ".join(command), flush=True)
+    tick = time.time()
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+      raise UserError(f"stage '{title}' failed with exit status "
+                      f"{result.returncode} (its message is above); fix it and "
+                      f"re-run: finished stages are kept")
+    self.times.append((title, time.time() - tick))
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  py = sys.executable
+  experiments = list(FLAGS.experiments)
+  for name in experiments:
+    if not os.path.isfile(os.path.join("configs", f"{name}.flags")):
+      raise UserError(f"configs/{name}.flags does not exist (run the demo from "
+                      f"the repository root)")
+  transfer = bool(FLAGS.transfer_images) and os.path.isdir(FLAGS.transfer_images)
+  if FLAGS.transfer_images and not transfer:
+    print(f"note: {FLAGS.transfer_images} is not a folder; skipping the "
+          f"cross-domain test")
+  if transfer and "small_dense" not in experiments:
+    raise UserError("the cross-domain test needs the small_dense experiment")
+  stages = Stages(3 * len(experiments) + (2 if transfer else 0))
+  reports = []
+  for name in experiments:
+    stages.run(f"simulate {name}", [
+        py, "tools/make_tfrecords.py", f"--flagfile=configs/{name}.flags",
+        f"--out_dir={FLAGS.tfrecords_dir}/{name}"])
+  for name in experiments:
+    stages.run(f"train {name}", [
+        py, "-m", "ptychonet_tf.train", f"--flagfile=configs/{name}.flags",
+        f"--data_dir={FLAGS.tfrecords_dir}/{name}",
+        f"--model_dir={FLAGS.runs_dir}/{name}",
+        f"--export_dir={FLAGS.saved_models_dir}/{name}"] + list(FLAGS.train_args))
+
+  def evaluate(name, model, title, stage):
+    out = os.path.join(FLAGS.reports_dir, name)
+    stages.run(stage, [
+        py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{name}.flags",
+        f"--data_dir={FLAGS.tfrecords_dir}/{name}",
+        f"--saved_model=mse={FLAGS.saved_models_dir}/{model}",
+        f"--dm_iterations={FLAGS.dm_iterations}", f"--out_dir={out}",
+        f"--title={title}"])
+    reports.append(out)
+
+  for name in experiments:
+    evaluate(name, name, name, f"evaluate {name}")
+  if transfer:
+    stages.run(f"simulate {TRANSFER} from {FLAGS.transfer_images}", [
+        py, "tools/make_tfrecords.py", f"--flagfile=configs/{TRANSFER}.flags",
+        f"--images={FLAGS.transfer_images}",
+        f"--out_dir={FLAGS.tfrecords_dir}/{TRANSFER}"])
+    evaluate(TRANSFER, "small_dense",
+             f"{TRANSFER} (phase-only tissue, natural-image model)",
+             f"evaluate {TRANSFER} with the small_dense model")
+
+  from ptychonet_tf.evaluation import report  # pylint: disable=g-import-not-at-top
+  total = time.time() - stages.start
+  lines = ["# Demo report\n",
+           f"`make demo` (`python -m ptychonet_tf.demo`) took {_fmt(total)} "
+           f"on {os.cpu_count()} cores.\n",
+           "| stage | wall time |", "|---|---|"]
+  lines += [f"| {title} | {_fmt(sec)} |" for title, sec in stages.times]
+  for out in reports:
+    name = os.path.basename(out)
+    with open(os.path.join(out, "results.md")) as f:
+      tables = f.read()
+    lines += ["", f"## {name}", "", f"Full report: [{name}/report.md]({name}/report.md)",
+              "", tables]
+  report.write_text(os.path.join(FLAGS.reports_dir, "demo.md"), "\n".join(lines) + "\n")
+  print(f"\ndemo finished in {_fmt(total)}; reports in {FLAGS.reports_dir}/ "
+        f"(summary: {FLAGS.reports_dir}/demo.md)")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

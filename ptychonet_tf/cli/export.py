@@ -1,0 +1,50 @@
+r"""Exports the latest checkpoint of a training run as a TF Serving SavedModel.
+
+  python -m ptychonet_tf.export --model_dir=runs/small_dense \
+      --export_dir=saved_models/small_dense
+
+Writes <export_dir>/<step>/ (saved_model.pb, variables/), the layout TF
+Serving expects, with the signature serving_default: amplitudes float32
+[batch, N, h, w] -> amplitude, phase float32 [batch, H, W]; the training
+geometry's probe and layout are baked in (see docs/serving.md). Without
+--export_dir it writes to <model_dir>/export.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from ptychonet_tf.cli import experiment_flags  # pylint: disable=unused-import
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+
+FLAGS = flags.FLAGS
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  if not FLAGS.model_dir:
+    raise UserError("--model_dir is required (a training run directory)")
+  export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
+  if os.path.exists(export_dir) and not os.path.isdir(export_dir):
+    raise UserError(f"--export_dir={export_dir} is a file; expected a directory")
+  logging.set_verbosity(logging.WARNING)
+  from ptychonet_tf.model import export as export_lib  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.training import run_dir  # pylint: disable=g-import-not-at-top
+  model, geometry, step = run_dir.load_trained_model(FLAGS.model_dir)
+  path = export_lib.export_saved_model(model, geometry.probe, export_dir,
+                                    max(step, 1))
+  n, (h, w) = geometry.num_positions, geometry.probe_shape
+  big_h, big_w = geometry.object_shape
+  print(f"exported {path}: serving_default amplitudes [batch, {n}, {h}, {w}] "
+        f"-> amplitude, phase [batch, {big_h}, {big_w}]")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,259 @@
+r"""Reconstructs one ptychographic scan: DM, ePIE, PtychoNet or PtychoNet + DM.
+
+  python -m ptychonet_tf.reconstruct --scan=scan.npz --method=dm \
+      [--iterations=300] [--out=rec.npz] [--png]
+  python -m ptychonet_tf.reconstruct --scan=scan.npz --method=ptychonet+dm \
+      --saved_model=saved_models/small_dense --iterations=50
+  python -m ptychonet_tf.reconstruct \
+      --scan=../shared/data/ptycho-tike-siemens-star/siemens-star-small.npz.bz2 \
+      --method=dm --refine_probe --fourier_relax=0.05 --probe_support=0.9 \
+      --object_inertia=0.01 --png
+
+--scan takes this project's scan file (docs/scan_format.md), tike's test
+data (.npz / .npz.bz2) or a CXI/HDF5 file (docs/real_data.md); external
+intensities become centred amplitudes. Methods:
+
+  dm            difference map from --init (known probe unless --refine_probe)
+  epie          ePIE, --iterations epochs
+  ptychonet     one pass of a PtychoNet SavedModel (--saved_model)
+  ptychonet+dm  DM started from the network's output (the paper's section 6)
+
+Writes --out (.npz, temp name then rename): `object` complex64 [H, W],
+`probe` complex64 [h, w], `layout` int32 [N, 4], `chi` and `fourier_error`
+float32 [T] (empty for ptychonet), `seconds` (total), `seconds_per_iteration`,
+`network_seconds`, `method`; with a ground-truth `object` in the scan also the
+metrics (`amplitude_psnr`, ...; scanned region, constant phase offset removed),
+which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
+(the box the probe lights, clipped to the 1st..99th percentile).
+"""
+import os
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from ptychonet_tf.model import inference
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+
+METHODS = ("dm", "epie", "ptychonet", "ptychonet+dm")
+
+flags.DEFINE_string("scan", None, "Scan file: .npz (this project's or tike's), "
+                    ".npz.bz2 (tike) or CXI/HDF5 (.cxi, .h5, .hdf5).")
+flags.DEFINE_enum("method", "dm", METHODS, "Reconstruction method.")
+flags.DEFINE_integer("iterations", 300, "DM iterations or ePIE epochs.")
+flags.DEFINE_string("saved_model", None, "PtychoNet SavedModel: the export "
+                    "base dir (highest numeric version is used) or a version "
+                    "dir. Needed by ptychonet and ptychonet+dm.")
+flags.DEFINE_string("out", "rec.npz", "Output .npz file.")
+flags.DEFINE_bool("png", False, "Also write <out>_amplitude.png and "
+                  "<out>_phase.png.")
+flags.DEFINE_enum("init", "ones", ["ones", "random"], "Initial object of dm "
+                  "and epie.")
+flags.DEFINE_integer("seed", 0, "Seed of the random initial object and of "
+                     "ePIE's visiting order.")
+flags.DEFINE_float("alpha", 1.0, "DM relaxation (1: classic DM) or ePIE "
+                   "object step size.")
+flags.DEFINE_float("beta", 1.0, "ePIE probe step size.")
+flags.DEFINE_bool("refine_probe", False, "Also refine the probe.")
+flags.DEFINE_integer("probe_start", 10, "First iteration (epoch) that refines "
+                     "the probe.")
+flags.DEFINE_float("probe_support", 0.0, "DM: zero the refined probe outside "
+                   "a centred disk of this fraction of the window (0: off).")
+flags.DEFINE_float("fourier_relax", 0.0, "DM: power-bound factor of the "
+                   "Fourier projection for noisy data (0: exact projection; "
+                   "0.05 for measured data).")
+flags.DEFINE_float("object_inertia", 1e-6, "DM: weight of the previous "
+                   "object in the overlap projection, relative to "
+                   "max(sum |P|^2).")
+flags.DEFINE_bool("jit", True, "DM: compile the iterations with XLA.")
+flags.DEFINE_integer("margin", 4, "External scans: unscanned border (pixels) "
+                     "around the scan.")
+flags.DEFINE_float("pixel_size", None, "CXI: object-plane pixel size in "
+                   "metres (default: lambda * z / (n * detector pixel)).")
+flags.DEFINE_enum("zero_frequency", "auto", ["auto", "center", "corner"],
+                  "External scans: where the patterns' zero frequency is.")
+FLAGS = flags.FLAGS
+
+
+# --- Outputs -----------------------------------------------------------------
+
+
+def _check_out(path):
+  if os.path.isdir(path):
+    raise UserError(f"--out={path} is a directory; expected a .npz file name")
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    raise UserError(f"--out folder {parent} does not exist")
+  if not path.endswith(".npz"):
+    raise UserError(f"--out={path} must end in .npz")
+
+
+def save_result(path, arrays):
+  """np.savez to a temp name, then rename."""
+  tmp = path[:-len(".npz")] + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def save_pngs(stem, obj, mask):
+  """<stem>_amplitude.png and <stem>_phase.png of the object's box around `mask`.
+
+  The phase is shown after removing the median phase in the mask; both
+  images are clipped to their 1st..99th percentile there.
+
+  Returns:
+    The two paths.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+  box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+  obj, inner = obj[box], mask[box]
+  centre = np.median(obj[inner].real) + 1j * np.median(obj[inner].imag)
+  if centre != 0:
+    obj = obj * np.exp(-1j * np.angle(centre))
+  paths = []
+  for name, image, cmap in (("amplitude", np.abs(obj), "gray"),
+                            ("phase", np.angle(obj), "viridis")):
+    lo, hi = np.percentile(image[inner], [1, 99])
+    path = f"{stem}_{name}.png"
+    tmp = f"{stem}_{name}.tmp.png"
+    plt.imsave(tmp, image, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1)
+    os.replace(tmp, path)
+    paths.append(path)
+  return paths
+
+
+# --- Main --------------------------------------------------------------------
+
+
+def reconstruct(scan, method, iterations, model=None, progress=None):
+  """Runs one method on a scan.
+
+  Args:
+    scan: scanfile.Scan.
+    method: one of METHODS.
+    iterations: DM iterations or ePIE epochs.
+    model: a inference.PtychoNetModel (ptychonet, ptychonet+dm).
+    progress: tqdm bar for the iterations (None: on a terminal).
+
+  Returns:
+    dict: object, probe, chi, fourier_error, seconds, seconds_per_iteration,
+    network_seconds.
+  """
+  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
+  start = time.perf_counter()
+  result = dict(probe=scan.probe, chi=np.zeros([0], np.float32),
+                fourier_error=np.zeros([0], np.float32),
+                seconds_per_iteration=0.0, network_seconds=0.0)
+  initial = None
+  if method in ("ptychonet", "ptychonet+dm"):
+    model(scan.amplitudes)  # warm-up (first call traces the graph)
+    tick = time.perf_counter()
+    initial = model(scan.amplitudes)
+    result["network_seconds"] = time.perf_counter() - tick
+    result["object"] = initial
+  if method in ("dm", "ptychonet+dm"):
+    config = dm.DMConfig(
+        iterations=iterations, alpha=FLAGS.alpha, refine_probe=FLAGS.refine_probe,
+        probe_start=FLAGS.probe_start, probe_support=FLAGS.probe_support,
+        init=FLAGS.init, seed=FLAGS.seed, object_inertia=FLAGS.object_inertia,
+        fourier_relax=FLAGS.fourier_relax, jit_compile=FLAGS.jit,
+        progress=progress)
+    run = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
+                            scan.object_shape, config, initial_object=initial)
+  elif method == "epie":
+    config = epie.EPIEConfig(
+        iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
+        refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
+        init=FLAGS.init, seed=FLAGS.seed, progress=progress)
+    run = epie.epie(scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
+                    config)
+  else:
+    run = None
+  if run is not None:
+    result.update(object=run.object, probe=run.probe, chi=run.chi,
+                  fourier_error=run.fourier_error,
+                  seconds_per_iteration=run.seconds_per_iteration)
+  result["seconds"] = time.perf_counter() - start
+  return result
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  if not FLAGS.scan:
+    raise UserError("--scan is required (a scan .npz, tike .npz(.bz2) or "
+                    "CXI/HDF5 file)")
+  if FLAGS.iterations < 0:
+    raise UserError(f"--iterations={FLAGS.iterations} must be >= 0")
+  _check_out(FLAGS.out)
+  if FLAGS.method.startswith("ptychonet"):
+    saved_model = inference.resolve_saved_model(FLAGS.saved_model)
+  # Imported here so that flag errors come before TensorFlow's start-up.
+  from ptychonet_tf.data import readers  # pylint: disable=g-import-not-at-top
+
+  scan = readers.read_scan(FLAGS.scan, margin=FLAGS.margin,
+                            pixel_size=FLAGS.pixel_size,
+                            zero_frequency=FLAGS.zero_frequency)
+  count, h, w = scan.amplitudes.shape
+  print(f"read {FLAGS.scan}: {count} patterns of {h}x{w}, object "
+        f"{scan.object_shape[0]}x{scan.object_shape[1]}", flush=True)
+  model = None
+  if FLAGS.method in ("ptychonet", "ptychonet+dm"):
+    model = inference.PtychoNetModel(saved_model, scan)
+  result = reconstruct(scan, FLAGS.method, FLAGS.iterations, model)
+  arrays = dict(object=result["object"].astype(np.complex64),
+                probe=np.asarray(result["probe"], np.complex64),
+                layout=scan.layout,
+                chi=np.asarray(result["chi"], np.float32),
+                fourier_error=np.asarray(result["fourier_error"], np.float32),
+                seconds=np.float64(result["seconds"]),
+                seconds_per_iteration=np.float64(result["seconds_per_iteration"]),
+                network_seconds=np.float64(result["network_seconds"]),
+                method=np.str_(FLAGS.method))
+  line = f"{FLAGS.method}: {result['seconds']:.2f} s"
+  if len(result["chi"]):
+    unit = "epoch" if FLAGS.method == "epie" else "iteration"
+    line += (f", {result['seconds_per_iteration'] * 1e3:.1f} ms per {unit}; "
+             f"chi {result['chi'][0]:.2e} -> {result['chi'][-1]:.2e}, "
+             f"Fourier error {result['fourier_error'][-1]:.2e}")
+  if FLAGS.method.startswith("ptychonet"):
+    line += f"; network {result['network_seconds'] * 1e3:.1f} ms"
+  print(line)
+  if len(result["chi"]) >= 20:
+    tenths = np.array_split(np.asarray(result["chi"], np.float64), 10)
+    print("chi, mean of each tenth of the run: " +
+          " ".join(f"{np.mean(part):.2e}" for part in tenths))
+  from ptychonet_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  mask = metrics.scanned_region(scan.layout, scan.object_shape)
+  if scan.object is not None:
+    scores = metrics.complex_metrics(arrays["object"], scan.object, mask)
+    for key, value in scores.items():
+      arrays[key] = np.float64(value)
+    print(f"scanned region, phase offset removed: amplitude PSNR "
+          f"{scores['amplitude_psnr']:.2f} dB, SSIM "
+          f"{scores['amplitude_ssim']:.4f}; phase PSNR "
+          f"{scores['phase_psnr']:.2f} dB, SSIM {scores['phase_ssim']:.4f}")
+  save_result(FLAGS.out, arrays)
+  print(f"wrote {FLAGS.out}")
+  if FLAGS.png:
+    # Show where the probe lit the object (the rim only its faint tails reach
+    # is noise on measured data).
+    lit = metrics.illuminated_region(scan.layout, scan.object_shape,
+                                     arrays["probe"], 0.02)
+    for path in save_pngs(FLAGS.out[:-len(".npz")], arrays["object"], lit):
+      print(f"wrote {path}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

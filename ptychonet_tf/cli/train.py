@@ -1,0 +1,144 @@
+r"""Trains PtychoNet on a TFRecord dataset; resumes from the latest checkpoint.
+
+  python -m ptychonet_tf.train --flagfile=configs/small_dense.flags \
+      --data_dir=tfrecords/small_dense --model_dir=runs/small_dense \
+      [--epochs=8 --batch_size=4 --loss=dse --mixed_precision \
+       --distribution=auto|none|mirrored|multi_worker --export_dir=...]
+
+Flags after the flagfile override it. The resolved flags go to
+<model_dir>/flags.txt; checkpoints, TensorBoard logs (train/, eval/),
+results.json and, at the end, a SavedModel (<export_dir>/<step>/) to
+model_dir. Killed and started again with the same flags, a run continues from
+its last checkpoint (taken at every epoch end). With --eval_only it prints the
+held-out PSNR/SSIM of the latest checkpoint. See docs/training.md.
+"""
+import os
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.training import run_dir
+from ptychonet_tf.training.config import TrainConfig
+
+FLAGS = flags.FLAGS
+
+PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")
+SCAN_FLAGS = ("scan", "scan_count", "scan_step", "mesh_rows", "mesh_cols",
+              "mesh_every", "circle_rings", "scan_margin")
+
+
+def train_config():
+  """The TrainConfig of the parsed flags."""
+  network = NetworkConfig(base_channels=FLAGS.base_channels, depth=FLAGS.depth,
+                          max_channels=FLAGS.max_channels,
+                          stitch_weighting=FLAGS.stitch_weighting,
+                          amplitude_range=(FLAGS.amp_min, FLAGS.amp_max),
+                          phase_range=(FLAGS.phase_min, FLAGS.phase_max))
+  return TrainConfig(
+      data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
+      export_dir=FLAGS.export_dir, network=network, epochs=FLAGS.epochs,
+      batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
+      steps_per_epoch=FLAGS.steps_per_epoch,
+      learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1, loss=FLAGS.loss,
+      dse_lambda=FLAGS.dse_lambda, mixed_precision=FLAGS.mixed_precision,
+      seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,
+      num_images=FLAGS.num_images, keep_checkpoints=FLAGS.keep_checkpoints,
+      checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export)
+
+
+def _given(names):
+  return [n for n in names if FLAGS[n].present]
+
+
+def _flag_text(names):
+  return " ".join(FLAGS[n].serialize() for n in names)
+
+
+def check_geometry_flags(geometry, data_dir):
+  """Raises UserError if given geometry flags contradict the dataset's geometry.
+
+  Only flags set on the command line or in a flagfile are checked; the
+  dataset's geometry.npz is what the model is trained on.
+  """
+  source = f"dataset {data_dir} (geometry.npz)"
+  h, w = geometry.probe_shape
+  if FLAGS["probe_size"].present:
+    size = experiment_flags.geometry_config().probe.size
+    if tuple(size) != geometry.probe_shape:
+      raise UserError(f"--probe_size={','.join(FLAGS.probe_size)} conflicts "
+                      f"with {source}: its patterns are {h}x{w}; drop the "
+                      f"flag or use the dataset's flagfile")
+  config = experiment_flags.geometry_config()
+  scan_flags = _given(SCAN_FLAGS)
+  if scan_flags:
+    layout, object_shape = layouts.layout_from_positions(
+        config.scan.positions(), geometry.probe_shape,
+        margin=config.scan.margin)
+    if (layout.shape != geometry.layout.shape or
+        tuple(object_shape) != geometry.object_shape or
+        (layout != geometry.layout).any()):
+      raise UserError(
+          f"{_flag_text(scan_flags)} give {len(layout)} positions on a "
+          f"{object_shape[0]}x{object_shape[1]} object, which conflicts with "
+          f"{source}: {geometry.num_positions} positions on "
+          f"{geometry.object_shape[0]}x{geometry.object_shape[1]} with another "
+          f"layout; drop the flags or use the dataset's flagfile")
+  probe_flags = _given(PROBE_FLAGS)
+  if probe_flags:
+    size = tuple(config.probe.size)
+    if config.probe.file:
+      probe = probe_lib.load_probe(config.probe.file, expected_shape=size)
+    else:
+      probe = probe_lib.make_probe(size, config.probe.kind,
+                                   config.probe.diameter)
+    scale = max(float(abs(geometry.probe).max()), 1e-12)
+    if (probe.shape != geometry.probe.shape or
+        float(abs(probe - geometry.probe).max()) > 1e-4 * scale):
+      raise UserError(f"{_flag_text(probe_flags)} describe another probe than "
+                      f"{source}; drop the flags or use the dataset's flagfile")
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  config = train_config().validate()
+  if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+    raise UserError(f"--model_dir={config.model_dir} is a file; expected a "
+                    f"directory")
+  info = pipeline.load_dataset_info(config.data_dir)
+  for split in ("train", "test"):
+    pipeline.verify_shards(info, split)
+  check_geometry_flags(info.geometry, config.data_dir)
+  if FLAGS.cpu_devices < 1:
+    raise UserError(f"--cpu_devices={FLAGS.cpu_devices} must be >= 1")
+  # TensorFlow starts here: devices and strategy first.
+  logging.set_verbosity(logging.WARNING)
+  from ptychonet_tf.training import trainer  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
+  strategy_lib.split_cpu(FLAGS.cpu_devices)
+  strategy = strategy_lib.make_strategy(FLAGS.distribution)
+  trainer = trainer.Trainer(config, strategy)
+  if FLAGS.eval_only:
+    trainer.evaluate()
+    return
+  if trainer.is_chief:
+    os.makedirs(config.model_dir, exist_ok=True)
+    run_dir.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),
+                       FLAGS.flags_into_string())
+  trainer.train()
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the reconstruction methods compared, tables and figures."""

@@ -1,0 +1,1 @@
+"""Small shared utilities: user errors and atomic file writes."""
