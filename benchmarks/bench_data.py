@@ -26,6 +26,7 @@ from ptychonet_tf.data import writer
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import simulator
 
+experiment_flags.define_experiment_flags()
 flags.DEFINE_list("configs", ["small_dense", "dense"], "Config names under configs/.")
 flags.DEFINE_integer("scans", 32, "Scans to simulate and read per config.")
 flags.DEFINE_integer("workers", None, "Writer processes (default: all cores).")

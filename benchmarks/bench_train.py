@@ -41,7 +41,8 @@ GEOMETRIES = {
 }
 flags.DEFINE_list("geometries", ["small", "paper"], f"Of {sorted(GEOMETRIES)}.")
 flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"],
-                  "Keras dtype policies to time.")
+                  "Compute policies of the encoder-decoder to time "
+                  "(mixed_bfloat16 = TrainConfig.mixed_precision).")
 flags.DEFINE_integer("steps", 10, "Timed train steps per measurement.")
 flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, autotune).")
 flags.DEFINE_integer("rounds", 2,
@@ -85,8 +86,11 @@ def _rate(fn, steps, warmup):
 
 
 def bench(name, data_dir, precision, batch_size, base_channels):
-  """Returns a dict of throughputs for one geometry and precision."""
-  import keras
+  """Returns a dict of throughputs for one geometry and precision.
+
+  The precision is the model's own (TrainConfig.mixed_precision -> the
+  encoder-decoder's policy); the global Keras dtype policy is not touched.
+  """
   import tensorflow as tf
   from ptychonet_tf.model.network import NetworkConfig
   from ptychonet_tf.training import config as config_lib
@@ -129,7 +133,6 @@ def bench(name, data_dir, precision, batch_size, base_channels):
         lambda: stitch(patches).numpy(), FLAGS.infer_steps * 4, 1))
   infer_rate *= FLAGS.infer_batch
   stitch_rate *= FLAGS.infer_batch
-  keras.config.set_dtype_policy("float32")
   return dict(pipeline=pipeline_rate, bare=bare_rate,
               cost=1.0 - pipeline_rate / bare_rate, infer=infer_rate,
               stitch_share=infer_rate / stitch_rate)
@@ -138,6 +141,11 @@ def bench(name, data_dir, precision, batch_size, base_channels):
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
+  from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
+  for precision in FLAGS.precisions:
+    if precision not in network.COMPUTE_POLICIES:
+      sys.exit(f"error: --precisions: unknown precision {precision!r}; "
+               f"expected one of {network.COMPUTE_POLICIES}")
   root = tempfile.mkdtemp(prefix="bench_train_")
   _SCRATCH[0] = root
   if FLAGS.data_dir:

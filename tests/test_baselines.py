@@ -3,12 +3,14 @@ import numpy as np
 import pytest
 
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.baselines import common
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.physics import windows as windows_lib
 
 
 def tiny_scan(seed=0, count=12, step=1.5, size=16):
@@ -88,44 +90,82 @@ def test_fourier_projection_matches_numpy_and_is_a_projection():
   np.testing.assert_allclose(again, out, atol=2e-5)
 
 
-def test_overlap_projection_matches_numpy():
+def test_fourier_update_power_bound_matches_numpy():
+  """The relaxed modulus step on batched spectra [B, N, h, w], bound [B, 1]."""
+  rng = np.random.default_rng(4)
+  shape = (2, 3, 8, 6)
+  spectra = rng.normal(size=shape) + 1j * rng.normal(size=shape)
+  amps = rng.uniform(0, 2, size=shape)
+  pbound = np.array([[0.1], [50.0]])  # scan 0 moves, scan 1 is within it
+  magnitude = np.abs(spectra)
+  deviation = magnitude - amps
+  misfit = (deviation ** 2).mean(axis=(2, 3))
+  renorm = np.sqrt(np.minimum(1.0, pbound / misfit))
+  want = spectra * (amps + deviation * renorm[..., None, None]) / magnitude
+  got = dm.fourier_update(spectra.astype(np.complex64), amps.astype(np.float32),
+                          pbound.astype(np.float32)).numpy()
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got[1], spectra[1], rtol=1e-5, atol=1e-5)
+  exact = dm.fourier_update(spectra.astype(np.complex64),
+                            amps.astype(np.float32)).numpy()
+  np.testing.assert_allclose(np.abs(exact), amps, rtol=1e-5, atol=1e-5)
+
+
+def test_object_update_matches_numpy():
+  """Batched: two scans with different probes and previous objects."""
   amps, probe, layout, shape, obj = tiny_scan()
+  windows = windows_lib.Windows(layout, shape, (16, 16))
   rng = np.random.default_rng(2)
-  psi = rng.normal(size=(len(layout), 16, 16)) + 1j * rng.normal(
-      size=(len(layout), 16, 16))
-  previous = rng.normal(size=shape) + 1j * rng.normal(size=shape)
-  out = dm.overlap_projection(psi.astype(np.complex64), probe, layout, shape,
-                              previous.astype(np.complex64),
-                              inertia=1e-3).numpy()
-  want = np_overlap(psi, probe.astype(np.complex128), layout, shape, previous,
-                    1e-3)
-  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+  size = (2, len(layout), 16, 16)
+  psi = rng.normal(size=size) + 1j * rng.normal(size=size)
+  previous = rng.normal(size=(2, *shape)) + 1j * rng.normal(size=(2, *shape))
+  probes = np.stack([probe, 0.5 * probe.conj()]).astype(np.complex64)
+  out = dm.object_update(psi.astype(np.complex64), probes, windows,
+                         previous.astype(np.complex64), inertia=1e-3).numpy()
+  norm = dm.illumination(probes, windows).numpy()
+  for b in range(2):
+    want = np_overlap(psi[b], probes[b].astype(np.complex128), layout, shape,
+                      previous[b], 1e-3)
+    np.testing.assert_allclose(out[b], want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(norm[b],
+                               windows.coverage(np.abs(probes[b]) ** 2),
+                               rtol=1e-5, atol=1e-6)
 
 
-def test_overlap_projection_returns_the_object_of_consistent_exit_waves():
+def test_object_update_returns_the_object_of_consistent_exit_waves():
   _, probe, layout, shape, obj = tiny_scan()
+  windows = windows_lib.Windows(layout, shape, (16, 16))
   psi = probe * np_windows(obj, layout)
-  out = dm.overlap_projection(psi, probe, layout, shape, previous=obj,
-                              inertia=1e-6).numpy()
+  out = dm.object_update(psi, probe, windows, previous=obj,
+                         inertia=1e-6).numpy()
   np.testing.assert_allclose(out, obj, atol=1e-5)
 
 
 def test_probe_update_matches_numpy_and_recovers_the_probe():
   _, probe, layout, shape, obj = tiny_scan()
+  windows = windows_lib.Windows(layout, shape, (16, 16))
   rng = np.random.default_rng(3)
   psi = rng.normal(size=(len(layout), 16, 16)) + 1j * rng.normal(
       size=(len(layout), 16, 16))
   previous = rng.normal(size=(16, 16)) + 1j * rng.normal(size=(16, 16))
-  out = dm.probe_update(psi.astype(np.complex64), obj, layout,
+  out = dm.probe_update(psi.astype(np.complex64), obj, windows,
                         previous.astype(np.complex64), inertia=1e-2).numpy()
-  windows = np_windows(obj.astype(np.complex128), layout)
-  norm = (np.abs(windows) ** 2).sum(0)
+  views = np_windows(obj.astype(np.complex128), layout)
+  norm = (np.abs(views) ** 2).sum(0)
   eps = 1e-2 * norm.max()
-  want = ((np.conj(windows) * psi).sum(0) + eps * previous) / (norm + eps)
+  want = ((np.conj(views) * psi).sum(0) + eps * previous) / (norm + eps)
   np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
-  exact = dm.probe_update(probe * windows, obj, layout, probe,
-                          inertia=1e-6).numpy()
-  np.testing.assert_allclose(exact, probe, atol=1e-5)
+  support = common.support_mask((16, 16), 0.5)
+  masked = dm.probe_update(psi.astype(np.complex64), obj, windows,
+                           previous.astype(np.complex64), inertia=1e-2,
+                           support=support).numpy()
+  np.testing.assert_allclose(masked, want * support, rtol=1e-4, atol=1e-5)
+  # Batched [B, N, h, w] exit waves of the true probe give it back per scan.
+  exact = dm.probe_update(np.stack([probe * views, 2 * probe * views]),
+                          np.stack([obj, obj]), windows,
+                          np.stack([probe, probe]), inertia=1e-6).numpy()
+  np.testing.assert_allclose(exact[0], probe, atol=1e-5)
+  np.testing.assert_allclose(exact[1], 2 * probe, atol=2e-5)
 
 
 def test_compiled_dm_iterations_match_numpy_reference():

@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
-from test_train import GEOMETRY_FLAGS, SMALL_NET, write_tiny
+from helpers import GEOMETRY_FLAGS, REPO, SMALL_NET, run_cli, write_tiny
+
+
+# End-to-end: every test here runs the command line in subprocesses.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
-from ptychonet_tf.cli import evaluate
+from helpers import assert_one_line_error, run_cli, write_tiny
+from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import report
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.model import network
 from ptychonet_tf.model import export as export_lib
-from test_train import write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +25,7 @@ def setup(tmp_path_factory):
   return data_dir, str(root / "export"), root
 
 
+@pytest.mark.slow
 def test_writes_tables_figures_and_json(setup):
   data_dir, export, root = setup
   out = str(root / "report")
@@ -41,10 +41,10 @@ def test_writes_tables_figures_and_json(setup):
     results = json.load(f)
   methods = results["methods"]
   assert list(methods) == ["PtychoNet-MSE", "DM", "DM (flat start)",
-                           "PtychoNet-MSE+DM", evaluate.MEAN_OBJECT]
+                           "PtychoNet-MSE+DM", comparison.MEAN_OBJECT]
   for name, m in methods.items():
     assert len(m["per_scan"]["scanned"]) == 2
-    assert (m["seconds_per_scan"] > 0) == (name != evaluate.MEAN_OBJECT)
+    assert (m["seconds_per_scan"] > 0) == (name != comparison.MEAN_OBJECT)
     for convention in ("scanned", "paper"):
       assert np.isfinite(m["mean"][convention]["amplitude_ssim"]["mean"])
   curves = results["curves"]
@@ -68,6 +68,7 @@ def test_summarize_leaves_out_exact_agreement():
   assert s["phase_psnr"] == {"mean": 30.0, "std": 0.0, "exact": 1}
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(setup, tmp_path):
   data_dir, export, _ = setup
   base = ["-m", "ptychonet_tf.evaluate", f"--data_dir={data_dir}",

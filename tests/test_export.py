@@ -10,14 +10,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli, write_tiny
 from ptychonet_tf.data import scanfile
+from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import network
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import trainer
 from ptychonet_tf.training import run_dir
-from test_train import write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +48,33 @@ def exported(trained, tmp_path_factory):
   return export_dir
 
 
+def test_export_in_process_reproduces_the_model(tmp_path):
+  """Fast tier: an untrained tiny model, exported and reloaded in-process."""
+  probe = probe_lib.make_probe((16, 16), "zone_plate", 0.5)
+  layout, shape = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(NetworkConfig(base_channels=4, depth=2),
+                              geometry)
+  x = np.random.default_rng(0).uniform(0, 2, (2, 9, 16, 16)).astype(np.float32)
+  reference = {k: v.numpy() for k, v in model(x).items()}
+  base = tmp_path / "export"
+  path = export_lib.export_saved_model(model, probe, str(base), 7)
+  assert os.path.basename(path) == "7" and os.listdir(base) == ["7"]
+  loaded = tf.saved_model.load(path)
+  out = loaded.signatures["serving_default"](amplitudes=tf.constant(x))
+  for key in ("amplitude", "phase"):
+    assert out[key].shape == (2,) + tuple(shape)
+    np.testing.assert_allclose(out[key].numpy(), reference[key], atol=1e-5)
+  geometry_out = loaded.signatures["geometry"]()
+  np.testing.assert_array_equal(geometry_out["layout"].numpy(), layout)
+  np.testing.assert_allclose(geometry_out["probe_real"].numpy(), probe.real,
+                             atol=1e-7)
+  # A second export of the same version replaces the first whole.
+  export_lib.export_saved_model(model, probe, str(base), 7)
+  assert os.listdir(base) == ["7"]
+
+
 def keras_reference(model_dir, amplitudes):
   model, _, _ = run_dir.load_trained_model(model_dir)
   out = model(amplitudes)
@@ -65,6 +96,7 @@ np.savez(out_path, **{k: v.numpy() for k, v in out.items()},
 """
 
 
+@pytest.mark.slow
 def test_export_layout_and_fresh_process_reload(trained, exported, tmp_path):
   versions = os.listdir(exported)
   assert versions == ["2"]  # the step: 8 scans / batch 4, one epoch
@@ -101,6 +133,7 @@ def test_export_layout_and_fresh_process_reload(trained, exported, tmp_path):
                                 geometry["object_shape"])
 
 
+@pytest.mark.slow
 def test_saved_model_cli_runs_it(trained, exported, tmp_path):
   cli = shutil.which("saved_model_cli")
   if cli is None:
@@ -120,6 +153,7 @@ def test_saved_model_cli_runs_it(trained, exported, tmp_path):
                              ref["phase"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_serving_client_builds_the_rest_request(trained, tmp_path):
   geometry = np.load(os.path.join(trained, "geometry.npz"))
   amplitudes = np.random.default_rng(2).random((10, 16, 16)).astype(np.float32)
@@ -138,6 +172,7 @@ def test_serving_client_builds_the_rest_request(trained, tmp_path):
   assert_one_line_error(result, "missing.npz")
 
 
+@pytest.mark.slow
 def test_export_of_an_empty_model_dir_is_one_line(tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()

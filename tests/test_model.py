@@ -5,10 +5,12 @@ import pytest
 import tensorflow as tf
 
 from ptychonet_tf.utils.errors import UserError
+from ptychonet_tf.model import export
 from ptychonet_tf.model import layers
 from ptychonet_tf.model import network
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import windows
 
 PROBE = (16, 16)
 
@@ -65,21 +67,6 @@ def test_stitch_constant_patches_give_the_constant(sparse_geometry):
   assert covered.max() >= 2 and covered.min() == 0  # the test is not trivial
   np.testing.assert_allclose(out[:, covered > 0], 0.7, rtol=1e-6)
   assert np.all(out[:, covered == 0] == 0)
-
-
-def test_stitch_is_the_normalised_adjoint_of_extract(geometry):
-  """StitchPatches(y) * count == forward.stitch(y), and <extract x, y> = <x, stitch y>."""
-  rng = np.random.default_rng(1)
-  geo = geometry
-  y = rng.normal(size=(2, geo.num_positions, *PROBE)).astype(np.float32)
-  x = rng.normal(size=(2, *geo.object_shape)).astype(np.float32)
-  count = forward.overlap_count(geo.layout, geo.object_shape, PROBE).numpy()
-  stitched = layers.StitchPatches(geo.layout, geo.object_shape)(y).numpy()
-  summed = forward.stitch(y, geo.layout, geo.object_shape).numpy()
-  np.testing.assert_allclose(stitched * np.maximum(count, 1), summed,
-                             rtol=1e-5, atol=1e-5)
-  lhs = np.sum(forward.extract(x, geo.layout, PROBE).numpy() * y)
-  np.testing.assert_allclose(lhs, np.sum(x * summed), rtol=1e-4)
 
 
 def test_stitch_gradient_and_output_shape(geometry):
@@ -173,8 +160,8 @@ def test_probe_weighting_ignores_dark_corners(geometry):
   assert 0.2 < dark.mean() < 0.9  # the probe leaves dark corners
   patches[:, :, dark] = 0.0  # what a network cannot know
   covered = forward.overlap_count(geo.layout, geo.object_shape, PROBE).numpy()
-  lit = layers.overlap_counts(geo.layout, geo.object_shape, PROBE,
-                              (~dark).astype(np.float64)) > 0
+  lit = windows.Windows(geo.layout, geo.object_shape, PROBE).coverage(
+      (~dark).astype(np.float64)) > 0
   errors = {}
   for name in layers.STITCH_WEIGHTINGS:
     layer = layers.StitchPatches(geo.layout, geo.object_shape,
@@ -242,17 +229,100 @@ def test_network_get_config_round_trip_and_keras_file(geometry, tmp_path):
   np.testing.assert_allclose(loaded(x)["phase"].numpy(), y, rtol=1e-6)
 
 
+def encoder_decoder_dtypes(model, x):
+  """{layer name: compute dtype} and {layer name: output dtype} of the
+  encoder-decoder of `model` on amplitudes `x`."""
+  net = model.patch_network
+  named = [l for l in net.layers if not isinstance(l, keras.layers.InputLayer)]
+  taps = keras.Model(net.input, [l.output for l in named])
+  h, w = model.probe_shape
+  outputs = taps(np.log1p(x.reshape(-1, h, w, 1) / model.input_scale))
+  return ({l.name: l.compute_dtype for l in named},
+          {l.name: y.dtype.name for l, y in zip(named, outputs)})
+
+
 def test_mixed_bfloat16_outputs_float32(geometry):
+  """mixed_precision is the model's own: bfloat16 inside the encoder-decoder,
+  float32 variables, inputs, stitching and outputs, the global policy unchanged."""
+  assert keras.config.dtype_policy().name == "float32"
+  model = small_model(geometry, mixed_precision=True)
+  assert keras.config.dtype_policy().name == "float32"
+  assert model.compute_policy == "mixed_bfloat16"
+  assert model.network_config.mixed_precision
+  assert model.get_config()["compute_policy"] == "mixed_bfloat16"
+  x = np.random.default_rng(6).random(
+      (2, geometry.num_positions, *PROBE)).astype(np.float32)
+  out = model(x)
+  assert keras.config.dtype_policy().name == "float32"
+  assert {v.dtype for v in out.values()} == {tf.float32}
+  assert model.predict_patches(x)["phase"].dtype == tf.float32
+  assert model.dtype_policy.name == "float32"
+  assert model.stitch.compute_dtype == "float32"
+  computes, outputs = encoder_decoder_dtypes(model, x)
+  assert computes.pop("out") == "float32" and outputs.pop("out") == "float32"
+  assert len(computes) == 10  # depth 2: enc0, enc1, dec1 (conv, BN, act), out_conv
+  assert set(computes.values()) == {"bfloat16"}, computes
+  assert set(outputs.values()) == {"bfloat16"}, outputs
+  assert {v.dtype for v in model.variables} == {"float32"}
+
+
+def test_float32_model_ignores_a_mixed_global_policy(geometry):
+  """The policy is fixed per model: a global policy set elsewhere changes nothing."""
   previous = keras.config.dtype_policy()
   keras.config.set_dtype_policy("mixed_bfloat16")
   try:
     model = small_model(geometry)
+    x = np.ones((1, geometry.num_positions, *PROBE), np.float32)
+    computes, outputs = encoder_decoder_dtypes(model, x)
+    out = model(x)
   finally:
     keras.config.set_dtype_policy(previous)
-  x = np.ones((1, geometry.num_positions, *PROBE), np.float32)
-  out = model(x)
-  assert out["amplitude"].dtype == tf.float32
-  assert model.patch_network.layers[1].compute_dtype == "bfloat16"
+  assert model.compute_policy == "float32"
+  assert set(computes.values()) == {"float32"}, computes
+  assert set(outputs.values()) == {"float32"}, outputs
+  assert {v.dtype for v in out.values()} == {tf.float32}
+
+
+def test_float32_copy_of_a_mixed_model_and_checkpoints(geometry, tmp_path):
+  """float32_copy computes in float32 with the same weights and outputs (to
+  bfloat16 tolerance); checkpoints of either policy load into the other."""
+  mixed = small_model(geometry, mixed_precision=True)
+  x = np.random.default_rng(7).random(
+      (2, geometry.num_positions, *PROBE)).astype(np.float32)
+  y_mixed = {k: v.numpy() for k, v in mixed(x).items()}
+  copy = export.float32_copy(mixed)
+  assert keras.config.dtype_policy().name == "float32"
+  assert copy.compute_policy == "float32" and not copy.network_config.mixed_precision
+  assert mixed.compute_policy == "mixed_bfloat16"  # the original is unchanged
+  computes, outputs = encoder_decoder_dtypes(copy, x)
+  assert set(computes.values()) == {"float32"}, computes
+  assert set(outputs.values()) == {"float32"}, outputs
+  y_copy = {k: v.numpy() for k, v in copy(x).items()}
+  for k in ("amplitude", "phase"):
+    assert y_copy[k].dtype == np.float32
+    # bfloat16 keeps 8 significant bits (eps 2**-8 ~ 0.004); the ranges span
+    # about 1, and these random weights differ by ~3e-4.
+    np.testing.assert_allclose(y_copy[k], y_mixed[k], rtol=0, atol=4e-3)
+    assert not np.array_equal(y_copy[k], y_mixed[k])  # really computed apart
+  # The variables are float32 in both policies: checkpoints are interchangeable.
+  path = tf.train.Checkpoint(model=mixed).write(str(tmp_path / "mixed"))
+  plain = small_model(geometry)
+  plain(x)
+  status = tf.train.Checkpoint(model=plain).read(path)
+  status.assert_existing_objects_matched()
+  for a, b in zip(plain.get_weights(), mixed.get_weights()):
+    np.testing.assert_array_equal(a, b)
+  path = tf.train.Checkpoint(model=plain).write(str(tmp_path / "plain"))
+  again = small_model(geometry, mixed_precision=True)
+  again(x)
+  tf.train.Checkpoint(model=again).read(path).assert_existing_objects_matched()
+  np.testing.assert_array_equal(again(x)["phase"].numpy(), y_mixed["phase"])
+  # Older model.json files have no compute_policy: they load as float32.
+  config = mixed.get_config()
+  del config["compute_policy"]
+  assert network.PtychoNet.from_config(config).compute_policy == "float32"
+  with pytest.raises(UserError, match="compute policy"):
+    network.PtychoNet.from_config(dict(config, compute_policy="float16"))
 
 
 def test_network_config_errors():

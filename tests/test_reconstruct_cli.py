@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
+
+# End-to-end: every test here runs the command line in subprocesses.
+pytestmark = pytest.mark.slow
+
 
 CLI = ["-m", "ptychonet_tf.reconstruct"]
 

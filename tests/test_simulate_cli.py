@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_cli
+from helpers import assert_one_line_error, run_cli
+
+
+# End-to-end: every test here runs the command line in subprocesses.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, assert_one_line_error, run_cli
+from helpers import REPO, assert_one_line_error, run_cli
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import records
 from ptychonet_tf.data import writer
@@ -78,6 +78,7 @@ def test_round_trip_matches_simulation(dataset):
   np.testing.assert_allclose(np.abs(obj0), b["object_amplitude"][0].numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_any_worker_count(dataset, tmp_path):
   writer.write_dataset(tiny_config(), str(tmp_path / "a"), workers=2, progress=False)
   assert digest(str(tmp_path / "a")) == digest(dataset)
@@ -186,6 +187,7 @@ def test_pipeline_errors(tmp_path, dataset):
     pipeline.make_dataset(dataset, "valid", 2)
 
 
+@pytest.mark.slow
 def test_cli_error_paths(tmp_path):
   tool = ["tools/make_tfrecords.py", *TINY_FLAGS, "--num_train=2", "--num_test=1"]
   afile = tmp_path / "afile"
@@ -230,6 +232,7 @@ def test_sigkill_then_resume(tmp_path):
   assert n == 40
 
 
+@pytest.mark.slow
 def test_check_tool_names_damaged_shards(tmp_path):
   out = str(tmp_path / "c")
   writer.write_dataset(tiny_config(), out, workers=1, progress=False)

@@ -8,34 +8,20 @@ import time
 
 from absl import flags
 from absl.testing import flagsaver
+import keras
 import pytest
 import tensorflow as tf
 
-from conftest import REPO, assert_one_line_error, run_cli
-from ptychonet_tf.physics import simulator
-from ptychonet_tf.cli import train
+from helpers import (GEOMETRY_FLAGS, REPO, SMALL_NET, assert_one_line_error,
+                     run_cli, write_tiny)
+from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.cli import train  # noqa: F401  (defines the flags)
 from ptychonet_tf.data import pipeline
-from ptychonet_tf.utils.errors import UserError
-from ptychonet_tf.data import writer
 from ptychonet_tf.model.network import NetworkConfig
-from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import trainer
-
-GEOMETRY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
-                  "--scan_step=1.5"]
-SMALL_NET = ["--base_channels=4", "--depth=2"]
-
-
-def write_tiny(out, num_train=8, num_test=2, num_shards=2):
-  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
-      probe=geometry_lib.ProbeConfig(size=(16, 16)),
-      scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)))
-  config = writer.WriteConfig(simulation=sim, num_train=num_train,
-                              num_test=num_test, num_shards=num_shards)
-  writer.write_dataset(config, out, workers=1, progress=False)
-  return out
+from ptychonet_tf.utils.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +41,7 @@ def test_one_step_lowers_the_loss(data_dir, tmp_path):
         data_dir=data_dir, model_dir=str(tmp_path / loss),
         network=NetworkConfig(base_channels=4, depth=2), batch_size=4,
         learning_rate=1e-3, loss=loss, verbose=False, export=False)
+    keras.utils.set_random_seed(0)  # the Trainer leaves seeding to its caller
     tr = trainer.Trainer(config, tf.distribute.get_strategy())
     batch = next(iter(tr.train_dataset(0)))
     probe = tf.constant(tr.geometry.probe, tf.complex64)
@@ -81,6 +68,7 @@ def event_tags(folder):
   return tags
 
 
+@pytest.mark.slow
 def test_train_cli_outputs_and_tensorboard(data_dir, tmp_path):
   model_dir = tmp_path / "run"
   result = run_cli(train_args(data_dir, model_dir, "--epochs=2",
@@ -109,6 +97,7 @@ def test_train_cli_outputs_and_tensorboard(data_dir, tmp_path):
   assert "eval held-out (2 scans)" in again.stdout
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(data_dir, tmp_path):
   model_dir = tmp_path / "run"
   args = train_args(data_dir, model_dir, "--epochs=200", "--noexport",
@@ -139,6 +128,7 @@ def test_resume_after_sigkill(data_dir, tmp_path):
   assert os.path.isfile(model_dir / f"ckpt-{epochs * 4}.index")
 
 
+@pytest.mark.slow
 def test_bad_inputs_end_in_one_line(data_dir, tmp_path):
   empty = tmp_path / "empty"
   empty.mkdir()
@@ -163,25 +153,57 @@ def test_geometry_flags_are_checked_against_the_dataset(data_dir):
   matching = dict(probe_size="16,16", scan="fermat", scan_count="10",
                   scan_step="1.5")
   with flagsaver.as_parsed(**matching):
-    train.check_geometry_flags(geometry, data_dir)  # consistent: no error
+    experiment_flags.check_geometry_flags(geometry, data_dir)  # consistent: no error
   with flagsaver.as_parsed(**dict(matching, scan_count="12")):
     with pytest.raises(UserError, match=r"--scan_count=12 .*10 positions"):
-      train.check_geometry_flags(geometry, data_dir)
+      experiment_flags.check_geometry_flags(geometry, data_dir)
   with flagsaver.as_parsed(**dict(matching, probe_diameter="0.3")):
     with pytest.raises(UserError, match="--probe_diameter=0.3 describe another"):
-      train.check_geometry_flags(geometry, data_dir)
+      experiment_flags.check_geometry_flags(geometry, data_dir)
   with flagsaver.as_parsed(probe_size="16"):  # one value means square
-    train.check_geometry_flags(geometry, data_dir)
+    experiment_flags.check_geometry_flags(geometry, data_dir)
 
 
 def test_config_validation():
   base = dict(data_dir="d", model_dir="m")
   config_lib.TrainConfig(**base).validate()
-  for bad, fragment in ((dict(batch_size=0), "--batch_size=0"),
-                        (dict(epochs=0), "--epochs=0"),
-                        (dict(learning_rate=0.0), "--learning_rate"),
-                        (dict(beta1=1.0), "--beta1"),
-                        (dict(loss="l1"), "--loss=l1"),
-                        (dict(model_dir=""), "--model_dir")):
+  for bad, fragment in ((dict(batch_size=0), "batch_size=0"),
+                        (dict(epochs=0), "epochs=0"),
+                        (dict(learning_rate=0.0), "learning_rate"),
+                        (dict(beta1=1.0), "beta1"),
+                        (dict(loss="l1"), "loss=l1"),
+                        (dict(model_dir=""), "model_dir")):
     with pytest.raises(UserError, match=fragment):
       config_lib.TrainConfig(**dict(base, **bad)).validate()
+
+
+def test_mixed_precision_trainer_leaves_the_global_policy(data_dir, tmp_path):
+  """mixed_precision=True gives the model a bfloat16 encoder-decoder; the
+  global Keras policy stays float32 and the loss and outputs are float32."""
+  assert keras.config.dtype_policy().name == "float32"
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=str(tmp_path / "run"),
+      network=NetworkConfig(base_channels=4, depth=2), batch_size=2,
+      mixed_precision=True, verbose=False, export=False)
+  tr = trainer.Trainer(config, tf.distribute.get_strategy())
+  assert keras.config.dtype_policy().name == "float32"
+  model = tr.model
+  assert model.compute_policy == "mixed_bfloat16"
+  assert tr.network_config.mixed_precision
+  layers = {l.name: l.compute_dtype for l in model.patch_network.layers
+            if not isinstance(l, keras.layers.InputLayer)}
+  assert layers.pop("out") == "float32"
+  assert set(layers.values()) == {"bfloat16"}, layers
+  assert {v.dtype for v in model.variables} == {"float32"}
+  batch = next(iter(tr.train_dataset(0)))
+  loss = tr._train_step(iter(tf.data.Dataset.from_tensors(batch)))  # pylint: disable=protected-access
+  assert loss.dtype == tf.float32 and tf.math.is_finite(loss)
+  n = tr.geometry.num_positions
+  out = model(batch["amplitudes"][:n][None])
+  assert {v.dtype for v in out.values()} == {tf.float32}
+  assert keras.config.dtype_policy().name == "float32"
+  # The network config cannot contradict the run's setting.
+  with pytest.raises(UserError, match="mixed_precision"):
+    config_lib.TrainConfig(
+        data_dir=data_dir, model_dir="m",
+        network=NetworkConfig(mixed_precision=True)).validate()

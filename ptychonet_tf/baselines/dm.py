@@ -28,14 +28,18 @@ a pattern whose mean squared amplitude misfit exceeds the power bound
 pbound = 0.25 * fourier_relax^2 * mean(A^2), and then only down to that
 bound (the "fourier_relax_factor" of ptypy); 0 is the exact projection.
 
-FFT conventions. The public single-step operators (`fourier_projection`,
-`overlap_projection`, `probe_update`) use the detector convention of
-`physics.forward`: F = far_field, unitary and centred, zero frequency at
-(h//2, w//2). The compiled loop works in the unshifted frame instead: the
-amplitudes are ifftshifted and scaled by sqrt(h*w) once, so every iteration
-does plain fft2d/ifft2d (an fftshift costs about as much as the FFT itself on
-CPU). The Fourier projection is pointwise, so both frames give the same
-iterates.
+The engine calls what it exposes (ptypy style): one iteration is built from
+the public, batched update steps `object_update`, `probe_update`,
+`illumination` (the sum_j |P|^2 normaliser) and `fourier_update` (the
+pointwise modulus replacement of `baselines.common`), on one
+`physics.windows.Windows` of the layout; the tests call the same functions.
+`fourier_projection` is Pi_F in the detector convention of `physics.forward`
+(F = far_field, unitary and centred, zero frequency at (h//2, w//2)):
+far_field -> fourier_update -> inverse_far_field. The compiled loop works in
+the unshifted frame instead: the amplitudes are ifftshifted and scaled by
+sqrt(h*w) once, so every iteration does plain fft2d/ifft2d (an fftshift costs
+about as much as the FFT itself on CPU). The Fourier update is pointwise, so
+both frames give the same iterates.
 
 The loop keeps F(psi) next to psi. By linearity F((1+a) phi - a psi) =
 (1+a) F(phi) - a F(psi) and F(psi_new) = F(psi) + Pi - F(phi), so an iteration
@@ -48,13 +52,18 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
-import tqdm
 
-from ptychonet_tf.utils.errors import UserError
+from ptychonet_tf.baselines import common
 from ptychonet_tf.physics import forward
-from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import windows as windows_lib
+from ptychonet_tf.utils.errors import UserError
 
-INITS = ("ones", "random")
+# Shared with ePIE; they live in `baselines.common` and stay importable here.
+Reconstruction = common.Reconstruction
+INITS = common.INITS
+prepare_inputs = common.prepare_inputs
+initial_objects = common.initial_objects
+fourier_update = common.fourier_update
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,325 +124,107 @@ class DMConfig:
       raise UserError(f"probe_start={self.probe_start} must be >= 0")
 
 
-@dataclasses.dataclass
-class Reconstruction:
-  """The result of an iterative reconstruction.
-
-  Shapes carry a leading batch axis B only when the input amplitudes did.
-
-  Attributes:
-    object: complex64 [(B,) H, W]; unscanned pixels keep the initial object.
-    probe: complex64 [(B,) h, w], the refined probe (or the given one).
-    chi: float32 [T(, B)], ||O_t - O_{t-1}|| / ||O_t|| per iteration (epoch).
-    fourier_error: float32 [T(, B)], relative squared amplitude error.
-    seconds: wall time of the whole run, tracing and compilation included.
-    seconds_per_iteration: steady-state time of one iteration (epoch) for the
-      whole batch, measured over the compiled calls after the first one of
-      each kind (the whole run when there is no such call).
-    method: "dm" or "epie".
-  """
-  object: np.ndarray
-  probe: np.ndarray
-  chi: np.ndarray
-  fourier_error: np.ndarray
-  seconds: float
-  seconds_per_iteration: float
-  method: str
-
-
-class WindowOperators:
-  """extract/stitch for one layout and batch size with precomputed indices.
-
-  The same operator pair as `physics.forward.extract/stitch` (an exact adjoint
-  pair), specialised to a fixed batch B: the flat window indices and the
-  segment ids are computed once, and stitch is one unsorted_segment_sum
-  (several times faster on CPU than a tensor_scatter_nd_add).
-  """
-
-  def __init__(self, layout, object_shape, probe_shape, batch=1):
-    self.object_shape = tuple(int(s) for s in object_shape)
-    self.probe_shape = tuple(int(s) for s in probe_shape)
-    self.batch = int(batch)
-    big_h, big_w = self.object_shape
-    self.size = big_h * big_w
-    index = forward.patch_indices(layout, self.object_shape, self.probe_shape)
-    self.index = index  # int32 [N, h, w] into the raveled H*W object
-    offsets = tf.range(self.batch, dtype=tf.int32) * self.size
-    self.segment_ids = tf.reshape(offsets[:, None] + tf.reshape(index, [1, -1]),
-                                  [-1])  # int32 [B*N*h*w]
-
-  def extract(self, obj):
-    """[B, H, W] -> [B, N, h, w], any dtype."""
-    return tf.gather(tf.reshape(obj, [self.batch, self.size]), self.index,
-                     axis=1)
-
-  def stitch(self, patches):
-    """[B, N, h, w] -> [B, H, W]: sums the windows covering each pixel."""
-    total = tf.math.unsorted_segment_sum(tf.reshape(patches, [-1]),
-                                         self.segment_ids,
-                                         self.batch * self.size)
-    return tf.reshape(total, (self.batch,) + self.object_shape)
-
-
-# --- Inputs ----------------------------------------------------------------
-
-
-def prepare_inputs(amplitudes, probe, layout, object_shape):
-  """Validates the inputs of a reconstruction; raises UserError on a mismatch.
-
-  Args:
-    amplitudes: float [N, h, w] or [B, N, h, w], finite and >= 0.
-    probe: complex [h, w] or [B, h, w].
-    layout: int [N, 4], every window inside the object.
-    object_shape: (H, W).
-
-  Returns:
-    (amplitudes float32 [B, N, h, w], probe complex64 [B, h, w],
-     layout int32 [N, 4], object_shape, batched) where batched tells whether
-    the amplitudes had a batch axis.
-  """
-  amplitudes = np.asarray(amplitudes, np.float32)
-  batched = amplitudes.ndim == 4
-  if amplitudes.ndim == 3:
-    amplitudes = amplitudes[None]
-  if amplitudes.ndim != 4 or 0 in amplitudes.shape:
-    raise UserError(f"amplitudes have shape {amplitudes.shape}; expected "
-                    f"[N, h, w] or [B, N, h, w]")
-  batch, count, h, w = amplitudes.shape
-  if not np.all(np.isfinite(amplitudes)):
-    raise UserError("amplitudes hold NaN or infinite values; expected finite "
-                    "sqrt(intensity) >= 0")
-  if np.any(amplitudes < 0):
-    raise UserError("amplitudes hold negative values; expected sqrt(intensity) "
-                    ">= 0 (pass amplitudes, not signed data)")
-  probe = np.asarray(probe, np.complex64)
-  if probe.ndim == 2:
-    probe = probe[None]
-  if probe.ndim != 3 or tuple(probe.shape[1:]) != (h, w) or (
-      probe.shape[0] not in (1, batch)):
-    raise UserError(f"probe has shape {probe.shape}; expected ({h}, {w}) (or "
-                    f"({batch}, {h}, {w})) to match the amplitudes "
-                    f"{amplitudes.shape}")
-  if not np.all(np.isfinite(probe)):
-    raise UserError("probe holds NaN or infinite values")
-  if not np.any(probe != 0, axis=(1, 2)).all():
-    raise UserError("probe is all zero")
-  probe = np.broadcast_to(probe, (batch, h, w)).copy()
-  layout = np.asarray(layout)
-  if layout.ndim != 2 or layout.shape != (count, 4):
-    raise UserError(f"layout has shape {layout.shape}; expected ({count}, 4) "
-                    f"for {count} diffraction patterns")
-  object_shape = tuple(int(s) for s in object_shape)
-  layouts.check_layout(layout, object_shape, (h, w))
-  return amplitudes, probe, layout.astype(np.int32), object_shape, batched
-
-
-def initial_objects(init, object_shape, batch, seed=0, given=None):
-  """The starting objects, complex64 [B, H, W].
-
-  Args:
-    init: "random" (unit amplitude, phase uniform in [-pi, pi)) or "ones".
-    object_shape: (H, W).
-    batch: B.
-    seed: seed of the random phases.
-    given: optional complex [H, W] or [B, H, W]; overrides `init`.
-  """
-  shape = (batch,) + tuple(object_shape)
-  if given is not None:
-    given = np.asarray(given, np.complex64)
-    if given.ndim == 2:
-      given = given[None]
-    if given.ndim != 3 or given.shape[1:] != shape[1:] or given.shape[0] not in (
-        1, batch):
-      raise UserError(f"initial object has shape {given.shape}; expected "
-                      f"{shape[1:]} or {shape}")
-    if not np.all(np.isfinite(given)):
-      raise UserError("initial object holds NaN or infinite values")
-    return np.broadcast_to(given, shape).copy()
-  if init == "ones":
-    return np.ones(shape, np.complex64)
-  if init == "random":
-    phase = np.random.default_rng(seed).uniform(-np.pi, np.pi, shape)
-    return np.exp(1j * phase).astype(np.complex64)
-  raise UserError(f"initial object {init!r} is not one of {INITS}")
-
-
-def unshifted_amplitudes(amplitudes):
-  """Detector-convention amplitudes -> the loop's frame: ifftshift * sqrt(h*w).
-
-  float32 [..., h, w] -> float32 [..., h, w], so that |fft2d(psi)| (plain,
-  unnormalised) can be compared with the result directly.
-  """
-  h, w = amplitudes.shape[-2:]
-  return (np.fft.ifftshift(amplitudes, axes=(-2, -1)) *
-          np.float32(np.sqrt(h * w))).astype(np.float32)
-
-
-def support_mask(probe_shape, fraction):
-  """float32 [h, w]: 1 inside the centred disk of radius fraction*min(h,w)/2."""
-  h, w = probe_shape
-  y = np.arange(h)[:, None] - h // 2
-  x = np.arange(w)[None, :] - w // 2
-  return (np.hypot(y, x) <= fraction * min(h, w) / 2.0).astype(np.float32)
-
-
-def progress_bar(total, progress, unit="it"):
-  """A tqdm bar, or a disabled one (see DMConfig.progress)."""
-  if progress is None:
-    disable = None if total >= 50 else True  # None: only on a terminal
-  else:
-    disable = not progress
-  return tqdm.tqdm(total=total, disable=disable, unit=unit, leave=False)
-
-
-def squeeze_batch(result, batched):
-  """Drops the batch axis of a Reconstruction unless `batched`."""
-  if batched:
-    return result
-  result.object = result.object[0]
-  result.probe = result.probe[0]
-  result.chi = result.chi[:, 0]
-  result.fourier_error = result.fourier_error[:, 0]
-  return result
-
-
-def steady_seconds(timed, total_seconds, iterations):
-  """Seconds per iteration from (seconds, count, warm) records of compiled calls."""
-  warm = [(s, n) for s, n, was_warm in timed if was_warm]
-  if warm:
-    return sum(s for s, _ in warm) / sum(n for _, n in warm)
-  return total_seconds / max(iterations, 1)
-
-
-def run_chunks(iterations, config, chunk, current, compiled, batch, start,
-               monitor=None, unit="it"):
-  """Drives a reconstruction in compiled chunks (shared by DM and ePIE).
-
-  Chunks are at most `config.chunk` iterations and end where probe
-  refinement starts, so one compiled call never mixes the two kinds.
-
-  Args:
-    iterations: iterations (DM) or epochs (ePIE) to run.
-    config: DMConfig or EPIEConfig (chunk, refine_probe, probe_start,
-      progress).
-    chunk: callable(num, refine) -> (chi [num, B], error [num, B], key) that
-      runs `num` iterations and keeps the solver's state; `key` names the
-      compiled function it used (its first call also traces, so its time is
-      left out of the steady-state figure).
-    current: callable() -> complex64 numpy [B, H, W], the current objects.
-    compiled: the solver's set of keys already traced (updated here).
-    batch: scans in the batch.
-    start: perf_counter() of the run's start (set-up counts in `seconds`).
-    monitor: optional callable(done, objects) after every chunk.
-    unit: progress bar unit.
-
-  Returns:
-    (chi [T, B], fourier error [T, B], seconds, seconds per iteration).
-  """
-  chis, errs, timed = [], [], []
-  done = 0
-  with progress_bar(iterations, config.progress, unit=unit) as bar:
-    while done < iterations:
-      refine = config.refine_probe and done >= config.probe_start
-      num = min(config.chunk, iterations - done)
-      if config.refine_probe and not refine:
-        num = min(num, config.probe_start - done)
-      tick = time.perf_counter()
-      chi, err, key = chunk(num, refine)
-      timed.append((time.perf_counter() - tick, num, key in compiled))
-      compiled.add(key)
-      chis.append(chi)
-      errs.append(err)
-      done += num
-      bar.update(num)
-      bar.set_postfix(chi=f"{float(chi[-1].mean()):.2e}")
-      if monitor is not None:
-        monitor(done, current())
-  seconds = time.perf_counter() - start
-  empty = np.zeros((0, batch), np.float32)
-  return (np.concatenate(chis) if chis else empty,
-          np.concatenate(errs) if errs else empty,
-          seconds, steady_seconds(timed, seconds, iterations))
-
-
-# --- Single-step operators (detector convention; used by the tests) --------
+# --- The update steps (public; the compiled loop calls these) --------------
 
 
 def fourier_projection(psi, amplitudes):
-  """Replaces the far-field moduli of exit waves by the measured amplitudes.
-
-  Pi_F(psi) = inverse_far_field(A * far_field(psi) / |far_field(psi)|); where
-  far_field(psi) is exactly 0 the result's spectrum is 0.
+  """Pi_F in the detector convention: far_field -> fourier_update -> inverse.
 
   Args:
     psi: complex64 [..., h, w] exit waves.
     amplitudes: float32 [..., h, w], detector convention.
 
   Returns:
-    complex64 [..., h, w].
+    complex64 [..., h, w]: the exit waves whose far-field moduli are the
+    amplitudes (a spectrum that is exactly 0 stays 0).
   """
-  spectrum = forward.far_field(psi)
-  scale = tf.math.divide_no_nan(tf.cast(amplitudes, tf.float32),
-                                tf.abs(spectrum))
-  return forward.inverse_far_field(spectrum * tf.cast(scale, tf.complex64))
+  return forward.inverse_far_field(
+      fourier_update(forward.far_field(psi), amplitudes))
 
 
-def overlap_projection(psi, probe, layout, object_shape, previous=None,
-                       inertia=1e-6):
-  """The object that best explains the exit waves.
+def _with_inertia(numerator, norm, previous, inertia):
+  """(numerator + e * previous) / (norm + e), e = inertia * max(norm).
 
-  O = (sum_j conj(P) psi_j + e O') / (sum_j |P|^2 + e), e = inertia *
-  max(sum_j |P|^2), summed per object pixel over the windows covering it.
+  The max is per leading index, over the last two axes; previous None
+  counts as 0. numerator complex64 [..., a, b], norm float32 [..., a, b].
+  """
+  eps = inertia * tf.reduce_max(norm, axis=(-2, -1), keepdims=True)
+  if previous is not None:
+    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
+        previous, tf.complex64)
+  return numerator / tf.cast(norm + eps, tf.complex64)
+
+
+def illumination(probe, windows):
+  """The object update's normaliser sum_j |P|^2 at each object pixel.
 
   Args:
-    psi: complex64 [..., N, h, w].
-    probe: complex64 [h, w].
-    layout: int [N, 4].
-    object_shape: (H, W).
+    probe: complex64 [..., h, w], e.g. [B, h, w].
+    windows: physics.windows.Windows of the scan.
+
+  Returns:
+    float32 [..., H, W]; 0 where no window covers the pixel.
+  """
+  power = tf.abs(tf.convert_to_tensor(probe, tf.complex64)) ** 2
+  weight = tf.expand_dims(power, -3) * tf.ones([windows.count, 1, 1],
+                                               tf.float32)
+  return windows.stitch(weight, method="segment")
+
+
+def object_update(psi, probe, windows, previous=None, inertia=1e-6,
+                  norm=None):
+  """The object that best explains the exit waves (overlap projection).
+
+  O = (sum_j conj(P) psi_j + e O') / (sum_j |P|^2 + e) at each pixel, the
+  sums over the windows covering it, e = inertia * max(sum_j |P|^2) per scan.
+
+  Args:
+    psi: complex64 [..., N, h, w] exit waves, e.g. [B, N, h, w].
+    probe: complex64 [..., h, w].
+    windows: physics.windows.Windows of the scan.
     previous: complex64 [..., H, W] previous object O' (None: zeros).
-    inertia: relative weight of the previous object.
+    inertia: relative weight of the previous object (> 0).
+    norm: float32 [..., H, W] `illumination(probe, windows)` when already
+      known (None: computed here).
 
   Returns:
     complex64 [..., H, W]; O' where no window covers the pixel.
   """
   psi = tf.convert_to_tensor(psi, tf.complex64)
   probe = tf.convert_to_tensor(probe, tf.complex64)
-  numerator = forward.stitch(tf.math.conj(probe) * psi, layout, object_shape)
-  weight = tf.abs(probe) ** 2 * tf.ones(psi.shape[-3:], tf.float32)
-  norm = forward.stitch(weight, layout, object_shape)
-  eps = inertia * tf.reduce_max(norm)
-  if previous is not None:
-    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
-        previous, tf.complex64)
-  return numerator / tf.cast(norm + eps, tf.complex64)
+  if norm is None:
+    norm = illumination(probe, windows)
+  numerator = windows.stitch(tf.expand_dims(tf.math.conj(probe), -3) * psi,
+                             method="segment")
+  return _with_inertia(numerator, norm, previous, inertia)
 
 
-def probe_update(psi, obj, layout, previous=None, inertia=1e-6):
+def probe_update(psi, obj, windows, previous=None, inertia=1e-6,
+                 support=None):
   """The probe that best explains the exit waves.
 
   P = (sum_j conj(O_j) psi_j + e P') / (sum_j |O_j|^2 + e), e = inertia *
-  max(sum_j |O_j|^2).
+  max(sum_j |O_j|^2) per scan, times the support mask when given.
 
   Args:
-    psi: complex64 [N, h, w].
-    obj: complex64 [H, W].
-    layout: int [N, 4].
-    previous: complex64 [h, w] previous probe P' (None: zeros).
-    inertia: relative weight of the previous probe.
+    psi: complex64 [..., N, h, w] exit waves, e.g. [B, N, h, w].
+    obj: complex64 [..., H, W].
+    windows: physics.windows.Windows of the scan.
+    previous: complex64 [..., h, w] previous probe P' (None: zeros).
+    inertia: relative weight of the previous probe (> 0).
+    support: None or float32 [h, w] mask the probe is multiplied by.
 
   Returns:
-    complex64 [h, w].
+    complex64 [..., h, w].
   """
   psi = tf.convert_to_tensor(psi, tf.complex64)
-  windows = forward.extract(tf.convert_to_tensor(obj, tf.complex64), layout,
-                            psi.shape[-2:])
-  numerator = tf.reduce_sum(tf.math.conj(windows) * psi, axis=-3)
-  norm = tf.reduce_sum(tf.abs(windows) ** 2, axis=-3)
-  eps = inertia * tf.reduce_max(norm)
-  if previous is not None:
-    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
-        previous, tf.complex64)
-  return numerator / tf.cast(norm + eps, tf.complex64)
+  views = windows.extract(tf.convert_to_tensor(obj, tf.complex64))
+  numerator = tf.reduce_sum(tf.math.conj(views) * psi, axis=-3)
+  norm = tf.reduce_sum(tf.abs(views) ** 2, axis=-3)
+  probe = _with_inertia(numerator, norm, previous, inertia)
+  if support is not None:
+    probe = probe * tf.cast(support, tf.complex64)
+  return probe
 
 
 # --- The solver ------------------------------------------------------------
@@ -463,21 +254,23 @@ class DifferenceMap:
     self.batch, self.count, h, w = amplitudes.shape
     self.probe_shape = (h, w)
     self.probe = probe
-    self._ops = WindowOperators(layout, object_shape, (h, w), self.batch)
+    self._windows = windows_lib.Windows(layout, object_shape, (h, w))
     # Variables, not constants: `set_amplitudes` swaps in the next batch of
     # scans without retracing the compiled iterations.
     self._amplitudes, self._energy, self._pbound = (
         tf.Variable(v, trainable=False)
         for v in self._amplitude_terms(amplitudes))
-    self._support = tf.constant(support_mask((h, w), config.probe_support))
-    covered = forward.overlap_count(layout, object_shape, (h, w)).numpy() > 0
+    self._support = (tf.constant(common.support_mask((h, w),
+                                                     config.probe_support))
+                     if config.probe_support > 0 else None)
+    covered = self._windows.coverage() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
     self._compiled = set()
 
   def _amplitude_terms(self, amplitudes):
     """(amplitudes in the loop's frame, energy [B], power bound [B, 1])."""
-    loop_amplitudes = unshifted_amplitudes(amplitudes)
+    loop_amplitudes = common.unshifted_amplitudes(amplitudes)
     power = np.square(loop_amplitudes, dtype=np.float64)
     energy = np.maximum(power.sum(axis=(1, 2, 3)), 1e-30).astype(np.float32)
     # Power bound per scan [B, 1], in the loop's frame (mean over pixels).
@@ -503,67 +296,33 @@ class DifferenceMap:
         self._amplitude_terms(amplitudes)):
       variable.assign(value)
 
-  # Pieces of one iteration, all in the unshifted frame.
-
-  def _norm(self, probe):
-    weight = tf.abs(probe)[:, None] ** 2 * tf.ones(
-        [self.batch, self.count, 1, 1], tf.float32)
-    return self._ops.stitch(weight)
-
-  def _object_update(self, psi, probe, norm, previous):
-    numerator = self._ops.stitch(tf.math.conj(probe)[:, None] * psi)
-    eps = self.config.object_inertia * tf.reduce_max(norm, axis=(1, 2),
-                                                     keepdims=True)
-    return ((numerator + tf.cast(eps, tf.complex64) * previous) /
-            tf.cast(norm + eps, tf.complex64))
-
-  def _probe_update(self, psi, obj, previous):
-    windows = self._ops.extract(obj)
-    numerator = tf.reduce_sum(tf.math.conj(windows) * psi, axis=1)
-    norm = tf.reduce_sum(tf.abs(windows) ** 2, axis=1)
-    eps = self.config.probe_inertia * tf.reduce_max(norm, axis=(1, 2),
-                                                    keepdims=True)
-    probe = ((numerator + tf.cast(eps, tf.complex64) * previous) /
-             tf.cast(norm + eps, tf.complex64))
-    if self.config.probe_support > 0:
-      probe = probe * tf.cast(self._support, tf.complex64)
-    return probe
-
   def _overlap(self, psi, previous, probe, norm, refine):
+    """Overlap projection: object (and probe, alternated, when refining)."""
+    config, windows = self.config, self._windows
     if not refine:
-      return self._object_update(psi, probe, norm, previous), probe, norm
+      return (object_update(psi, probe, windows, previous,
+                            config.object_inertia, norm), probe, norm)
     obj = previous
-    for _ in range(self.config.overlap_iterations):
-      obj = self._object_update(psi, probe, norm, obj)
-      probe = self._probe_update(psi, obj, probe)
-      norm = self._norm(probe)
+    for _ in range(config.overlap_iterations):
+      obj = object_update(psi, probe, windows, obj, config.object_inertia,
+                          norm)
+      probe = probe_update(psi, obj, windows, probe, config.probe_inertia,
+                           self._support)
+      norm = illumination(probe, windows)
     return obj, probe, norm
-
-  def _project(self, z_hat):
-    """Fourier projection of spectra [B, N, h, w] (power bound when relaxed)."""
-    amps = self._amplitudes
-    magnitude = tf.abs(z_hat)
-    if self.config.fourier_relax > 0:
-      deviation = magnitude - amps
-      misfit = tf.reduce_mean(deviation ** 2, axis=(2, 3))  # [B, N]
-      renorm = tf.sqrt(tf.minimum(
-          1.0, tf.math.divide_no_nan(self._pbound, misfit)))
-      target = amps + deviation * renorm[:, :, None, None]
-    else:
-      target = amps
-    return z_hat * tf.cast(tf.math.divide_no_nan(target, magnitude),
-                           tf.complex64)
 
   def _iterate(self, state, num, refine):
     """`num` DM iterations; returns the new state and chi, error [num, B]."""
     alpha = tf.constant(self.config.alpha, tf.complex64)
     amps = self._amplitudes
+    pbound = self._pbound if self.config.fourier_relax > 0 else None
 
     def body(t, psi, psi_hat, obj, probe, norm, chi, err):
       new_obj, probe, norm = self._overlap(psi, obj, probe, norm, refine)
-      phi_hat = tf.signal.fft2d(probe[:, None] * self._ops.extract(new_obj))
+      phi_hat = tf.signal.fft2d(probe[:, None] *
+                                self._windows.extract(new_obj))
       z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
-      delta = self._project(z_hat) - phi_hat
+      delta = fourier_update(z_hat, amps, pbound) - phi_hat
       psi_hat = psi_hat + delta
       psi = psi + tf.signal.ifft2d(delta)
       change = tf.abs(new_obj - obj) ** 2 * self._covered_f
@@ -586,8 +345,9 @@ class DifferenceMap:
                                       self.batch, self.config.seed,
                                       initial_object))
     probe = tf.constant(self.probe)
-    psi = probe[:, None] * self._ops.extract(obj)
-    return (psi, tf.signal.fft2d(psi), obj, probe, self._norm(probe))
+    psi = probe[:, None] * self._windows.extract(obj)
+    return (psi, tf.signal.fft2d(psi), obj, probe,
+            illumination(probe, self._windows))
 
   def run(self, initial_object=None, iterations=None, monitor=None):
     """Runs DM from `initial_object` (complex [H, W] or [B, H, W]; None: config.init).
@@ -613,14 +373,14 @@ class DifferenceMap:
       # One compiled function per refinement setting (num is a tensor).
       return chi.numpy(), err.numpy(), refine
 
-    chi, err, seconds, per = run_chunks(
+    chi, err, seconds, per = common.run_chunks(
         iterations, config, chunk, lambda: state[0][2].numpy(), self._compiled,
         self.batch, start, monitor)
     result = Reconstruction(
         object=state[0][2].numpy(), probe=state[0][3].numpy(), chi=chi,
         fourier_error=err, seconds=seconds, seconds_per_iteration=per,
         method="dm")
-    return squeeze_batch(result, self.batched)
+    return common.squeeze_batch(result, self.batched)
 
 
 def difference_map(amplitudes, probe, layout, object_shape, config=DMConfig(),

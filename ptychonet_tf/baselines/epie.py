@@ -20,7 +20,9 @@ sqrt(h*w) once, and each step does a plain fft2d/ifft2d pair of B patterns.
 The epochs run in a compiled tf.while_loop over positions; the object lives in
 a tf.Variable [H*W, B], so that a window is one gather and its update one
 in-place scatter-add (a tensor_scatter_nd_add on a tensor would copy the whole
-object at every position).
+object at every position): `read_window` and `add_to_window`, through the flat
+index of `physics.windows.Windows` (`scatter_indices`). The modulus step is
+`common.fourier_update`, as in DM.
 """
 import dataclasses
 import time
@@ -29,9 +31,9 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from ptychonet_tf.baselines import dm
+from ptychonet_tf.baselines import common
+from ptychonet_tf.physics import windows as windows_lib
 from ptychonet_tf.utils.errors import UserError
-from ptychonet_tf.physics import forward
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +68,55 @@ class EPIEConfig:
   def __post_init__(self):
     if self.iterations < 0:
       raise UserError(f"ePIE iterations={self.iterations} must be >= 0")
-    if self.init not in dm.INITS:
-      raise UserError(f"initial object {self.init!r} is not one of {dm.INITS}")
+    if self.init not in common.INITS:
+      raise UserError(f"initial object {self.init!r} is not one of "
+                      f"{common.INITS}")
     if self.chunk < 1:
       raise UserError(f"chunk={self.chunk} must be >= 1")
     if not (0 < self.alpha <= 2 and 0 < self.beta <= 2):
       raise UserError(f"ePIE step sizes alpha={self.alpha}, beta={self.beta} "
                       f"must lie in (0, 2]")
+
+
+def scatter_indices(windows):
+  """The windows' pixels as gather_nd / scatter_nd indices.
+
+  Args:
+    windows: physics.windows.Windows of the scan.
+
+  Returns:
+    int32 numpy [N, h*w, 1]: row j indexes window j's pixels in objects
+    stored as [H*W, B] (`windows.index`, reshaped).
+  """
+  return windows.index.reshape(windows.count, -1, 1)
+
+
+def read_window(obj, index, probe_shape):
+  """One window of objects stored as [H*W, B].
+
+  Args:
+    obj: tf.Variable (or tensor) [H*W, B], any dtype.
+    index: int32 [h*w, 1], one row of `scatter_indices`.
+    probe_shape: (h, w).
+
+  Returns:
+    [B, h, w], the dtype of obj.
+  """
+  return tf.reshape(tf.transpose(tf.gather_nd(obj, index)),
+                    [obj.shape[1], *probe_shape])
+
+
+def add_to_window(obj, index, update):
+  """Adds an update into one window of objects, in place (the adjoint of
+  `read_window`; one window of `windows.Windows.stitch`).
+
+  Args:
+    obj: tf.Variable [H*W, B].
+    index: int32 [h*w, 1], one row of `scatter_indices`.
+    update: [B, h, w], the dtype of obj.
+  """
+  obj.scatter_nd_add(index, tf.transpose(tf.reshape(update,
+                                                    [obj.shape[1], -1])))
 
 
 class EPIE:
@@ -89,20 +133,21 @@ class EPIE:
   def __init__(self, amplitudes, probe, layout, object_shape,
                config=EPIEConfig()):
     (amplitudes, probe, layout, object_shape,
-     self.batched) = dm.prepare_inputs(amplitudes, probe, layout, object_shape)
+     self.batched) = common.prepare_inputs(amplitudes, probe, layout,
+                                           object_shape)
     self.config = config
     self.object_shape = object_shape
     self.batch, self.count, h, w = amplitudes.shape
     self.probe_shape = (h, w)
     self.probe = probe
     self._size = object_shape[0] * object_shape[1]
-    index = forward.patch_indices(layout, object_shape, (h, w))
-    self._index = tf.reshape(index, [self.count, h * w, 1])
-    self._amplitudes = tf.constant(dm.unshifted_amplitudes(amplitudes))
+    windows = windows_lib.Windows(layout, object_shape, (h, w))
+    self._index = tf.constant(scatter_indices(windows))
+    self._amplitudes = tf.constant(common.unshifted_amplitudes(amplitudes))
     self._energy = tf.constant(
         np.maximum(np.sum(np.square(amplitudes, dtype=np.float64),
                           axis=(1, 2, 3)) * h * w, 1e-30).astype(np.float32))
-    covered = forward.overlap_count(layout, object_shape, (h, w)).numpy() > 0
+    covered = windows.coverage() > 0
     self._covered_f = tf.constant(covered.reshape(-1, 1).astype(np.float32))
     # The object lives in a variable [H*W, B] so that each position's
     # update is an in-place scatter-add (a tensor would be copied whole).
@@ -116,21 +161,15 @@ class EPIE:
     """Updates the object variable [H*W, B] (and probe [B, h, w]) at position j."""
     h, w = self.probe_shape
     index = self._index[j]  # [h*w, 1]
-    window = tf.reshape(tf.transpose(tf.gather_nd(self._object, index)),
-                        [self.batch, h, w])
+    window = read_window(self._object, index, (h, w))
     amps = self._amplitudes[:, j]
     psi = probe * window
     spectrum = tf.signal.fft2d(psi)
-    magnitude = tf.abs(spectrum)
-    err = err + tf.reduce_sum((magnitude - amps) ** 2, axis=(1, 2))
-    projected = spectrum * tf.cast(tf.math.divide_no_nan(amps, magnitude),
-                                   tf.complex64)
-    diff = tf.signal.ifft2d(projected) - psi
+    err = err + tf.reduce_sum((tf.abs(spectrum) - amps) ** 2, axis=(1, 2))
+    diff = tf.signal.ifft2d(common.fourier_update(spectrum, amps)) - psi
     probe_power = tf.reduce_max(tf.abs(probe) ** 2, axis=(1, 2), keepdims=True)
     step = tf.cast(self.config.alpha / probe_power, tf.complex64)
-    update = tf.math.conj(probe) * step * diff
-    self._object.scatter_nd_add(
-        index, tf.transpose(tf.reshape(update, [self.batch, h * w])))
+    add_to_window(self._object, index, tf.math.conj(probe) * step * diff)
     if refine:
       window_power = tf.reduce_max(tf.abs(window) ** 2, axis=(1, 2),
                                    keepdims=True)
@@ -171,7 +210,7 @@ class EPIE:
     return obj, probe, chi.stack(), errs.stack()
 
   def run(self, initial_object=None, iterations=None, monitor=None):
-    """Runs ePIE; returns a dm.Reconstruction (chi per epoch).
+    """Runs ePIE; returns a common.Reconstruction (chi per epoch).
 
     Args:
       initial_object: complex [H, W] or [B, H, W] start; None: config.init.
@@ -183,8 +222,8 @@ class EPIE:
     iterations = config.iterations if iterations is None else int(iterations)
     start = time.perf_counter()
     rng = np.random.default_rng(config.seed)
-    obj = dm.initial_objects(config.init, self.object_shape, self.batch,
-                             config.seed, initial_object)
+    obj = common.initial_objects(config.init, self.object_shape, self.batch,
+                                 config.seed, initial_object)
     obj = tf.constant(obj.reshape(self.batch, -1).T)  # [H*W, B]
     state = [obj, tf.constant(self.probe)]
 
@@ -198,17 +237,21 @@ class EPIE:
       # One trace per refinement setting and chunk length (the orders' shape).
       return chi.numpy(), err.numpy(), (refine, num)
 
-    chi, err, seconds, per = dm.run_chunks(
+    chi, err, seconds, per = common.run_chunks(
         iterations, config, chunk, objects, self._compiled, self.batch, start,
         monitor, unit="epoch")
-    result = dm.Reconstruction(
+    result = common.Reconstruction(
         object=objects(), probe=state[1].numpy(), chi=chi, fourier_error=err,
         seconds=seconds, seconds_per_iteration=per, method="epie")
-    return dm.squeeze_batch(result, self.batched)
+    return common.squeeze_batch(result, self.batched)
 
 
 def epie(amplitudes, probe, layout, object_shape, config=EPIEConfig(),
          initial_object=None):
-  """Reconstructs objects with ePIE; see `EPIE`. Returns a dm.Reconstruction."""
+  """Reconstructs objects with ePIE; see `EPIE`.
+
+  Returns:
+    common.Reconstruction (also importable as dm.Reconstruction).
+  """
   return EPIE(amplitudes, probe, layout, object_shape, config).run(
       initial_object)

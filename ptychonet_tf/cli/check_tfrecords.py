@@ -7,8 +7,6 @@ Prints one line per split. With --parse it also decodes every example
 line naming the shard, and exit status 2; re-running tools/make_tfrecords.py
 with the dataset's flags rewrites damaged shards.
 """
-import os
-
 from absl import app
 from absl import flags
 

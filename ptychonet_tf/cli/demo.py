@@ -120,7 +120,7 @@ def main(argv):
              f"{TRANSFER} (phase-only tissue, natural-image model)",
              f"evaluate {TRANSFER} with the small_dense model")
 
-  from ptychonet_tf.evaluation import report  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.utils import files  # pylint: disable=g-import-not-at-top
   total = time.time() - stages.start
   lines = ["# Demo report\n",
            f"`make demo` (`python -m ptychonet_tf.demo`) took {_fmt(total)} "
@@ -133,7 +133,7 @@ def main(argv):
       tables = f.read()
     lines += ["", f"## {name}", "", f"Full report: [{name}/report.md]({name}/report.md)",
               "", tables]
-  report.write_text(os.path.join(FLAGS.reports_dir, "demo.md"), "\n".join(lines) + "\n")
+  files.write_text(os.path.join(FLAGS.reports_dir, "demo.md"), "\n".join(lines) + "\n")
   print(f"\ndemo finished in {_fmt(total)}; reports in {FLAGS.reports_dir}/ "
         f"(summary: {FLAGS.reports_dir}/demo.md)")
 

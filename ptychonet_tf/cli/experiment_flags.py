@@ -1,8 +1,11 @@
-"""Experiment flags shared by the entry points (never read by library code).
+"""Experiment flags shared by the entry points (library code never reads flags).
 
-Every entry point that accepts a ``--flagfile=configs/X.flags`` imports this
-module, so one flagfile describes a whole experiment. `*_config()` turn the
-parsed flags into the frozen config dataclasses the library takes.
+Every entry point that accepts a ``--flagfile=configs/X.flags`` calls
+`define_experiment_flags()` at import, so one flagfile describes a whole
+experiment; `export` only needs the run-directory flags
+(`define_run_dir_flags()`). `*_config()` turn the parsed flags into the
+frozen config dataclasses the library takes, and `check_geometry_flags`
+compares geometry flags given on the command line with a dataset's.
 """
 import math
 
@@ -10,52 +13,122 @@ from absl import flags
 
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.physics import simulator
 
 FLAGS = flags.FLAGS
 
-# Geometry: probe.
-flags.DEFINE_list("probe_size", ["64", "64"], "Probe (and pattern) size h,w in pixels.")
-flags.DEFINE_enum("probe_kind", "zone_plate", probe_lib.PROBE_KINDS,
-                  "Simulated probe kind.")
-flags.DEFINE_float("probe_diameter", 0.5,
-                   "Illuminated disk diameter as a fraction of the probe window.")
-flags.DEFINE_string("probe_file", None,
-                    "Load the probe from this .npy/.npz file instead of simulating it.")
-# Geometry: scan.
-flags.DEFINE_enum("scan", "fermat", geometry_lib.SCAN_PATTERNS, "Scan pattern.")
-flags.DEFINE_integer("scan_count", 100, "fermat: number of positions.")
-flags.DEFINE_float("scan_step", 4.65,
-                   "fermat: radial step; mesh: grid step; circles: ring spacing (px).")
-flags.DEFINE_integer("mesh_rows", 10, "mesh: rows of the full mesh.")
-flags.DEFINE_integer("mesh_cols", 10, "mesh: columns of the full mesh.")
-flags.DEFINE_integer("mesh_every", 1,
-                     "mesh: keep every k-th row and column (20x20 with 4 -> 5x5).")
-flags.DEFINE_integer("circle_rings", 5, "circles: number of rings.")
-flags.DEFINE_integer("scan_margin", 0, "Unscanned border around the scan (px).")
-# Objects.
-flags.DEFINE_float("amp_min", 0.5, "Object amplitude minimum.")
-flags.DEFINE_float("amp_max", 1.0, "Object amplitude maximum.")
-flags.DEFINE_float("phase_min", -math.pi / 3, "Object phase minimum (rad).")
-flags.DEFINE_float("phase_max", 0.0, "Object phase maximum (rad).")
-flags.DEFINE_enum("object_mode", "complex", objects.OBJECT_MODES,
-                  "complex: amplitude and phase images; phase_only: constant amplitude.")
-flags.DEFINE_float("constant_amplitude", 0.5, "phase_only: the object amplitude.")
-flags.DEFINE_float("photons", 0.0,
-                   "Mean photons per pattern for Poisson noise; 0 = noise free.")
-# Dataset.
-flags.DEFINE_string("images", "default",
-                    "Image source: 'default' (skimage.data), a folder, a glob, or tfds:NAME.")
-flags.DEFINE_integer("num_train", 200, "Training scans.")
-flags.DEFINE_integer("num_test", 20, "Test scans.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_integer("num_shards", 4, "TFRecord shards per split (at most).")
-flags.DEFINE_enum("amplitude_dtype", "float32", ["float32", "float16"],
-                  "Storage dtype of amplitudes in TFRecords.")
-flags.DEFINE_enum("compression", "none", ["none", "gzip"],
-                  "TFRecord compression.")
+
+def define_run_dir_flags():
+  """--model_dir and --export_dir (idempotent)."""
+  if "model_dir" in FLAGS:
+    return
+  flags.DEFINE_string("model_dir", None,
+                      "Run directory: checkpoints, TensorBoard logs, flags.txt.")
+  flags.DEFINE_string("export_dir", None,
+                      "SavedModel base directory (TF Serving layout "
+                      "<export_dir>/<version>/); default <model_dir>/export.")
+
+
+def define_experiment_flags():
+  """Every flag a configs/*.flags file may set (idempotent): geometry,
+  objects, dataset, data_dir and the run-directory flags, training."""
+  if "probe_size" in FLAGS:
+    return
+  # Geometry: probe.
+  flags.DEFINE_list("probe_size", ["64", "64"], "Probe (and pattern) size h,w in pixels.")
+  flags.DEFINE_enum("probe_kind", "zone_plate", probe_lib.PROBE_KINDS,
+                    "Simulated probe kind.")
+  flags.DEFINE_float("probe_diameter", 0.5,
+                     "Illuminated disk diameter as a fraction of the probe window.")
+  flags.DEFINE_string("probe_file", None,
+                      "Load the probe from this .npy/.npz file instead of simulating it.")
+  # Geometry: scan.
+  flags.DEFINE_enum("scan", "fermat", geometry_lib.SCAN_PATTERNS, "Scan pattern.")
+  flags.DEFINE_integer("scan_count", 100, "fermat: number of positions.")
+  flags.DEFINE_float("scan_step", 4.65,
+                     "fermat: radial step; mesh: grid step; circles: ring spacing (px).")
+  flags.DEFINE_integer("mesh_rows", 10, "mesh: rows of the full mesh.")
+  flags.DEFINE_integer("mesh_cols", 10, "mesh: columns of the full mesh.")
+  flags.DEFINE_integer("mesh_every", 1,
+                       "mesh: keep every k-th row and column (20x20 with 4 -> 5x5).")
+  flags.DEFINE_integer("circle_rings", 5, "circles: number of rings.")
+  flags.DEFINE_integer("scan_margin", 0, "Unscanned border around the scan (px).")
+  # Objects.
+  flags.DEFINE_float("amp_min", 0.5, "Object amplitude minimum.")
+  flags.DEFINE_float("amp_max", 1.0, "Object amplitude maximum.")
+  flags.DEFINE_float("phase_min", -math.pi / 3, "Object phase minimum (rad).")
+  flags.DEFINE_float("phase_max", 0.0, "Object phase maximum (rad).")
+  flags.DEFINE_enum("object_mode", "complex", objects.OBJECT_MODES,
+                    "complex: amplitude and phase images; phase_only: constant amplitude.")
+  flags.DEFINE_float("constant_amplitude", 0.5, "phase_only: the object amplitude.")
+  flags.DEFINE_float("photons", 0.0,
+                     "Mean photons per pattern for Poisson noise; 0 = noise free.")
+  # Dataset.
+  flags.DEFINE_string("images", "default",
+                      "Image source: 'default' (skimage.data), a folder, a glob, or tfds:NAME.")
+  flags.DEFINE_integer("num_train", 200, "Training scans.")
+  flags.DEFINE_integer("num_test", 20, "Test scans.")
+  flags.DEFINE_integer("seed", 0, "Random seed.")
+  flags.DEFINE_integer("num_shards", 4, "TFRecord shards per split (at most).")
+  flags.DEFINE_enum("amplitude_dtype", "float32", ["float32", "float16"],
+                    "Storage dtype of amplitudes in TFRecords.")
+  flags.DEFINE_enum("compression", "none", ["none", "gzip"],
+                    "TFRecord compression.")
+  # Training.
+  flags.DEFINE_string("data_dir", None,
+                      "Dataset directory written by tools/make_tfrecords.py.")
+  flags.DEFINE_integer("epochs", 10, "Training epochs (passes over the train split).")
+  flags.DEFINE_integer("batch_size", 4,
+                       "Global batch size in scans' worth of patterns: each "
+                       "step trains on batch_size * N single patterns mixed "
+                       "across scans, split over the replicas.")
+  flags.DEFINE_integer("shuffle_scans", 16,
+                       "Training patterns are shuffled across scans in a buffer "
+                       "of this many scans' worth of patterns; 0 = batches of "
+                       "whole scans (worse; for comparison).")
+  flags.DEFINE_integer("steps_per_epoch", 0,
+                       "Steps per epoch; 0 = train scans // batch_size.")
+  flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
+  flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
+  flags.DEFINE_enum("loss", "mse", ["mse", "dse"],
+                    "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
+                    "dse_lambda * DFT loss (eqs. 6-7).")
+  flags.DEFINE_float("dse_lambda", 1.0, "Weight of the DFT loss in DSE.")
+  flags.DEFINE_bool("mixed_precision", False,
+                    "Compute in bfloat16 (Keras policy mixed_bfloat16); "
+                    "variables, losses and stitching stay float32.")
+  flags.DEFINE_enum("distribution", "auto",
+                    ["auto", "none", "mirrored", "multi_worker"],
+                    "auto: multi_worker if TF_CONFIG names several workers, "
+                    "mirrored if there are several GPUs, else none.")
+  flags.DEFINE_integer("cpu_devices", 1,
+                       "Split the CPU into this many logical devices (to try "
+                       "--distribution=mirrored without GPUs).")
+  flags.DEFINE_integer("base_channels", 32,
+                       "Channels of the first encoder layer (doubling per layer).")
+  flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
+  flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
+  flags.DEFINE_enum("stitch_weighting", "probe", ["probe", "uniform"],
+                    "How patches are averaged into the object (and weighted in "
+                    "the MSE loss): probe = by the probe intensity |P|^2; "
+                    "uniform = every window pixel counts once (the paper's "
+                    "Algorithm 1).")
+  flags.DEFINE_integer("eval_scans", 0,
+                       "Held-out scans evaluated each epoch; 0 = the whole test split.")
+  flags.DEFINE_integer("num_images", 3,
+                       "Test objects shown as image panels in TensorBoard.")
+  flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir.")
+  flags.DEFINE_integer("checkpoint_secs", 600,
+                       "Also checkpoint within an epoch after this many seconds "
+                       "(0 = only at epoch ends).")
+  flags.DEFINE_bool("export", True, "Export a SavedModel when training ends.")
+  flags.DEFINE_bool("eval_only", False,
+                    "Evaluate the latest checkpoint of model_dir on the test "
+                    "split and exit.")
+  define_run_dir_flags()
 
 
 def _probe_size():
@@ -98,60 +171,58 @@ def simulation_config():
                                      photons=FLAGS.photons)
 
 
-# Training.
-flags.DEFINE_string("data_dir", None,
-                    "Dataset directory written by tools/make_tfrecords.py.")
-flags.DEFINE_string("model_dir", None,
-                    "Run directory: checkpoints, TensorBoard logs, flags.txt.")
-flags.DEFINE_string("export_dir", None,
-                    "SavedModel base directory (TF Serving layout "
-                    "<export_dir>/<version>/); default <model_dir>/export.")
-flags.DEFINE_integer("epochs", 10, "Training epochs (passes over the train split).")
-flags.DEFINE_integer("batch_size", 4,
-                     "Global batch size in scans' worth of patterns: each "
-                     "step trains on batch_size * N single patterns mixed "
-                     "across scans, split over the replicas.")
-flags.DEFINE_integer("shuffle_scans", 16,
-                     "Training patterns are shuffled across scans in a buffer "
-                     "of this many scans' worth of patterns; 0 = batches of "
-                     "whole scans (worse; for comparison).")
-flags.DEFINE_integer("steps_per_epoch", 0,
-                     "Steps per epoch; 0 = train scans // batch_size.")
-flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
-flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
-flags.DEFINE_enum("loss", "mse", ["mse", "dse"],
-                  "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
-                  "dse_lambda * DFT loss (eqs. 6-7).")
-flags.DEFINE_float("dse_lambda", 1.0, "Weight of the DFT loss in DSE.")
-flags.DEFINE_bool("mixed_precision", False,
-                  "Compute in bfloat16 (Keras policy mixed_bfloat16); "
-                  "variables, losses and stitching stay float32.")
-flags.DEFINE_enum("distribution", "auto",
-                  ["auto", "none", "mirrored", "multi_worker"],
-                  "auto: multi_worker if TF_CONFIG names several workers, "
-                  "mirrored if there are several GPUs, else none.")
-flags.DEFINE_integer("cpu_devices", 1,
-                     "Split the CPU into this many logical devices (to try "
-                     "--distribution=mirrored without GPUs).")
-flags.DEFINE_integer("base_channels", 32,
-                     "Channels of the first encoder layer (doubling per layer).")
-flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
-flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
-flags.DEFINE_enum("stitch_weighting", "probe", ["probe", "uniform"],
-                  "How patches are averaged into the object (and weighted in "
-                  "the MSE loss): probe = by the probe intensity |P|^2; "
-                  "uniform = every window pixel counts once (the paper's "
-                  "Algorithm 1).")
-flags.DEFINE_integer("eval_scans", 0,
-                     "Held-out scans evaluated each epoch; 0 = the whole test split.")
-flags.DEFINE_integer("num_images", 3,
-                     "Test objects shown as image panels in TensorBoard.")
-flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir.")
-flags.DEFINE_integer("checkpoint_secs", 600,
-                     "Also checkpoint within an epoch after this many seconds "
-                     "(0 = only at epoch ends).")
-flags.DEFINE_bool("export", True, "Export a SavedModel when training ends.")
-flags.DEFINE_bool("eval_only", False,
-                  "Evaluate the latest checkpoint of model_dir on the test "
-                  "split and exit.")
+PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")
+SCAN_FLAGS = ("scan", "scan_count", "scan_step", "mesh_rows", "mesh_cols",
+              "mesh_every", "circle_rings", "scan_margin")
 
+
+def _given(names):
+  return [n for n in names if FLAGS[n].present]
+
+
+def _flag_text(names):
+  return " ".join(FLAGS[n].serialize() for n in names)
+
+
+def check_geometry_flags(geometry, data_dir):
+  """Raises UserError if given geometry flags contradict the dataset's geometry.
+
+  Only flags set on the command line or in a flagfile are checked; the
+  dataset's geometry.npz is what the model is trained on.
+  """
+  source = f"dataset {data_dir} (geometry.npz)"
+  h, w = geometry.probe_shape
+  if FLAGS["probe_size"].present:
+    size = geometry_config().probe.size
+    if tuple(size) != geometry.probe_shape:
+      raise UserError(f"--probe_size={','.join(FLAGS.probe_size)} conflicts "
+                      f"with {source}: its patterns are {h}x{w}; drop the "
+                      f"flag or use the dataset's flagfile")
+  config = geometry_config()
+  scan_flags = _given(SCAN_FLAGS)
+  if scan_flags:
+    layout, object_shape = layouts.layout_from_positions(
+        config.scan.positions(), geometry.probe_shape,
+        margin=config.scan.margin)
+    if (layout.shape != geometry.layout.shape or
+        tuple(object_shape) != geometry.object_shape or
+        (layout != geometry.layout).any()):
+      raise UserError(
+          f"{_flag_text(scan_flags)} give {len(layout)} positions on a "
+          f"{object_shape[0]}x{object_shape[1]} object, which conflicts with "
+          f"{source}: {geometry.num_positions} positions on "
+          f"{geometry.object_shape[0]}x{geometry.object_shape[1]} with another "
+          f"layout; drop the flags or use the dataset's flagfile")
+  probe_flags = _given(PROBE_FLAGS)
+  if probe_flags:
+    size = tuple(config.probe.size)
+    if config.probe.file:
+      probe = probe_lib.load_probe(config.probe.file, expected_shape=size)
+    else:
+      probe = probe_lib.make_probe(size, config.probe.kind,
+                                   config.probe.diameter)
+    scale = max(float(abs(geometry.probe).max()), 1e-12)
+    if (probe.shape != geometry.probe.shape or
+        float(abs(probe - geometry.probe).max()) > 1e-4 * scale):
+      raise UserError(f"{_flag_text(probe_flags)} describe another probe than "
+                      f"{source}; drop the flags or use the dataset's flagfile")

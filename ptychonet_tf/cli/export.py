@@ -15,9 +15,10 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from ptychonet_tf.cli import experiment_flags  # pylint: disable=unused-import
+from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
+experiment_flags.define_run_dir_flags()
 FLAGS = flags.FLAGS
 
 

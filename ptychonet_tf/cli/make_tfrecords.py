@@ -8,8 +8,6 @@ Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
 (see ptychonet_tf/data/writer.py). Deterministic for a seed; killed part-way
 and re-run with the same flags, it keeps finished shards and writes the rest.
 """
-import os
-
 from absl import app
 from absl import flags
 
@@ -17,6 +15,7 @@ from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import writer
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
+experiment_flags.define_experiment_flags()
 flags.DEFINE_string("out_dir", None, "Dataset directory to write.")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")

@@ -27,20 +27,20 @@ which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
 (the box the probe lights, clipped to the 1st..99th percentile).
 """
 import os
-import time
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from ptychonet_tf.evaluation import methods
 from ptychonet_tf.model import inference
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
-METHODS = ("dm", "epie", "ptychonet", "ptychonet+dm")
 
 flags.DEFINE_string("scan", None, "Scan file: .npz (this project's or tike's), "
                     ".npz.bz2 (tike) or CXI/HDF5 (.cxi, .h5, .hdf5).")
-flags.DEFINE_enum("method", "dm", METHODS, "Reconstruction method.")
+flags.DEFINE_enum("method", "dm", methods.METHODS, "Reconstruction method.")
 flags.DEFINE_integer("iterations", 300, "DM iterations or ePIE epochs.")
 flags.DEFINE_string("saved_model", None, "PtychoNet SavedModel: the export "
                     "base dir (highest numeric version is used) or a version "
@@ -89,13 +89,6 @@ def _check_out(path):
     raise UserError(f"--out={path} must end in .npz")
 
 
-def save_result(path, arrays):
-  """np.savez to a temp name, then rename."""
-  tmp = path[:-len(".npz")] + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
-
-
 def save_pngs(stem, obj, mask):
   """<stem>_amplitude.png and <stem>_phase.png of the object's box around `mask`.
 
@@ -107,7 +100,6 @@ def save_pngs(stem, obj, mask):
   """
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
   box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
@@ -120,9 +112,8 @@ def save_pngs(stem, obj, mask):
                             ("phase", np.angle(obj), "viridis")):
     lo, hi = np.percentile(image[inner], [1, 99])
     path = f"{stem}_{name}.png"
-    tmp = f"{stem}_{name}.tmp.png"
-    plt.imsave(tmp, image, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1)
-    os.replace(tmp, path)
+    files.save_image(path, image, cmap=cmap, vmin=lo,
+                     vmax=hi if hi > lo else lo + 1)
     paths.append(path)
   return paths
 
@@ -130,57 +121,21 @@ def save_pngs(stem, obj, mask):
 # --- Main --------------------------------------------------------------------
 
 
-def reconstruct(scan, method, iterations, model=None, progress=None):
-  """Runs one method on a scan.
-
-  Args:
-    scan: scanfile.Scan.
-    method: one of METHODS.
-    iterations: DM iterations or ePIE epochs.
-    model: a inference.PtychoNetModel (ptychonet, ptychonet+dm).
-    progress: tqdm bar for the iterations (None: on a terminal).
-
-  Returns:
-    dict: object, probe, chi, fourier_error, seconds, seconds_per_iteration,
-    network_seconds.
-  """
+def solver_configs(iterations, progress=None):
+  """(DMConfig, EPIEConfig) of the flags, for `iterations` iterations (epochs)."""
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
-  start = time.perf_counter()
-  result = dict(probe=scan.probe, chi=np.zeros([0], np.float32),
-                fourier_error=np.zeros([0], np.float32),
-                seconds_per_iteration=0.0, network_seconds=0.0)
-  initial = None
-  if method in ("ptychonet", "ptychonet+dm"):
-    model(scan.amplitudes)  # warm-up (first call traces the graph)
-    tick = time.perf_counter()
-    initial = model(scan.amplitudes)
-    result["network_seconds"] = time.perf_counter() - tick
-    result["object"] = initial
-  if method in ("dm", "ptychonet+dm"):
-    config = dm.DMConfig(
-        iterations=iterations, alpha=FLAGS.alpha, refine_probe=FLAGS.refine_probe,
-        probe_start=FLAGS.probe_start, probe_support=FLAGS.probe_support,
-        init=FLAGS.init, seed=FLAGS.seed, object_inertia=FLAGS.object_inertia,
-        fourier_relax=FLAGS.fourier_relax, jit_compile=FLAGS.jit,
-        progress=progress)
-    run = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                            scan.object_shape, config, initial_object=initial)
-  elif method == "epie":
-    config = epie.EPIEConfig(
-        iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
-        refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
-        init=FLAGS.init, seed=FLAGS.seed, progress=progress)
-    run = epie.epie(scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
-                    config)
-  else:
-    run = None
-  if run is not None:
-    result.update(object=run.object, probe=run.probe, chi=run.chi,
-                  fourier_error=run.fourier_error,
-                  seconds_per_iteration=run.seconds_per_iteration)
-  result["seconds"] = time.perf_counter() - start
-  return result
+  dm_config = dm.DMConfig(
+      iterations=iterations, alpha=FLAGS.alpha, refine_probe=FLAGS.refine_probe,
+      probe_start=FLAGS.probe_start, probe_support=FLAGS.probe_support,
+      init=FLAGS.init, seed=FLAGS.seed, object_inertia=FLAGS.object_inertia,
+      fourier_relax=FLAGS.fourier_relax, jit_compile=FLAGS.jit,
+      progress=progress)
+  epie_config = epie.EPIEConfig(
+      iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
+      refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
+      init=FLAGS.init, seed=FLAGS.seed, progress=progress)
+  return dm_config, epie_config
 
 
 @report_user_errors
@@ -194,6 +149,10 @@ def main(argv):
     raise UserError(f"--iterations={FLAGS.iterations} must be >= 0")
   _check_out(FLAGS.out)
   if FLAGS.method.startswith("ptychonet"):
+    if not FLAGS.saved_model:
+      raise UserError("--saved_model is required by --method=ptychonet and "
+                      "ptychonet+dm (an export dir or one of its version "
+                      "dirs)")
     saved_model = inference.resolve_saved_model(FLAGS.saved_model)
   # Imported here so that flag errors come before TensorFlow's start-up.
   from ptychonet_tf.data import readers  # pylint: disable=g-import-not-at-top
@@ -207,7 +166,9 @@ def main(argv):
   model = None
   if FLAGS.method in ("ptychonet", "ptychonet+dm"):
     model = inference.PtychoNetModel(saved_model, scan)
-  result = reconstruct(scan, FLAGS.method, FLAGS.iterations, model)
+  dm_config, epie_config = solver_configs(FLAGS.iterations)
+  result = methods.reconstruct(scan, FLAGS.method, dm_config, epie_config,
+                               model)
   arrays = dict(object=result["object"].astype(np.complex64),
                 probe=np.asarray(result["probe"], np.complex64),
                 layout=scan.layout,
@@ -240,7 +201,7 @@ def main(argv):
           f"{scores['amplitude_psnr']:.2f} dB, SSIM "
           f"{scores['amplitude_ssim']:.4f}; phase PSNR "
           f"{scores['phase_psnr']:.2f} dB, SSIM {scores['phase_ssim']:.4f}")
-  save_result(FLAGS.out, arrays)
+  files.save_npz(FLAGS.out, **arrays)
   print(f"wrote {FLAGS.out}")
   if FLAGS.png:
     # Show where the probe lit the object (the rim only its faint tails reach

@@ -23,6 +23,7 @@ from PIL import Image
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.data import readers
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 # The repository root of an editable install (make install): ptychonet_tf/cli/..
@@ -94,9 +95,8 @@ def draw(path, scan, result):
   plt.close(fig)
   # A 256-colour palette keeps the file small for the repository.
   image = Image.open(buffer).convert("RGB").quantize(256)
-  tmp = path + ".tmp.png"
-  image.save(tmp, format="PNG", optimize=True)
-  os.replace(tmp, path)
+  files.atomic_write(path, lambda tmp: image.save(tmp, format="PNG",
+                                                  optimize=True))
 
 
 @report_user_errors
@@ -129,10 +129,9 @@ def main(argv):
   if FLAGS.save:
     if not FLAGS.save.endswith(".npz"):
       raise UserError(f"--save={FLAGS.save} must end in .npz")
-    tmp = FLAGS.save[:-len(".npz")] + ".tmp.npz"
-    np.savez(tmp, object=result.object, probe=result.probe, layout=scan.layout,
-             chi=result.chi, fourier_error=result.fourier_error)
-    os.replace(tmp, FLAGS.save)
+    files.save_npz(FLAGS.save, object=result.object, probe=result.probe,
+                   layout=scan.layout, chi=result.chi,
+                   fourier_error=result.fourier_error)
   draw(FLAGS.out, scan, result)
   print(f"wrote {FLAGS.out}")
 

@@ -20,6 +20,7 @@ from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import simulator
 
+experiment_flags.define_experiment_flags()
 flags.DEFINE_string("amplitude_image", None, "Image file for the object amplitude.")
 flags.DEFINE_string("phase_image", None, "Image file for the object phase.")
 flags.DEFINE_string("out", None, "Output scan file (.npz).")

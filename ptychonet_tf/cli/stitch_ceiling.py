@@ -8,11 +8,9 @@ its window (|P|^2 > --lit_fraction of the peak) and predicted the held-out
 mean value elsewhere. This stitches those "oracle" patches of the dataset's
 test scans with each weighting of `ptychonet_tf.model.layers` and prints the
 mean PSNR/SSIM of amplitude and phase (the evaluation convention of
-`ptychonet_tf.metrics.complex_metrics`, on the illuminated region): the ceiling
+`ptychonet_tf.evaluation.metrics.complex_metrics`, on the illuminated region): the ceiling
 that stitching alone puts on PtychoNet's held-out figures.
 """
-import os
-
 from absl import app
 from absl import flags
 import numpy as np

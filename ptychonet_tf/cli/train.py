@@ -20,18 +20,14 @@ from absl import logging
 
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import pipeline
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.model.network import NetworkConfig
-from ptychonet_tf.physics import layouts
-from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training.config import TrainConfig
 
+experiment_flags.define_experiment_flags()
 FLAGS = flags.FLAGS
-
-PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")
-SCAN_FLAGS = ("scan", "scan_count", "scan_step", "mesh_rows", "mesh_cols",
-              "mesh_every", "circle_rings", "scan_margin")
 
 
 def train_config():
@@ -53,58 +49,6 @@ def train_config():
       checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export)
 
 
-def _given(names):
-  return [n for n in names if FLAGS[n].present]
-
-
-def _flag_text(names):
-  return " ".join(FLAGS[n].serialize() for n in names)
-
-
-def check_geometry_flags(geometry, data_dir):
-  """Raises UserError if given geometry flags contradict the dataset's geometry.
-
-  Only flags set on the command line or in a flagfile are checked; the
-  dataset's geometry.npz is what the model is trained on.
-  """
-  source = f"dataset {data_dir} (geometry.npz)"
-  h, w = geometry.probe_shape
-  if FLAGS["probe_size"].present:
-    size = experiment_flags.geometry_config().probe.size
-    if tuple(size) != geometry.probe_shape:
-      raise UserError(f"--probe_size={','.join(FLAGS.probe_size)} conflicts "
-                      f"with {source}: its patterns are {h}x{w}; drop the "
-                      f"flag or use the dataset's flagfile")
-  config = experiment_flags.geometry_config()
-  scan_flags = _given(SCAN_FLAGS)
-  if scan_flags:
-    layout, object_shape = layouts.layout_from_positions(
-        config.scan.positions(), geometry.probe_shape,
-        margin=config.scan.margin)
-    if (layout.shape != geometry.layout.shape or
-        tuple(object_shape) != geometry.object_shape or
-        (layout != geometry.layout).any()):
-      raise UserError(
-          f"{_flag_text(scan_flags)} give {len(layout)} positions on a "
-          f"{object_shape[0]}x{object_shape[1]} object, which conflicts with "
-          f"{source}: {geometry.num_positions} positions on "
-          f"{geometry.object_shape[0]}x{geometry.object_shape[1]} with another "
-          f"layout; drop the flags or use the dataset's flagfile")
-  probe_flags = _given(PROBE_FLAGS)
-  if probe_flags:
-    size = tuple(config.probe.size)
-    if config.probe.file:
-      probe = probe_lib.load_probe(config.probe.file, expected_shape=size)
-    else:
-      probe = probe_lib.make_probe(size, config.probe.kind,
-                                   config.probe.diameter)
-    scale = max(float(abs(geometry.probe).max()), 1e-12)
-    if (probe.shape != geometry.probe.shape or
-        float(abs(probe - geometry.probe).max()) > 1e-4 * scale):
-      raise UserError(f"{_flag_text(probe_flags)} describe another probe than "
-                      f"{source}; drop the flags or use the dataset's flagfile")
-
-
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
@@ -116,7 +60,7 @@ def main(argv):
   info = pipeline.load_dataset_info(config.data_dir)
   for split in ("train", "test"):
     pipeline.verify_shards(info, split)
-  check_geometry_flags(info.geometry, config.data_dir)
+  experiment_flags.check_geometry_flags(info.geometry, config.data_dir)
   if FLAGS.cpu_devices < 1:
     raise UserError(f"--cpu_devices={FLAGS.cpu_devices} must be >= 1")
   # TensorFlow starts here: devices and strategy first.
@@ -125,15 +69,17 @@ def main(argv):
   from ptychonet_tf.training import strategy as strategy_lib  # pylint: disable=g-import-not-at-top
   strategy_lib.split_cpu(FLAGS.cpu_devices)
   strategy = strategy_lib.make_strategy(FLAGS.distribution)
-  trainer = trainer.Trainer(config, strategy)
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(config.seed)  # the initialisation seed
+  job = trainer.Trainer(config, strategy)
   if FLAGS.eval_only:
-    trainer.evaluate()
+    job.evaluate()
     return
-  if trainer.is_chief:
+  if job.is_chief:
     os.makedirs(config.model_dir, exist_ok=True)
-    run_dir.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),
-                       FLAGS.flags_into_string())
-  trainer.train()
+    files.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),
+                     FLAGS.flags_into_string())
+  job.train()
 
 
 def run():

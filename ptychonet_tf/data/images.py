@@ -115,7 +115,7 @@ def _tfds_pools(name, max_images):
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError("--images=tfds:... needs tensorflow-datasets "
+    raise UserError("image source tfds:NAME needs tensorflow-datasets "
                     "(pip install 'ptychonet_tf[tfds]')")
   try:
     builder = tfds.builder(name)

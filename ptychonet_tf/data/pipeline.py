@@ -25,7 +25,7 @@ from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import writer
 from ptychonet_tf.utils.errors import UserError
-from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import windows as windows_lib
 from ptychonet_tf.physics.geometry import Geometry
 
 
@@ -176,12 +176,12 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
   geometry = info.geometry
   n, (h, w) = geometry.num_positions, geometry.probe_shape
 
+  windows = windows_lib.Windows(geometry.layout, geometry.object_shape, (h, w))
+
   def to_patterns(scan):
     return {"amplitudes": scan["amplitudes"],
-            "amplitude": forward.extract(scan["object_amplitude"],
-                                         geometry.layout, (h, w)),
-            "phase": forward.extract(scan["object_phase"], geometry.layout,
-                                     (h, w))}
+            "amplitude": windows.extract(scan["object_amplitude"]),
+            "phase": windows.extract(scan["object_phase"])}
 
   ds = make_dataset(data_dir, split, 1, shuffle=True, seed=seed, repeat=repeat,
                     input_context=input_context,

@@ -316,7 +316,7 @@ def _object_pixel_size(f, shape, path):
     raise UserError(f"{path}: cannot convert translations (metres) to pixels: "
                     f"the file lacks the wavelength (or energy), detector "
                     f"distance or pixel size; pass the object pixel size "
-                    f"(--pixel_size, metres)")
+                    f"(pixel_size in metres: reconstruct --pixel_size)")
   h, w = shape
   return wavelength * distance / (h * pixel_y), wavelength * distance / (
       w * pixel_x)

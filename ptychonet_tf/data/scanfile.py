@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 
@@ -67,9 +68,7 @@ class Scan:
                   object_shape=np.asarray(self.object_shape, np.int32))
     if self.object is not None:
       arrays["object"] = self.object.astype(np.complex64)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    files.save_npz(path, **arrays)
 
 
 def load_scan(path):

@@ -10,7 +10,7 @@ Layout of a dataset directory:
 Scan i of a split is simulated from a generator seeded by (seed, split, i)
 (`simulator.scan_rng`), so the bytes of every shard depend only on the
 settings, not on the number of workers or on interruptions. A shard is written
-to `<name>.tmp` and renamed when complete; a re-run keeps shards whose framing
+to a temp name (`utils.files`) and renamed when complete; a re-run keeps shards whose framing
 checks out and rewrites the rest, so a killed job resumes where it stopped.
 """
 import dataclasses
@@ -25,6 +25,7 @@ import numpy as np
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
@@ -97,30 +98,32 @@ def _write_shard(task):
   config, geometry = w["config"], w["geometry"]
   pool = w["pools"][task.split]
   path = os.path.join(w["out_dir"], shard_name(task.split, task.index, task.count))
-  tmp = path + ".tmp"
   options = tf.io.TFRecordOptions(
       compression_type="GZIP" if config.compression == "gzip" else "")
-  with tf.io.TFRecordWriter(tmp, options) as writer:
-    for i in range(task.start, task.stop):
-      rng = simulator.scan_rng(config.seed, task.split, i)
-      obj = simulator.random_object(pool, geometry.object_shape,
-                                     config.simulation.object, rng, w["load"])
-      noise_seed = int(rng.integers(2**31))
-      amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
-      amp, phase = objects.split_object(obj)
-      writer.write(schema.encode(
-          amps, amp, phase, i, num_positions=geometry.num_positions,
-          probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
-          amplitude_dtype=config.amplitude_dtype))
-      if w["ticks"] is not None:
-        w["ticks"].put(1)
-  os.replace(tmp, path)
+
+  def write(tmp):
+    with tf.io.TFRecordWriter(tmp, options) as writer:
+      for i in range(task.start, task.stop):
+        rng = simulator.scan_rng(config.seed, task.split, i)
+        obj = simulator.random_object(pool, geometry.object_shape,
+                                      config.simulation.object, rng, w["load"])
+        noise_seed = int(rng.integers(2**31))
+        amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
+        amp, phase = objects.split_object(obj)
+        writer.write(schema.encode(
+            amps, amp, phase, i, num_positions=geometry.num_positions,
+            probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
+            amplitude_dtype=config.amplitude_dtype))
+        if w["ticks"] is not None:
+          w["ticks"].put(1)
+
+  files.atomic_write(path, write)
   return path
 
 
 def _check_out_dir(out_dir, config):
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise UserError(f"--out_dir={out_dir} is a file; expected a directory")
+    raise UserError(f"output folder {out_dir} is a file; expected a directory")
   os.makedirs(out_dir, exist_ok=True)
   info_path = os.path.join(out_dir, INFO_FILE)
   if os.path.exists(info_path):
@@ -133,7 +136,7 @@ def _check_out_dir(out_dir, config):
     if old is not None and old != new:
       differ = sorted(k for k in new if old.get(k) != new[k])
       raise UserError(f"{out_dir} holds a dataset made with other settings "
-                      f"({', '.join(differ)} differ); use a new --out_dir or "
+                      f"({', '.join(differ)} differ); use a new output folder or "
                       f"delete it")
 
 
@@ -153,10 +156,7 @@ def _write_info(out_dir, config, geometry, shards, complete, flags_string):
       "identity": config.identity(),
       "flags": flags_string,
   }
-  path = os.path.join(out_dir, INFO_FILE)
-  with open(path + ".tmp", "w") as f:
-    json.dump(info, f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.write_json(os.path.join(out_dir, INFO_FILE), info)
 
 
 def write_dataset(config, out_dir, workers=None, flags_string="", progress=True):

@@ -53,10 +53,11 @@ def illuminated_region(layout, object_shape, probe, fraction=0.01):
     probe: complex [h, w].
     fraction: threshold relative to the maximum, in (0, 1].
   """
-  power = np.abs(np.asarray(probe)) ** 2
-  total = np.zeros(object_shape, np.float64)
-  for top, bottom, left, right in np.asarray(layout):
-    total[top:bottom, left:right] += power
+  # Imported here: this module stays free of TensorFlow at import time.
+  from ptychonet_tf.physics import windows  # pylint: disable=g-import-not-at-top
+  probe = np.asarray(probe)
+  total = windows.Windows(layout, object_shape, probe.shape).coverage(
+      np.abs(probe) ** 2)
   return total >= fraction * total.max()
 
 

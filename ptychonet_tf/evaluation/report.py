@@ -7,33 +7,13 @@ amplitude and the phase; `save_curves` draws the paper's Figure 3 (chi and
 object MSE against DM iteration for a random and a PtychoNet start).
 Everything is written to a temporary name and renamed when complete.
 """
-import json
 import math
-import os
 
 import numpy as np
 
+from ptychonet_tf.utils import files
+
 METRIC_KEYS = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
-
-
-def _atomic(path, write):
-  """Calls write(tmp_path), then renames tmp_path to path."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  root, ext = os.path.splitext(path)
-  tmp = f"{root}.tmp{ext}"
-  write(tmp)
-  os.replace(tmp, path)
-
-
-def write_text(path, text):
-  def write(tmp):
-    with open(tmp, "w") as f:
-      f.write(text)
-  _atomic(path, write)
-
-
-def write_json(path, obj):
-  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def summarize(per_scan):
@@ -122,7 +102,7 @@ def save_panels(path, truths, estimates, part, value_range, title=None):
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  _atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
+  files.save_figure(path, fig, dpi=90)
   plt.close(fig)
 
 
@@ -151,5 +131,5 @@ def save_curves(path, curves, title=None):
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()
-  _atomic(path, lambda tmp: fig.savefig(tmp, dpi=90))
+  files.save_figure(path, fig, dpi=90)
   plt.close(fig)

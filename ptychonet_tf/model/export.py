@@ -12,16 +12,17 @@ The probe scale and the layout of the training geometry are baked into the
 graph as constants; the graph uses only core TF ops (no XLA, no custom ops),
 so `tf.saved_model.load` in a process that never imports this package and
 `saved_model_cli run` can execute it. The exported network always computes
-in float32, whatever precision it was trained in.
+in float32, whatever precision it was trained in (`float32_copy` rebuilds it
+with compute_policy "float32"; the global Keras policy is not used).
 """
 import os
 import shutil
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.model import network
+from ptychonet_tf.utils import files
 
 
 class ServingModule(tf.Module):
@@ -58,13 +59,18 @@ class ServingModule(tf.Module):
 
 
 def float32_copy(model):
-  """A float32-policy PtychoNet with the weights of `model`, stitching without XLA."""
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("float32")
-  try:
-    copy = network.PtychoNet.from_config(model.get_config())
-  finally:
-    keras.config.set_dtype_policy(previous)
+  """A float32 copy of a PtychoNet, with its weights, stitching without XLA.
+
+  Args:
+    model: a built PtychoNet of any compute policy.
+
+  Returns:
+    A built PtychoNet with compute_policy "float32" (every layer computes in
+    float32) and the same float32 weights; the global Keras dtype policy is
+    not touched.
+  """
+  config = dict(model.get_config(), compute_policy="float32")
+  copy = network.PtychoNet.from_config(config)
   copy.stitch.jit_compile = False  # serving graphs must not need XLA
   n, (h, w) = model.num_positions, model.probe_shape
   copy(np.zeros([1, n, h, w], np.float32))
@@ -93,11 +99,4 @@ def export_saved_model(model, probe, export_dir, version):
   tf.saved_model.save(module, tmp, signatures={
       "serving_default": module.serve.get_concrete_function(),
       "geometry": module.geometry.get_concrete_function()})
-  if os.path.exists(final):
-    old = final + f".old-{os.getpid()}"
-    os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(tmp, final)
-  return final
+  return files.replace_dir(tmp, final)

@@ -24,17 +24,17 @@ def resolve_saved_model(path):
     UserError: no such directory or no SavedModel in it.
   """
   if not path:
-    raise UserError("--saved_model is required by --method=ptychonet and "
-                    "ptychonet+dm (an export dir or one of its version dirs)")
+    raise UserError("no SavedModel given (an export dir or one of its "
+                    "version dirs)")
   if not os.path.isdir(path):
-    raise UserError(f"--saved_model={path} is not a directory")
+    raise UserError(f"SavedModel {path} is not a directory")
   if os.path.isfile(os.path.join(path, "saved_model.pb")):
     return path
   versions = [int(name) for name in os.listdir(path)
               if re.fullmatch(r"\d+", name) and os.path.isfile(
                   os.path.join(path, name, "saved_model.pb"))]
   if not versions:
-    raise UserError(f"--saved_model={path} holds no saved_model.pb and no "
+    raise UserError(f"SavedModel {path} holds no saved_model.pb and no "
                     f"numeric version dir with one (TF Serving layout "
                     f"<export_dir>/<version>/saved_model.pb)")
   return os.path.join(path, str(max(versions)))

@@ -21,6 +21,14 @@ default weighted by the probe intensity (`stitch_weighting="probe"`; "uniform"
 is the paper's plain average); the MSE loss uses the same per-pixel weights,
 so the network is not asked to guess the object under the probe's dark
 corners, which its pattern says nothing about.
+
+Precision is a property of each model, never of the process: the
+encoder-decoder computes in the Keras dtype policy `compute_policy`
+("float32", or "mixed_bfloat16": bfloat16 compute with float32 variables),
+passed as `dtype=` to each of its layers; the wrapper, its inputs, outputs
+and the stitching are float32 in both, and so are all variables, so
+checkpoints of either policy load into a model of the other. The global Keras
+dtype policy is neither read nor changed.
 """
 import dataclasses
 import math
@@ -33,10 +41,26 @@ import keras
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
 
+# Keras dtype policies the encoder-decoder may compute in.
+COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
+
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-  """Width, depth and output ranges of the per-pattern network."""
+  """Width, depth, output ranges and precision of the per-pattern network.
+
+  Attributes:
+    base_channels: channels of the first encoder convolution.
+    depth: encoder (and decoder) stages; h and w must be divisible by
+      2**depth.
+    max_channels: cap on the channels of a stage.
+    amplitude_range, phase_range: (low, high) the sigmoid outputs map to.
+    stitch_method: one of layers.STITCH_METHODS.
+    stitch_weighting: one of layers.STITCH_WEIGHTINGS.
+    mixed_precision: compute the encoder-decoder in bfloat16 (policy
+      "mixed_bfloat16"; variables stay float32); False = float32. Set per
+      model; the global Keras policy is left alone.
+  """
   base_channels: int = 32
   depth: int = 4
   max_channels: int = 256
@@ -44,6 +68,12 @@ class NetworkConfig:
   phase_range: Tuple[float, float] = (-math.pi / 3, 0.0)
   stitch_method: str = "scatter"
   stitch_weighting: str = "probe"
+  mixed_precision: bool = False
+
+  @property
+  def compute_policy(self):
+    """The Keras dtype policy name of the encoder-decoder."""
+    return "mixed_bfloat16" if self.mixed_precision else "float32"
 
   def validate(self, probe_shape):
     if self.base_channels < 1 or self.max_channels < self.base_channels:
@@ -55,7 +85,7 @@ class NetworkConfig:
     factor = 2 ** self.depth
     if any(s % factor for s in probe_shape):
       raise UserError(f"the {probe_shape[0]}x{probe_shape[1]} patterns are not "
-                      f"divisible by 2**depth = {factor}; use a smaller --depth")
+                      f"divisible by 2**depth = {factor}; use a smaller depth")
     if self.stitch_method not in layers_lib.STITCH_METHODS:
       raise UserError(f"stitch method {self.stitch_method!r} is not one of "
                       f"{layers_lib.STITCH_METHODS}")
@@ -73,29 +103,42 @@ def input_scale(probe):
 def build_patch_network(config, probe_shape, name="patch_network"):
   """The per-pattern encoder-decoder as a functional Keras model.
 
-  Input: float32 [b, h, w, 1] preprocessed patterns.
-  Output: float32 [b, h, w, 2] in (0, 1) (sigmoid; channel 0 amplitude,
-  channel 1 phase), before mapping to the ranges.
+  Every layer gets `dtype=config.compute_policy` (the global Keras policy is
+  not used); the final sigmoid is float32 in either policy.
+
+  Args:
+    config: NetworkConfig (width, depth, mixed_precision).
+    probe_shape: (h, w).
+    name: the model's name.
+
+  Returns:
+    A keras.Model: float32 [b, h, w, 1] preprocessed patterns -> float32
+    [b, h, w, 2] in (0, 1) (sigmoid; channel 0 amplitude, channel 1 phase),
+    before mapping to the ranges. Under "mixed_bfloat16" the layers before
+    the sigmoid compute in bfloat16; all variables are float32.
   """
   h, w = probe_shape
-  inputs = keras.Input((h, w, 1), name="pattern")
+  policy = config.compute_policy
+  inputs = keras.Input((h, w, 1), dtype="float32", name="pattern")
   x = inputs
   widths = [min(config.base_channels * 2 ** i, config.max_channels)
             for i in range(config.depth)]
   for i, c in enumerate(widths):
     x = keras.layers.Conv2D(c, 4, strides=2, padding="same", use_bias=False,
-                            name=f"enc{i}_conv")(x)
+                            dtype=policy, name=f"enc{i}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
-                                        name=f"enc{i}_bn")(x)
-    x = keras.layers.LeakyReLU(0.2, name=f"enc{i}_act")(x)
+                                        dtype=policy, name=f"enc{i}_bn")(x)
+    x = keras.layers.LeakyReLU(0.2, dtype=policy, name=f"enc{i}_act")(x)
   for i, c in reversed(list(enumerate(widths[:-1]))):
     x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
-                                     use_bias=False, name=f"dec{i + 1}_conv")(x)
+                                     use_bias=False, dtype=policy,
+                                     name=f"dec{i + 1}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
+                                        dtype=policy,
                                         name=f"dec{i + 1}_bn")(x)
-    x = keras.layers.ReLU(name=f"dec{i + 1}_act")(x)
+    x = keras.layers.ReLU(dtype=policy, name=f"dec{i + 1}_act")(x)
   x = keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same",
-                                   name="out_conv")(x)
+                                   dtype=policy, name="out_conv")(x)
   outputs = keras.layers.Activation("sigmoid", dtype="float32", name="out")(x)
   return keras.Model(inputs, outputs, name=name)
 
@@ -110,9 +153,9 @@ class PtychoNet(keras.Model):
     "amplitude", "phase": [B, H, W] the stitched object.
   `predict_patches(amplitudes)` gives the per-pattern predictions
   ("amplitude", "phase": [B, N, h, w]) without stitching (what the losses
-  use); `stitch_patches(patches)` stitches them. Computation follows the
-  global Keras dtype policy at construction (mixed_bfloat16 computes the
-  encoder-decoder in bfloat16); inputs, outputs and stitching are float32.
+  use); `stitch_patches(patches)` stitches them. The encoder-decoder
+  computes in `compute_policy`; inputs, outputs, stitching and all variables
+  are float32 whatever the policy (and whatever the global Keras policy).
 
   Args:
     layout: int [N, 4] (top, bottom, left, right).
@@ -124,14 +167,18 @@ class PtychoNet(keras.Model):
     stitch_weights: None (uniform, the paper) or float [h, w] per-pixel
       weights of a window, used by the stitching and by the MSE loss
       (`layers.stitch_weights` makes them from the probe).
+    compute_policy: Keras dtype policy of the encoder-decoder, one of
+      COMPUTE_POLICIES: "float32" (the default, also for model.json files
+      written before this argument existed) or "mixed_bfloat16".
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
                base_channels=32, depth=4, max_channels=256,
                amplitude_range=(0.5, 1.0), phase_range=(-math.pi / 3, 0.0),
-               stitch_method="scatter", stitch_weights=None, **kwargs):
+               stitch_method="scatter", stitch_weights=None,
+               compute_policy="float32", **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
-    # encoder-decoder inside follows the global policy.
+    # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     self.layout = np.asarray(layout, np.int32)
@@ -146,6 +193,10 @@ class PtychoNet(keras.Model):
     self.stitch_method = stitch_method
     self.stitch_weights = (None if stitch_weights is None
                            else np.asarray(stitch_weights, np.float32))
+    if compute_policy not in COMPUTE_POLICIES:
+      raise UserError(f"compute policy {compute_policy!r} is not one of "
+                      f"{COMPUTE_POLICIES}")
+    self.compute_policy = compute_policy
     self.network_config.validate(self.probe_shape)
     self.patch_network = build_patch_network(self.network_config,
                                              self.probe_shape)
@@ -164,7 +215,8 @@ class PtychoNet(keras.Model):
                          phase_range=self.phase_range,
                          stitch_method=self.stitch_method,
                          stitch_weighting=("uniform" if self.stitch_weights is None
-                                           else "probe"))
+                                           else "probe"),
+                         mixed_precision=self.compute_policy == "mixed_bfloat16")
 
   @property
   def num_positions(self):
@@ -233,12 +285,17 @@ class PtychoNet(keras.Model):
                   phase_range=list(self.phase_range),
                   stitch_method=self.stitch_method,
                   stitch_weights=(None if self.stitch_weights is None
-                                  else self.stitch_weights.tolist()))
+                                  else self.stitch_weights.tolist()),
+                  compute_policy=self.compute_policy)
     return config
 
 
 def build_model(config, geometry):
-  """A PtychoNet for a NetworkConfig and a physics.geometry.Geometry."""
+  """A PtychoNet for a NetworkConfig and a physics.geometry.Geometry.
+
+  The encoder-decoder computes in `config.compute_policy` (bfloat16 when
+  `config.mixed_precision`); the global Keras policy is left alone.
+  """
   config.validate(geometry.probe_shape)
   return PtychoNet(layout=geometry.layout, object_shape=geometry.object_shape,
                    probe_shape=geometry.probe_shape,
@@ -252,4 +309,4 @@ def build_model(config, geometry):
                        None if config.stitch_weighting == "uniform" else
                        layers_lib.stitch_weights(geometry.probe,
                                                  config.stitch_weighting)),
-                   name="ptychonet")
+                   compute_policy=config.compute_policy, name="ptychonet")

@@ -6,8 +6,9 @@ Conventions (used everywhere in the package):
   [N, 4] rows (top, bottom, left, right), see `physics.layouts`.
 - `extract` gathers the N probe windows of an object: [..., H, W] ->
   [..., N, h, w]. `stitch` is its exact adjoint: it sums N windows back into
-  an [..., H, W] canvas (tf.tensor_scatter_nd_add), so that
-  <extract(x), y> = <x, stitch(y)>.
+  an [..., H, W] canvas, so that <extract(x), y> = <x, stitch(y)>. Both are
+  one-line wrappers over `physics.windows.Windows`, the one implementation;
+  code that extracts or stitches repeatedly builds a `Windows` once.
 - `far_field` is the unitary centred DFT: fftshift(fft2(psi)) / sqrt(h*w) over
   the last two axes, with zero frequency at index (h//2, w//2), as a detector
   records it. Parseval holds: sum|far_field(psi)|^2 = sum|psi|^2.
@@ -17,46 +18,28 @@ Conventions (used everywhere in the package):
 import numpy as np
 import tensorflow as tf
 
-
-def patch_indices(layout, object_shape, probe_shape):
-  """Flat indices of every window pixel into the raveled H*W object.
-
-  Args:
-    layout: int [N, 4] (top, bottom, left, right).
-    object_shape: (H, W).
-    probe_shape: (h, w).
-
-  Returns:
-    int32 tensor [N, h, w] with values row * W + col.
-  """
-  layout = tf.convert_to_tensor(layout, tf.int32)
-  h, w = probe_shape
-  width = object_shape[1]
-  rows = layout[:, 0:1] + tf.range(h, dtype=tf.int32)[None, :]  # [N, h]
-  cols = layout[:, 2:3] + tf.range(w, dtype=tf.int32)[None, :]  # [N, w]
-  return rows[:, :, None] * width + cols[:, None, :]
+from ptychonet_tf.physics import windows
 
 
 def extract(obj, layout, probe_shape):
-  """Gathers the probe windows of an object.
+  """Gathers the probe windows of objects (`windows.Windows.extract`).
 
   Args:
     obj: [..., H, W] any dtype (real or complex), static H, W.
-    layout: int [N, 4].
+    layout: int [N, 4], every window inside the object.
     probe_shape: (h, w).
 
   Returns:
-    [..., N, h, w], same dtype as obj.
+    [..., N, h, w], the dtype of obj.
   """
   obj = tf.convert_to_tensor(obj)
-  big_h, big_w = obj.shape[-2], obj.shape[-1]
-  index = patch_indices(layout, (big_h, big_w), probe_shape)
-  flat = tf.reshape(obj, tf.concat([tf.shape(obj)[:-2], [big_h * big_w]], 0))
-  return tf.gather(flat, index, axis=-1)
+  return windows.Windows(layout, obj.shape[-2:], probe_shape).extract(obj)
 
 
 def stitch(patches, layout, object_shape):
-  """Sums windows into an object canvas: the adjoint of `extract`.
+  """Sums windows into object canvases, the adjoint of `extract`.
+
+  `windows.Windows.stitch` with its default method.
 
   Args:
     patches: [..., N, h, w] real or complex, static N, h, w.
@@ -67,25 +50,17 @@ def stitch(patches, layout, object_shape):
     [..., H, W], the sum over windows covering each pixel (0 where none do).
   """
   patches = tf.convert_to_tensor(patches)
-  n, h, w = patches.shape[-3:]
-  big_h, big_w = object_shape
-  batch_shape = tf.shape(patches)[:-3]
-  index = tf.reshape(patch_indices(layout, object_shape, (h, w)), [-1, 1])
-  # Scatter with the (flattened) batch as a trailing slice dimension: one
-  # scatter op for the whole batch.
-  updates = tf.reshape(patches, [-1, n * h * w])
-  updates = tf.transpose(updates)  # [N*h*w, B]
-  canvas = tf.zeros([big_h * big_w, tf.shape(updates)[1]], patches.dtype)
-  canvas = tf.tensor_scatter_nd_add(canvas, index, updates)
-  canvas = tf.transpose(canvas)  # [B, H*W]
-  return tf.reshape(canvas, tf.concat([batch_shape, [big_h, big_w]], 0))
+  return windows.Windows(layout, object_shape, patches.shape[-2:]).stitch(
+      patches)
 
 
 def overlap_count(layout, object_shape, probe_shape):
-  """float32 [H, W]: how many windows cover each object pixel."""
-  n = int(np.shape(layout)[0]) if not tf.is_tensor(layout) else layout.shape[0]
-  ones = tf.ones([n, probe_shape[0], probe_shape[1]], tf.float32)
-  return stitch(ones, layout, object_shape)
+  """float32 tensor [H, W]: how many windows cover each pixel.
+
+  `windows.Windows.coverage` as a tensor.
+  """
+  return tf.constant(windows.Windows(layout, object_shape,
+                                     probe_shape).coverage(), tf.float32)
 
 
 def far_field(psi):

@@ -5,6 +5,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
@@ -79,10 +80,8 @@ class Geometry:
 
   def save(self, path):
     """Writes probe, layout and object_shape to an .npz file (atomically)."""
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, probe=self.probe, layout=self.layout,
-             object_shape=np.asarray(self.object_shape, np.int32))
-    os.replace(tmp, path)
+    files.save_npz(path, probe=self.probe, layout=self.layout,
+                   object_shape=np.asarray(self.object_shape, np.int32))
 
   @classmethod
   def load(cls, path):

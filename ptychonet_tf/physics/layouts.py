@@ -124,11 +124,16 @@ def check_layout(layout, object_shape, probe_shape, name="layout"):
 
 
 def scanned_mask(layout, object_shape):
-  """bool [H, W]: True where at least one probe window covers the pixel."""
-  mask = np.zeros(object_shape, bool)
-  for top, bottom, left, right in np.asarray(layout):
-    mask[top:bottom, left:right] = True
-  return mask
+  """bool numpy [H, W]: True where at least one probe window covers the pixel.
+
+  Args:
+    layout: int [N, 4], windows of equal size inside the object.
+    object_shape: (H, W).
+  """
+  # Imported here: this module stays free of TensorFlow at import time, and
+  # `windows` imports this one.
+  from ptychonet_tf.physics import windows  # pylint: disable=g-import-not-at-top
+  return windows.Windows.from_layout(layout, object_shape).coverage() > 0
 
 
 def overlap_fraction(layout):

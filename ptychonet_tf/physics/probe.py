@@ -132,7 +132,7 @@ def load_probe(path, expected_shape=None):
   if expected_shape is not None and tuple(probe.shape) != tuple(expected_shape):
     raise UserError(
         f"probe in {path} has shape {tuple(probe.shape)}; expected "
-        f"{tuple(expected_shape)} (the --probe_size of this config)")
+        f"{tuple(expected_shape)} (the probe size of this geometry)")
   if not np.all(np.isfinite(probe)):
     raise UserError(f"probe in {path} holds NaN or infinite values")
   return probe.astype(np.complex64)

@@ -1,4 +1,4 @@
-"""The frozen training configuration (built from flags by ptychonet_tf/train.py)."""
+"""The frozen training configuration (built from flags by ptychonet_tf/cli/train.py)."""
 import dataclasses
 from typing import Optional
 
@@ -24,8 +24,12 @@ class TrainConfig:
     steps_per_epoch: 0 = train scans // batch_size.
     learning_rate, beta1: Adam.
     loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
-    mixed_precision: compute in bfloat16 (policy mixed_bfloat16).
-    seed: initialisation and shuffling seed.
+    mixed_precision: compute the encoder-decoder in bfloat16 (its policy
+      mixed_bfloat16; variables, losses and stitching stay float32). The
+      setting of a run: the Trainer copies it into the network config
+      (`network.mixed_precision` must not contradict it).
+    seed: input shuffling seed; also the initialisation seed, with which the
+      entry point (cli/train.py) seeds Keras before building the Trainer.
     eval_scans: held-out scans evaluated per epoch (0 = all).
     num_images: test objects shown in TensorBoard image panels.
     keep_checkpoints: checkpoints kept.
@@ -57,25 +61,29 @@ class TrainConfig:
   def validate(self):
     """Raises UserError naming the first bad setting."""
     if not self.model_dir:
-      raise UserError("--model_dir is required (where checkpoints and logs go)")
+      raise UserError("model_dir is required (where checkpoints and logs go)")
     if not self.data_dir:
-      raise UserError("--data_dir is required (a dataset directory written by "
+      raise UserError("data_dir is required (a dataset directory written by "
                       "tools/make_tfrecords.py)")
     for name in ("epochs", "batch_size"):
       if getattr(self, name) < 1:
-        raise UserError(f"--{name}={getattr(self, name)} must be >= 1")
+        raise UserError(f"{name}={getattr(self, name)} must be >= 1")
     for name in ("steps_per_epoch", "eval_scans", "num_images",
                  "shuffle_scans"):
       if getattr(self, name) < 0:
-        raise UserError(f"--{name}={getattr(self, name)} must be >= 0")
+        raise UserError(f"{name}={getattr(self, name)} must be >= 0")
     if self.keep_checkpoints < 1:
-      raise UserError(f"--keep_checkpoints={self.keep_checkpoints} must be >= 1")
+      raise UserError(f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
     if not self.learning_rate > 0:
-      raise UserError(f"--learning_rate={self.learning_rate} must be > 0")
+      raise UserError(f"learning_rate={self.learning_rate} must be > 0")
     if not 0 <= self.beta1 < 1:
-      raise UserError(f"--beta1={self.beta1} must be in [0, 1)")
+      raise UserError(f"beta1={self.beta1} must be in [0, 1)")
     if self.loss not in losses.LOSSES:
-      raise UserError(f"--loss={self.loss} is not one of {losses.LOSSES}")
+      raise UserError(f"loss={self.loss} is not one of {losses.LOSSES}")
     if self.dse_lambda < 0:
-      raise UserError(f"--dse_lambda={self.dse_lambda} must be >= 0")
+      raise UserError(f"dse_lambda={self.dse_lambda} must be >= 0")
+    if self.network.mixed_precision and not self.mixed_precision:
+      raise UserError("network.mixed_precision=True conflicts with "
+                      "mixed_precision=False; set mixed_precision=True on the "
+                      "TrainConfig instead (the run's setting)")
     return self

@@ -1,6 +1,6 @@
 """Held-out evaluation: loss, PSNR and SSIM of amplitude and phase, image panels.
 
-Metrics follow `ptychonet_tf.metrics.complex_metrics` (this project's
+Metrics follow `ptychonet_tf.evaluation.metrics.complex_metrics` (this project's
 convention): the reconstruction's constant phase offset is removed and the
 amplitude and phase are compared on the illuminated region
 (`metrics.illuminated_region`, total |P|^2 >= 1% of its maximum, the region

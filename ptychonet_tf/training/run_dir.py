@@ -13,10 +13,10 @@ latest checkpoint, so export needs nothing but the run directory.
 import json
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import network
 from ptychonet_tf.physics.geometry import Geometry
@@ -26,19 +26,11 @@ GEOMETRY_FILE = "geometry.npz"
 FLAGS_FILE = "flags.txt"
 
 
-def write_text(path, text):
-  """Writes `text` to `path` through a temp name and a rename."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def save_model_files(model_dir, model, geometry):
   """Writes model.json and geometry.npz."""
   os.makedirs(model_dir, exist_ok=True)
-  write_text(os.path.join(model_dir, MODEL_FILE),
-             json.dumps(model.get_config(), indent=1))
+  files.write_text(os.path.join(model_dir, MODEL_FILE),
+                   json.dumps(model.get_config(), indent=1))
   geometry.save(os.path.join(model_dir, GEOMETRY_FILE))
 
 
@@ -55,7 +47,8 @@ def latest_checkpoint(model_dir):
 def load_trained_model(model_dir):
   """(model, geometry, step) of the latest checkpoint of a run directory.
 
-  The model is a float32 PtychoNet (whatever precision it was trained in).
+  The model is a float32 PtychoNet (compute_policy "float32", whatever
+  precision it was trained in); the global Keras dtype policy is not touched.
   Raises UserError when `model_dir` holds no trained model.
   """
   if not model_dir or not os.path.isdir(model_dir):
@@ -73,12 +66,9 @@ def load_trained_model(model_dir):
   except (OSError, ValueError) as e:
     raise UserError(f"{model_path} is unreadable ({e})")
   geometry = Geometry.load(os.path.join(model_dir, GEOMETRY_FILE))
-  previous = keras.config.dtype_policy()
-  keras.config.set_dtype_policy("float32")
-  try:
-    model = network.PtychoNet.from_config(config)
-  finally:
-    keras.config.set_dtype_policy(previous)
+  # float32 compute whatever the run trained in (the variables are float32
+  # in both policies, so its checkpoints fit).
+  model = network.PtychoNet.from_config(dict(config, compute_policy="float32"))
   n, (h, w) = model.num_positions, model.probe_shape
   model(np.zeros([1, n, h, w], np.float32))
   try:

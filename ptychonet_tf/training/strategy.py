@@ -55,7 +55,7 @@ def _cluster_size(config):
 def make_strategy(name):
   """Builds the tf.distribute.Strategy `name` (one of DISTRIBUTIONS)."""
   if name not in DISTRIBUTIONS:
-    raise UserError(f"--distribution={name} is not one of {DISTRIBUTIONS}")
+    raise UserError(f"distribution {name!r} is not one of {DISTRIBUTIONS}")
   config = _tf_config()
   if name == "auto":
     if _cluster_size(config) > 1:
@@ -76,7 +76,7 @@ def make_strategy(name):
     task = config.get("task", {})
     if task.get("type") not in ("chief", "worker") or "index" not in task:
       raise UserError("TF_CONFIG needs a task {'type': 'chief'|'worker', "
-                      "'index': i} for --distribution=multi_worker")
+                      "'index': i} for the multi_worker distribution")
     cluster = config.get("cluster", {})
     if len(cluster.get(task["type"], [])) <= task["index"]:
       raise UserError(f"TF_CONFIG task {task} is not in its cluster {cluster}")

@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.data import pipeline
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import network
 from ptychonet_tf.model import export as export_lib
@@ -75,6 +76,13 @@ def output_ranges(info, network_config):
 class Trainer:
   """Builds the model, optimizer, data and checkpoints of one run.
 
+  The model computes in bfloat16 when `config.mixed_precision` (its own
+  policy; the global Keras dtype policy is not changed). The Trainer does not
+  seed the global random generators: the entry point (cli/train.py) seeds
+  Keras with `config.seed` first, and any other caller that wants a
+  reproducible initialisation seeds before constructing it. The input order
+  is seeded from `config.seed` in any case.
+
   Args:
     config: TrainConfig.
     strategy: a tf.distribute.Strategy (see training.strategy).
@@ -88,17 +96,18 @@ class Trainer:
     self.geometry = info.geometry
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-      raise UserError(f"--batch_size={config.batch_size} is not divisible by "
+      raise UserError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {replicas} replicas")
     self.steps_per_epoch = (config.steps_per_epoch or
                             info.counts["train"] // config.batch_size)
     if self.steps_per_epoch < 1:
       raise UserError(f"dataset {config.data_dir} has {info.counts['train']} "
-                      f"train scans, fewer than --batch_size="
+                      f"train scans, fewer than batch_size="
                       f"{config.batch_size}")
     if info.counts.get("test", 0) < 1:
       raise UserError(f"dataset {config.data_dir} has no test scans to "
-                      f"evaluate on; write it with --num_test >= 1")
+                      f"evaluate on; write it with tools/make_tfrecords.py "
+                      f"--num_test >= 1")
     self.task_type, self.task_id, self.is_chief = strategy_lib.task_info(
         strategy)
     workers = strategy_lib.num_workers(strategy)
@@ -107,10 +116,11 @@ class Trainer:
                       f"{len(info.shards['train'])} train shards, fewer than "
                       f"the {workers} workers; rewrite it with more "
                       f"--num_shards")
-    keras.config.set_dtype_policy(
-        "mixed_bfloat16" if config.mixed_precision else "float32")
-    keras.utils.set_random_seed(config.seed)
-    self.network_config = output_ranges(info, config.network)
+    # The precision is the model's own (TrainConfig.mixed_precision); the
+    # global Keras policy and random seed are the entry point's business.
+    self.network_config = dataclasses.replace(
+        output_ranges(info, config.network),
+        mixed_precision=config.mixed_precision)
     self.network_config.validate(self.geometry.probe_shape)
     n, (h, w) = self.geometry.num_positions, self.geometry.probe_shape
     self.patterns_per_step = config.batch_size * n
@@ -191,8 +201,8 @@ class Trainer:
       status.expect_partial()  # save_counter: not needed
     except (tf.errors.OpError, ValueError, AssertionError) as e:
       raise UserError(f"checkpoint {path} does not fit this model (other "
-                      f"--base_channels/--depth or dataset?) ({e}); use a new "
-                      f"--model_dir")
+                      f"base_channels/depth or dataset?) ({e}); use a new "
+                      f"model_dir")
     return self.step
 
   def save(self):
@@ -303,8 +313,8 @@ class Trainer:
       scalars, images = evaluator()
       self._write_eval(eval_writer, scalars, images, self.step)
     scalars = dict(scalars, step=self.step)
-    run_dir.write_text(os.path.join(config.model_dir, RESULTS_FILE),
-                       json.dumps(scalars, indent=1))
+    files.write_text(os.path.join(config.model_dir, RESULTS_FILE),
+                     json.dumps(scalars, indent=1))
     _log(config, "final " + format_metrics(scalars))
     if config.export:
       path = export_lib.export_saved_model(

@@ -1,0 +1,264 @@
+"""The probe windows of a scan: the extract <-> stitch pair and coverage.
+
+This is the package's one implementation of the window operator; the forward
+model, the simulator, DM, ePIE, the `StitchPatches` layer, the pipelines and
+the metrics all go through `Windows`.
+
+A layout int32 [N, 4] holds rows (top, bottom, left, right) of N windows of
+the probe size (h, w) inside an (H, W) object (see `physics.layouts`). Every
+window pixel maps to the raveled object index row * W + col; that index,
+int32 [N, h, w], is computed once per layout.
+
+- `extract` gathers the windows: [..., H, W] -> [..., N, h, w].
+- `stitch` is its exact adjoint: it sums the windows back into an
+  [..., H, W] canvas, so that <extract(x), y> = <x, stitch(y)> for the
+  inner product sum(conj(a) * b) over all elements, real or complex.
+- `coverage` is stitch of one per-pixel weight map [h, w] repeated over the N
+  windows, as float64 numpy: how many windows (or how much weight) cover each
+  object pixel.
+- `normalized_stitch` is the weighted mean of the windows covering each pixel,
+  stitch(y * w) / coverage(w), 0 where coverage(w) is 0.
+"""
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf.physics import layouts
+
+# Implementations of `Windows.stitch`; all give the same sums.
+STITCH_METHODS = ("scatter", "segment", "gather")
+
+
+def probe_shape_of(layout):
+  """(h, w) of the windows of a layout, read from its first row.
+
+  Args:
+    layout: int [N, 4] (top, bottom, left, right), N >= 1.
+  """
+  top, bottom, left, right = np.asarray(layout)[0]
+  return int(bottom - top), int(right - left)
+
+
+class Windows:
+  """The N probe windows of one layout in one object: extract, stitch, coverage.
+
+  The layout is checked once (`layouts.check_layout`: every window has the
+  probe's size and lies inside the object) and its flat index is computed
+  once, so build one `Windows` per geometry and reuse it.
+
+  Args:
+    layout: int [N, 4] rows (top, bottom, left, right); numpy, a list or an
+      eager tensor (a concrete value, not a symbolic one).
+    object_shape: (H, W).
+    probe_shape: (h, w), the window size.
+
+  Attributes:
+    layout: int32 numpy [N, 4].
+    object_shape, probe_shape: (H, W) and (h, w) as ints.
+    count: N.
+    size: H * W.
+    index: int32 numpy [N, h, w], the raveled object index row * W + col of
+      every window pixel.
+  """
+
+  def __init__(self, layout, object_shape, probe_shape):
+    if tf.is_tensor(layout):
+      value = tf.get_static_value(layout)
+      if value is None:
+        raise ValueError(f"Windows needs a concrete layout (numpy or an eager "
+                         f"tensor), got the symbolic tensor {layout}")
+      layout = value
+    layout = np.asarray(layout)
+    self.object_shape = tuple(int(s) for s in object_shape)
+    self.probe_shape = tuple(int(s) for s in probe_shape)
+    layouts.check_layout(layout, self.object_shape, self.probe_shape)
+    self.layout = layout.astype(np.int32)
+    self.count = len(self.layout)
+    self.size = self.object_shape[0] * self.object_shape[1]
+    h, w = self.probe_shape
+    rows = self.layout[:, 0:1] + np.arange(h, dtype=np.int32)[None, :]
+    cols = self.layout[:, 2:3] + np.arange(w, dtype=np.int32)[None, :]
+    self.index = rows[:, :, None] * self.object_shape[1] + cols[:, None, :]
+    self._segment_ids = {}
+    self._table = None
+    self._inverse = {}
+
+  @classmethod
+  def from_layout(cls, layout, object_shape):
+    """A `Windows` whose probe shape is read from the layout's first row."""
+    return cls(layout, object_shape, probe_shape_of(layout))
+
+  def extract(self, obj):
+    """Gathers the windows of objects.
+
+    Args:
+      obj: [..., H, W], any dtype (real or complex).
+
+    Returns:
+      [..., N, h, w], the same dtype: window j is obj[..., t:b, l:r] for
+      layout row j = (t, b, l, r).
+    """
+    obj = tf.convert_to_tensor(obj)
+    self._check_trailing(obj.shape, 2, self.object_shape, "objects")
+    flat = tf.reshape(obj, tf.concat([tf.shape(obj)[:-2], [self.size]], 0))
+    return tf.gather(flat, self.index, axis=-1)
+
+  def stitch(self, patches, method="scatter", channels=0):
+    """Sums windows into object canvases: the exact adjoint of `extract`.
+
+    <extract(x), y> = <x, stitch(y)> for every x [..., H, W] and y
+    [..., N, h, w] (tests/test_windows.py checks it for every method and for
+    every user's variant).
+
+    Args:
+      patches: [..., N, h, w, *C], real or complex; the last `channels` axes
+        are channels, carried along (each channel stitched on its own).
+      method: "scatter" (one tf.tensor_scatter_nd_add whose slices are the
+        flattened batch and channels), "segment" (one
+        tf.math.unsorted_segment_sum; several times faster on CPU for a
+        static batch) or "gather" (every object pixel gathers its covering
+        window pixels through a precomputed [H*W, K] table and sums them;
+        K is the largest overlap count). All give the same sums.
+      channels: number of trailing channel axes (0 or more).
+
+    Returns:
+      [..., H, W, *C], the dtype of `patches`: at each pixel the sum of the
+      window pixels covering it, 0 where no window does.
+    """
+    patches = tf.convert_to_tensor(patches)
+    rank = patches.shape.rank
+    self._check_trailing(patches.shape[:rank - channels], 3,
+                         (self.count,) + self.probe_shape, "patches")
+    channel_shape = tuple(int(c) for c in patches.shape[rank - channels:])
+    c = int(np.prod(channel_shape, dtype=np.int64))
+    batch_shape = tf.shape(patches)[:rank - 3 - channels]
+    pixels = self.index.size
+    if method == "scatter":
+      # [B, N*h*w, C] -> [N*h*w, B*C]: the batch and channels ride along as
+      # the slice of one scatter, whatever B is.
+      x = tf.reshape(patches, [-1, pixels, c])
+      batch = tf.shape(x)[0]
+      x = tf.reshape(tf.transpose(x, [1, 0, 2]), [pixels, batch * c])
+      canvas = tf.zeros([self.size, batch * c], patches.dtype)
+      canvas = tf.tensor_scatter_nd_add(canvas, self.index.reshape(-1, 1), x)
+      canvas = tf.transpose(tf.reshape(canvas, [self.size, batch, c]),
+                            [1, 0, 2])
+    elif method == "segment":
+      # [B*N*h*w, *C] summed into [B*H*W, *C] by ids offset per scan.
+      batch = patches.shape[:rank - 3 - channels].num_elements()
+      if batch is None:
+        batch = tf.reduce_prod(batch_shape)
+      canvas = tf.math.unsorted_segment_sum(
+          tf.reshape(patches, (-1,) + channel_shape), self._segments(batch),
+          batch * self.size)
+    elif method == "gather":
+      x = tf.reshape(patches, [-1, pixels, c])
+      x = tf.pad(x, [[0, 0], [0, 1], [0, 0]])  # index N*h*w reads 0
+      canvas = tf.reduce_sum(tf.gather(x, self.gather_table(), axis=1), axis=2)
+    else:
+      raise ValueError(f"stitch method {method!r} is not one of "
+                       f"{STITCH_METHODS}")
+    return tf.reshape(canvas, tf.concat(
+        [batch_shape, tf.constant(self.object_shape + channel_shape, tf.int32)],
+        0))
+
+  def coverage(self, weights=None):
+    """How many windows, or how much window weight, covers each object pixel.
+
+    Args:
+      weights: None (every window pixel counts 1) or float [h, w], the
+        per-pixel weight of a window, the same for every window.
+
+    Returns:
+      float64 numpy [H, W]: sum over the windows covering each pixel of their
+      weight there (0 where none does); `stitch` of the weights repeated over
+      the N windows.
+    """
+    if weights is None:
+      weights = np.ones(self.probe_shape)
+    weights = np.asarray(weights, np.float64)
+    if weights.shape != self.probe_shape:
+      raise ValueError(f"pixel weights of shape {weights.shape} do not match "
+                       f"the {self.probe_shape[0]}x{self.probe_shape[1]} "
+                       f"windows")
+    total = np.bincount(self.index.ravel(),
+                        np.broadcast_to(weights, self.index.shape).ravel(),
+                        minlength=self.size)
+    return total.reshape(self.object_shape)
+
+  def inverse_coverage(self, weights=None):
+    """float64 numpy [H, W]: 1 / coverage(weights), 0 where the coverage is 0.
+
+    Cached per weight map.
+    """
+    key = None if weights is None else np.asarray(weights, np.float64).tobytes()
+    if key not in self._inverse:
+      total = self.coverage(weights)
+      self._inverse[key] = np.where(total > 0,
+                                    1.0 / np.where(total > 0, total, 1.0), 0.0)
+    return self._inverse[key]
+
+  def normalized_stitch(self, patches, weights=None, method="scatter",
+                        channels=0):
+    """The weighted mean of the windows covering each pixel.
+
+    stitch(patches * w) / coverage(w), 0 where coverage(w) is 0; with
+    weights None (w = 1) the plain mean, the paper's Algorithm 1.
+
+    Args:
+      patches: [..., N, h, w, *C] float (or complex).
+      weights: None or float [h, w] non-negative window weights.
+      method, channels: as `stitch`.
+
+    Returns:
+      [..., H, W, *C], the dtype of `patches`.
+    """
+    patches = tf.convert_to_tensor(patches)
+    trailing = [1] * channels
+    # The constants are rounded to float32 (float64 for double patches)
+    # once, then converted to the patches' dtype.
+    real = np.float64 if patches.dtype.real_dtype == tf.float64 else np.float32
+    if weights is not None:
+      w = tf.constant(np.asarray(weights).astype(real), patches.dtype)
+      patches = patches * tf.reshape(w, list(self.probe_shape) + trailing)
+    inverse = tf.constant(self.inverse_coverage(weights).astype(real),
+                          patches.dtype)
+    return (self.stitch(patches, method, channels) *
+            tf.reshape(inverse, list(self.object_shape) + trailing))
+
+  def gather_table(self):
+    """The inverse of `index` as a dense table (built on first use).
+
+    Returns:
+      int32 numpy [H*W, K], K the largest overlap count (at least 1): row p
+      lists the indices into the raveled N*h*w window pixels that land on
+      object pixel p, padded with N*h*w (which `stitch` reads as 0).
+    """
+    if self._table is None:
+      index = self.index.ravel()
+      counts = np.bincount(index, minlength=self.size)
+      order = np.argsort(index, kind="stable")
+      sorted_pixels = index[order]
+      starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+      slot = np.arange(index.size) - starts[sorted_pixels]
+      table = np.full((self.size, max(int(counts.max()), 1)), index.size,
+                      np.int32)
+      table[sorted_pixels, slot] = order
+      self._table = table
+    return self._table
+
+  def _segments(self, batch):
+    """int32 [B*N*h*w]: `index` offset by b*H*W for scan b of B."""
+    if isinstance(batch, int):
+      if batch not in self._segment_ids:
+        offsets = np.arange(batch, dtype=np.int32)[:, None] * self.size
+        self._segment_ids[batch] = (offsets + self.index.reshape(1, -1)).ravel()
+      return self._segment_ids[batch]
+    offsets = tf.range(batch, dtype=tf.int32)[:, None] * self.size
+    return tf.reshape(offsets + self.index.reshape(1, -1), [-1])
+
+  @staticmethod
+  def _check_trailing(shape, axes, expected, name):
+    got = tuple(shape[-axes:]) if shape.rank is not None else None
+    if got is None or len(got) < axes or got != tuple(expected):
+      raise ValueError(f"{name} of shape {shape} do not end in "
+                       f"{list(expected)} as the windows expect")

@@ -1,0 +1,52 @@
+"""Helpers shared by the tests (the one module tests import helpers from).
+
+- `REPO`, `SHARED_DATA`: paths;
+- `run_cli(args)`: `python ARGS...` in a subprocess from the repository root;
+- `assert_one_line_error(result, *fragments)`: a failed run that printed one
+  `error: ...` line and no traceback;
+- `write_tiny(out)`: a tiny simulated dataset (16x16 probe, 10 positions),
+  with the matching command-line flags `GEOMETRY_FLAGS` and a tiny network
+  `SMALL_NET`.
+"""
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+
+GEOMETRY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
+                  "--scan_step=1.5"]
+SMALL_NET = ["--base_channels=4", "--depth=2"]
+
+
+def run_cli(args, timeout=300, **kwargs):
+  """Runs `python ARGS...` from the repo root; returns CompletedProcess (text)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout,
+                        **kwargs)
+
+
+def assert_one_line_error(result, *fragments):
+  """The process failed with a single `error: ...` line naming `fragments`."""
+  assert result.returncode != 0, result.stdout + result.stderr
+  lines = [l for l in result.stderr.strip().splitlines() if l.strip()]
+  assert "Traceback" not in result.stderr, result.stderr
+  assert lines and lines[-1].startswith("error: "), result.stderr
+  for fragment in fragments:
+    assert fragment in lines[-1], lines[-1]
+
+
+def write_tiny(out, num_train=8, num_test=2, num_shards=2):
+  """A tiny dataset in `out` (GEOMETRY_FLAGS' geometry), written in-process."""
+  from ptychonet_tf.data import writer  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import geometry as geometry_lib  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import simulator  # pylint: disable=g-import-not-at-top
+  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+      probe=geometry_lib.ProbeConfig(size=(16, 16)),
+      scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)))
+  config = writer.WriteConfig(simulation=sim, num_train=num_train,
+                              num_test=num_test, num_shards=num_shards)
+  writer.write_dataset(config, out, workers=1, progress=False)
+  return out
