@@ -31,9 +31,15 @@ export:
 tensorboard:
 	tensorboard --logdir=runs
 
+# Two tiers: `make test-fast` runs the in-process unit tests (tiny shapes,
+# under a minute); `make test` adds the end-to-end tests marked slow
+# (subprocesses, training, SIGKILL, multi-worker, CLI runs). Test files are
+# spread over the cores with pytest-xdist (one file per worker, so module
+# fixtures are built once); TEST_JOBS=0 runs in one process.
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
+TEST_JOBS ?= auto
 test: install
-	$(PYTHON) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test-fast: PYTEST_ARGS = -m "not slow"
 test-fast: test

@@ -2,12 +2,21 @@
 
 Layout of the package (the architecture follows the folders):
 
-- ``physics/``: probe, scan layouts, objects, the far-field forward model and
-  the extract <-> stitch operator pair.
-- ``data/``: image sources, the scan file format, the TFRecord schema, writer
-  and tf.data pipeline.
-- thin entry points: ``simulate.py`` (and ``tools/make_tfrecords.py`` at the
-  repository root).
+- ``physics/``: probe, scan layouts, the window operator (extract <-> stitch
+  adjoint pair and coverage), far-field forward model, objects, geometry,
+  the batched simulator.
+- ``data/``: image sources, the scan file format, readers for measured scans,
+  the TFRecord schema, writer, shard checker and tf.data pipeline.
+- ``model/``: the per-pattern network, the stitching layer, losses, SavedModel
+  export and loading.
+- ``training/``: config, distribution strategies, the custom training loop,
+  held-out evaluation, run directories.
+- ``baselines/``: difference map and ePIE in TensorFlow.
+- ``evaluation/``: metrics, the methods compared, the paper's tables and
+  figures.
+- ``utils/``: one-line user errors, atomic file writes.
+- ``cli/``: every command-line entry point, the only place that reads flags
+  (``python -m ptychonet_tf.<name>`` and ``tools/*.py`` run them).
 """
 import os as _os
 

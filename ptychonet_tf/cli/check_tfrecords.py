@@ -7,9 +7,9 @@ Prints one line per split. With --parse it also decodes every example
 line naming the shard, and exit status 2; re-running tools/make_tfrecords.py
 with the dataset's flags rewrites damaged shards.
 """
-from absl import app
 from absl import flags
 
+from ptychonet_tf import cli
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import schema
 from ptychonet_tf.utils.errors import UserError, report_user_errors
@@ -50,7 +50,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__)
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ import subprocess
 import sys
 import time
 
-from absl import app
 from absl import flags
 
+from ptychonet_tf import cli
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 flags.DEFINE_string("transfer_images", "",
@@ -139,7 +139,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ batch of --dm_batch scans, times the iterations, divided by the batch size.
 import os
 import sys
 
-from absl import app
 from absl import flags
 import tqdm
 
+from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import methods
@@ -162,7 +162,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__, ("simulation", "training"))
 
 
 if __name__ == "__main__":

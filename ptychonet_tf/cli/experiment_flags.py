@@ -21,15 +21,30 @@ from ptychonet_tf.physics import simulator
 FLAGS = flags.FLAGS
 
 
+# Pseudo-module names under which each group of flags is registered as key
+# flags, so that a command's --help lists only the groups it uses
+# (`ptychonet_tf.cli.run_command`); every flag of a configs/*.flags file is
+# still accepted by every command that reads such a flagfile.
+SIMULATION, TRAINING, RUN_DIR = (f"{__name__}:{group}" for group in
+                                 ("simulation", "training", "run_dir"))
+
+
+def _register_group(group, before):
+  for name in sorted(set(FLAGS) - before):
+    FLAGS.register_key_flag_for_module(group, FLAGS[name])
+
+
 def define_run_dir_flags():
   """--model_dir and --export_dir (idempotent)."""
   if "model_dir" in FLAGS:
     return
+  before = set(FLAGS)
   flags.DEFINE_string("model_dir", None,
                       "Run directory: checkpoints, TensorBoard logs, flags.txt.")
   flags.DEFINE_string("export_dir", None,
                       "SavedModel base directory (TF Serving layout "
                       "<export_dir>/<version>/); default <model_dir>/export.")
+  _register_group(RUN_DIR, before)
 
 
 def define_experiment_flags():
@@ -37,6 +52,7 @@ def define_experiment_flags():
   objects, dataset, data_dir and the run-directory flags, training."""
   if "probe_size" in FLAGS:
     return
+  before = set(FLAGS)
   # Geometry: probe.
   flags.DEFINE_list("probe_size", ["64", "64"], "Probe (and pattern) size h,w in pixels.")
   flags.DEFINE_enum("probe_kind", "zone_plate", probe_lib.PROBE_KINDS,
@@ -77,6 +93,8 @@ def define_experiment_flags():
                     "Storage dtype of amplitudes in TFRecords.")
   flags.DEFINE_enum("compression", "none", ["none", "gzip"],
                     "TFRecord compression.")
+  _register_group(SIMULATION, before)
+  before = set(FLAGS)
   # Training.
   flags.DEFINE_string("data_dir", None,
                       "Dataset directory written by tools/make_tfrecords.py.")
@@ -128,6 +146,7 @@ def define_experiment_flags():
   flags.DEFINE_bool("eval_only", False,
                     "Evaluate the latest checkpoint of model_dir on the test "
                     "split and exit.")
+  _register_group(TRAINING, before)
   define_run_dir_flags()
 
 

@@ -11,10 +11,10 @@ geometry's probe and layout are baked in (see docs/serving.md). Without
 """
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
@@ -44,7 +44,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__, ("run_dir",))
 
 
 if __name__ == "__main__":

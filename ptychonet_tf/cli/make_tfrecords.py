@@ -8,9 +8,9 @@ Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
 (see ptychonet_tf/data/writer.py). Deterministic for a seed; killed part-way
 and re-run with the same flags, it keeps finished shards and writes the rest.
 """
-from absl import app
 from absl import flags
 
+from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import writer
 from ptychonet_tf.utils.errors import UserError, report_user_errors
@@ -48,7 +48,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__, ("simulation",))
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
 """
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from ptychonet_tf import cli
 from ptychonet_tf.evaluation import methods
 from ptychonet_tf.model import inference
 from ptychonet_tf.utils import files
@@ -213,7 +213,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__)
 
 
 if __name__ == "__main__":

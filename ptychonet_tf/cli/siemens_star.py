@@ -15,11 +15,11 @@ is 0), the refined probe and the chi / Fourier-error history.
 import io
 import os
 
-from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
 
+from ptychonet_tf import cli
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.data import readers
@@ -137,7 +137,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__)
 
 
 if __name__ == "__main__":

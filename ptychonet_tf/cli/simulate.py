@@ -9,9 +9,9 @@ object size the scan needs; in phase_only mode --amplitude_image may be left out
 """
 import os
 
-from absl import app
 from absl import flags
 
+from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import scanfile
@@ -63,7 +63,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__, ("simulation",))
 
 
 if __name__ == "__main__":

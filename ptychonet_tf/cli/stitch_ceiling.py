@@ -11,10 +11,10 @@ mean PSNR/SSIM of amplitude and phase (the evaluation convention of
 `ptychonet_tf.evaluation.metrics.complex_metrics`, on the illuminated region): the ceiling
 that stitching alone puts on PtychoNet's held-out figures.
 """
-from absl import app
 from absl import flags
 import numpy as np
 
+from ptychonet_tf import cli
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 flags.DEFINE_string("data_dir", None, "Dataset directory (tools/make_tfrecords.py).")
@@ -77,7 +77,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__)
 
 
 if __name__ == "__main__":

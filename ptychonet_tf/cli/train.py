@@ -14,10 +14,10 @@ held-out PSNR/SSIM of the latest checkpoint. See docs/training.md.
 """
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.utils import files
@@ -83,7 +83,7 @@ def main(argv):
 
 
 def run():
-  app.run(main)
+  cli.run_command(main, __name__, ("simulation", "training", "run_dir"))
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""Data: image sources, scan files, the TFRecord schema, writer and tf.data pipeline."""
+"""Data: image sources, scan files and readers, the TFRecord schema, writer, checker and tf.data pipeline."""

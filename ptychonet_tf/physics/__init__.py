@@ -1,1 +1,1 @@
-"""Physics: probe, scan layouts, objects, far-field forward model, extract/stitch."""
+"""Physics: probe, scan layouts, the window operator, far-field forward model, objects, geometry, simulator."""

@@ -1,6 +1,6 @@
 """The run directory (model_dir) of a training run.
 
-  flags.txt          the resolved flags of the latest start (train.py)
+  flags.txt          the resolved flags of the latest start (cli/train.py)
   model.json         PtychoNet.get_config(): geometry layout, ranges, width
   geometry.npz       probe, layout and object shape of the training data
   checkpoint, ckpt-STEP.*   tf.train.CheckpointManager checkpoints
