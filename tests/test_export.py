@@ -3,8 +3,10 @@ saved_model_cli, the serving client, and one-line errors."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ import tensorflow as tf
 from helpers import assert_one_line_error, run_cli, write_tiny
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import inference
 from ptychonet_tf.model import network
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
@@ -73,6 +76,100 @@ def test_export_in_process_reproduces_the_model(tmp_path):
   # A second export of the same version replaces the first whole.
   export_lib.export_saved_model(model, probe, str(base), 7)
   assert os.listdir(base) == ["7"]
+  # Loading it for a scan checks the scan's probe against the model's.
+  scan = types.SimpleNamespace(amplitudes=x[0], layout=layout,
+                               object_shape=shape, probe=probe)
+  model_for_scan = inference.PtychoNetModel(str(base), scan)
+  assert model_for_scan.probe_difference == 0.0
+  np.testing.assert_allclose(np.abs(model_for_scan(x[0])),
+                             reference["amplitude"][0], atol=1e-5)
+  scan.probe = probe_lib.make_probe((16, 16), "zone_plate", 0.6)
+  with pytest.raises(UserError, match="trained with another probe"):
+    inference.PtychoNetModel(str(base), scan)
+  inference.PtychoNetModel(str(base), scan, allow_other_probe=True)
+
+
+def tiny_model():
+  probe = probe_lib.make_probe((16, 16), "zone_plate", 0.5)
+  layout, shape = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(NetworkConfig(base_channels=4, depth=2),
+                              geometry)
+  model(np.zeros((1, 9, 16, 16), np.float32))
+  return model, probe
+
+
+def ended_pid():
+  """The pid of a process that has ended (and been reaped)."""
+  proc = subprocess.Popen([sys.executable, "-c", "pass"])
+  proc.wait()
+  return proc.pid
+
+
+def test_next_export_removes_what_killed_exports_left(tmp_path):
+  model, probe = tiny_model()
+  base = tmp_path / "export"
+  base.mkdir()
+  dead = ended_pid()
+  host = export_lib.temp_name(1).split("-")[2]
+  sleeper = subprocess.Popen([sys.executable, "-c",
+                              "import time; time.sleep(60)"])
+  try:
+    stale = [f".tmp-3-{host}-{dead}", f".tmp-4-{dead}"]  # (older names)
+    kept = [f".tmp-5-{host}-{sleeper.pid}",  # an export still running
+            f".tmp-6-otherhost-{dead}",  # another machine's: cannot tell
+            f".tmp-7-{host}-{os.getpid()}"]  # this process's own
+    for name in stale + kept:
+      (base / name / "variables").mkdir(parents=True)
+      (base / name / "saved_model.pb").write_bytes(b"half")
+    (base / "2").mkdir()  # version 2, complete
+    (base / f"2.old-{dead}").mkdir()  # replace_dir's aside copy, killed
+    (base / f"1.old-{dead}").mkdir()  # killed between its two renames
+    (base / f"1.old-{dead}" / "saved_model.pb").write_bytes(b"v1")
+    export_lib.export_saved_model(model, probe, str(base), 8)
+    assert sorted(os.listdir(base)) == sorted(["1", "2", "8"] + kept)
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"v1"
+  finally:
+    sleeper.kill()
+    sleeper.wait()
+
+
+@pytest.mark.slow
+def test_export_killed_midway_is_cleaned_by_the_next(tmp_path):
+  """SIGKILL after the SavedModel is written to its temp folder, before the
+  rename: the folder stays (hidden from TF Serving) until the next export."""
+  script = tmp_path / "killed.py"
+  script.write_text(KILLED_EXPORT)
+  base = tmp_path / "export"
+  result = run_cli([str(script), str(base)])
+  assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+  left = os.listdir(base)
+  assert len(left) == 1 and left[0].startswith(".tmp-5-"), left
+  model, probe = tiny_model()
+  export_lib.export_saved_model(model, probe, str(base), 6)
+  assert os.listdir(base) == ["6"]
+
+
+KILLED_EXPORT = r"""
+import os, signal, sys
+import tensorflow as tf
+sys.path.insert(0, "tests")
+from test_export import tiny_model
+from ptychonet_tf.model import export as export_lib
+
+save = tf.saved_model.save
+
+
+def save_then_die(*args, **kwargs):
+  save(*args, **kwargs)
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+tf.saved_model.save = save_then_die
+model, probe = tiny_model()
+export_lib.export_saved_model(model, probe, sys.argv[1], 5)
+"""
 
 
 def keras_reference(model_dir, amplitudes):

@@ -40,7 +40,7 @@ def test_load_probe_npy_npz_and_shape_check(tmp_path):
   with pytest.raises(UserError, match="does not exist"):
     probe_lib.load_probe(str(tmp_path / "missing.npy"))
   (tmp_path / "junk.npy").write_bytes(b"not numpy")
-  with pytest.raises(UserError, match="not a readable"):
+  with pytest.raises(UserError, match="is not an NPZ file"):
     probe_lib.load_probe(str(tmp_path / "junk.npy"))
 
 

@@ -190,11 +190,3 @@ def test_bad_scans_end_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "x.npz")
 
 
-def test_bad_flags_end_in_one_line(scan_path, tmp_path):
-  assert_one_line_error(run_cli(CLI), "--scan is required")
-  assert_one_line_error(
-      run_cli(CLI + [f"--scan={scan_path}", "--method=ptychonet",
-                     f"--out={tmp_path / 'x.npz'}"]), "--saved_model")
-  assert_one_line_error(
-      run_cli(CLI + [f"--scan={scan_path}", f"--out={tmp_path}"]),
-      "is a directory")

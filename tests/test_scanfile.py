@@ -58,7 +58,7 @@ def test_missing_and_unreadable_files(tmp_path):
   with pytest.raises(UserError, match="does not exist"):
     scanfile.load_scan(str(tmp_path / "nope.npz"))
   (tmp_path / "junk.npz").write_bytes(b"junk")
-  with pytest.raises(UserError, match="not a readable"):
+  with pytest.raises(UserError, match="is not an NPZ file"):
     scanfile.load_scan(str(tmp_path / "junk.npz"))
 
 

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import REPO, assert_one_line_error, run_cli
+from helpers import REPO, run_cli
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import records
 from ptychonet_tf.data import writer
@@ -92,8 +93,12 @@ def test_resume_rewrites_only_missing_or_damaged_shards(dataset, tmp_path):
   os.remove(os.path.join(out, "train-00001-of-00003.tfrecord"))
   with open(os.path.join(out, "test-00002-of-00003.tfrecord"), "r+b") as f:
     f.truncate(100)
+  # A flipped payload byte: the framing still checks out, the data CRC not.
+  with open(os.path.join(out, "train-00000-of-00003.tfrecord"), "r+b") as f:
+    f.seek(5000)
+    f.write(b"\xff\xff\xff\xff")
   stats = writer.write_dataset(tiny_config(), out, workers=1, progress=False)
-  assert stats["written"] == 2 and stats["kept"] == 4
+  assert stats["written"] == 3 and stats["kept"] == 3
   assert digest(out) == digest(dataset)
 
 
@@ -111,6 +116,69 @@ def test_truncated_shard_is_named(tmp_path):
     f.truncate(size - 50)
   with pytest.raises(UserError, match="train-00002-of-00003.tfrecord is truncated"):
     pipeline.make_dataset(out, "train", 2)
+
+
+def test_crc32c_fast_path_matches_the_byte_loop():
+  assert records.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+  rng = np.random.default_rng(0)
+  for n in (0, 1, 255, 4095, 4096, 4097, 70001, 300000):
+    data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    expected = records._update_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF  # pylint: disable=protected-access
+    assert records.crc32c(data) == expected, n
+    if n >= 256:
+      assert records._update_vector(0xFFFFFFFF, data) ^ 0xFFFFFFFF == expected  # pylint: disable=protected-access
+
+
+def flip_bytes(path, offset=5000, data=b"\xff\xff\xff\xff"):
+  """What `printf '\\xff\\xff\\xff\\xff' | dd of=PATH bs=1 seek=5000
+  conv=notrunc` does: a damaged payload, framing intact."""
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(data)
+
+
+def test_flipped_payload_byte_is_named(dataset, tmp_path):
+  out = str(tmp_path / "f")
+  shutil.copytree(dataset, out)
+  shard = os.path.join(out, "train-00001-of-00003.tfrecord")
+  n = records.count_records(shard, verify_data=True)  # TF's CRCs agree
+  assert n >= 2
+  record_size = os.path.getsize(shard) // n  # records of equal size
+  flip_bytes(shard, offset=(n - 1) * record_size + 5000)  # in the last one
+  assert records.count_records(shard) == n  # the framing is intact
+  with pytest.raises(UserError, match=f"record {n - 1} fails its checksum"):
+    records.count_records(shard, verify_data=True)
+  info = pipeline.load_dataset_info(out)
+  assert pipeline.find_damaged_record(info, "test") is None
+  assert pipeline.find_damaged_record(info, "train", parse=False) == (
+      f"TFRecord shard {shard} is corrupt: record {n - 1} fails its checksum")
+  # Reading it: tf.data's DataLossError becomes one line naming the record.
+  with pytest.raises(UserError) as raised:
+    with pipeline.naming_damaged_records(out, "train"):
+      for _ in pipeline.make_dataset(out, "train", 2, shuffle=False):
+        pass
+  message = str(raised.value)
+  assert message.startswith(f"TFRecord shard {shard} is corrupt: record {n - 1} "
+                            f"fails its checksum; run python "
+                            f"tools/check_tfrecords.py --data_dir={out} --parse")
+  assert "\n" not in message
+  # Other errors pass through unchanged.
+  with pytest.raises(tf.errors.InvalidArgumentError, match="unrelated"):
+    with pipeline.naming_damaged_records(dataset, "train"):
+      raise tf.errors.InvalidArgumentError(None, None, "unrelated")
+
+
+def test_payload_that_does_not_parse_is_named(dataset, tmp_path):
+  out = str(tmp_path / "p")
+  shutil.copytree(dataset, out)
+  shard = os.path.join(out, "test-00002-of-00003.tfrecord")
+  with tf.io.TFRecordWriter(shard) as w:  # valid checksums, not an Example
+    w.write(b"not a scan")
+  with pytest.raises(UserError, match=r"test-00002-of-00003.tfrecord is "
+                     r"corrupt: record 0 does not parse as a scan"):
+    with pipeline.naming_damaged_records(out, "test"):
+      for _ in pipeline.make_dataset(out, "test", 1, shuffle=False):
+        pass
 
 
 def test_pattern_dataset_mixes_scans_and_pairs_patches(dataset):
@@ -188,21 +256,6 @@ def test_pipeline_errors(tmp_path, dataset):
 
 
 @pytest.mark.slow
-def test_cli_error_paths(tmp_path):
-  tool = ["tools/make_tfrecords.py", *TINY_FLAGS, "--num_train=2", "--num_test=1"]
-  afile = tmp_path / "afile"
-  afile.write_text("x")
-  assert_one_line_error(run_cli(tool + [f"--out_dir={afile}"]), "is a file")
-  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", f"--images={tmp_path}/none"]),
-                        "holds 0 image files")
-  np.save(tmp_path / "p.npy", np.ones((8, 8), np.complex64))
-  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", f"--probe_file={tmp_path}/p.npy"]),
-                        "expected (16, 16)")
-  assert_one_line_error(run_cli(tool + [f"--out_dir={tmp_path}/o", "--scan_margin=-40"]),
-                        "falls outside")
-
-
-@pytest.mark.slow
 def test_sigkill_then_resume(tmp_path):
   out = tmp_path / "k"
   cmd = [sys.executable, "tools/make_tfrecords.py", "--flagfile=configs/small_dense.flags",
@@ -233,22 +286,10 @@ def test_sigkill_then_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_check_tool_names_damaged_shards(tmp_path):
+def test_check_tool_parses_every_record(tmp_path):
   out = str(tmp_path / "c")
   writer.write_dataset(tiny_config(), out, workers=1, progress=False)
   res = run_cli(["tools/check_tfrecords.py", f"--data_dir={out}", "--parse"])
   assert res.returncode == 0, res.stderr
-  assert "train: 7 scans in 3 shards" in res.stdout
-  shard = os.path.join(out, "train-00001-of-00003.tfrecord")
-  with open(shard, "r+b") as f:  # flip a payload byte: framing intact
-    f.seek(200)
-    byte = f.read(1)
-    f.seek(200)
-    f.write(bytes([byte[0] ^ 0xFF]))
-  assert run_cli(["tools/check_tfrecords.py", f"--data_dir={out}"]).returncode == 0
-  assert_one_line_error(run_cli(["tools/check_tfrecords.py", f"--data_dir={out}", "--parse"]),
-                        "train-00001-of-00003.tfrecord is corrupt")
-  with open(shard, "r+b") as f:
-    f.truncate(os.path.getsize(shard) - 10)
-  assert_one_line_error(run_cli(["tools/check_tfrecords.py", f"--data_dir={out}"]),
-                        "train-00001-of-00003.tfrecord is truncated")
+  assert "train: 7 scans in 3 shards" in res.stdout and "all parsed" in res.stdout
+  # Damaged shards: rows of tests/test_bad_inputs.py.

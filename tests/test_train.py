@@ -1,6 +1,11 @@
-"""The training entry point: a step lowers the loss, outputs, resume after SIGKILL, errors."""
+"""The training entry point: a step lowers the loss, outputs, resume after SIGKILL,
+the run directory's dataset identity (refusal, --restart, --fine_tune), errors."""
 import glob
+import hashlib
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,17 +14,21 @@ import time
 from absl import flags
 from absl.testing import flagsaver
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import (GEOMETRY_FLAGS, REPO, SMALL_NET, assert_one_line_error,
-                     run_cli, write_tiny)
+from helpers import GEOMETRY_FLAGS, REPO, SMALL_NET, run_cli, write_tiny
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.cli import train  # noqa: F401  (defines the flags)
 from ptychonet_tf.data import pipeline
+from ptychonet_tf.data import writer
 from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import simulator
 from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import evaluator
+from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import trainer
 from ptychonet_tf.utils.errors import UserError
 
@@ -27,6 +36,62 @@ from ptychonet_tf.utils.errors import UserError
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
   return write_tiny(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture(scope="module")
+def other_data_dir(tmp_path_factory):
+  """Another dataset of the same geometry (6 train scans, not 8)."""
+  return write_tiny(str(tmp_path_factory.mktemp("tiny6")), num_train=6)
+
+
+@pytest.fixture(scope="module")
+def wide_data_dir(tmp_path_factory):
+  """A dataset of another geometry: 32x32 patterns."""
+  out = str(tmp_path_factory.mktemp("wide"))
+  sim = simulator.SimulationConfig(geometry=geometry_lib.GeometryConfig(
+      probe=geometry_lib.ProbeConfig(size=(32, 32)),
+      scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=3.0)))
+  writer.write_dataset(writer.WriteConfig(simulation=sim, num_train=2,
+                                          num_test=1, num_shards=1),
+                       out, workers=1, progress=False)
+  return out
+
+
+def quick_config(data_dir, model_dir, **kw):
+  """A TrainConfig of one step per epoch on the tiny network."""
+  kw = dict(dict(network=NetworkConfig(base_channels=4, depth=2), epochs=1,
+                 batch_size=2, steps_per_epoch=1, eval_scans=1, num_images=0,
+                 export=False, verbose=False), **kw)
+  return config_lib.TrainConfig(data_dir=data_dir, model_dir=str(model_dir),
+                                **kw)
+
+
+def quick_trainer(data_dir, model_dir, **kw):
+  return trainer.Trainer(quick_config(data_dir, model_dir, **kw),
+                         tf.distribute.get_strategy())
+
+
+def snapshot(folder):
+  """{path relative to folder: sha256} of every file under `folder`."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+def damaged_copy(data_dir, out, shard_name, offset=5000):
+  """A copy of a dataset with 4 bytes flipped inside one shard's first
+  payload, as `printf '\\xff\\xff\\xff\\xff' | dd of=SHARD bs=1
+  seek=5000 conv=notrunc` does; returns (copy, shard path)."""
+  shutil.copytree(data_dir, out)
+  shard = os.path.join(out, shard_name)
+  with open(shard, "r+b") as f:
+    f.seek(offset)
+    f.write(b"\xff\xff\xff\xff")
+  return out, shard
 
 
 def train_args(data_dir, model_dir, *extra):
@@ -128,24 +193,6 @@ def test_resume_after_sigkill(data_dir, tmp_path):
   assert os.path.isfile(model_dir / f"ckpt-{epochs * 4}.index")
 
 
-@pytest.mark.slow
-def test_bad_inputs_end_in_one_line(data_dir, tmp_path):
-  empty = tmp_path / "empty"
-  empty.mkdir()
-  result = run_cli(train_args(str(empty), tmp_path / "m1"))
-  assert_one_line_error(result, str(empty), "dataset.json")
-  # A dataset whose shards are gone.
-  broken = tmp_path / "broken"
-  write_tiny(str(broken), num_train=2, num_test=1, num_shards=1)
-  for shard in glob.glob(str(broken / "*.tfrecord")):
-    os.remove(shard)
-  result = run_cli(train_args(str(broken), tmp_path / "m2"))
-  assert_one_line_error(result, "train-00000-of-00001.tfrecord")
-  # A flag that contradicts the dataset's geometry.
-  result = run_cli(train_args(data_dir, tmp_path / "m3", "--probe_size=32,32"))
-  assert_one_line_error(result, "--probe_size=32,32", "16x16")
-
-
 def test_geometry_flags_are_checked_against_the_dataset(data_dir):
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
@@ -207,3 +254,175 @@ def test_mixed_precision_trainer_leaves_the_global_policy(data_dir, tmp_path):
     config_lib.TrainConfig(
         data_dir=data_dir, model_dir="m",
         network=NetworkConfig(mixed_precision=True)).validate()
+
+
+def test_damaged_shard_is_named_in_training_and_evaluation(data_dir, tmp_path):
+  damaged, shard = damaged_copy(data_dir, str(tmp_path / "train_damaged"),
+                                "train-00000-of-00002.tfrecord")
+  tr = quick_trainer(damaged, tmp_path / "run")
+  with pytest.raises(UserError) as raised:
+    tr.train()
+  message = str(raised.value)
+  assert message.startswith(
+      f"TFRecord shard {shard} is corrupt: record 0 fails its checksum; run "
+      f"python tools/check_tfrecords.py --data_dir={damaged} --parse, then ")
+  assert "\n" not in message
+  # The held-out evaluation (each epoch, and --eval_only) reads the test split.
+  damaged, shard = damaged_copy(data_dir, str(tmp_path / "test_damaged"),
+                                "test-00001-of-00002.tfrecord")
+  tr = quick_trainer(damaged, tmp_path / "run2")
+  with pytest.raises(UserError, match=re.escape(
+      f"TFRecord shard {shard} is corrupt: record 0 fails its checksum")):
+    tr.evaluator()()
+
+
+def test_model_dir_of_another_dataset_is_refused(data_dir, other_data_dir,
+                                                 tmp_path):
+  model_dir = tmp_path / "run"
+  quick_trainer(data_dir, model_dir).train()
+  (model_dir / "flags.txt").write_text("--the first run's flags\n")
+  with open(model_dir / run_dir.RUN_FILE) as f:
+    run = json.load(f)
+  assert run["dataset"]["data_dir"] == os.path.abspath(data_dir)
+  assert run["dataset"]["identity"]["num_train"] == 8
+  before = snapshot(model_dir)
+  assert {"flags.txt", "model.json", "geometry.npz", "checkpoint",
+          "ckpt-1.index", "run.json"} <= set(before)
+  # Another dataset: refused before anything is written.
+  with pytest.raises(UserError, match=(
+      r"model_dir .*run holds a run on another dataset \(.*; num_train: 8 "
+      r"there, 6 here\); use a new --model_dir, --fine_tune to start from its "
+      r"weights, or --restart to start over")) as raised:
+    quick_trainer(other_data_dir, model_dir).prepare_run_dir()
+  assert "\n" not in str(raised.value)
+  assert snapshot(model_dir) == before
+  # The same dataset with another network: refused too, in one line.
+  with pytest.raises(UserError, match=(
+      r"trained with other network settings \(base_channels: 4 there, 8 "
+      r"here\); use the flags in its flags.txt, a new --model_dir, or "
+      r"--restart")) as raised:
+    quick_trainer(data_dir, model_dir,
+                  network=NetworkConfig(base_channels=8, depth=2)
+                  ).prepare_run_dir()
+  assert "\n" not in str(raised.value)
+  assert snapshot(model_dir) == before
+  # The same dataset and network: it resumes.
+  assert quick_trainer(data_dir, model_dir, epochs=2).prepare_run_dir() == 1
+
+
+def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
+                                                      tmp_path):
+  model_dir = tmp_path / "run"
+  quick_trainer(data_dir, model_dir).train()
+  before = snapshot(model_dir)
+  old_model, _, old_step = run_dir.load_trained_model(str(model_dir))
+  assert old_step == 1
+  # --fine_tune: the old weights, a fresh optimizer at step 0, the new dataset.
+  tr = quick_trainer(other_data_dir, model_dir, fine_tune=True)
+  assert tr.prepare_run_dir() == 0 and tr.step == 0
+  for new, old in zip(tr.model.get_weights(), old_model.get_weights()):
+    np.testing.assert_array_equal(new, old)
+  previous = glob.glob(str(model_dir / "previous-*"))
+  assert len(previous) == 1
+  assert snapshot(previous[0]) == before  # the old run, whole and unchanged
+  assert sorted(os.listdir(model_dir)) == sorted(
+      ["run.json", os.path.basename(previous[0])])
+  with open(model_dir / run_dir.RUN_FILE) as f:
+    run = json.load(f)
+  assert run["dataset"]["data_dir"] == os.path.abspath(other_data_dir)
+  assert run["fine_tuned_from"]["step"] == 1
+  assert run["fine_tuned_from"]["checkpoint"] == os.path.join(previous[0],
+                                                              "ckpt-1")
+  assert run["fine_tuned_from"]["dataset"]["data_dir"] == os.path.abspath(
+      data_dir)
+  tr.train()
+  assert tr.step == 1 and os.path.isfile(model_dir / "ckpt-1.index")
+  # The same command again (say after a kill) resumes the fine-tuned run.
+  again = quick_trainer(other_data_dir, model_dir, fine_tune=True, epochs=2)
+  assert again.prepare_run_dir() == 1
+  assert len(glob.glob(str(model_dir / "previous-*"))) == 1
+  # --restart: a fresh run on any dataset; the fine-tuned run moves aside.
+  fresh = quick_trainer(data_dir, model_dir, restart=True)
+  assert fresh.prepare_run_dir() == 0
+  assert len(glob.glob(str(model_dir / "previous-*"))) == 2
+  assert run_dir.latest_checkpoint(str(model_dir)) is None
+  with open(model_dir / run_dir.RUN_FILE) as f:
+    run = json.load(f)
+  assert run["dataset"]["data_dir"] == os.path.abspath(data_dir)
+  assert "fine_tuned_from" not in run
+  with pytest.raises(UserError, match="exclude each other"):
+    quick_config(data_dir, model_dir, restart=True, fine_tune=True).validate()
+
+
+def test_fine_tune_refuses_weights_that_do_not_fit(data_dir, other_data_dir,
+                                                   wide_data_dir, tmp_path):
+  model_dir = tmp_path / "run"
+  quick_trainer(data_dir, model_dir).train()
+  before = snapshot(model_dir)
+  with pytest.raises(UserError, match=(
+      r"--fine_tune: the run in .* was trained on 16x16 patterns, .* has "
+      r"32x32 \(another geometry\)")):
+    quick_trainer(wide_data_dir, model_dir, fine_tune=True).prepare_run_dir()
+  with pytest.raises(UserError, match=(
+      r"--fine_tune: checkpoint .*ckpt-1 does not fit the network these flags "
+      r"build")) as raised:
+    quick_trainer(other_data_dir, model_dir, fine_tune=True,
+                  network=NetworkConfig(base_channels=8, depth=2)
+                  ).prepare_run_dir()
+  assert "\n" not in str(raised.value)
+  with pytest.raises(UserError, match=r"another dataset \(.*; probe_shape: "
+                     r"\[16, 16\] there, \[32, 32\] here, "):
+    quick_trainer(wide_data_dir, model_dir).prepare_run_dir()
+  with pytest.raises(UserError, match="holds no checkpoint to start from"):
+    quick_trainer(data_dir, tmp_path / "empty", fine_tune=True
+                  ).prepare_run_dir()
+  assert snapshot(model_dir) == before
+  assert not os.path.exists(tmp_path / "empty")
+
+
+def test_older_run_dir_without_run_json_is_adopted(data_dir, wide_data_dir,
+                                                   tmp_path, capsys):
+  model_dir = tmp_path / "run"
+  quick_trainer(data_dir, model_dir).train()
+  os.remove(model_dir / run_dir.RUN_FILE)  # as runs before run.json were
+  tr = quick_trainer(data_dir, model_dir, epochs=2, verbose=True)
+  assert tr.prepare_run_dir() == 1
+  out = capsys.readouterr().out
+  assert (f"note: model_dir {model_dir} has no run.json (an older run); "
+          f"recording {data_dir} as its dataset") in out
+  with open(model_dir / run_dir.RUN_FILE) as f:
+    assert json.load(f)["dataset"]["data_dir"] == os.path.abspath(data_dir)
+  # An older run whose geometry.npz is not the dataset's is not adopted.
+  os.remove(model_dir / run_dir.RUN_FILE)
+  before = snapshot(model_dir)
+  with pytest.raises(UserError, match="holds a run on another dataset"):
+    quick_trainer(wide_data_dir, model_dir).prepare_run_dir()
+  assert snapshot(model_dir) == before
+
+
+def error_line(result):
+  """The `error: ...` line of a failed run (kept short: under 400 chars)."""
+  line = result.stderr.strip().splitlines()[-1]
+  assert len(line) < 400, line
+  return line
+
+
+@pytest.mark.slow
+def test_cli_fine_tune_moves_the_old_run_aside(data_dir, other_data_dir, tmp_path):
+  model_dir = tmp_path / "run"
+  first = run_cli(train_args(data_dir, model_dir, "--epochs=1", "--noexport",
+                             "--num_images=0", "--eval_scans=1"))
+  assert first.returncode == 0, first.stderr[-3000:]
+  before = snapshot(model_dir)
+  assert {"flags.txt", "model.json", "geometry.npz", "run.json",
+          "ckpt-4.index"} <= set(before)
+  # Refusals of another dataset or network: rows of tests/test_bad_inputs.py.
+  # --fine_tune on the other dataset runs, from step 0.
+  result = run_cli(train_args(other_data_dir, model_dir, "--epochs=1",
+                              "--noexport", "--fine_tune", "--eval_scans=1"))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "fine-tuning the weights of step 4" in result.stdout
+  assert "resuming" not in result.stdout
+  assert os.path.isfile(model_dir / "ckpt-3.index")  # 6 scans / 2 per step
+  (previous,) = glob.glob(str(model_dir / "previous-*"))
+  assert snapshot(previous) == before

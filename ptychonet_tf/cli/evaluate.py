@@ -93,8 +93,7 @@ def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random"):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if not FLAGS.data_dir or not FLAGS.out_dir:
-    raise UserError("--data_dir and --out_dir are required")
+  cli.require_flags("data_dir", "out_dir")
   if os.path.isfile(FLAGS.out_dir):
     raise UserError(f"--out_dir {FLAGS.out_dir} is a file; expected a directory")
   if FLAGS.dm_iterations < 1 or FLAGS.curve_every < 1:
@@ -102,6 +101,7 @@ def main(argv):
   models = parse_models(FLAGS.saved_model)
   if not models and not FLAGS.run_dm:
     raise UserError("nothing to evaluate: give --saved_model or --run_dm")
+  experiment_flags.require_dataset(FLAGS.data_dir)
   amplitudes, truths, info = comparison.read_test_split(FLAGS.data_dir,
                                                         FLAGS.num_scans)
   experiment_flags.check_geometry_flags(info.geometry, FLAGS.data_dir)
@@ -119,15 +119,16 @@ def main(argv):
                      "scores": comparison.score(objects, truths, mask)}
     print(f"{name}: {seconds * 1e3:.1f} ms per scan")
   if FLAGS.run_dm:
-    objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, None, "DM",
+    objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, None,
+                                        comparison.DM_RANDOM,
                                         mask)
-    results["DM"] = {"objects": objects, "seconds": seconds,
+    results[comparison.DM_RANDOM] = {"objects": objects, "seconds": seconds,
                      "scores": comparison.score(objects, truths, mask)}
     curves["random start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
     if FLAGS.dm_flat_start:
       objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, None,
-                                          "DM (flat start)", mask, init="ones")
-      results["DM (flat start)"] = {"objects": objects, "seconds": seconds,
+                                          comparison.DM_FLAT, mask, init="ones")
+      results[comparison.DM_FLAT] = {"objects": objects, "seconds": seconds,
                                     "scores": comparison.score(objects, truths, mask)}
       curves["flat start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
   note = {}
@@ -140,8 +141,8 @@ def main(argv):
                               "seconds": seconds + results[first]["seconds"],
                               "scores": comparison.score(objects, truths, mask)}
     curves[f"{first} start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
-    if "DM" in results:
-      note["speedup"] = results["DM"]["seconds"] / results[first]["seconds"]
+    if comparison.DM_RANDOM in results:
+      note["speedup"] = results[comparison.DM_RANDOM]["seconds"] / results[first]["seconds"]
   # Reference: each object replaced by a constant, its own mean amplitude
   # and phase over the region (the best any featureless guess can score).
   objects = comparison.mean_objects(truths, mask)

@@ -8,6 +8,8 @@ frozen config dataclasses the library takes, and `check_geometry_flags`
 compares geometry flags given on the command line with a dataset's.
 """
 import math
+import os
+import sys
 
 from absl import flags
 
@@ -245,3 +247,38 @@ def check_geometry_flags(geometry, data_dir):
         float(abs(probe - geometry.probe).max()) > 1e-4 * scale):
       raise UserError(f"{_flag_text(probe_flags)} describe another probe than "
                       f"{source}; drop the flags or use the dataset's flagfile")
+
+
+def given_flagfiles(argv=None):
+  """The --flagfile values on the command line (argv: default sys.argv)."""
+  argv = sys.argv[1:] if argv is None else argv
+  files, take_next = [], False
+  for arg in argv:
+    if take_next:
+      files.append(arg)
+      take_next = False
+    elif arg in ("--flagfile", "-flagfile"):
+      take_next = True
+    elif arg.startswith(("--flagfile=", "-flagfile=")):
+      files.append(arg.split("=", 1)[1])
+  return files
+
+
+def make_dataset_command(data_dir, argv=None):
+  """The tools/make_tfrecords.py command that writes `data_dir` with the
+  experiment's flagfiles of the current command line."""
+  words = ["python", "tools/make_tfrecords.py"]
+  words += [f"--flagfile={f}" for f in given_flagfiles(argv)]
+  words.append(f"--out_dir={data_dir}")
+  return " ".join(words)
+
+
+def require_dataset(data_dir):
+  """Raises UserError naming the exact command that makes a missing dataset."""
+  if not data_dir:
+    raise UserError("--data_dir is required (a dataset written by "
+                    "tools/make_tfrecords.py, e.g. from the experiment's "
+                    "flagfile)")
+  if not os.path.exists(data_dir):
+    raise UserError(f"dataset {data_dir} does not exist; make it with: "
+                    f"{make_dataset_command(data_dir)}")

@@ -26,8 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  if not FLAGS.model_dir:
-    raise UserError("--model_dir is required (a training run directory)")
+  cli.require_flags("model_dir")
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
   if os.path.exists(export_dir) and not os.path.isdir(export_dir):
     raise UserError(f"--export_dir={export_dir} is a file; expected a directory")

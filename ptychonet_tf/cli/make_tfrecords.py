@@ -12,11 +12,12 @@ from absl import flags
 
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
-from ptychonet_tf.data import writer
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 experiment_flags.define_experiment_flags()
-flags.DEFINE_string("out_dir", None, "Dataset directory to write.")
+flags.DEFINE_string("out_dir", None, "Dataset directory to write; default "
+                    "--data_dir (which configs/<name>.flags set to "
+                    "tfrecords/<name>).")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 FLAGS = flags.FLAGS
@@ -26,25 +27,30 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  if not FLAGS.out_dir:
-    raise UserError("--out_dir is required")
+  out_dir = FLAGS.out_dir or FLAGS.data_dir
+  if not out_dir:
+    raise UserError("--out_dir is required (or a --data_dir, e.g. from the "
+                    "experiment's flagfile)")
   for name in ("num_train", "num_test", "num_shards"):
     if getattr(FLAGS, name) < (1 if name == "num_shards" else 0):
       raise UserError(f"--{name}={getattr(FLAGS, name)} must be "
                       f"{'>= 1' if name == 'num_shards' else '>= 0'}")
   if FLAGS.workers is not None and FLAGS.workers < 1:
     raise UserError(f"--workers={FLAGS.workers} must be >= 1")
+  from ptychonet_tf.data import writer  # pylint: disable=g-import-not-at-top
   config = writer.WriteConfig(
       simulation=experiment_flags.simulation_config(), images=FLAGS.images,
       num_train=FLAGS.num_train, num_test=FLAGS.num_test, seed=FLAGS.seed,
       num_shards=FLAGS.num_shards, amplitude_dtype=FLAGS.amplitude_dtype,
       compression=FLAGS.compression)
-  stats = writer.write_dataset(config, FLAGS.out_dir, workers=FLAGS.workers,
+  stats = writer.write_dataset(config, out_dir, workers=FLAGS.workers,
                                flags_string=FLAGS.flags_into_string(),
                                progress=FLAGS.progress)
-  print(f"{FLAGS.out_dir}: {config.num_train} train + {config.num_test} test "
+  print(f"{out_dir}: {config.num_train} train + {config.num_test} test "
         f"scans; {stats['written']} shards written, {stats['kept']} kept from "
-        f"an earlier run, {stats['seconds']:.1f} s")
+        f"an earlier run, {stats['seconds']:.1f} s"
+        + ("; TFDS metadata written (tfds.builder_from_directory reads it)"
+           if stats.get("tfds_metadata") else ""))
 
 
 def run():

@@ -45,6 +45,9 @@ flags.DEFINE_integer("iterations", 300, "DM iterations or ePIE epochs.")
 flags.DEFINE_string("saved_model", None, "PtychoNet SavedModel: the export "
                     "base dir (highest numeric version is used) or a version "
                     "dir. Needed by ptychonet and ptychonet+dm.")
+flags.DEFINE_bool("allow_other_probe", False, "ptychonet, ptychonet+dm: use "
+                  "a SavedModel trained with another probe than the scan's "
+                  "(a warning instead of a refusal).")
 flags.DEFINE_string("out", "rec.npz", "Output .npz file.")
 flags.DEFINE_bool("png", False, "Also write <out>_amplitude.png and "
                   "<out>_phase.png.")
@@ -142,11 +145,11 @@ def solver_configs(iterations, progress=None):
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  if not FLAGS.scan:
-    raise UserError("--scan is required (a scan .npz, tike .npz(.bz2) or "
-                    "CXI/HDF5 file)")
-  if FLAGS.iterations < 0:
-    raise UserError(f"--iterations={FLAGS.iterations} must be >= 0")
+  cli.require_flags("scan")
+  if FLAGS.iterations < 1 and FLAGS.method != "ptychonet":
+    raise UserError(f"--iterations={FLAGS.iterations} must be >= 1 for "
+                    f"--method={FLAGS.method} (0 would return the starting "
+                    f"guess)")
   _check_out(FLAGS.out)
   if FLAGS.method.startswith("ptychonet"):
     if not FLAGS.saved_model:
@@ -165,7 +168,8 @@ def main(argv):
         f"{scan.object_shape[0]}x{scan.object_shape[1]}", flush=True)
   model = None
   if FLAGS.method in ("ptychonet", "ptychonet+dm"):
-    model = inference.PtychoNetModel(saved_model, scan)
+    model = inference.PtychoNetModel(
+        saved_model, scan, allow_other_probe=FLAGS.allow_other_probe)
   dm_config, epie_config = solver_configs(FLAGS.iterations)
   result = methods.reconstruct(scan, FLAGS.method, dm_config, epie_config,
                                model)

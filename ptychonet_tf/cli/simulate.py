@@ -29,14 +29,12 @@ FLAGS = flags.FLAGS
 
 @report_user_errors
 def main(argv):
-  del argv
-  if not FLAGS.out:
-    raise UserError("--out is required (the .npz scan file to write)")
-  if not FLAGS.phase_image:
-    raise UserError("--phase_image is required")
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  complex_object = FLAGS.object_mode == "complex"
+  cli.require_flags("out", "phase_image",
+                    *(["amplitude_image"] if complex_object else []))
   config = experiment_flags.simulation_config()
-  if config.object.mode == "complex" and not FLAGS.amplitude_image:
-    raise UserError("--amplitude_image is required unless --object_mode=phase_only")
   if os.path.isdir(FLAGS.out):
     raise UserError(f"--out={FLAGS.out} is a directory; expected a .npz file name")
   out_dir = os.path.dirname(os.path.abspath(FLAGS.out))

@@ -11,6 +11,12 @@ results.json and, at the end, a SavedModel (<export_dir>/<step>/) to
 model_dir. Killed and started again with the same flags, a run continues from
 its last checkpoint (taken at every epoch end). With --eval_only it prints the
 held-out PSNR/SSIM of the latest checkpoint. See docs/training.md.
+
+The run directory records its dataset (run.json): a start on another dataset
+or with other network settings is refused before anything is written, unless
+--restart (start over; the old run is moved to <model_dir>/previous-<time>/)
+or --fine_tune (start from the old run's weights on the new dataset, at step 0;
+the old run is moved aside too).
 """
 import os
 
@@ -19,7 +25,6 @@ from absl import logging
 
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
-from ptychonet_tf.data import pipeline
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.model.network import NetworkConfig
@@ -27,6 +32,16 @@ from ptychonet_tf.training import run_dir
 from ptychonet_tf.training.config import TrainConfig
 
 experiment_flags.define_experiment_flags()
+flags.DEFINE_bool("restart", False,
+                  "Start a fresh run in a model_dir that holds one; the old "
+                  "run is moved to <model_dir>/previous-<time>/ (nothing is "
+                  "deleted).")
+flags.DEFINE_bool("fine_tune", False,
+                  "model_dir holds a run on another dataset: start from its "
+                  "latest weights (same pattern size) with a fresh optimizer "
+                  "at step 0 and record the new dataset; the old run is moved "
+                  "to <model_dir>/previous-<time>/. On its own dataset the "
+                  "run resumes.")
 FLAGS = flags.FLAGS
 
 
@@ -46,13 +61,17 @@ def train_config():
       dse_lambda=FLAGS.dse_lambda, mixed_precision=FLAGS.mixed_precision,
       seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,
       num_images=FLAGS.num_images, keep_checkpoints=FLAGS.keep_checkpoints,
-      checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export)
+      checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export,
+      restart=FLAGS.restart, fine_tune=FLAGS.fine_tune)
 
 
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  cli.require_flags("data_dir", "model_dir")
+  experiment_flags.require_dataset(FLAGS.data_dir)
+  from ptychonet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   config = train_config().validate()
   if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
     raise UserError(f"--model_dir={config.model_dir} is a file; expected a "
@@ -75,6 +94,9 @@ def main(argv):
   if FLAGS.eval_only:
     job.evaluate()
     return
+  # Refuses a model_dir of another dataset or network before anything is
+  # written (flags.txt included); moves an old run aside on --restart.
+  job.prepare_run_dir()
   if job.is_chief:
     os.makedirs(config.model_dir, exist_ok=True)
     files.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),

@@ -8,6 +8,10 @@ A source spec is one of:
   pattern such as ``'photos/*.jpg'``.
 - ``tfds:NAME``: the image feature of a tensorflow-datasets dataset already
   prepared in the local TFDS data directory (this package never downloads).
+- ``tfds:/path/to/dir``: the same for a prepared tfds dataset directory (the
+  folder holding its dataset_info.json, e.g.
+  ``~/tensorflow_datasets/mnist/3.0.1``), read with
+  `tfds.builder_from_directory`.
 
 Train and test objects always come from disjoint source images. A pool is a
 list of `ImageRef`; `load_image` turns one into a float32 [h, w] array in [0, 1].
@@ -64,6 +68,19 @@ def to_gray(image):
   return image
 
 
+# Smaller images would be blown up into a (nearly) constant object.
+MIN_IMAGE_SIZE = 8
+
+
+def check_image_size(image, name):
+  """Raises UserError if `image` [h, w] is smaller than MIN_IMAGE_SIZE a side."""
+  if min(image.shape) < MIN_IMAGE_SIZE:
+    raise UserError(f"image {name} is {image.shape[0]}x{image.shape[1]} "
+                    f"pixels; at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} are "
+                    f"needed to make an object (it would become a constant)")
+  return image
+
+
 def read_image_file(path):
   """Reads an image file as float32 grayscale [h, w] in [0, 1]."""
   if not os.path.isfile(path):
@@ -71,15 +88,16 @@ def read_image_file(path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(path) as im:
-      return to_gray(np.asarray(im))
+      image = to_gray(np.asarray(im))
   except (OSError, ValueError) as e:
     raise UserError(f"image file {path} cannot be read as an image ({e})")
+  return check_image_size(image, path)
 
 
 def load_image(ref):
-  """float32 [h, w] in [0, 1] for an ImageRef."""
+  """float32 [h, w] in [0, 1] for an ImageRef (at least MIN_IMAGE_SIZE a side)."""
   if ref.kind == "array":
-    return to_gray(ref.array)
+    return check_image_size(to_gray(ref.array), ref.name)
   if ref.kind == "file":
     return read_image_file(ref.name)
   if ref.kind == "skimage":
@@ -111,23 +129,66 @@ def _list_files(spec):
   return sorted(paths)
 
 
+def _is_tfds_path(name):
+  """tfds:NAME names a directory when it is one or looks like a path."""
+  return (os.path.isdir(os.path.expanduser(name)) or
+          name.startswith(("/", "./", "../", "~")) or name in (".", ".."))
+
+
+def _tfds_builder(tfds, name):
+  """A tfds builder for a dataset NAME or a prepared dataset directory."""
+  if _is_tfds_path(name):
+    path = os.path.expanduser(name)
+    if not os.path.isdir(path):
+      raise UserError(f"tensorflow-datasets dataset directory {name} does not "
+                      f"exist")
+    if not os.path.isfile(os.path.join(path, "dataset_info.json")):
+      raise UserError(f"tensorflow-datasets dataset directory {name} holds no "
+                      f"dataset_info.json; expected a prepared dataset version "
+                      f"folder such as ~/tensorflow_datasets/mnist/3.0.1")
+    return tfds.builder_from_directory(path)
+  builder = tfds.builder(name)
+  if not list(builder.info.splits.keys()):
+    raise UserError(f"tensorflow-datasets dataset {name!r} is not prepared in "
+                    f"{builder.data_dir}; run its download_and_prepare first")
+  return builder
+
+
 def _tfds_pools(name, max_images):
+  """(train, test) ImageRef pools from a tfds dataset name or directory.
+
+  Args:
+    name: a dataset prepared in the local TFDS data directory ("mnist",
+      "cifar10:3.0.2") or the path of a prepared dataset directory (the
+      folder holding dataset_info.json), read with
+      `tfds.builder_from_directory`.
+    max_images: cap on images read from each split.
+
+  Returns:
+    (train_pool, test_pool): lists of ImageRef of kind "array" (uint8 or
+    float images as the dataset stores them, [h, w] or [h, w, c]), from the
+    train split and the test (or validation) split; with a single split, its
+    first max(1, max_images // 10) images are held out for testing.
+
+  Raises:
+    UserError: tensorflow-datasets is missing, or the dataset cannot be
+      opened, is not prepared, or has no image feature.
+  """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
     raise UserError("image source tfds:NAME needs tensorflow-datasets "
                     "(pip install 'ptychonet_tf[tfds]')")
   try:
-    builder = tfds.builder(name)
+    builder = _tfds_builder(tfds, name)
     splits = list(builder.info.splits.keys())
-    if not splits:
-      raise UserError(f"tensorflow-datasets dataset {name!r} is not prepared in "
-                      f"{builder.data_dir}; run its download_and_prepare first")
   except UserError:
     raise
   except Exception as e:  # tfds raises many types for unknown/unprepared data
     raise UserError(f"tensorflow-datasets dataset {name!r} cannot be opened "
                     f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+  if not splits:
+    raise UserError(f"tensorflow-datasets dataset {name!r} has no splits")
   image_key = next((k for k, v in builder.info.features.items()
                     if type(v).__name__ == "Image"), None)
   if image_key is None:
@@ -157,7 +218,8 @@ def open_image_pools(spec="default", test_fraction=0.1, max_images=1000):
   """Returns (train_pool, test_pool): disjoint lists of ImageRef.
 
   Args:
-    spec: "default", a folder, a glob pattern, or "tfds:NAME".
+    spec: "default", a folder, a glob pattern, "tfds:NAME" or
+      "tfds:/path/to/prepared/dataset_dir".
     test_fraction: share of a folder's images held out for testing (at least
       one image each side).
     max_images: cap on images read from a tensorflow-datasets split.

@@ -13,11 +13,17 @@ network and losses work pattern by pattern; batches of whole scans (every
 pattern of one or two objects) leave BatchNorm and the gradient with little
 variety, and on configs/small_dense.flags the network then learns little
 more than the mean object (docs/training.md).
+
+tf.data reports a damaged record without naming its file
+(`DataLossError: corrupted record at 12`); readers wrap their loops in
+`naming_damaged_records`, which traces such an error to its shard and record
+and re-raises it as a one-line UserError.
 """
+import contextlib
 import dataclasses
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import tensorflow as tf
 
@@ -39,6 +45,7 @@ class DatasetInfo:
   amplitude_dtype: str
   compression: str
   flags: str
+  identity: Optional[dict] = None  # the writer's settings (WriteConfig.identity)
 
   def shard_paths(self, split):
     return [os.path.join(self.data_dir, s) for s in self.shards[split]]
@@ -70,7 +77,8 @@ def load_dataset_info(data_dir):
   return DatasetInfo(data_dir=data_dir, geometry=geometry,
                      counts=dict(info["counts"]), shards=dict(info["shards"]),
                      amplitude_dtype=info["amplitude_dtype"],
-                     compression=info["compression"], flags=info.get("flags", ""))
+                     compression=info["compression"], flags=info.get("flags", ""),
+                     identity=info.get("identity"))
 
 
 def verify_shards(info, split):
@@ -93,6 +101,85 @@ def verify_shards(info, split):
     raise UserError(f"dataset {info.data_dir}: the {split} shards hold {total} "
                     f"scans; dataset.json says {info.counts[split]}")
   return total
+
+
+# What tf.data raises for a record whose checksum fails (DataLossError) or
+# whose payload no longer parses (InvalidArgumentError).
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.InvalidArgumentError)
+
+
+def find_damaged_record(info, split, parse=True):
+  """Names the first damaged record of a split, or returns None.
+
+  Every shard's framing and data checksums are walked first
+  (`records.count_records(verify_data=True)`, no TensorFlow); with `parse`,
+  every example is then also decoded, which finds a payload that passes its
+  checksum but is not a scan of this dataset.
+
+  Args:
+    info: DatasetInfo.
+    split: "train" or "test".
+    parse: also decode every example (slower).
+
+  Returns:
+    A message "TFRecord shard <path> is corrupt: record <i> ..." or None.
+  """
+  paths = info.shard_paths(split)
+  for path in paths:
+    try:
+      records.count_records(path, info.compression, verify_data=True)
+    except records.CorruptShard as e:
+      return str(e)
+  if not parse:
+    return None
+  g = info.geometry
+  parser = schema.make_parser(g.num_positions, g.probe_shape, g.object_shape,
+                              info.amplitude_dtype)
+  compression = "GZIP" if info.compression == "gzip" else ""
+  for path in paths:
+    index = 0
+    try:
+      for _ in tf.data.TFRecordDataset(path, compression).map(parser):
+        index += 1
+    except tf.errors.DataLossError:
+      return (f"TFRecord shard {path} is corrupt: record {index} fails its "
+              f"checksum")
+    except tf.errors.InvalidArgumentError:
+      return (f"TFRecord shard {path} is corrupt: record {index} does not "
+              f"parse as a scan of this dataset")
+  return None
+
+
+def damaged_record_advice(data_dir):
+  """What to do about a damaged shard (the second half of the error line)."""
+  return (f"run python tools/check_tfrecords.py --data_dir={data_dir} --parse, "
+          f"then re-run tools/make_tfrecords.py with the dataset's flags "
+          f"(it rewrites damaged shards)")
+
+
+@contextlib.contextmanager
+def naming_damaged_records(data_dir, split):
+  """Turns tf.data's error about a damaged record into a UserError naming it.
+
+  Wrap the loop that draws batches of `split` from `data_dir`: a
+  DataLossError or InvalidArgumentError raised inside is traced to its shard
+  and record (`find_damaged_record`; the decoding pass only for an
+  InvalidArgumentError) and re-raised as UserError("TFRecord shard <path> is
+  corrupt: record <i> fails its checksum; run python tools/check_tfrecords.py
+  ..."). An error that no damaged record explains propagates unchanged.
+  """
+  try:
+    yield
+  except READ_ERRORS as e:
+    try:
+      info = load_dataset_info(data_dir)
+      found = find_damaged_record(
+          info, split, parse=isinstance(e, tf.errors.InvalidArgumentError))
+    except UserError:
+      found = None
+    if found is None:
+      raise
+    raise UserError(f"{found}; {damaged_record_advice(data_dir)}") from e
 
 
 def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,

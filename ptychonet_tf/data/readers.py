@@ -45,6 +45,7 @@ import numpy as np
 from scipy import ndimage
 
 from ptychonet_tf.data import scanfile
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 
@@ -100,7 +101,7 @@ def _is_hdf5(path):
 
 def _npz_keys(path):
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with files.load_arrays(path, f"scan file {path}") as f:
       return set(f.keys())
   except (OSError, ValueError, EOFError) as e:
     raise UserError(f"scan file {path} is not a readable .npz file ({e})")
@@ -255,7 +256,7 @@ def read_tike(path, margin=4, zero_frequency="auto"):
         source = io.BytesIO(f.read())
     else:
       source = path
-    with np.load(source, allow_pickle=False) as f:
+    with files.load_arrays(source, f"scan file {path}") as f:
       arrays = {k: f[k] for k in f.keys()}
   except (OSError, ValueError, EOFError) as e:
     raise UserError(f"scan file {path} is not a readable (bz2-compressed) "

@@ -76,7 +76,7 @@ def load_scan(path):
   if not os.path.isfile(path):
     raise UserError(f"scan file {path} does not exist")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    with files.load_arrays(path, f"scan file {path}") as f:
       missing = [k for k in ("amplitudes", "layout", "probe") if k not in f]
       if missing:
         raise UserError(f"scan file {path} lacks {missing}; expected keys "

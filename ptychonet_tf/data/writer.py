@@ -6,12 +6,17 @@ Layout of a dataset directory:
   test-00000-of-00002.tfrecord ...
   geometry.npz                        probe, layout, object_shape
   dataset.json                        counts, shapes, dtype, compression, flags
+  dataset_info.json, features.json,   TensorFlow Datasets metadata, so that
+  metadata.json                       tfds.builder_from_directory reads the
+                                      shards (tfds_info.py; not for gzip)
 
 Scan i of a split is simulated from a generator seeded by (seed, split, i)
 (`simulator.scan_rng`), so the bytes of every shard depend only on the
 settings, not on the number of workers or on interruptions. A shard is written
 to a temp name (`utils.files`) and renamed when complete; a re-run keeps shards whose framing
 checks out and rewrites the rest, so a killed job resumes where it stopped.
+The tfds metadata are removed while shards are being (re)written and written
+again, from the shard lengths, once every shard is complete.
 """
 import dataclasses
 import json
@@ -25,6 +30,7 @@ import numpy as np
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
+from ptychonet_tf.data import tfds_info
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
@@ -170,7 +176,9 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
     progress: show a tqdm progress bar.
 
   Returns:
-    dict with "written" and "kept" shard counts and "seconds".
+    dict with "written" and "kept" shard counts, "tfds_metadata" (whether
+    the TensorFlow Datasets metadata were written: not for gzip shards or
+    without tensorflow-datasets) and "seconds".
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   start_time = time.time()
@@ -183,20 +191,24 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
   images_lib.load_image(test_pool[0])
   geometry.save(os.path.join(out_dir, GEOMETRY_FILE))
 
-  tasks, shards, kept = [], {}, 0
+  tasks, shards, lengths, kept = [], {}, {}, 0
   for split, count in (("train", config.num_train), ("test", config.num_test)):
     ranges = shard_ranges(count, config.num_shards)
     shards[split] = [shard_name(split, i, len(ranges)) for i in range(len(ranges))]
+    lengths[split] = [b - a for a, b in ranges]
     for i, (a, b) in enumerate(ranges):
       path = os.path.join(out_dir, shards[split][i])
       if os.path.exists(path):
         try:
-          if records.count_records(path, config.compression) == b - a:
+          if records.count_records(path, config.compression,
+                                   verify_data=True) == b - a:
             kept += 1
             continue
         except records.CorruptShard:
           pass  # rewritten below
       tasks.append(_ShardTask(split, i, len(ranges), a, b))
+  if tasks:  # tfds must not read the folder while shards are missing
+    tfds_info.remove_metadata(out_dir)
   _write_info(out_dir, config, geometry, shards, False, flags_string)
 
   todo = sum(t.stop - t.start for t in tasks)
@@ -228,5 +240,11 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
   bar.close()
   _WORKER.clear()
   _write_info(out_dir, config, geometry, shards, True, flags_string)
+  tfds_files = tfds_info.write_metadata(
+      out_dir, num_positions=geometry.num_positions,
+      probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
+      amplitude_dtype=config.amplitude_dtype, shard_lengths=lengths,
+      shard_names=shards, compression=config.compression)
   return {"written": len(tasks), "kept": kept,
+          "tfds_metadata": tfds_files is not None,
           "seconds": time.time() - start_time}

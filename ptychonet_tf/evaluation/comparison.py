@@ -18,6 +18,8 @@ from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
 MEAN_OBJECT = "Mean object (reference)"
+DM_RANDOM = "DM (random start)"
+DM_FLAT = "DM (flat start)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +56,15 @@ def read_test_split(data_dir, limit=0):
   if info.counts.get("test", 0) == 0:
     raise UserError(f"dataset {data_dir} has no test scans")
   amplitudes, truths = [], []
-  for batch in pipeline.make_dataset(data_dir, "test", batch_size=8,
-                                     shuffle=False, repeat=False):
-    amplitudes.append(batch["amplitudes"].numpy())
-    truths.append(batch["object_amplitude"].numpy()
-                  * np.exp(1j * batch["object_phase"].numpy()))
-    if limit and sum(len(a) for a in amplitudes) >= limit:
-      break
+  # A damaged record ends in one line naming its shard, not a DataLossError.
+  with pipeline.naming_damaged_records(data_dir, "test"):
+    for batch in pipeline.make_dataset(data_dir, "test", batch_size=8,
+                                       shuffle=False, repeat=False):
+      amplitudes.append(batch["amplitudes"].numpy())
+      truths.append(batch["object_amplitude"].numpy()
+                    * np.exp(1j * batch["object_phase"].numpy()))
+      if limit and sum(len(a) for a in amplitudes) >= limit:
+        break
   amplitudes = np.concatenate(amplitudes).astype(np.float32)
   truths = np.concatenate(truths).astype(np.complex64)
   if limit:
@@ -71,14 +75,15 @@ def read_test_split(data_dir, limit=0):
 def load_predictor(path, geometry):
   """A model.inference.PtychoNetModel for scans of `geometry`.
 
-  Its input and output shapes (and its layout, when it records one) are
-  checked against the geometry: float32 [N, h, w] -> complex64 [H, W].
+  Its input and output shapes (and its layout and probe, when it records
+  them) are checked against the geometry: float32 [N, h, w] -> complex64
+  [H, W].
   """
   from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   shape_of_scan = types.SimpleNamespace(
       amplitudes=np.zeros((n, h, w), np.float32), layout=geometry.layout,
-      object_shape=tuple(geometry.object_shape))
+      object_shape=tuple(geometry.object_shape), probe=geometry.probe)
   return inference.PtychoNetModel(path, shape_of_scan)
 
 
@@ -117,9 +122,16 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
   Returns:
     The Markdown tables (str).
   """
+  # Phase-only objects have a constant true amplitude, which the mean object
+  # reproduces exactly (a PSNR of ~145 dB that says nothing): n/a.
+  constant_amplitude = all(np.ptp(np.abs(t)[mask]) <= 1e-6 * np.abs(t).max()
+                           for t in truths)
   rows, results = [], {}
   for name, m in methods.items():
     summary = {c: report.summarize(m["scores"][c]) for c in ("scanned", "paper")}
+    if name == MEAN_OBJECT and constant_amplitude:
+      for c in summary:
+        summary[c]["amplitude_psnr"] = summary[c]["amplitude_ssim"] = None
     rows.append((name, summary, m["seconds"]))
     results[name] = {"seconds_per_scan": m["seconds"], "mean": summary,
                      "per_scan": m["scores"]}
@@ -134,9 +146,11 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
   if amp_range[1] - amp_range[0] < 1e-3:
     amp_range = (0.0, 1.0)
   report.save_panels(os.path.join(out_dir, "amplitude.png"), truths[:panels],
-                     aligned, "amplitude", amp_range, f"{title}: amplitude")
+                     aligned, "amplitude", amp_range, f"{title}: amplitude",
+                     mask=mask)
   report.save_panels(os.path.join(out_dir, "phase.png"), truths[:panels],
-                     aligned, "phase", phase_range, f"{title}: phase (rad)")
+                     aligned, "phase", phase_range, f"{title}: phase (rad)",
+                     mask=mask)
   figures = ["amplitude.png", "phase.png"]
   if curves:
     report.save_curves(os.path.join(out_dir, "curves.png"), curves,
@@ -152,6 +166,10 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
             + report.markdown_table(rows, "scanned")
             + "\n\n### Paper's raw convention (whole object, no offset "
             "removal)\n\n" + report.markdown_table(rows, "paper"))
+  if constant_amplitude:
+    tables += (f"\n\nn/a: the true amplitude is constant (phase-only "
+               f"objects); \"{MEAN_OBJECT}\" reproduces it exactly, so its "
+               f"amplitude scores say nothing.")
   files.write_text(os.path.join(out_dir, "results.md"), tables + "\n",
                    make_parent=True)
   speed = ""
@@ -173,6 +191,8 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
           "constant, its own mean amplitude and phase: a floor that a method "
           "must beat to have recovered any structure (SSIM rewards smooth "
           "flat guesses, so compare PSNR against it first).\n"]
+  body.append("In the figures, pixels outside the illuminated region (where "
+              "the metrics are computed) are gray for every method.\n")
   body += [f"![{f}]({f})\n" for f in figures]
   body.append("\nProduced by:\n\n```\npython -m ptychonet_tf.evaluate "
               + " ".join(settings.command) + "\n```\n")

@@ -71,7 +71,8 @@ def _figure_module():
   return plt
 
 
-def save_panels(path, truths, estimates, part, value_range, title=None):
+def save_panels(path, truths, estimates, part, value_range, title=None,
+                mask=None):
   """A grid of images: one row per test object, truth then each method.
 
   Args:
@@ -82,8 +83,13 @@ def save_panels(path, truths, estimates, part, value_range, title=None):
     part: "amplitude" or "phase".
     value_range: (vmin, vmax) shared by every panel (the object's range).
     title: optional figure title.
+    mask: optional bool [H, W]; pixels outside it are drawn gray in every
+      panel (methods differ there only in what they assume of unmeasured
+      pixels).
   """
   plt = _figure_module()
+  cmap = plt.get_cmap("gray").copy()
+  cmap.set_bad("#b0b0b0")
   take = np.abs if part == "amplitude" else np.angle
   columns = [("ground truth", truths)] + list(estimates.items())
   rows = truths.shape[0]
@@ -93,8 +99,11 @@ def save_panels(path, truths, estimates, part, value_range, title=None):
   for r in range(rows):
     for c, (name, images) in enumerate(columns):
       ax = axes[r, c]
-      ax.imshow(take(images[r]), cmap="gray", vmin=value_range[0],
-                vmax=value_range[1], interpolation="nearest")
+      image = take(images[r]).astype(np.float64)
+      if mask is not None:
+        image = np.where(mask, image, np.nan)
+      ax.imshow(image, cmap=cmap, vmin=value_range[0], vmax=value_range[1],
+                interpolation="nearest")
       ax.set_xticks([])
       ax.set_yticks([])
       if r == 0:
@@ -114,8 +123,13 @@ def save_curves(path, curves, title=None):
     curves: dict start name -> {"chi": float [T], "mse_iterations": int [K],
       "mse": float [K]} (means over the test scans).
     title: optional figure title.
+    mask: optional bool [H, W]; pixels outside it are drawn gray in every
+      panel (methods differ there only in what they assume of unmeasured
+      pixels).
   """
   plt = _figure_module()
+  cmap = plt.get_cmap("gray").copy()
+  cmap.set_bad("#b0b0b0")
   fig, (ax_chi, ax_mse) = plt.subplots(1, 2, figsize=(9, 3.4))
   for name, c in curves.items():
     chi = np.asarray(c["chi"])

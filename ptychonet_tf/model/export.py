@@ -14,9 +14,17 @@ so `tf.saved_model.load` in a process that never imports this package and
 `saved_model_cli run` can execute it. The exported network always computes
 in float32, whatever precision it was trained in (`float32_copy` rebuilds it
 with compute_policy "float32"; the global Keras policy is not used).
+
+A version is written to a hidden temp folder `.tmp-<version>-<host>-<pid>`
+(TF Serving loads only numeric folders, so it never sees one) and renamed
+into place. An export killed midway leaves its temp folder behind; the next
+export into the same base directory removes those of processes of this host
+that are no longer running (`remove_stale_temps`).
 """
 import os
+import re
 import shutil
+import socket
 
 import numpy as np
 import tensorflow as tf
@@ -78,6 +86,67 @@ def float32_copy(model):
   return copy
 
 
+_TEMP = re.compile(r"^\.tmp-(\d+)-(?:(.+)-)?(\d+)$")
+_OLD = re.compile(r"^(\d+)\.old-(\d+)$")  # files.replace_dir's aside name
+
+
+def _host():
+  return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _running(pid):
+  """Whether process `pid` of this host is running."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except (PermissionError, OverflowError):
+    return True  # someone else's process, or not a pid at all: keep
+  return True
+
+
+def temp_name(version):
+  """The hidden folder an export of `version` by this process writes first."""
+  return f".tmp-{int(version)}-{_host()}-{os.getpid()}"
+
+
+def remove_stale_temps(export_dir):
+  """Removes what killed exports of this host left in `export_dir`.
+
+  - `.tmp-<version>-<host>-<pid>/` (and the older `.tmp-<version>-<pid>/`)
+    whose process has ended: deleted (an unfinished SavedModel);
+  - `<version>.old-<pid>/` (a version that `files.replace_dir` had renamed
+    aside when its process died): deleted when `<version>/` exists, else
+    renamed back to `<version>/`.
+  Folders of running processes, of this one and of other hosts are kept.
+
+  Returns:
+    The names removed or restored.
+  """
+  if not os.path.isdir(export_dir):
+    return []
+  host, done = _host(), []
+  for name in sorted(os.listdir(export_dir)):
+    path = os.path.join(export_dir, name)
+    temp, old = _TEMP.match(name), _OLD.match(name)
+    if temp and os.path.isdir(path):
+      pid = int(temp.group(3))
+      if (temp.group(2) in (None, host) and pid != os.getpid()
+          and not _running(pid)):
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(name)
+    elif old and os.path.isdir(path):
+      pid = int(old.group(2))
+      if pid != os.getpid() and not _running(pid):
+        final = os.path.join(export_dir, old.group(1))
+        if os.path.exists(final):
+          shutil.rmtree(path, ignore_errors=True)
+        else:
+          os.replace(path, final)
+        done.append(name)
+  return done
+
+
 def export_saved_model(model, probe, export_dir, version):
   """Writes the SavedModel of `model` to <export_dir>/<version>/ atomically.
 
@@ -93,10 +162,15 @@ def export_saved_model(model, probe, export_dir, version):
   model = float32_copy(model)
   module = ServingModule(model, probe)
   os.makedirs(export_dir, exist_ok=True)
+  remove_stale_temps(export_dir)
   final = os.path.join(export_dir, str(int(version)))
-  tmp = os.path.join(export_dir, f".tmp-{int(version)}-{os.getpid()}")
+  tmp = os.path.join(export_dir, temp_name(version))
   shutil.rmtree(tmp, ignore_errors=True)
-  tf.saved_model.save(module, tmp, signatures={
-      "serving_default": module.serve.get_concrete_function(),
-      "geometry": module.geometry.get_concrete_function()})
+  try:
+    tf.saved_model.save(module, tmp, signatures={
+        "serving_default": module.serve.get_concrete_function(),
+        "geometry": module.geometry.get_concrete_function()})
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
   return files.replace_dir(tmp, final)

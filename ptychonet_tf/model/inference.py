@@ -7,10 +7,15 @@ points.
 """
 import os
 import re
+import sys
 
 import numpy as np
 
 from ptychonet_tf.utils.errors import UserError
+
+# The same simulated probe gives the same bytes; anything above this is another
+# probe (a 0.5 vs 0.6 diameter 64x64 zone plate differs by 1.47).
+PROBE_TOLERANCE = 1e-3
 
 
 def resolve_saved_model(path):
@@ -49,20 +54,39 @@ def _dims_match(dims, expected):
   return all(d is None or d == e for d, e in zip(dims, expected))
 
 
+def probe_difference(probe, reference):
+  """||probe - reference|| / ||reference|| (inf for other shapes)."""
+  probe = np.asarray(probe, np.complex128)
+  reference = np.asarray(reference, np.complex128)
+  if probe.shape != reference.shape:
+    return float("inf")
+  scale = max(float(np.linalg.norm(reference)), 1e-30)
+  return float(np.linalg.norm(probe - reference)) / scale
+
+
 class PtychoNetModel:
   """A loaded PtychoNet SavedModel checked against a scan's geometry.
 
   The contract: signature `serving_default` takes `amplitudes` float32
   [batch, N, h, w] (detector convention) and returns `amplitude` and `phase`
   float32 [batch, H, W]; the object is amplitude * exp(i phase). When the
-  model also has a `geometry` signature, its layout must equal the scan's.
+  model also has a `geometry` signature (every export of this package has),
+  its layout must equal the scan's, and its probe the scan's probe: a
+  network trained with one probe says nothing reliable about patterns made
+  with another, so a relative difference ||P_scan - P_model|| / ||P_model||
+  above `probe_tolerance` is refused, or only warned about (one line on
+  stderr) with `allow_other_probe`.
 
   Args:
     path: see `resolve_saved_model`.
-    scan: the scanfile.Scan to reconstruct.
+    scan: the scanfile.Scan to reconstruct (amplitudes, layout, object_shape,
+      probe).
+    probe_tolerance: the largest relative probe difference accepted.
+    allow_other_probe: warn instead of refusing a probe that differs.
   """
 
-  def __init__(self, path, scan):
+  def __init__(self, path, scan, probe_tolerance=PROBE_TOLERANCE,
+               allow_other_probe=False):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self.path = resolve_saved_model(path)
     try:
@@ -97,12 +121,26 @@ class PtychoNetModel:
         raise UserError(f"SavedModel {self.path} returns {key} {out_dims}; "
                         f"the scan's object is [batch, {big_h}, {big_w}]")
     if "geometry" in loaded.signatures:
-      layout = loaded.signatures["geometry"]().get("layout")
+      geometry = loaded.signatures["geometry"]()
+      layout = geometry.get("layout")
       if layout is not None and not np.array_equal(layout.numpy(),
                                                    scan.layout):
         raise UserError(f"SavedModel {self.path} was trained on a different "
                         f"scan layout than the scan's (same N={count}, other "
                         f"positions)")
+      if "probe_real" in geometry and "probe_imag" in geometry:
+        probe = (geometry["probe_real"].numpy().astype(np.float64) +
+                 1j * geometry["probe_imag"].numpy().astype(np.float64))
+        self.probe_difference = probe_difference(scan.probe, probe)
+        if self.probe_difference > probe_tolerance:
+          message = (f"SavedModel {self.path} was trained with another probe "
+                     f"than the scan's (relative difference "
+                     f"{self.probe_difference:.3g} > {probe_tolerance:g})")
+          if not allow_other_probe:
+            raise UserError(f"{message}; pass --allow_other_probe to use it "
+                            f"anyway")
+          print(f"warning: {message}; its output may be wrong",
+                file=sys.stderr)
 
   def __call__(self, amplitudes):
     """float32 [N, h, w] -> complex64 [H, W]."""

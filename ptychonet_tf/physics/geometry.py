@@ -88,7 +88,7 @@ class Geometry:
     if not os.path.isfile(path):
       raise UserError(f"geometry file {path} does not exist")
     try:
-      with np.load(path, allow_pickle=False) as f:
+      with files.load_arrays(path, f"geometry file {path}") as f:
         return cls(probe=f["probe"].astype(np.complex64),
                    layout=f["layout"].astype(np.int32),
                    object_shape=tuple(int(s) for s in f["object_shape"]))

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
 PROBE_KINDS = ("zone_plate", "pinhole")
@@ -111,10 +112,7 @@ def load_probe(path, expected_shape=None):
   """
   if not os.path.isfile(path):
     raise UserError(f"probe file {path} does not exist")
-  try:
-    loaded = np.load(path, allow_pickle=False)
-  except (OSError, ValueError) as e:
-    raise UserError(f"probe file {path} is not a readable .npy/.npz file ({e})")
+  loaded = files.load_arrays(path, f"probe file {path}", allow_npy=True)
   if isinstance(loaded, np.lib.npyio.NpzFile):
     with loaded:
       keys = list(loaded.keys())

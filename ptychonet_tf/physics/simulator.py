@@ -2,9 +2,7 @@
 import dataclasses
 
 import numpy as np
-import tensorflow as tf
 
-from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics.geometry import GeometryConfig
 
@@ -33,18 +31,23 @@ class Simulator:
   def __init__(self, geometry, photons=0.0):
     self.geometry = geometry
     self.photons = float(photons)
+    # TensorFlow starts only here, so that configs (and the command lines
+    # that build them) import without it.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from ptychonet_tf.physics import forward  # pylint: disable=g-import-not-at-top
     probe = tf.constant(geometry.probe)
     layout = tf.constant(geometry.layout)
     big_h, big_w = geometry.object_shape
     self._forward = tf.function(
         lambda obj: forward.diffraction_amplitudes(obj, probe, layout),
         input_signature=[tf.TensorSpec([None, big_h, big_w], tf.complex64)])
+    self._poisson = forward.poisson_amplitudes
 
   def amplitudes(self, objs, seed=0):
     """complex64 [B, H, W] -> float32 numpy [B, N, h, w] (noisy if photons > 0)."""
     amps = self._forward(np.asarray(objs, np.complex64)).numpy()
     if self.photons > 0:
-      amps = np.stack([forward.poisson_amplitudes(a, self.photons, (seed, i))
+      amps = np.stack([self._poisson(a, self.photons, (seed, i))
                        for i, a in enumerate(amps)])
     return amps
 

@@ -36,6 +36,12 @@ class TrainConfig:
     checkpoint_secs: checkpoint within an epoch after this long (0 = never).
     export: write a SavedModel at the end.
     verbose: print progress to the console.
+    restart: start a fresh run in a model_dir that holds one (of this or
+      another dataset); the old run is moved to model_dir/previous-<time>/.
+    fine_tune: when model_dir holds a run on another dataset, start from its
+      latest weights (the same pattern size, so the model fits) with a fresh
+      optimizer at step 0, recording the new dataset; the old run is moved to
+      model_dir/previous-<time>/. On the run's own dataset it resumes.
   """
   data_dir: str
   model_dir: str
@@ -57,6 +63,8 @@ class TrainConfig:
   checkpoint_secs: float = 600.0
   export: bool = True
   verbose: bool = True
+  restart: bool = False
+  fine_tune: bool = False
 
   def validate(self):
     """Raises UserError naming the first bad setting."""
@@ -82,6 +90,9 @@ class TrainConfig:
       raise UserError(f"loss={self.loss} is not one of {losses.LOSSES}")
     if self.dse_lambda < 0:
       raise UserError(f"dse_lambda={self.dse_lambda} must be >= 0")
+    if self.restart and self.fine_tune:
+      raise UserError("--restart and --fine_tune exclude each other: restart "
+                      "starts from scratch, fine_tune from the old weights")
     if self.network.mixed_precision and not self.mixed_precision:
       raise UserError("network.mixed_precision=True conflicts with "
                       "mixed_precision=False; set mixed_precision=True on the "

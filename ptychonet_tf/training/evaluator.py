@@ -6,11 +6,13 @@ amplitude and phase are compared on the illuminated region
 (`metrics.illuminated_region`, total |P|^2 >= 1% of its maximum, the region
 `ptychonet_tf.evaluate` uses). They are averaged over the evaluated scans.
 """
+import contextlib
 import time
 
 import numpy as np
 import tensorflow as tf
 
+from ptychonet_tf.data import pipeline
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import losses
 from ptychonet_tf.physics import forward
@@ -55,12 +57,17 @@ class Evaluator:
     loss, dse_lambda: the training loss, reported as the validation loss.
     max_scans: 0 = every scan of `dataset`.
     num_images: scans whose reconstructions are kept for image panels.
+    data_dir, split: where `dataset` reads from; when given, a damaged record
+      ends in a UserError naming its shard (pipeline.naming_damaged_records)
+      instead of tf.data's DataLossError.
   """
 
   def __init__(self, model, dataset, geometry, loss="mse", dse_lambda=1.0,
-               max_scans=0, num_images=3):
+               max_scans=0, num_images=3, data_dir=None, split="test"):
     self.model = model
     self.dataset = dataset
+    self.data_dir = data_dir
+    self.split = split
     self.geometry = geometry
     self.loss = loss
     self.dse_lambda = dse_lambda
@@ -88,26 +95,29 @@ class Evaluator:
     """
     losses_, results, truth_images, estimate_images = [], [], [], []
     seen, infer_seconds = 0, 0.0
-    for batch in self.dataset:
-      if self.max_scans and seen >= self.max_scans:
-        break
-      start = time.perf_counter()
-      per_scan, amplitude, phase = self._step(batch)
-      amplitude, phase = amplitude.numpy(), phase.numpy()
-      infer_seconds += time.perf_counter() - start
-      true_amplitude = batch["object_amplitude"].numpy()
-      true_phase = batch["object_phase"].numpy()
-      for i in range(amplitude.shape[0]):
+    damaged = (pipeline.naming_damaged_records(self.data_dir, self.split)
+               if self.data_dir else contextlib.nullcontext())
+    with damaged:
+      for batch in self.dataset:
         if self.max_scans and seen >= self.max_scans:
           break
-        estimate = amplitude[i] * np.exp(1j * phase[i])
-        truth = true_amplitude[i] * np.exp(1j * true_phase[i])
-        results.append(metrics.complex_metrics(estimate, truth, self.mask))
-        losses_.append(float(per_scan[i]))
-        if len(truth_images) < self.num_images:
-          truth_images.append(truth)
-          estimate_images.append(estimate)
-        seen += 1
+        start = time.perf_counter()
+        per_scan, amplitude, phase = self._step(batch)
+        amplitude, phase = amplitude.numpy(), phase.numpy()
+        infer_seconds += time.perf_counter() - start
+        true_amplitude = batch["object_amplitude"].numpy()
+        true_phase = batch["object_phase"].numpy()
+        for i in range(amplitude.shape[0]):
+          if self.max_scans and seen >= self.max_scans:
+            break
+          estimate = amplitude[i] * np.exp(1j * phase[i])
+          truth = true_amplitude[i] * np.exp(1j * true_phase[i])
+          results.append(metrics.complex_metrics(estimate, truth, self.mask))
+          losses_.append(float(per_scan[i]))
+          if len(truth_images) < self.num_images:
+            truth_images.append(truth)
+            estimate_images.append(estimate)
+          seen += 1
     scalars = {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
                "scans": seen, "seconds": infer_seconds,
                "scans_per_second": seen / infer_seconds if infer_seconds else 0.0}

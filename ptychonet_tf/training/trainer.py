@@ -18,6 +18,12 @@ every strategy:
   the latest one and continues from its step, so a killed run loses at most
   one epoch. Every worker saves (non-chief workers into a scratch folder that
   is deleted), as MultiWorkerMirroredStrategy requires;
+- the run directory records its dataset (run.json); a start on another
+  dataset, or with other network settings, is refused before anything is
+  written, unless `restart` or `fine_tune` says what to do
+  (`Trainer.prepare_run_dir`);
+- a damaged record ends in a UserError naming its shard
+  (`pipeline.naming_damaged_records`), not tf.data's DataLossError;
 - TensorBoard (chief only): train/ (loss per step and epoch, learning rate,
   patterns/s) and eval/ (held-out loss, PSNR and SSIM of amplitude and phase,
   image panels) under model_dir.
@@ -137,11 +143,19 @@ class Trainer:
     else:
       self.checkpoint_dir = os.path.join(
           config.model_dir, f".scratch-{self.task_type}-{self.task_id}")
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, self.checkpoint_dir,
-        max_to_keep=config.keep_checkpoints, checkpoint_name="ckpt")
+    self._manager = None  # made after prepare_run_dir (which may move files)
+    self._start_step = None
     self._probe = tf.constant(self.geometry.probe, tf.complex64)
     self._train_step = self._make_train_step()
+
+  @property
+  def manager(self):
+    """The tf.train.CheckpointManager of checkpoint_dir."""
+    if self._manager is None:
+      self._manager = tf.train.CheckpointManager(
+          self.checkpoint, self.checkpoint_dir,
+          max_to_keep=self.config.keep_checkpoints, checkpoint_name="ckpt")
+    return self._manager
 
   # Steps.
 
@@ -199,11 +213,140 @@ class Trainer:
       status = self.checkpoint.read(path)
       status.assert_existing_objects_matched()
       status.expect_partial()  # save_counter: not needed
-    except (tf.errors.OpError, ValueError, AssertionError) as e:
-      raise UserError(f"checkpoint {path} does not fit this model (other "
-                      f"base_channels/depth or dataset?) ({e}); use a new "
-                      f"model_dir")
+    except (tf.errors.OpError, ValueError, AssertionError):
+      raise UserError(
+          f"checkpoint {path} does not fit the network these flags build "
+          f"(other --base_channels, --depth or --max_channels?); use the flags "
+          f"in {run_dir.FLAGS_FILE} there, a new --model_dir, or --restart")
     return self.step
+
+  def _load_weights(self, path, recorded):
+    """Reads only the model's weights of checkpoint `path` (fine-tuning)."""
+    geometry = recorded["geometry"] if recorded else None
+    shape = list(self.geometry.probe_shape)
+    if geometry and list(geometry.get("probe_shape") or shape) != shape:
+      there = "x".join(map(str, geometry["probe_shape"]))
+      raise UserError(
+          f"--fine_tune: the run in {self.config.model_dir} was trained on "
+          f"{there} patterns, {self.config.data_dir} has "
+          f"{shape[0]}x{shape[1]} (another geometry), so its weights do not "
+          f"fit; use a new --model_dir")
+    try:
+      status = tf.train.Checkpoint(model=self.model).read(path)
+      status.assert_existing_objects_matched()
+      status.expect_partial()  # the optimizer starts afresh
+    except (tf.errors.OpError, ValueError, AssertionError):
+      raise UserError(
+          f"--fine_tune: checkpoint {path} does not fit the network these "
+          f"flags build (other --base_channels, --depth or --max_channels "
+          f"than its {run_dir.FLAGS_FILE}?)")
+
+  def prepare_run_dir(self):
+    """Checks model_dir against this run, then readies it; returns the start step.
+
+    First the checks, which write nothing, so a refused start leaves the run
+    directory as it was. Refused (UserError):
+    - a model_dir whose run.json records another dataset, unless
+      `config.restart` or `config.fine_tune`;
+    - on the same dataset, other network settings than its model.json, or a
+      checkpoint that does not fit;
+    - `fine_tune` where the weights cannot fit (another pattern size, width
+      or depth), or model_dir holds no checkpoint.
+    A run directory from before run.json is adopted (unless its geometry.npz
+    is not the dataset's). The latest checkpoint is restored (`fine_tune`:
+    only the model's weights; steps count from 0). Then the chief moves an
+    old run to model_dir/previous-<time>/ (`restart`, `fine_tune`) and
+    records the dataset in run.json. `train` calls this first; cli/train.py
+    calls it before it writes flags.txt. Idempotent.
+    """
+    if self._start_step is not None:
+      return self._start_step
+    config = self.config
+    model_dir = config.model_dir
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+      raise UserError(f"model_dir {model_dir} is a file; expected a directory")
+    current = run_dir.dataset_record(self.info)
+    partial = run_dir.interrupted_move(model_dir)
+    if partial and not config.restart:
+      raise UserError(f"model_dir {model_dir} holds {partial}, an old run "
+                      f"whose move aside was interrupted; re-run with "
+                      f"--restart to finish it (nothing is deleted)")
+    recorded_run = run_dir.read_run_file(model_dir)
+    recorded = recorded_run["dataset"] if recorded_run else None
+    checkpoint = run_dir.latest_checkpoint(model_dir)
+    stored_model = run_dir.read_model_file(model_dir)
+    notes, extra = [], {}
+    move = record = False
+    start_step = 0
+    if config.restart:
+      move = bool(run_dir.run_entries(model_dir)) or partial is not None
+      record = True
+    elif recorded is None and checkpoint is None and stored_model is None:
+      if config.fine_tune:
+        raise UserError(f"--fine_tune: model_dir {model_dir} holds no "
+                        f"checkpoint to start from")
+      record = True  # a new run
+    else:
+      if recorded is not None:
+        differences = run_dir.dataset_differences(recorded, current)
+      else:  # from before run.json: adopt it if its geometry is this one's
+        differences = run_dir.older_run_differences(model_dir, current)
+      if not differences:
+        if recorded is None:
+          notes.append(f"note: model_dir {model_dir} has no "
+                       f"{run_dir.RUN_FILE} (an older run); recording "
+                       f"{config.data_dir} as its dataset")
+          record = True
+        if stored_model is not None:
+          network = run_dir.network_differences(stored_model,
+                                                self.model.get_config())
+          if network:
+            raise UserError(
+                f"model_dir {model_dir} was trained with other network "
+                f"settings ({'; '.join(network[:3])}); use the flags in its "
+                f"{run_dir.FLAGS_FILE}, a new --model_dir, or --restart")
+        start_step = self.restore()
+      elif config.fine_tune:
+        if checkpoint is None:
+          raise UserError(f"--fine_tune: model_dir {model_dir} holds no "
+                          f"checkpoint to start from")
+        self._load_weights(checkpoint, recorded)
+        move = record = True
+        extra["fine_tuned_from"] = {
+            "dataset": recorded, "step": run_dir.checkpoint_step(checkpoint)}
+        notes.append(
+            f"fine-tuning the weights of step "
+            f"{run_dir.checkpoint_step(checkpoint)} (trained on "
+            f"{(recorded or {}).get('data_dir', 'another dataset')}) on "
+            f"{config.data_dir}, from step 0")
+      else:
+        where = (recorded or {}).get("data_dir") or "another dataset"
+        more = ", ..." if len(differences) > 2 else ""
+        raise UserError(
+            f"model_dir {model_dir} holds a run on another dataset ({where}; "
+            f"{', '.join(differences[:2])}{more}); use a new --model_dir, "
+            f"--fine_tune to start from its weights, or --restart to start "
+            f"over (both keep the old run in {run_dir.PREVIOUS_PREFIX}<time>/)")
+    if move and strategy_lib.num_workers(self.strategy) > 1:
+      raise UserError("--restart and --fine_tune move the old run aside, "
+                      "which needs a single worker: start with "
+                      "--distribution=mirrored or none, then continue with "
+                      "multi_worker")
+    # The checks passed: from here on, files change.
+    if self.is_chief:
+      if move:
+        aside = run_dir.move_run_aside(model_dir)
+        if aside:
+          notes.append(f"moved the old run to {aside}")
+          if "fine_tuned_from" in extra:
+            extra["fine_tuned_from"]["checkpoint"] = os.path.join(
+                aside, os.path.basename(checkpoint))
+      if record:
+        run_dir.write_run_file(model_dir, current, **extra)
+    for note in notes:
+      _log(config, note)
+    self._start_step = start_step
+    return start_step
 
   def save(self):
     path = self.manager.save(checkpoint_number=self.step)
@@ -221,7 +364,8 @@ class Trainer:
                                 loss=self.config.loss,
                                 dse_lambda=self.config.dse_lambda,
                                 max_scans=self.config.eval_scans,
-                                num_images=self.config.num_images)
+                                num_images=self.config.num_images,
+                                data_dir=self.config.data_dir, split="test")
 
   def _write_eval(self, writer, scalars, images, step):
     mask = metrics.illuminated_region(self.geometry.layout,
@@ -246,8 +390,8 @@ class Trainer:
   def train(self):
     """Runs (or resumes) training; returns the final held-out metrics (chief)."""
     config = self.config
+    start_step = self.prepare_run_dir()
     os.makedirs(config.model_dir, exist_ok=True)
-    start_step = self.restore()
     if self.is_chief:
       run_dir.save_model_files(config.model_dir, self.model, self.geometry)
       train_writer = tf.summary.create_file_writer(
@@ -268,7 +412,8 @@ class Trainer:
     last_save = time.time()
     for epoch in range(start_step // self.steps_per_epoch, config.epochs):
       first = self.step - epoch * self.steps_per_epoch
-      iterator = iter(self.train_dataset(epoch))
+      with pipeline.naming_damaged_records(config.data_dir, "train"):
+        iterator = iter(self.train_dataset(epoch))
       progbar = keras.utils.Progbar(
           self.steps_per_epoch, verbose=1 if config.verbose else 0,
           stateful_metrics=["patterns/s"])
@@ -276,7 +421,8 @@ class Trainer:
         print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
       start, losses_ = time.perf_counter(), []
       for i in range(first, self.steps_per_epoch):
-        loss = float(self._train_step(iterator))
+        with pipeline.naming_damaged_records(config.data_dir, "train"):
+          loss = float(self._train_step(iterator))
         losses_.append(loss)
         rate = (i + 1 - first) * self.patterns_per_step / (
             time.perf_counter() - start)

@@ -11,10 +11,25 @@ overwritten by the next write of the same file.
   save_npz(path, **arrays)    numpy .npz files
   save_figure(path, fig)      matplotlib figures (format from the extension)
   replace_dir(tmp, final)     swap a finished temp directory into place
+
+and the one reader of numpy archives, `load_arrays`, which names a file that
+is not an .npz/.npy archive in one line instead of numpy's pickle advice.
 """
+import io
 import json
 import os
 import shutil
+import zipfile
+
+import numpy as np
+
+from ptychonet_tf.utils.errors import UserError
+
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (empty: 05 06)
+_NPY_MAGIC = b"\x93NUMPY"
+_KNOWN_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\x89HDF", "an HDF5 file"),
+                (b"\xff\xd8\xff", "a JPEG image"), (b"BZh", "a bz2 archive"),
+                (b"\x1f\x8b", "a gzip archive"))
 
 
 def temp_path(path):
@@ -64,8 +79,6 @@ def write_json(path, obj, make_parent=False, **kwargs):
 
 def save_npz(path, **arrays):
   """np.savez(path, **arrays) atomically, under exactly the name `path`."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-
   def write(tmp):
     with open(tmp, "wb") as f:  # a file object: np.savez adds no suffix
       np.savez(f, **arrays)
@@ -101,3 +114,54 @@ def replace_dir(tmp, final):
   else:
     os.replace(tmp, final)
   return final
+
+
+def _head(source, size=8):
+  if isinstance(source, io.BytesIO):
+    return source.getvalue()[:size]
+  with open(source, "rb") as f:
+    return f.read(size)
+
+
+def _looks_like(head):
+  for magic, kind in _KNOWN_MAGIC:
+    if head.startswith(magic):
+      return kind
+  try:
+    head.decode("ascii")
+    return "text" if head else "empty"
+  except UnicodeDecodeError:
+    return "something else"
+
+
+def load_arrays(source, what, allow_npy=False):
+  """np.load(source, allow_pickle=False) of an .npz (or .npy) archive.
+
+  Args:
+    source: a path or an io.BytesIO.
+    what: how to name the file in errors, e.g. "scan file scan.npz".
+    allow_npy: also accept a single-array .npy file.
+
+  Returns:
+    np.lib.npyio.NpzFile (use it as a context manager) or, for .npy, an
+    ndarray.
+
+  Raises:
+    UserError: the file is not such an archive (one line saying what it looks
+      like) or is damaged.
+  """
+  try:
+    head = _head(source)
+  except OSError as e:
+    raise UserError(f"{what} cannot be read ({e})")
+  kinds = "an NPZ file (numpy.savez archive)" + (" or NPY file" if allow_npy
+                                                  else "")
+  if not (head.startswith(_NPZ_MAGIC) or
+          (allow_npy and head.startswith(_NPY_MAGIC))):
+    raise UserError(f"{what} is not {kinds}; it looks like {_looks_like(head)}")
+  if isinstance(source, io.BytesIO):
+    source.seek(0)
+  try:
+    return np.load(source, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise UserError(f"{what} is a damaged numpy archive ({e})")
