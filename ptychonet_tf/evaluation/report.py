@@ -123,13 +123,8 @@ def save_curves(path, curves, title=None):
     curves: dict start name -> {"chi": float [T], "mse_iterations": int [K],
       "mse": float [K]} (means over the test scans).
     title: optional figure title.
-    mask: optional bool [H, W]; pixels outside it are drawn gray in every
-      panel (methods differ there only in what they assume of unmeasured
-      pixels).
   """
   plt = _figure_module()
-  cmap = plt.get_cmap("gray").copy()
-  cmap.set_bad("#b0b0b0")
   fig, (ax_chi, ax_mse) = plt.subplots(1, 2, figsize=(9, 3.4))
   for name, c in curves.items():
     chi = np.asarray(c["chi"])
