@@ -86,7 +86,9 @@ def define_experiment_flags():
                      "Mean photons per pattern for Poisson noise; 0 = noise free.")
   # Dataset.
   flags.DEFINE_string("images", "default",
-                      "Image source: 'default' (skimage.data), a folder, a glob, or tfds:NAME.")
+                      "Image source: 'default' (skimage.data), a folder, a glob, "
+                      "tfds:NAME, tfds:/dir, procedural[:N] (synthetic images), "
+                      "or several joined by '+' (e.g. default+procedural).")
   flags.DEFINE_integer("num_train", 200, "Training scans.")
   flags.DEFINE_integer("num_test", 20, "Test scans.")
   flags.DEFINE_integer("seed", 0, "Random seed.")
