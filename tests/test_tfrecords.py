@@ -118,15 +118,23 @@ def test_truncated_shard_is_named(tmp_path):
     pipeline.make_dataset(out, "train", 2)
 
 
-def test_crc32c_fast_path_matches_the_byte_loop():
+def _crc32c_bytewise(data):
+  """A reference CRC-32C (reflected polynomial 0x82F63B78), bit by bit."""
+  crc = 0xFFFFFFFF
+  for byte in data:
+    crc ^= byte
+    for _ in range(8):
+      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+  return crc ^ 0xFFFFFFFF
+
+
+def test_crc32c_matches_the_reference():
   assert records.crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
   rng = np.random.default_rng(0)
-  for n in (0, 1, 255, 4095, 4096, 4097, 70001, 300000):
+  for n in (0, 1, 255, 4095, 4096, 4097, 70001):
     data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
-    expected = records._update_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF  # pylint: disable=protected-access
-    assert records.crc32c(data) == expected, n
-    if n >= 256:
-      assert records._update_vector(0xFFFFFFFF, data) ^ 0xFFFFFFFF == expected  # pylint: disable=protected-access
+    assert records.crc32c(data) == _crc32c_bytewise(data), n
+    assert records.crc32c(memoryview(data)) == _crc32c_bytewise(data), n
 
 
 def flip_bytes(path, offset=5000, data=b"\xff\xff\xff\xff"):
