@@ -11,10 +11,6 @@ from absl import flags
 
 from ptychonet_tf.utils.errors import UserError
 
-_EXPERIMENT_FLAGS = "ptychonet_tf.cli.experiment_flags"
-GROUPS = ("simulation", "training", "run_dir")
-
-
 def run_command(main, module_name, groups=()):
   """Runs an entry point's absl `main`, whichever script or shim started it.
 
@@ -26,13 +22,13 @@ def run_command(main, module_name, groups=()):
   Args:
     main: the entry point's main(argv).
     module_name: the entry point module's __name__.
-    groups: the groups of experiment flags (cli.experiment_flags) the
-      command uses, from GROUPS.
+    groups: the groups of experiment flags the command uses
+      (`experiment_flags.SIMULATION`, `TRAINING`, `RUN_DIR`).
   """
   module = sys.modules[module_name]
   main_module = sys.modules["__main__"]
   values = flags.FLAGS
-  names = [f"{_EXPERIMENT_FLAGS}:{group}" for group in groups]
+  names = list(groups)
   if main_module is not module:
     main_module.__doc__ = module.__doc__
     names.append(module_name)

@@ -163,7 +163,8 @@ def main(argv):
 
 
 def run():
-  cli.run_command(main, __name__, ("simulation", "training"))
+  cli.run_command(main, __name__, (experiment_flags.SIMULATION,
+                                   experiment_flags.TRAINING))
 
 
 if __name__ == "__main__":

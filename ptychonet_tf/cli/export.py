@@ -43,7 +43,7 @@ def main(argv):
 
 
 def run():
-  cli.run_command(main, __name__, ("run_dir",))
+  cli.run_command(main, __name__, (experiment_flags.RUN_DIR,))
 
 
 if __name__ == "__main__":

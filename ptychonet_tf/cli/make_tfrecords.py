@@ -54,7 +54,7 @@ def main(argv):
 
 
 def run():
-  cli.run_command(main, __name__, ("simulation",))
+  cli.run_command(main, __name__, (experiment_flags.SIMULATION,))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ def main(argv):
 
 
 def run():
-  cli.run_command(main, __name__, ("simulation", "training", "run_dir"))
+  cli.run_command(main, __name__, (
+      experiment_flags.SIMULATION, experiment_flags.TRAINING,
+      experiment_flags.RUN_DIR))
 
 
 if __name__ == "__main__":
