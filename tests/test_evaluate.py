@@ -51,7 +51,7 @@ def test_writes_tables_figures_and_json(setup):
       assert np.isfinite(m["mean"][convention]["amplitude_ssim"]["mean"])
   curves = results["curves"]
   assert len(curves["random start"]["chi"]) == 6
-  assert curves["random start"]["mse_iterations"] == [3, 6]
+  assert curves["random start"]["iterations"] == [3, 6]
   assert results["speedup"] == pytest.approx(
       methods["DM (random start)"]["seconds_per_scan"] / methods["PtychoNet-MSE"]["seconds_per_scan"])
   with open(os.path.join(out, "report.md")) as f:

@@ -83,12 +83,18 @@ def test_run_learned_and_run_dm_over_scans(scan):
                                    object_shape=tuple(scan.object_shape))
   mask = metrics.scanned_region(scan.layout, scan.object_shape)
   config = dm.DMConfig(iterations=20, chunk=5, progress=False)
-  objects, per_scan, chi, (its, mse) = methods.run_dm(
+  objects, per_scan, chi, curve = methods.run_dm(
       amplitudes, truths, geometry, config, mask=mask, batch=2)
   assert objects.shape == (3,) + tuple(scan.object_shape)
   assert per_scan > 0 and chi.shape == (20,)
-  np.testing.assert_array_equal(its, [5, 10, 15, 20])
-  assert mse[-1] < mse[0]
+  np.testing.assert_array_equal(curve["iterations"], [5, 10, 15, 20])
+  assert curve["mse"][-1] < curve["mse"][0]
+  assert curve["amplitude_psnr"][-1] > curve["amplitude_psnr"][0]
+  final = metrics.complex_metrics(objects[0], truths[0], mask)
+  assert curve["amplitude_psnr"][-1] == pytest.approx(
+      final["amplitude_psnr"], abs=1e-3)
+  assert curve["phase_psnr"][-1] == pytest.approx(final["phase_psnr"],
+                                                  abs=1e-3)
   # Batches of 2 and 1 give the same objects as one batch of 3.
   again, _, _, _ = methods.run_dm(amplitudes, truths, geometry, config,
                                   mask=mask, batch=3)

@@ -18,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tqdm
 
+from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.utils.errors import UserError
 
@@ -260,7 +261,7 @@ def fourier_update(spectra, amplitudes, pbound=None):
   """
   spectra = tf.convert_to_tensor(spectra, tf.complex64)
   amplitudes = tf.cast(amplitudes, tf.float32)
-  magnitude = tf.abs(spectra)
+  magnitude = forward.magnitude(spectra)
   if pbound is None:
     target = amplitudes
   else:

@@ -8,9 +8,13 @@ hand), and each resuming when run again:
 1. tools/make_tfrecords.py for configs/small_dense.flags and
    configs/small_sparse.flags, from the embedded default images;
 2. ptychonet_tf.train for both (checkpoints in runs/<name>, SavedModels in
-   saved_models/<name>);
-3. ptychonet_tf.evaluate for both: PtychoNet, DM from a random start and DM
-   started from PtychoNet, into reports/<name>/report.md;
+   saved_models/<name>); a model with refinement steps is also exported
+   without them (saved_models/<name>_k0: its network and stitching alone,
+   the paper's PtychoNet);
+3. ptychonet_tf.evaluate for both: the learned model (and its K = 0 export),
+   DM from random and flat starts, DM at equal time and DM started from the
+   learned model, into reports/<name>/report.md (with the time-to-quality
+   figure);
 4. when --transfer_images is a folder: a phase-only test set from it
    (configs/small_transfer.flags) evaluated with the dense model trained on
    natural images, into reports/small_transfer/report.md.
@@ -43,6 +47,21 @@ flags.DEFINE_integer("dm_iterations", 300, "DM iterations in the evaluation.")
 FLAGS = flags.FLAGS
 
 TRANSFER = "small_transfer"
+LEARNED = "PtychoNet"
+
+
+def _refine_steps(name):
+  """The --refine_steps of configs/<name>.flags (its last setting; 0 if none)."""
+  steps = 0
+  with open(os.path.join("configs", f"{name}.flags")) as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith("--refine_steps="):
+        steps = int(line.split("=", 1)[1])
+  for arg in FLAGS.train_args:
+    if arg.startswith("--refine_steps="):
+      steps = int(arg.split("=", 1)[1])
+  return steps
 
 
 def _fmt(seconds):
@@ -86,7 +105,9 @@ def main(argv):
           f"cross-domain test")
   if transfer and "small_dense" not in experiments:
     raise UserError("the cross-domain test needs the small_dense experiment")
-  stages = Stages(3 * len(experiments) + (2 if transfer else 0))
+  refining = [name for name in experiments if _refine_steps(name)]
+  stages = Stages(3 * len(experiments) + len(refining) +
+                  (2 if transfer else 0))
   reports = []
   for name in experiments:
     stages.run(f"simulate {name}", [
@@ -98,13 +119,23 @@ def main(argv):
         f"--data_dir={FLAGS.tfrecords_dir}/{name}",
         f"--model_dir={FLAGS.runs_dir}/{name}",
         f"--export_dir={FLAGS.saved_models_dir}/{name}"] + list(FLAGS.train_args))
+  for name in refining:
+    stages.run(f"export {name} without its refinement steps", [
+        py, "-m", "ptychonet_tf.export", f"--model_dir={FLAGS.runs_dir}/{name}",
+        f"--export_dir={FLAGS.saved_models_dir}/{name}_k0",
+        "--keep_refine_steps=0"])
 
   def evaluate(name, model, title, stage):
     out = os.path.join(FLAGS.reports_dir, name)
+    k = _refine_steps(model)
+    models = [f"{LEARNED} (K={k})={FLAGS.saved_models_dir}/{model}"]
+    if k:
+      models.append(f"{LEARNED} (K=0, paper network)="
+                    f"{FLAGS.saved_models_dir}/{model}_k0")
     stages.run(stage, [
         py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{name}.flags",
         f"--data_dir={FLAGS.tfrecords_dir}/{name}",
-        f"--saved_model=mse={FLAGS.saved_models_dir}/{model}",
+        "--saved_model=" + ",".join(models),
         f"--dm_iterations={FLAGS.dm_iterations}", f"--out_dir={out}",
         f"--title={title}"])
     reports.append(out)
@@ -121,10 +152,11 @@ def main(argv):
              f"evaluate {TRANSFER} with the small_dense model")
 
   from ptychonet_tf.utils import files  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.utils import machine  # pylint: disable=g-import-not-at-top
   total = time.time() - stages.start
   lines = ["# Demo report\n",
            f"`make demo` (`python -m ptychonet_tf.demo`) took {_fmt(total)} "
-           f"on {os.cpu_count()} cores.\n",
+           f"on {machine.cpu_description()}.\n",
            "| stage | wall time |", "|---|---|"]
   lines += [f"| {title} | {_fmt(sec)} |" for title, sec in stages.times]
   for out in reports:

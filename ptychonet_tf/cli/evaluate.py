@@ -7,11 +7,15 @@ r"""Evaluates PtychoNet, DM and PtychoNet-started DM on a dataset's test split.
 
 Every test scan is reconstructed by each PtychoNet SavedModel given
 (`--saved_model=NAME=DIR,...`; the first one also starts DM), by DM from a
-random start and by DM started from PtychoNet's output (the paper's section
-6). Writes to --out_dir: `results.json` (per-scan and mean metrics, timings,
-curves), `results.md` and `report.md` (tables and figures), `amplitude.png` and
-`phase.png` (the paper's Tables 1-4 layout) and `curves.png` (Figure 3: chi and
-object MSE against iteration for both starts).
+random and from a flat start, by DM started from the first model's output
+(the paper's section 6) and by "DM at equal time": DM from a flat start for
+as many iterations as fit in the first model's seconds per scan. Writes to
+--out_dir: `results.json` (per-scan and mean metrics, timings, curves),
+`results.md` and `report.md` (tables and figures), `amplitude.png` and
+`phase.png` (the paper's Tables 1-4 layout), `curves.png` (Figure 3: chi and
+object MSE against iteration for each start) and `time_to_quality.png`
+(amplitude and phase PSNR against seconds per scan: DM from each start after
+every --curve_every iterations, and each learned model as a point).
 
 Metrics come in two conventions: "scanned" (this project's: constant phase
 offset removed, pixels the probe illuminates with at least --region_fraction
@@ -57,6 +61,10 @@ flags.DEFINE_bool("dm_flat_start", True,
                   "start without any information, to tell how much of "
                   "PtychoNet+DM's gain is just not starting from noise.")
 flags.DEFINE_bool("run_dm", True, "Also run DM from a random start.")
+flags.DEFINE_bool("dm_equal_time", True,
+                  "With a --saved_model and DM: add the row 'DM at equal "
+                  "time', DM from a flat start for as many iterations as fit "
+                  "in the first model's seconds per scan.")
 FLAGS = flags.FLAGS
 
 
@@ -64,7 +72,8 @@ def parse_models(specs):
   """[(name, dir)] from NAME=DIR or DIR items."""
   models = []
   for i, spec in enumerate(specs):
-    name, sep, path = spec.partition("=")
+    # The last "=" splits: names may hold one ("PtychoNet (K=30)=DIR").
+    name, sep, path = spec.rpartition("=")
     if not sep:
       name, path = ("PtychoNet" if i == 0 else f"PtychoNet-{i + 1}"), spec
     else:
@@ -77,16 +86,30 @@ def parse_models(specs):
   return models
 
 
-def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random"):
+def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random",
+           iterations=None):
   """methods.run_dm with the flags' DM settings and a progress bar."""
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  config = dm.DMConfig(iterations=FLAGS.dm_iterations, init=init,
-                       seed=FLAGS.dm_seed, chunk=FLAGS.curve_every,
+  iterations = iterations or FLAGS.dm_iterations
+  config = dm.DMConfig(iterations=iterations, init=init,
+                       seed=FLAGS.dm_seed,
+                       chunk=min(FLAGS.curve_every, iterations),
                        progress=False)
-  with tqdm.tqdm(total=len(amplitudes) * FLAGS.dm_iterations, desc=name,
+  with tqdm.tqdm(total=len(amplitudes) * iterations, desc=name,
                  unit="it", unit_scale=True, leave=True) as bar:
     return methods.run_dm(amplitudes, truths, geometry, config, initial, mask,
                           batch=FLAGS.dm_batch, progress=bar)
+
+
+def timed_curve(curve, chi, seconds, offset=0.0):
+  """A DM run's curve with its chi and the seconds per scan at each point.
+
+  seconds: the run's seconds per scan for all --dm_iterations; offset: time
+  spent before DM (the network's, for a learned start).
+  """
+  per_iteration = seconds / FLAGS.dm_iterations
+  return dict(curve, chi=chi,
+              seconds=offset + curve["iterations"] * per_iteration)
 
 
 @report_user_errors
@@ -115,34 +138,51 @@ def main(argv):
   for name, path in models:
     predict = comparison.load_predictor(path, geometry)
     objects, seconds = methods.run_learned(predict, amplitudes)
-    results[name] = {"objects": objects, "seconds": seconds,
+    results[name] = {"objects": objects, "seconds": seconds, "learned": True,
                      "scores": comparison.score(objects, truths, mask)}
     print(f"{name}: {seconds * 1e3:.1f} ms per scan")
   if FLAGS.run_dm:
-    objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, None,
-                                        comparison.DM_RANDOM,
-                                        mask)
+    objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, None,
+                                          comparison.DM_RANDOM, mask)
     results[comparison.DM_RANDOM] = {"objects": objects, "seconds": seconds,
                      "scores": comparison.score(objects, truths, mask)}
-    curves["random start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
+    curves["random start"] = timed_curve(curve, chi, seconds)
     if FLAGS.dm_flat_start:
-      objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, None,
-                                          comparison.DM_FLAT, mask, init="ones")
+      objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, None,
+                                            comparison.DM_FLAT, mask,
+                                            init="ones")
       results[comparison.DM_FLAT] = {"objects": objects, "seconds": seconds,
                                     "scores": comparison.score(objects, truths, mask)}
-      curves["flat start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
+      curves["flat start"] = timed_curve(curve, chi, seconds)
   note = {}
   if models:
     first = models[0][0]
     start = results[first]["objects"]
-    objects, seconds, chi, mse = dm_run(amplitudes, truths, geometry, start,
-                                        f"{first}+DM", mask)
+    objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, start,
+                                          f"{first}+DM", mask)
     results[f"{first}+DM"] = {"objects": objects,
                               "seconds": seconds + results[first]["seconds"],
                               "scores": comparison.score(objects, truths, mask)}
-    curves[f"{first} start"] = {"chi": chi, "mse_iterations": mse[0], "mse": mse[1]}
+    curves[f"{first} start"] = timed_curve(curve, chi, seconds,
+                                           results[first]["seconds"])
     if comparison.DM_RANDOM in results:
       note["speedup"] = results[comparison.DM_RANDOM]["seconds"] / results[first]["seconds"]
+    dm_rows = [r for r in (comparison.DM_FLAT, comparison.DM_RANDOM)
+               if r in results]
+    if dm_rows and FLAGS.dm_equal_time:
+      # DM from a flat start for as many iterations as fit in the learned
+      # model's seconds per scan (DM's steady time per iteration and scan,
+      # measured in this run).
+      per_iteration = results[dm_rows[0]]["seconds"] / FLAGS.dm_iterations
+      count = max(1, int(results[first]["seconds"] // per_iteration))
+      objects, seconds, _, _ = dm_run(amplitudes, truths, geometry, None,
+                                      comparison.DM_EQUAL_TIME, mask,
+                                      init="ones", iterations=count)
+      name = f"{comparison.DM_EQUAL_TIME} ({count} it, flat start)"
+      results[name] = {"objects": objects, "seconds": count * per_iteration,
+                       "scores": comparison.score(objects, truths, mask)}
+      note["equal_time"] = {"model": first, "iterations": count,
+                            "seconds_per_iteration": per_iteration}
   # Reference: each object replaced by a constant, its own mean amplitude
   # and phase over the region (the best any featureless guess can score).
   objects = comparison.mean_objects(truths, mask)

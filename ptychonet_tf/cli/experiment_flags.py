@@ -132,6 +132,32 @@ def define_experiment_flags():
   flags.DEFINE_integer("base_channels", 32,
                        "Channels of the first encoder layer (doubling per layer).")
   flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
+  flags.DEFINE_enum("architecture", "paper", ["paper", "global"],
+                    "Per-pattern network: 'paper' (Figure 1 exactly) or "
+                    "'global' (plus a fully connected layer at the lowest "
+                    "resolution).")
+  flags.DEFINE_integer("refine_steps", 0,
+                       "Physics-unrolled refinement steps after stitching "
+                       "(learned accelerated gradient steps with the known "
+                       "probe, inside the model and its SavedModel); 0 = the "
+                       "paper's PtychoNet.")
+  flags.DEFINE_integer("refine_filters", 0,
+                       "Width of each refinement step's learned CNN "
+                       "correction (0 = learned step sizes only).")
+  flags.DEFINE_float("refine_learning_rate", 1e-2,
+                     "Adam learning rate of the refinement's own variables "
+                     "(step sizes, momenta, CNN corrections).")
+  flags.DEFINE_bool("refine_train_network", False,
+                    "In the refinement epochs also update the per-pattern "
+                    "network through the refinement steps (default: only the "
+                    "refinement's own variables learn there).")
+  flags.DEFINE_integer("refine_steps_per_epoch", 0,
+                       "Steps of a refinement epoch (0 = as the pattern "
+                       "epochs).")
+  flags.DEFINE_integer("refine_epochs", 0,
+                       "With --refine_steps > 0: epochs of end-to-end "
+                       "training on whole scans (final-object MSE) after "
+                       "--epochs of per-pattern training.")
   flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
   flags.DEFINE_enum("stitch_weighting", "probe", ["probe", "uniform"],
                     "How patches are averaged into the object (and weighted in "

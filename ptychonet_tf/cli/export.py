@@ -7,7 +7,10 @@ Writes <export_dir>/<step>/ (saved_model.pb, variables/), the layout TF
 Serving expects, with the signature serving_default: amplitudes float32
 [batch, N, h, w] -> amplitude, phase float32 [batch, H, W]; the training
 geometry's probe and layout are baked in (see docs/serving.md). Without
---export_dir it writes to <model_dir>/export.
+--export_dir it writes to <model_dir>/export. With --keep_refine_steps=K a
+model trained with refinement steps is exported with only its first K (0: the
+network and stitching alone), e.g. to put the cost of each step on the
+time-to-quality figure of `evaluate`.
 """
 import os
 
@@ -19,6 +22,15 @@ from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 experiment_flags.define_run_dir_flags()
+flags.DEFINE_integer("keep_refine_steps", None,
+                     "Export only the first K of the model's refinement steps "
+                     "(0: the stitched network alone, the paper's PtychoNet); "
+                     "default all.")
+flags.DEFINE_bool("xla", True,
+                  "Run the refinement steps as one XLA-compiled function "
+                  "(~2x faster on CPU; TF Serving then needs "
+                  "--xla_cpu_compilation_enabled=true). --noxla exports "
+                  "plain ops.")
 FLAGS = flags.FLAGS
 
 
@@ -34,8 +46,14 @@ def main(argv):
   from ptychonet_tf.model import export as export_lib  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.training import run_dir  # pylint: disable=g-import-not-at-top
   model, geometry, step = run_dir.load_trained_model(FLAGS.model_dir)
+  if FLAGS.keep_refine_steps is not None and not (
+      0 <= FLAGS.keep_refine_steps <= model.refine_steps):
+    raise UserError(f"--keep_refine_steps={FLAGS.keep_refine_steps} must be "
+                    f"in [0, {model.refine_steps}], the refinement steps of "
+                    f"the run in {FLAGS.model_dir}")
   path = export_lib.export_saved_model(model, geometry.probe, export_dir,
-                                    max(step, 1))
+                                       max(step, 1), FLAGS.keep_refine_steps,
+                                       FLAGS.xla)
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   big_h, big_w = geometry.object_shape
   print(f"exported {path}: serving_default amplitudes [batch, {n}, {h}, {w}] "

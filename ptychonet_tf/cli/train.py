@@ -51,10 +51,17 @@ def train_config():
                           max_channels=FLAGS.max_channels,
                           stitch_weighting=FLAGS.stitch_weighting,
                           amplitude_range=(FLAGS.amp_min, FLAGS.amp_max),
-                          phase_range=(FLAGS.phase_min, FLAGS.phase_max))
+                          phase_range=(FLAGS.phase_min, FLAGS.phase_max),
+                          refine_steps=FLAGS.refine_steps,
+                          refine_filters=FLAGS.refine_filters,
+                          architecture=FLAGS.architecture)
   return TrainConfig(
       data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
       export_dir=FLAGS.export_dir, network=network, epochs=FLAGS.epochs,
+      refine_epochs=FLAGS.refine_epochs,
+      refine_learning_rate=FLAGS.refine_learning_rate,
+      refine_train_network=FLAGS.refine_train_network,
+      refine_steps_per_epoch=FLAGS.refine_steps_per_epoch,
       batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
       steps_per_epoch=FLAGS.steps_per_epoch,
       learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1, loss=FLAGS.loss,

@@ -20,6 +20,7 @@ from ptychonet_tf.utils.errors import UserError
 MEAN_OBJECT = "Mean object (reference)"
 DM_RANDOM = "DM (random start)"
 DM_FLAT = "DM (flat start)"
+DM_EQUAL_TIME = "DM at equal time"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,8 +116,12 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
     truths: complex [S, H, W] ground truth.
     mask: bool [H, W] the metrics' region.
     methods: dict name -> {"objects", "seconds", "scores", optional "panel"}.
-    curves: dict start name -> {"chi", "mse_iterations", "mse"}.
-    note: dict, optional "speedup" (DM seconds / network seconds).
+    curves: dict start name -> {"chi", "iterations", "mse", "seconds",
+      "amplitude_psnr", "phase_psnr"} (see methods.run_dm; "seconds" per
+      scan at each point).
+    note: dict, optional "speedup" (DM seconds / network seconds) and
+      "equal_time" (model, iterations, seconds_per_iteration of the "DM at
+      equal time" row).
     settings: ReportSettings.
 
   Returns:
@@ -157,6 +162,18 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
                        f"{title}: DM convergence, mean over {len(truths)} "
                        f"test scans")
     figures.append("curves.png")
+    points = {name: (m["seconds"],
+                     report.summarize(m["scores"]["scanned"])[
+                         "amplitude_psnr"]["mean"],
+                     report.summarize(m["scores"]["scanned"])[
+                         "phase_psnr"]["mean"])
+              for name, m in methods.items()
+              if m.get("learned") and m["seconds"] > 0}
+    report.save_time_to_quality(
+        os.path.join(out_dir, "time_to_quality.png"),
+        {name: c for name, c in curves.items() if "seconds" in c}, points,
+        f"{title}: quality against time, mean over {len(truths)} test scans")
+    figures.append("time_to_quality.png")
   setup = (f"{len(truths)} test scans of dataset `{settings.data_dir}`: "
            f"{g.num_positions} patterns of {g.probe_shape[0]}x"
            f"{g.probe_shape[1]}, object {g.object_shape[0]}x"
@@ -173,8 +190,15 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
   files.write_text(os.path.join(out_dir, "results.md"), tables + "\n",
                    make_parent=True)
   speed = ""
+  if note.get("equal_time"):
+    e = note["equal_time"]
+    speed += (f"\n\"{DM_EQUAL_TIME}\" runs DM from a flat start for "
+              f"{e['iterations']} iterations, as many as fit in the "
+              f"{e['model']} seconds per scan at DM's "
+              f"{e['seconds_per_iteration'] * 1e3:.2f} ms per iteration and "
+              f"scan (measured in this run).\n")
   if note.get("speedup"):
-    speed = (f"\nPtychoNet is **{note['speedup']:.0f}x** faster per scan than "
+    speed += (f"\nPtychoNet is **{note['speedup']:.0f}x** faster per scan than "
              f"{settings.dm_iterations} DM iterations (same machine, same "
              f"run).\n")
   body = [f"# {title}\n", setup + "\n", tables + "\n", speed,
@@ -202,5 +226,5 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
       "dm_iterations": settings.dm_iterations, "methods": results,
       "curves": {k: {kk: np.asarray(vv).tolist() for kk, vv in v.items()}
                  for k, v in curves.items()},
-      "speedup": note.get("speedup")})
+      "speedup": note.get("speedup"), "equal_time": note.get("equal_time")})
   return tables

@@ -95,8 +95,9 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
   """DM over many scans in batches of `batch`, with the object-error curve.
 
   After every compiled chunk of `config.chunk` iterations the mean squared
-  error |O - O_true|^2 on `mask` (after removing the constant phase offset)
-  is recorded per scan.
+  error |O - O_true|^2 on `mask` and the amplitude and phase PSNR (both
+  after removing the constant phase offset, as `metrics.complex_metrics`)
+  are recorded per scan.
 
   Args:
     amplitudes: float32 [S, N, h, w].
@@ -110,16 +111,17 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
 
   Returns:
     (objects complex64 [S, H, W], seconds per scan (steady-state time per
-     iteration x iterations / batch), chi [T] mean over scans,
-     (iterations [K], object MSE [K] mean over scans)).
+     iteration x iterations / batch), chi [T] mean over scans, curve): curve
+    is a dict of numpy arrays "iterations" int [K] and, means over scans,
+    "mse", "amplitude_psnr", "phase_psnr" float [K].
   """
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   batch = max(1, int(batch))
   shape = tuple(geometry.object_shape)
   if mask is None:
     mask = np.ones(shape, bool)
-  objects, chis, per_scan, mses = [], [], [], []
-  mse_iterations = []
+  objects, chis, per_scan, curves = [], [], [], []
+  iterations = []
   solver = None
   for start in range(0, len(amplitudes), batch):
     amps = amplitudes[start:start + batch]
@@ -133,10 +135,14 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
 
     def monitor(done, obj, truth=truth, curve=curve, its=its, n=len(amps)):
       obj = np.asarray(obj).reshape((n,) + shape)
-      aligned = [metrics.remove_phase_offset(o, t, mask)
-                 for o, t in zip(obj, truth)]
-      curve.append([float(np.mean(np.abs(a - t)[mask] ** 2))
-                    for a, t in zip(aligned, truth)])
+      row = []
+      for o, t in zip(obj, truth):
+        a = metrics.remove_phase_offset(o, t, mask)
+        row.append([float(np.mean(np.abs(a - t)[mask] ** 2)),
+                    metrics.psnr(np.abs(a), np.abs(t), mask),
+                    metrics.psnr(metrics.aligned_phase(a, t), np.angle(t),
+                                 mask)])
+      curve.append(row)
       its.append(done)
       if progress is not None:
         progress.update(n * (done - (its[-2] if len(its) > 1 else 0)))
@@ -147,10 +153,11 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     chis.append(np.asarray(result.chi).reshape(config.iterations, -1))
     per_scan.append(result.seconds_per_iteration * config.iterations /
                     len(amps))
-    mses.append(np.asarray(curve).reshape(len(its), -1))
-    mse_iterations = its
+    curves.append(np.asarray(curve, np.float64).reshape(len(its), -1, 3))
+    iterations = its
+  means = np.concatenate(curves, axis=1).mean(axis=1)
   return (np.concatenate(objects).astype(np.complex64),
           float(np.mean(per_scan)),
           np.concatenate(chis, axis=1).mean(axis=1),
-          (np.asarray(mse_iterations),
-           np.concatenate(mses, axis=1).mean(axis=1)))
+          {"iterations": np.asarray(iterations), "mse": means[:, 0],
+           "amplitude_psnr": means[:, 1], "phase_psnr": means[:, 2]})

@@ -120,7 +120,7 @@ def save_curves(path, curves, title=None):
 
   Args:
     path: PNG file to write.
-    curves: dict start name -> {"chi": float [T], "mse_iterations": int [K],
+    curves: dict start name -> {"chi": float [T], "iterations": int [K],
       "mse": float [K]} (means over the test scans).
     title: optional figure title.
   """
@@ -129,7 +129,7 @@ def save_curves(path, curves, title=None):
   for name, c in curves.items():
     chi = np.asarray(c["chi"])
     ax_chi.semilogy(np.arange(1, chi.size + 1), chi, label=name)
-    ax_mse.semilogy(c["mse_iterations"], c["mse"], marker=".", label=name)
+    ax_mse.semilogy(c["iterations"], c["mse"], marker=".", label=name)
   ax_chi.set_xlabel("DM iteration")
   ax_chi.set_ylabel("chi = ||O_t - O_{t-1}|| / ||O_t||")
   ax_mse.set_xlabel("DM iteration")
@@ -137,6 +137,41 @@ def save_curves(path, curves, title=None):
   for ax in (ax_chi, ax_mse):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  files.save_figure(path, fig, dpi=90)
+  plt.close(fig)
+
+
+def save_time_to_quality(path, curves, points, title=None):
+  """Amplitude and phase PSNR against seconds per scan (log time axis).
+
+  Args:
+    path: PNG file to write.
+    curves: dict start name -> {"seconds", "amplitude_psnr", "phase_psnr":
+      float [K]}: DM from that start after increasing iteration counts
+      (labelled "DM from <start name>").
+    points: dict name -> (seconds, amplitude PSNR, phase PSNR): one-shot
+      methods (a learned model).
+    title: optional figure title.
+  """
+  plt = _figure_module()
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  markers = "os^vD<>ph*"
+  for ax, key, label in zip(axes, ("amplitude_psnr", "phase_psnr"),
+                            ("amplitude", "phase")):
+    for name, c in curves.items():
+      ax.plot(c["seconds"], c[key], marker=".", label=f"DM from {name}")
+    for i, (name, values) in enumerate(points.items()):
+      ax.plot(values[0], values[1 if key == "amplitude_psnr" else 2],
+              linestyle="none", marker=markers[i % len(markers)],
+              markersize=9, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per scan")
+    ax.set_ylabel(f"{label} PSNR (dB, lit region)")
+    ax.grid(True, which="both", alpha=0.3)
+  axes[0].legend(fontsize=7)
   if title:
     fig.suptitle(title, fontsize=10)
   fig.tight_layout()

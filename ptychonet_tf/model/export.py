@@ -9,9 +9,14 @@ variables/) with two signatures:
                    layout int32 [N, 4], object_shape int32 [2]
 
 The probe scale and the layout of the training geometry are baked into the
-graph as constants; the graph uses only core TF ops (no XLA, no custom ops),
-so `tf.saved_model.load` in a process that never imports this package and
-`saved_model_cli run` can execute it. The exported network always computes
+graph as constants; the graph uses only core TF ops (no custom ops), so
+`tf.saved_model.load` in a process that never imports this package and
+`saved_model_cli run` can execute it. The network and the stitching never
+need XLA; a model with refinement steps runs them as one XLA-compiled
+function (about 2x faster on CPU), which plain TensorFlow and
+`saved_model_cli` run as is and TF Serving runs with
+`--xla_cpu_compilation_enabled=true`; `xla=False` exports them as ordinary
+ops instead. The exported network always computes
 in float32, whatever precision it was trained in (`float32_copy` rebuilds it
 with compute_policy "float32"; the global Keras policy is not used).
 
@@ -31,6 +36,7 @@ import tensorflow as tf
 
 from ptychonet_tf.model import network
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils.errors import UserError
 
 
 class ServingModule(tf.Module):
@@ -66,23 +72,41 @@ class ServingModule(tf.Module):
     self.geometry = geometry
 
 
-def float32_copy(model):
+def float32_copy(model, refine_steps=None, xla=True):
   """A float32 copy of a PtychoNet, with its weights, stitching without XLA.
 
   Args:
     model: a built PtychoNet of any compute policy.
+    refine_steps: None keeps all of the model's refinement steps; K' <= K
+      keeps only the first K' (0: the stitched network alone, the paper's
+      PtychoNet), with their learned parameters.
+    xla: run the refinement steps XLA-compiled (the stitching is never).
 
   Returns:
     A built PtychoNet with compute_policy "float32" (every layer computes in
     float32) and the same float32 weights; the global Keras dtype policy is
     not touched.
   """
-  config = dict(model.get_config(), compute_policy="float32")
+  if refine_steps is None:
+    refine_steps = model.refine_steps
+  if not 0 <= refine_steps <= model.refine_steps:
+    raise UserError(f"cannot keep {refine_steps} refinement steps of a model "
+                    f"that has {model.refine_steps}")
+  config = dict(model.get_config(), compute_policy="float32",
+                refine_steps=refine_steps)
   copy = network.PtychoNet.from_config(config)
-  copy.stitch.jit_compile = False  # serving graphs must not need XLA
+  copy.stitch.jit_compile = False  # only the refinement may need XLA
+  if copy.refinement is not None:
+    copy.refinement.jit_compile = bool(xla)
   n, (h, w) = model.num_positions, model.probe_shape
   copy(np.zeros([1, n, h, w], np.float32))
-  copy.set_weights(model.get_weights())
+  copy.patch_network.set_weights(model.patch_network.get_weights())
+  if refine_steps:
+    source, target = model.refinement, copy.refinement
+    target.momentum.assign(source.momentum[:refine_steps])
+    target.step_size.assign(source.step_size[:refine_steps])
+    for mine, theirs in zip(target.corrections, source.corrections):
+      mine.set_weights(theirs.get_weights())
   return copy
 
 
@@ -147,7 +171,8 @@ def remove_stale_temps(export_dir):
   return done
 
 
-def export_saved_model(model, probe, export_dir, version):
+def export_saved_model(model, probe, export_dir, version, refine_steps=None,
+                       xla=True):
   """Writes the SavedModel of `model` to <export_dir>/<version>/ atomically.
 
   Args:
@@ -155,11 +180,14 @@ def export_saved_model(model, probe, export_dir, version):
     probe: complex [h, w] the training probe (stored in the geometry signature).
     export_dir: base directory (created if needed).
     version: positive int, the TF Serving model version (e.g. the step).
+    refine_steps: None exports every refinement step; K' keeps the first K'
+      (see `float32_copy`).
+    xla: run the refinement steps XLA-compiled (see the module doc).
 
   Returns:
     The version directory.
   """
-  model = float32_copy(model)
+  model = float32_copy(model, refine_steps, xla)
   module = ServingModule(model, probe)
   os.makedirs(export_dir, exist_ok=True)
   remove_stale_temps(export_dir)

@@ -20,22 +20,8 @@ from ptychonet_tf.physics import forward
 
 LOSSES = ("mse", "dse")
 
-# Below this |z|^2 the magnitude counts as 0 and its gradient as 0.
-_TINY = 1e-20
-
-
-def safe_magnitude(z):
-  """|z| for complex z with a finite gradient everywhere (0 at z = 0).
-
-  The gradient of |z| is z/|z|, undefined at z = 0 (sqrt(re^2 + im^2) gives
-  NaN there; tf.abs happens to guard it in current TF). Here the square root
-  only sees |z|^2 where it is above _TINY (the double-where trick), so the
-  value and gradient are exact elsewhere and the gradient is 0 at z = 0,
-  independently of how TF implements the gradient of ComplexAbs.
-  """
-  power = tf.math.square(tf.math.real(z)) + tf.math.square(tf.math.imag(z))
-  nonzero = power > _TINY
-  return tf.where(nonzero, tf.sqrt(tf.where(nonzero, power, 1.0)), 0.0)
+# The one gradient-safe |z|, shared with the physics (kept importable here).
+safe_magnitude = forward.magnitude
 
 
 def _mean_per_example(x):
@@ -86,6 +72,37 @@ def dse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase, probe,
                    weights) +
           dse_lambda * dft_loss(pred_amplitude, pred_phase, probe,
                                 measured_amplitudes))
+
+
+def object_mse(pred_amplitude, pred_phase, true_amplitude, true_phase,
+               mask):
+  """MSE of whole objects over a region, after removing the phase offset.
+
+  The loss of a model's final (stitched and refined) object, in the
+  convention of `evaluation.metrics.complex_metrics`: the constant phase
+  theta that best aligns the estimate with the truth on the region (which
+  ptychography cannot measure, and which refinement steps may shift) is
+  removed first; then the mean over the region of (A_hat - A)^2 +
+  wrap(phi_hat + theta - phi)^2, the phase error wrapped to (-pi, pi].
+
+  Args:
+    pred_amplitude, pred_phase, true_amplitude, true_phase: float [B, H, W].
+    mask: float or bool [H, W], the region (e.g. the illuminated one).
+
+  Returns:
+    float32 [B].
+  """
+  pa, pp, ta, tp = (tf.cast(x, tf.float32) for x in (
+      pred_amplitude, pred_phase, true_amplitude, true_phase))
+  mask = tf.cast(mask, tf.float32)
+  # theta = angle(sum_mask truth * conj(estimate)).
+  weight = pa * ta * mask
+  theta = tf.math.atan2(tf.reduce_sum(weight * tf.sin(tp - pp), (-2, -1)),
+                        tf.reduce_sum(weight * tf.cos(tp - pp), (-2, -1)))
+  dp = pp + theta[:, None, None] - tp
+  dp = tf.math.atan2(tf.sin(dp), tf.cos(dp))
+  error = (tf.square(pa - ta) + tf.square(dp)) * mask
+  return tf.reduce_sum(error, axis=(-2, -1)) / tf.reduce_sum(mask)
 
 
 def patch_loss(name, patches, true_patches, probe, measured_amplitudes,

@@ -40,9 +40,16 @@ import keras
 
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
+from ptychonet_tf.model import refinement as refinement_lib
+from ptychonet_tf.physics import forward
 
 # Keras dtype policies the encoder-decoder may compute in.
 COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
+# "paper": the encoder-decoder of the paper's Figure 1 exactly; "global":
+# the same with a fully connected layer at the lowest resolution, so that
+# every output pixel can depend on every input frequency (the inverse of a
+# Fourier magnitude is not local).
+ARCHITECTURES = ("paper", "global")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +67,11 @@ class NetworkConfig:
     mixed_precision: compute the encoder-decoder in bfloat16 (policy
       "mixed_bfloat16"; variables stay float32); False = float32. Set per
       model; the global Keras policy is left alone.
+    refine_steps: K physics-unrolled refinement steps after stitching
+      (`refinement.UnrolledRefinement`); 0 = the paper's PtychoNet.
+    refine_filters: width of each refinement step's CNN correction (0 =
+      learned step sizes and momenta only).
+    architecture: one of ARCHITECTURES.
   """
   base_channels: int = 32
   depth: int = 4
@@ -69,6 +81,9 @@ class NetworkConfig:
   stitch_method: str = "scatter"
   stitch_weighting: str = "probe"
   mixed_precision: bool = False
+  refine_steps: int = 0
+  refine_filters: int = 0
+  architecture: str = "paper"
 
   @property
   def compute_policy(self):
@@ -89,6 +104,12 @@ class NetworkConfig:
     if self.stitch_method not in layers_lib.STITCH_METHODS:
       raise UserError(f"stitch method {self.stitch_method!r} is not one of "
                       f"{layers_lib.STITCH_METHODS}")
+    if self.architecture not in ARCHITECTURES:
+      raise UserError(f"architecture {self.architecture!r} is not one of "
+                      f"{ARCHITECTURES}")
+    if self.refine_steps < 0 or self.refine_filters < 0:
+      raise UserError(f"refine_steps={self.refine_steps} and refine_filters="
+                      f"{self.refine_filters} must be >= 0")
     if self.stitch_weighting not in layers_lib.STITCH_WEIGHTINGS:
       raise UserError(f"stitch weighting {self.stitch_weighting!r} is not one "
                       f"of {layers_lib.STITCH_WEIGHTINGS}")
@@ -129,6 +150,16 @@ def build_patch_network(config, probe_shape, name="patch_network"):
     x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
                                         dtype=policy, name=f"enc{i}_bn")(x)
     x = keras.layers.LeakyReLU(0.2, dtype=policy, name=f"enc{i}_act")(x)
+  if config.architecture == "global":
+    # [b, h', w', c] -> every position sees the whole pattern, residually.
+    low = (h >> config.depth, w >> config.depth, widths[-1])
+    flat = keras.layers.Flatten(dtype=policy, name="global_flatten")(x)
+    flat = keras.layers.Dense(int(np.prod(low)), dtype=policy,
+                              name="global_dense")(flat)
+    flat = keras.layers.LeakyReLU(0.2, dtype=policy, name="global_act")(flat)
+    x = keras.layers.Add(dtype=policy, name="global_add")(
+        [x, keras.layers.Reshape(low, dtype=policy,
+                                 name="global_reshape")(flat)])
   for i, c in reversed(list(enumerate(widths[:-1]))):
     x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
                                      use_bias=False, dtype=policy,
@@ -170,13 +201,20 @@ class PtychoNet(keras.Model):
     compute_policy: Keras dtype policy of the encoder-decoder, one of
       COMPUTE_POLICIES: "float32" (the default, also for model.json files
       written before this argument existed) or "mixed_bfloat16".
+    probe_real, probe_imag: float [h, w] the known probe, needed when
+      refine_steps > 0 (None otherwise).
+    refine_steps, refine_filters, architecture: see NetworkConfig; 0 steps
+      and "paper" (the defaults, also for older model.json files) are the
+      paper's network.
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
                base_channels=32, depth=4, max_channels=256,
                amplitude_range=(0.5, 1.0), phase_range=(-math.pi / 3, 0.0),
                stitch_method="scatter", stitch_weights=None,
-               compute_policy="float32", **kwargs):
+               compute_policy="float32", probe_real=None, probe_imag=None,
+               refine_steps=0, refine_filters=0, architecture="paper",
+               **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
@@ -197,12 +235,27 @@ class PtychoNet(keras.Model):
       raise UserError(f"compute policy {compute_policy!r} is not one of "
                       f"{COMPUTE_POLICIES}")
     self.compute_policy = compute_policy
+    self.refine_steps = int(refine_steps)
+    self.refine_filters = int(refine_filters)
+    self.architecture = architecture
+    self.probe_real = (None if probe_real is None
+                       else np.asarray(probe_real, np.float32))
+    self.probe_imag = (None if probe_imag is None
+                       else np.asarray(probe_imag, np.float32))
     self.network_config.validate(self.probe_shape)
     self.patch_network = build_patch_network(self.network_config,
                                              self.probe_shape)
     self.stitch = layers_lib.StitchPatches(
         self.layout, self.object_shape, method=stitch_method,
         pixel_weights=self.stitch_weights, name="stitch")
+    self.refinement = None
+    if self.refine_steps:
+      if self.probe_real is None or self.probe_imag is None:
+        raise ValueError("refine_steps > 0 needs the probe (probe_real, "
+                         "probe_imag)")
+      self.refinement = refinement_lib.UnrolledRefinement(
+          self.layout, self.object_shape, self.probe_real, self.probe_imag,
+          self.refine_steps, self.refine_filters, name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo
@@ -216,7 +269,10 @@ class PtychoNet(keras.Model):
                          stitch_method=self.stitch_method,
                          stitch_weighting=("uniform" if self.stitch_weights is None
                                            else "probe"),
-                         mixed_precision=self.compute_policy == "mixed_bfloat16")
+                         mixed_precision=self.compute_policy == "mixed_bfloat16",
+                         refine_steps=self.refine_steps,
+                         refine_filters=self.refine_filters,
+                         architecture=self.architecture)
 
   @property
   def num_positions(self):
@@ -266,14 +322,48 @@ class PtychoNet(keras.Model):
     obj = self.stitch(tf.stack([patches["amplitude"], patches["phase"]], -1))
     return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
 
-  def call(self, amplitudes, training=False):
-    # Stitches both channels at once: no split and re-stack on the way.
+  def refine(self, obj, amplitudes):
+    """The refinement steps on a stitched object (identity when K = 0).
+
+    Args:
+      obj: dict "amplitude", "phase" float32 [B, H, W].
+      amplitudes: float32 [B, N, h, w] the measured amplitudes.
+
+    Returns:
+      dict "amplitude", "phase" float32 [B, H, W].
+    """
+    if self.refinement is None:
+      return obj
+    start = tf.complex(obj["amplitude"] * tf.cos(obj["phase"]),
+                       obj["amplitude"] * tf.sin(obj["phase"]))
+    refined = self.refinement(start, amplitudes)
+    return {"amplitude": forward.magnitude(refined),
+            "phase": forward.phase(refined)}
+
+  def reconstruct(self, amplitudes, training=False):
+    """Every stage of a forward pass (what training and evaluation use).
+
+    Args:
+      amplitudes: float32 [B, N, h, w].
+      training: BatchNorm mode.
+
+    Returns:
+      (patches, stitched, refined): dicts "amplitude", "phase" of the
+      per-pattern patches [B, N, h, w], the stitched object [B, H, W] and
+      the refined object [B, H, W] (the stitched one when K = 0).
+    """
     amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
     n, (h, w) = self.num_positions, self.probe_shape
     patches = tf.reshape(self.patch_tensor(amplitudes, training),
                          [-1, n, h, w, 2])
+    # Stitches both channels at once: no split and re-stack on the way.
     obj = self.stitch(patches)
-    return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
+    stitched = {"amplitude": obj[..., 0], "phase": obj[..., 1]}
+    return ({"amplitude": patches[..., 0], "phase": patches[..., 1]},
+            stitched, self.refine(stitched, amplitudes))
+
+  def call(self, amplitudes, training=False):
+    return self.reconstruct(amplitudes, training)[2]
 
   def get_config(self):
     config = super().get_config()
@@ -286,7 +376,14 @@ class PtychoNet(keras.Model):
                   stitch_method=self.stitch_method,
                   stitch_weights=(None if self.stitch_weights is None
                                   else self.stitch_weights.tolist()),
-                  compute_policy=self.compute_policy)
+                  compute_policy=self.compute_policy,
+                  probe_real=(None if self.probe_real is None
+                              else self.probe_real.tolist()),
+                  probe_imag=(None if self.probe_imag is None
+                              else self.probe_imag.tolist()),
+                  refine_steps=self.refine_steps,
+                  refine_filters=self.refine_filters,
+                  architecture=self.architecture)
     return config
 
 
@@ -309,4 +406,9 @@ def build_model(config, geometry):
                        None if config.stitch_weighting == "uniform" else
                        layers_lib.stitch_weights(geometry.probe,
                                                  config.stitch_weighting)),
-                   compute_policy=config.compute_policy, name="ptychonet")
+                   compute_policy=config.compute_policy,
+                   probe_real=np.real(geometry.probe),
+                   probe_imag=np.imag(geometry.probe),
+                   refine_steps=config.refine_steps,
+                   refine_filters=config.refine_filters,
+                   architecture=config.architecture, name="ptychonet")

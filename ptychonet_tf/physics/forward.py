@@ -63,6 +63,41 @@ def overlap_count(layout, object_shape, probe_shape):
                                      probe_shape).coverage(), tf.float32)
 
 
+# Below this |z|^2 a magnitude counts as 0 and its gradient as 0.
+_TINY = 1e-20
+
+
+def magnitude(z):
+  """|z| for complex z with a finite gradient everywhere (0 at z = 0).
+
+  The gradient of |z| is z/|z|, undefined at z = 0 (sqrt(re^2 + im^2) gives
+  NaN there; tf.abs happens to guard it in current TF). Here the square root
+  only sees |z|^2 where it is above 1e-20 (the double-where trick), so the
+  value and gradient are exact elsewhere and the gradient is 0 at z = 0,
+  independently of how TF implements the gradient of ComplexAbs. The
+  Fourier update of the solvers, the DFT loss and the model's refinement
+  steps all take moduli through it.
+  """
+  z = tf.convert_to_tensor(z)
+  power = tf.math.square(tf.math.real(z)) + tf.math.square(tf.math.imag(z))
+  nonzero = power > _TINY
+  return tf.where(nonzero, tf.sqrt(tf.where(nonzero, power, 1.0)), 0.0)
+
+
+def phase(z):
+  """angle(z) with a finite gradient everywhere (0, and gradient 0, at z = 0).
+
+  The companion of `magnitude`: the gradient of angle(z) is undefined at
+  z = 0 (e.g. unscanned pixels of an object), so z is replaced by 1 there
+  before the angle is taken (the double-where trick).
+  """
+  z = tf.convert_to_tensor(z)
+  power = tf.math.square(tf.math.real(z)) + tf.math.square(tf.math.imag(z))
+  nonzero = power > _TINY
+  return tf.where(nonzero, tf.math.angle(tf.where(nonzero, z, tf.ones_like(z))),
+                  0.0)
+
+
 def far_field(psi):
   """Unitary centred 2-D DFT over the last two axes (complex64 in and out)."""
   psi = tf.convert_to_tensor(psi, tf.complex64)

@@ -16,13 +16,27 @@ class TrainConfig:
     model_dir: run directory: checkpoints, TensorBoard logs, model.json.
     export_dir: SavedModel base directory; None = <model_dir>/export.
     network: width, depth and output ranges of the network.
-    epochs: passes over the train split.
+    epochs: passes over the train split with batches of single patterns
+      (the per-pattern network's training).
+    refine_epochs: then, when the network refines (network.refine_steps >
+      0), passes over whole scans training everything end to end on the
+      final object (`evaluator.scan_batch_loss`); ignored without
+      refinement.
     batch_size: global batch in scans' worth of patterns (batch_size * N
       single patterns, mixed across scans; split over the replicas).
     shuffle_scans: pattern shuffle buffer of the training input, in scans
       (0 = batches of whole scans, for comparison).
     steps_per_epoch: 0 = train scans // batch_size.
     learning_rate, beta1: Adam.
+    refine_learning_rate: Adam learning rate of the refinement's own
+      variables (step sizes, momenta, corrections) in the refinement epochs.
+    refine_steps_per_epoch: steps of a refinement epoch; 0 = as the pattern
+      epochs (train scans // batch_size). The refinement's few scalars
+      need far fewer steps than the network.
+    refine_train_network: in the refinement epochs also update the
+      per-pattern network (at learning_rate, BatchNorm in inference mode)
+      through the refinement steps; False keeps it as the pattern epochs
+      left it (measured better: docs/training.md).
     loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
     mixed_precision: compute the encoder-decoder in bfloat16 (its policy
       mixed_bfloat16; variables, losses and stitching stay float32). The
@@ -48,11 +62,15 @@ class TrainConfig:
   export_dir: Optional[str] = None
   network: NetworkConfig = NetworkConfig()
   epochs: int = 10
+  refine_epochs: int = 0
   batch_size: int = 4
   shuffle_scans: int = 16
   steps_per_epoch: int = 0
   learning_rate: float = 2e-4
   beta1: float = 0.5
+  refine_learning_rate: float = 1e-2
+  refine_train_network: bool = False
+  refine_steps_per_epoch: int = 0
   loss: str = "mse"
   dse_lambda: float = 1.0
   mixed_precision: bool = False
@@ -77,13 +95,16 @@ class TrainConfig:
       if getattr(self, name) < 1:
         raise UserError(f"{name}={getattr(self, name)} must be >= 1")
     for name in ("steps_per_epoch", "eval_scans", "num_images",
-                 "shuffle_scans"):
+                 "shuffle_scans", "refine_epochs", "refine_steps_per_epoch"):
       if getattr(self, name) < 0:
         raise UserError(f"{name}={getattr(self, name)} must be >= 0")
     if self.keep_checkpoints < 1:
       raise UserError(f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
     if not self.learning_rate > 0:
       raise UserError(f"learning_rate={self.learning_rate} must be > 0")
+    if not self.refine_learning_rate > 0:
+      raise UserError(f"refine_learning_rate={self.refine_learning_rate} "
+                      f"must be > 0")
     if not 0 <= self.beta1 < 1:
       raise UserError(f"beta1={self.beta1} must be in [0, 1)")
     if self.loss not in losses.LOSSES:
@@ -98,3 +119,9 @@ class TrainConfig:
                       "mixed_precision=False; set mixed_precision=True on the "
                       "TrainConfig instead (the run's setting)")
     return self
+
+  @property
+  def total_epochs(self):
+    """Pattern epochs plus, for a refining network, the refinement epochs."""
+    return self.epochs + (self.refine_epochs if self.network.refine_steps
+                          else 0)

@@ -37,14 +37,35 @@ def pattern_batch_loss(model, batch, loss, probe, dse_lambda, training):
                            dse_lambda, weights=model.stitch_weights)
 
 
-def batch_loss(model, batch, loss, probe, dse_lambda, training):
-  """Per-scan loss float32 [B] and the patch predictions of `model` on `batch`."""
-  patches = model.predict_patches(batch["amplitudes"], training=training)
+# The refinement epochs' object term, OBJECT_LOG_WEIGHT * ln(MSE + floor):
+# the log of the final object's MSE (-PSNR up to constants), so that a
+# reconstruction at 40 dB still has something to gain (a plain MSE term
+# vanishes next to the patch loss there).
+OBJECT_LOG_WEIGHT = 0.01
+OBJECT_MSE_FLOOR = 1e-10
+
+
+def scan_batch_loss(model, batch, loss, probe, dse_lambda, training, mask):
+  """Per-scan loss float32 [B] of a whole-scan batch, and the final objects.
+
+  The patch loss `loss` of the network's patches, plus, when the model
+  refines (`refine_steps` > 0), OBJECT_LOG_WEIGHT times the log of the
+  object MSE (`losses.object_mse`, phase offset removed) of its final object
+  on `mask`: the end-to-end objective of the refinement epochs.
+
+  Returns:
+    (per_scan [B], dict "amplitude", "phase" [B, H, W] the final objects).
+  """
+  patches, _, final = model.reconstruct(batch["amplitudes"], training=training)
   truth = true_patches(batch, model.layout, model.probe_shape)
   per_scan = losses.patch_loss(loss, patches, truth, probe,
                                batch["amplitudes"], dse_lambda,
                                weights=model.stitch_weights)
-  return per_scan, patches
+  if model.refine_steps:
+    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(losses.object_mse(
+        final["amplitude"], final["phase"], batch["object_amplitude"],
+        batch["object_phase"], mask) + OBJECT_MSE_FLOOR)
+  return per_scan, final
 
 
 class Evaluator:
@@ -77,11 +98,12 @@ class Evaluator:
                                            geometry.object_shape, geometry.probe)
     probe = tf.constant(geometry.probe, tf.complex64)
 
+    mask = tf.constant(self.mask, tf.float32)
+
     @tf.function
     def step(batch):
-      per_scan, patches = batch_loss(model, batch, loss, probe, dse_lambda,
-                                     training=False)
-      obj = model.stitch_patches(patches)
+      per_scan, obj = scan_batch_loss(model, batch, loss, probe, dse_lambda,
+                                      False, mask)
       return per_scan, obj["amplitude"], obj["phase"]
 
     self._step = step

@@ -35,7 +35,11 @@ PREVIOUS_PREFIX = "previous-"
 # the network computes; compute_policy (mixed precision) may change on resume.
 NETWORK_KEYS = ("base_channels", "depth", "max_channels", "stitch_method",
                 "stitch_weighting", "amplitude_range", "phase_range",
-                "probe_shape", "num_positions", "object_shape")
+                "probe_shape", "num_positions", "object_shape",
+                "refine_steps", "refine_filters", "architecture")
+# What model.json files written before a setting existed mean by its absence.
+NETWORK_DEFAULTS = {"refine_steps": 0, "refine_filters": 0,
+                    "architecture": "paper"}
 
 
 def save_model_files(model_dir, model, geometry):
@@ -215,7 +219,7 @@ def write_run_file(model_dir, record, **extra):
 def network_settings(model_config):
   """The NETWORK_KEYS of a PtychoNet config (model.json), JSON-normalised."""
   config = json.loads(json.dumps(model_config))
-  settings = {k: config.get(k) for k in NETWORK_KEYS}
+  settings = {k: config.get(k, NETWORK_DEFAULTS.get(k)) for k in NETWORK_KEYS}
   settings["stitch_weighting"] = (
       "uniform" if config.get("stitch_weights") is None else "probe")
   if config.get("layout") is not None:

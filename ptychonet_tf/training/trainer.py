@@ -135,9 +135,20 @@ class Trainer:
       self.model(np.zeros([1, n, h, w], np.float32))
       self.optimizer = keras.optimizers.Adam(
           learning_rate=config.learning_rate, beta_1=config.beta1)
-      self.optimizer.build(self.model.trainable_variables)
-    self.checkpoint = tf.train.Checkpoint(model=self.model,
-                                          optimizer=self.optimizer)
+      self.optimizer.build(self.model.patch_network.trainable_variables)
+      # The refinement's own variables (momenta, step sizes, corrections)
+      # learn at their own rate: its scalars need far larger steps than
+      # the network's weights.
+      self.refine_optimizer = None
+      if self.model.refinement is not None:
+        self.refine_optimizer = keras.optimizers.Adam(
+            learning_rate=config.refine_learning_rate, beta_1=config.beta1)
+        self.refine_optimizer.build(
+            self.model.refinement.trainable_variables)
+    optimizers = {"optimizer": self.optimizer}
+    if self.refine_optimizer is not None:
+      optimizers["refine_optimizer"] = self.refine_optimizer
+    self.checkpoint = tf.train.Checkpoint(model=self.model, **optimizers)
     if self.is_chief:
       self.checkpoint_dir = config.model_dir
     else:
@@ -147,6 +158,10 @@ class Trainer:
     self._start_step = None
     self._probe = tf.constant(self.geometry.probe, tf.complex64)
     self._train_step = self._make_train_step()
+    self._refine_step = None  # built when a refinement epoch starts
+    self._mask = tf.constant(metrics.illuminated_region(
+        self.geometry.layout, self.geometry.object_shape,
+        self.geometry.probe), tf.float32)
 
   @property
   def manager(self):
@@ -170,7 +185,8 @@ class Trainer:
             model, batch, config.loss, probe, config.dse_lambda, training=True)
         loss = tf.nn.compute_average_loss(
             per_pattern, global_batch_size=patterns_per_step)
-      variables = model.trainable_variables
+      # The per-pattern loss only reaches the encoder-decoder.
+      variables = model.patch_network.trainable_variables
       grads = tape.gradient(loss, variables)
       optimizer.apply_gradients(zip(grads, variables))
       return loss
@@ -183,15 +199,81 @@ class Trainer:
 
     return train_step
 
+  def _make_refine_step(self):
+    """The end-to-end step of the refinement epochs: whole scans, final object."""
+    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    refine_optimizer = self.refine_optimizer
+    config, probe, mask = self.config, self._probe, self._mask
+    # The network learns in these epochs only on request
+    # (TrainConfig.refine_train_network; see docs/training.md).
+    network = (model.patch_network.trainable_variables
+               if config.refine_train_network else [])
+    refinement = model.refinement.trainable_variables
+
+    def step_fn(batch):
+      with tf.GradientTape() as tape:
+        # BatchNorm in inference mode: batches of whole scans would pull its
+        # statistics away from those of the mixed pattern batches.
+        per_scan, _ = evaluator.scan_batch_loss(
+            model, batch, config.loss, probe, config.dse_lambda, False, mask)
+        loss = tf.nn.compute_average_loss(
+            per_scan, global_batch_size=config.batch_size)
+      grads = tape.gradient(loss, network + refinement)
+      if network:
+        optimizer.apply_gradients(zip(grads[:len(network)], network))
+      else:
+        # optimizer.iterations is the run's step count (checkpoints,
+        # resuming): it counts these steps too.
+        optimizer.iterations.assign_add(1)
+      refine_optimizer.apply_gradients(zip(grads[len(network):], refinement))
+      return loss
+
+    @tf.function
+    def refine_step(iterator):
+      per_replica = strategy.run(step_fn, args=(next(iterator),))
+      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                             axis=None)
+
+    return refine_step
+
+  def is_refine_epoch(self, epoch):
+    """Whether 0-based `epoch` trains end to end on whole scans."""
+    return bool(self.model.refine_steps) and epoch >= self.config.epochs
+
+  def epoch_steps(self, epoch):
+    """Steps of 0-based `epoch` (refinement epochs may be shorter)."""
+    if self.is_refine_epoch(epoch) and self.config.refine_steps_per_epoch:
+      return self.config.refine_steps_per_epoch
+    return self.steps_per_epoch
+
+  def epoch_start(self, epoch):
+    """The step count at which 0-based `epoch` starts."""
+    return sum(self.epoch_steps(e) for e in range(epoch))
+
+  def epoch_at(self, step):
+    """The 0-based epoch that `step` lies in (total_epochs when done)."""
+    epoch = 0
+    while (epoch < self.config.total_epochs and
+           self.epoch_start(epoch + 1) <= step):
+      epoch += 1
+    return epoch
+
   def train_dataset(self, epoch):
     """The distributed, repeated train input of one epoch (seeded by epoch)."""
     config = self.config
     seed = config.seed * 100003 + epoch
+    refine = self.is_refine_epoch(epoch)
 
     def dataset_fn(input_context):
+      batch = input_context.get_per_replica_batch_size(config.batch_size)
+      if refine:
+        return pipeline.make_dataset(
+            config.data_dir, "train", batch, shuffle=True, seed=seed,
+            repeat=True, input_context=input_context, drop_remainder=True,
+            verify=False)
       return pipeline.make_pattern_dataset(
           config.data_dir, "train",
-          input_context.get_per_replica_batch_size(config.batch_size),
+          batch,
           seed=seed, repeat=True, input_context=input_context,
           shuffle_scans=config.shuffle_scans, drop_remainder=True,
           verify=False)
@@ -406,23 +488,35 @@ class Trainer:
          f"batches of {self.patterns_per_step} patterns ({config.batch_size} "
          f"scans' worth, mixed across scans), {config.epochs} epochs of "
          f"{self.steps_per_epoch} steps"
+         + (f", then {config.total_epochs - config.epochs} end-to-end epochs "
+            f"of {self.epoch_steps(config.epochs)} steps on whole scans "
+            f"through {self.model.refine_steps} refinement steps"
+            if config.total_epochs > config.epochs else "")
          + (f"; resuming at step {start_step}" if start_step else ""))
     evaluator = self.evaluator() if self.is_chief else None
     scalars = None
     last_save = time.time()
-    for epoch in range(start_step // self.steps_per_epoch, config.epochs):
-      first = self.step - epoch * self.steps_per_epoch
+    for epoch in range(self.epoch_at(start_step), config.total_epochs):
+      steps = self.epoch_steps(epoch)
+      first = self.step - self.epoch_start(epoch)
       with pipeline.naming_damaged_records(config.data_dir, "train"):
         iterator = iter(self.train_dataset(epoch))
       progbar = keras.utils.Progbar(
-          self.steps_per_epoch, verbose=1 if config.verbose else 0,
+          steps, verbose=1 if config.verbose else 0,
           stateful_metrics=["patterns/s"])
       if config.verbose:
-        print(f"epoch {epoch + 1}/{config.epochs}", flush=True)
+        print(f"epoch {epoch + 1}/{config.total_epochs}"
+              + (" (end to end, whole scans)" if self.is_refine_epoch(epoch)
+                 else ""), flush=True)
+      train_step = self._train_step
+      if self.is_refine_epoch(epoch):
+        if self._refine_step is None:
+          self._refine_step = self._make_refine_step()
+        train_step = self._refine_step
       start, losses_ = time.perf_counter(), []
-      for i in range(first, self.steps_per_epoch):
+      for i in range(first, steps):
         with pipeline.naming_damaged_records(config.data_dir, "train"):
-          loss = float(self._train_step(iterator))
+          loss = float(train_step(iterator))
         losses_.append(loss)
         rate = (i + 1 - first) * self.patterns_per_step / (
             time.perf_counter() - start)
@@ -431,7 +525,7 @@ class Trainer:
         if self.is_chief and step % LOG_EVERY_STEPS == 0:
           with train_writer.as_default(step=step):
             tf.summary.scalar("loss_per_step", loss)
-        if (config.checkpoint_secs and i + 1 < self.steps_per_epoch and
+        if (config.checkpoint_secs and i + 1 < steps and
             time.time() - last_save > config.checkpoint_secs):
           self.save()
           last_save = time.time()

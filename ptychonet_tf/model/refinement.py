@@ -1,0 +1,181 @@
+"""Physics-unrolled refinement: K learned, accelerated gradient steps on the object.
+
+PtychoNet's stitched object O_0 is a first guess. `UnrolledRefinement` runs
+K differentiable iterations on the whole object with the known probe P
+(`--refine_steps=K`; K = 0 is the paper's PtychoNet), inside the Keras model
+and hence inside its SavedModel. Step k (0-based) is a Nesterov-accelerated,
+preconditioned gradient step on the amplitude misfit
+L(O) = 1/2 sum_j || |F(P O_j)| - A_j ||^2:
+
+  Y_k     = O_k + mu_k (O_k - O_{k-1})                   (momentum, O_{-1} = O_0)
+  G_k     = sum_j conj(P) F^-1[F(P Y_kj) - A_j F(P Y_kj) / |F(P Y_kj)|]
+  D_k     = -G_k / (sum_j |P|^2 + e)                      (the error-reduction step)
+  O_{k+1} = Y_k + s_k D_k + C_k(Y_k, D_k)
+
+G_k is the gradient of L (with the plain, unnormalised FFT of the solvers'
+unshifted frame); the windows O_j and the sum over j are the package's one
+window operator (`physics.windows.Windows.extract` / `stitch`), F is
+`tf.signal.fft2d`, and the modulus replacement is
+`baselines.common.fourier_update`, the one DM and ePIE use. With s_k = 1 and
+mu_k = 0 a step is exactly the parallel error-reduction (alternating
+projection) update O <- sum_j conj(P) Pi_F(P O_j) / (sum_j |P|^2 + e).
+
+Learned per step: the momentum mu_k (initialised to Nesterov's k / (k + 3)),
+the step size s_k (initialised to 1) and, when `filters` > 0, a small CNN
+correction C_k: two 3x3 convolutions on the real and imaginary parts of Y_k
+and D_k (4 channels -> `filters` -> 2), whose last layer starts at zero. At
+initialisation the refinement is therefore plain accelerated error reduction
+(which, from a flat start on configs/small_dense.flags, already beats DM
+iteration for iteration; see docs/training.md); training tunes it end to end.
+
+The inertia e = `inertia` * max(sum_j |P|^2) keeps pixels the probe barely
+reaches where they are: their gradient is ~0 and so is their step.
+"""
+import numpy as np
+import tensorflow as tf
+import keras
+
+from ptychonet_tf.baselines import common
+from ptychonet_tf.physics import windows as windows_lib
+
+
+def initial_momentum(steps):
+  """Nesterov's momentum schedule k / (k + 3), k = 0 .. steps - 1."""
+  k = np.arange(steps, dtype=np.float32)
+  return k / (k + 3.0)
+
+
+@keras.saving.register_keras_serializable(package="ptychonet_tf")
+class UnrolledRefinement(keras.layers.Layer):
+  """K learned accelerated gradient steps on complex objects (see module doc).
+
+  Call inputs:
+    obj: complex64 [B, H, W] the starting objects.
+    amplitudes: float32 [B, N, h, w] measured amplitudes, detector convention
+      (zero frequency at (h//2, w//2), unitary DFT: `physics.forward`).
+  Call output:
+    complex64 [B, H, W] the refined objects.
+
+  Args:
+    layout: int [N, 4] (top, bottom, left, right).
+    object_shape: (H, W).
+    probe_real, probe_imag: float [h, w] the known probe's parts (lists in
+      the config, so the layer serialises to JSON).
+    steps: K >= 1.
+    filters: width of each step's CNN correction; 0 = none.
+    inertia: relative preconditioner floor e / max(sum_j |P|^2).
+    jit_compile: run the K steps as one XLA-compiled function (also in the
+      exported SavedModel). On CPU this makes a step ~2x faster (the window
+      gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
+      needs --xla_cpu_compilation_enabled=true (docs/serving.md). False runs
+      the steps as ordinary TensorFlow ops; so do steps with CNN corrections
+      (`filters` > 0), whose weights would lose their gradients in a
+      compiled function first traced outside a GradientTape.
+  """
+
+  def __init__(self, layout, object_shape, probe_real, probe_imag, steps,
+               filters=0, inertia=1e-3, jit_compile=True, **kwargs):
+    kwargs.setdefault("dtype", "float32")
+    super().__init__(**kwargs)
+    if int(steps) < 1:
+      raise ValueError(f"refinement steps {steps} must be >= 1")
+    if int(filters) < 0:
+      raise ValueError(f"refinement filters {filters} must be >= 0")
+    self.layout = np.asarray(layout, np.int32)
+    self.object_shape = tuple(int(s) for s in object_shape)
+    self.probe_real = np.asarray(probe_real, np.float32)
+    self.probe_imag = np.asarray(probe_imag, np.float32)
+    self.steps = int(steps)
+    self.filters = int(filters)
+    self.inertia = float(inertia)
+    self.jit_compile = bool(jit_compile)
+    self._compiled = None
+    probe = self.probe_real + 1j * self.probe_imag
+    self._windows = windows_lib.Windows(self.layout, self.object_shape,
+                                        probe.shape)
+    h, w = probe.shape
+    self._probe = probe.astype(np.complex64)
+    norm = self._windows.coverage(np.abs(probe) ** 2)
+    self._inverse_norm = (1.0 / (norm + self.inertia * norm.max())).astype(
+        np.float32)
+    self._fft_scale = np.float32(np.sqrt(h * w))
+    self.corrections = []
+    for k in range(self.filters and self.steps):
+      self.corrections.append(keras.Sequential([
+          keras.layers.Conv2D(self.filters, 3, padding="same",
+                              activation="relu", dtype="float32"),
+          keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros",
+                              dtype="float32")], name=f"correction{k}"))
+
+  def build(self, input_shape=None):
+    self.momentum = self.add_weight(
+        name="momentum", shape=(self.steps,),
+        initializer=keras.initializers.Constant(initial_momentum(self.steps)))
+    self.step_size = self.add_weight(
+        name="step_size", shape=(self.steps,),
+        initializer=keras.initializers.Constant(1.0))
+    for correction in self.corrections:
+      correction.build((None, *self.object_shape, 4))
+    self.built = True
+
+  def direction(self, obj, amplitudes):
+    """The error-reduction step D = -G / (sum_j |P|^2 + e), complex64 [B, H, W].
+
+    Args:
+      obj: complex64 [B, H, W].
+      amplitudes: float32 [B, N, h, w] in the unshifted frame
+        (`baselines.common.unshifted_amplitudes`).
+    """
+    probe = tf.constant(self._probe)
+    waves = probe * self._windows.extract(obj)
+    spectra = tf.signal.fft2d(waves)
+    residual = tf.signal.ifft2d(
+        spectra - common.fourier_update(spectra, amplitudes))
+    gradient = self._windows.stitch(tf.math.conj(probe) * residual,
+                                    method="segment")
+    return -gradient * tf.cast(tf.constant(self._inverse_norm), tf.complex64)
+
+  def call(self, obj, amplitudes):
+    obj = tf.cast(obj, tf.complex64)
+    amplitudes = tf.cast(amplitudes, tf.float32)
+    # The learned scalars go in as arguments, not as captured variables: a
+    # compiled function first traced outside a GradientTape (e.g. by the
+    # model's build call) would otherwise give them no gradient.
+    momentum = tf.convert_to_tensor(self.momentum)
+    step_size = tf.convert_to_tensor(self.step_size)
+    # (Captured Keras sub-layers lose their gradients the same way, so steps
+    # with CNN corrections run as ordinary ops.)
+    if self.jit_compile and not self.corrections:
+      if self._compiled is None:
+        self._compiled = tf.function(self._steps, jit_compile=True)
+      return self._compiled(obj, amplitudes, momentum, step_size)
+    return self._steps(obj, amplitudes, momentum, step_size)
+
+  def _steps(self, obj, amplitudes, momentum, step_size):
+    # Into the solvers' unshifted frame once: every step is a plain FFT.
+    amplitudes = (tf.signal.ifftshift(amplitudes, axes=(-2, -1)) *
+                  self._fft_scale)
+    momentum = tf.cast(momentum, tf.complex64)
+    step_size = tf.cast(step_size, tf.complex64)
+    previous = obj
+    for k in range(self.steps):
+      ahead = obj + momentum[k] * (obj - previous)
+      previous = obj
+      step = self.direction(ahead, amplitudes)
+      obj = ahead + step_size[k] * step
+      if self.corrections:
+        features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),
+                             tf.math.real(step), tf.math.imag(step)], -1)
+        delta = self.corrections[k](features)
+        obj += tf.complex(delta[..., 0], delta[..., 1])
+    return obj
+
+  def get_config(self):
+    config = super().get_config()
+    config.update(layout=self.layout.tolist(),
+                  object_shape=list(self.object_shape),
+                  probe_real=self.probe_real.tolist(),
+                  probe_imag=self.probe_imag.tolist(), steps=self.steps,
+                  filters=self.filters, inertia=self.inertia,
+                  jit_compile=self.jit_compile)
+    return config

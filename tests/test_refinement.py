@@ -1,0 +1,165 @@
+"""Physics-unrolled refinement: the update against numpy, convergence,
+gradients, training end to end, truncated exports."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import write_tiny
+from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import network
+from ptychonet_tf.model import refinement
+from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.training import config as config_lib
+from ptychonet_tf.training import run_dir
+from ptychonet_tf.training import trainer
+
+
+def _scan(seed=0, size=16):
+  probe = probe_lib.make_probe((size, size), "zone_plate", 0.5)
+  layout, shape = layouts.layout_from_positions(
+      layouts.fermat_spiral(30, 1.6), (size, size))
+  rng = np.random.default_rng(seed)
+  amp = 0.75 + 0.25 * rng.uniform(-1, 1, shape)
+  phase = rng.uniform(-1.0, 0.0, shape)
+  obj = (amp * np.exp(1j * phase)).astype(np.complex64)
+  amps = forward.diffraction_amplitudes(obj, probe, layout).numpy()
+  return probe, layout, shape, obj, amps
+
+
+def _layer(probe, layout, shape, steps, filters=0):
+  layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
+                                        steps, filters)
+  layer.build()
+  return layer
+
+
+def _numpy_error_reduction(obj, probe, layout, amps, inertia):
+  """sum_j conj(P) Pi_F(P O_j) / (sum_j |P|^2 + e), in numpy (detector frame)."""
+  numerator = np.zeros(obj.shape, np.complex128)
+  norm = np.zeros(obj.shape)
+  for (t, b, l, r), a in zip(layout, amps):
+    wave = probe * obj[t:b, l:r]
+    spectrum = np.fft.fftshift(np.fft.fft2(wave, norm="ortho"))
+    projected = np.fft.ifft2(np.fft.ifftshift(a * np.exp(1j * np.angle(spectrum))),
+                             norm="ortho")
+    numerator[t:b, l:r] += np.conj(probe) * projected
+    norm[t:b, l:r] += np.abs(probe) ** 2
+  covered = norm > 0
+  ratio = obj.copy()
+  # The layer's step: O + (numerator - norm * O) / (norm + e).
+  eps = inertia * norm.max()
+  ratio[covered] = (obj + (numerator - norm * obj) / (norm + eps))[covered]
+  return ratio
+
+
+def test_one_step_is_error_reduction():
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(1)
+  start = (obj * np.exp(0.2j * rng.standard_normal(shape))).astype(np.complex64)
+  layer = _layer(probe, layout, shape, 1)
+  assert layer.momentum.numpy()[0] == 0.0  # Nesterov's k/(k+3) at k = 0
+  got = layer(start[None], amps[None]).numpy()[0]
+  want = _numpy_error_reduction(start.astype(np.complex128), probe, layout,
+                                amps, layer.inertia)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_initial_momentum_is_nesterov():
+  np.testing.assert_allclose(refinement.initial_momentum(4),
+                             [0, 1 / 4, 2 / 5, 3 / 6])
+
+
+def test_steps_converge_from_a_perturbed_start():
+  probe, layout, shape, obj, amps = _scan()
+  covered = layouts.scanned_mask(layout, shape)
+  rng = np.random.default_rng(2)
+  start = (obj * (1 + 0.1 * rng.standard_normal(shape)) *
+           np.exp(0.3j * rng.standard_normal(shape))).astype(np.complex64)
+
+  def error(x):
+    x = x * np.exp(1j * np.angle(np.vdot(x[covered], obj[covered])))
+    return np.linalg.norm((x - obj)[covered]) / np.linalg.norm(obj[covered])
+
+  errors = [error(start)]
+  for steps in (5, 20):
+    out = _layer(probe, layout, shape, steps)(start[None], amps[None])
+    errors.append(error(out.numpy()[0]))
+  assert errors[2] < errors[1] < errors[0]
+  assert errors[2] < 0.5 * errors[0]
+
+
+def test_gradients_are_finite_and_reach_every_parameter():
+  probe, layout, shape, obj, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=3,
+                    refine_filters=2), geometry)
+  with tf.GradientTape() as tape:
+    out = model(amps[None], training=True)
+    loss = tf.reduce_mean(out["amplitude"]) + tf.reduce_mean(out["phase"])
+  grads = tape.gradient(loss, model.trainable_variables)
+  names = [v.path for v in model.trainable_variables]
+  assert any("momentum" in n for n in names)
+  assert any("correction" in n for n in names)
+  for name, g in zip(names, grads):
+    assert g is not None, name
+    assert np.all(np.isfinite(g.numpy())), name
+
+
+def test_config_round_trip_and_truncated_copies():
+  probe, layout, shape, _, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=3,
+                    refine_filters=2), geometry)
+  model(amps[None])
+  model.refinement.step_size.assign([0.9, 1.1, 0.7])
+  clone = network.PtychoNet.from_config(model.get_config())
+  clone(amps[None])
+  clone.set_weights(model.get_weights())
+  np.testing.assert_allclose(clone(amps[None])["phase"],
+                             model(amps[None])["phase"], atol=1e-5)
+  full = export_lib.float32_copy(model)
+  np.testing.assert_allclose(full(amps[None])["amplitude"],
+                             model(amps[None])["amplitude"], atol=1e-5)
+  none = export_lib.float32_copy(model, refine_steps=0)
+  assert none.refinement is None
+  _, stitched, _ = model.reconstruct(amps[None])
+  np.testing.assert_allclose(none(amps[None])["amplitude"],
+                             stitched["amplitude"], atol=1e-6)
+  two = export_lib.float32_copy(model, refine_steps=2)
+  np.testing.assert_allclose(two.refinement.step_size.numpy(), [0.9, 1.1])
+  with pytest.raises(Exception, match="cannot keep 4 refinement steps"):
+    export_lib.float32_copy(model, refine_steps=4)
+
+
+def test_training_with_refinement_epochs(tmp_path):
+  """Pattern epochs, then an end-to-end epoch; model.json records K."""
+  data_dir = write_tiny(str(tmp_path / "data"))
+  model_dir = str(tmp_path / "run")
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=model_dir,
+      network=NetworkConfig(base_channels=4, depth=2, refine_steps=2,
+                            refine_filters=2),
+      epochs=1, refine_epochs=2, refine_steps_per_epoch=1, batch_size=4,
+      num_images=0, export=False, verbose=False)
+  assert config.total_epochs == 3
+  job = trainer.Trainer(config, tf.distribute.get_strategy())
+  assert [job.epoch_steps(e) for e in range(3)] == [2, 1, 1]
+  assert [job.epoch_at(s) for s in range(5)] == [0, 0, 1, 2, 3]
+  before = job.model.refinement.step_size.numpy().copy()
+  scalars = job.train()
+  assert np.isfinite(scalars["loss"]) and np.isfinite(scalars["phase_psnr"])
+  assert job.step == 4
+  # The end-to-end epoch moved the refinement's own parameters.
+  assert not np.allclose(job.model.refinement.step_size.numpy(), before)
+  model, _, _ = run_dir.load_trained_model(model_dir)
+  assert model.refine_steps == 2 and model.refine_filters == 2
+  np.testing.assert_allclose(model.refinement.step_size.numpy(),
+                             job.model.refinement.step_size.numpy())
