@@ -6,6 +6,8 @@ CONFIG ?= small_dense
 DATA_DIR ?= tfrecords/$(CONFIG)
 
 TRANSFER_IMAGES ?= ../shared/data/tcga-brain-he-miccai2015/images
+# Photographs the demo's test scans are simulated from (never trained on).
+TEST_IMAGES ?= ../shared/data/imagenet-sample-gray/images
 
 .PHONY: install demo data train export tensorboard test test-fast bench siemens-star
 
@@ -17,9 +19,11 @@ data: install
 
 # The main job: CPU-sized dense and sparse experiments from the embedded
 # default images (data -> train -> export -> evaluate -> reports/<name>/report.md),
-# plus the cross-domain test when $(TRANSFER_IMAGES) exists. Every step resumes.
+# evaluated on test scans simulated from the photographs in $(TEST_IMAGES)
+# when that folder exists, plus the cross-domain test when $(TRANSFER_IMAGES)
+# exists. Every step resumes.
 demo: install
-	$(PYTHON) -m ptychonet_tf.demo --transfer_images=$(TRANSFER_IMAGES)
+	$(PYTHON) -m ptychonet_tf.demo --test_images=$(TEST_IMAGES) --transfer_images=$(TRANSFER_IMAGES)
 
 # One experiment by hand: make train CONFIG=small_sparse
 train: data

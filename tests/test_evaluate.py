@@ -36,14 +36,25 @@ def test_writes_tables_figures_and_json(setup):
                  "--dm_iterations=6", "--curve_every=3", "--dm_batch=2"])
   assert res.returncode == 0, res.stderr[-3000:]
   for name in ("report.md", "results.md", "results.json", "amplitude.png",
-               "phase.png", "curves.png"):
+               "phase.png", "curves.png", "time_to_quality.png"):
     assert os.path.getsize(os.path.join(out, name)) > 0, name
   assert not [n for n in os.listdir(out) if ".tmp" in n]
   with open(os.path.join(out, "results.json")) as f:
     results = json.load(f)
   methods = results["methods"]
+  equal = results["equal_time"]
+  assert equal["model"] == "PtychoNet-MSE" and equal["iterations"] >= 1
+  equal_row = (f"{comparison.DM_EQUAL_TIME} ({equal['iterations']} it, flat "
+               f"start)")
   assert list(methods) == ["PtychoNet-MSE", "DM (random start)", "DM (flat start)",
-                           "PtychoNet-MSE+DM", comparison.MEAN_OBJECT]
+                           "PtychoNet-MSE+DM", equal_row, comparison.MEAN_OBJECT]
+  # As many DM iterations as fit in the network's seconds per scan.
+  per_iteration = methods["DM (flat start)"]["seconds_per_scan"] / 6
+  assert equal["seconds_per_iteration"] == pytest.approx(per_iteration)
+  assert equal["iterations"] == max(1, int(
+      methods["PtychoNet-MSE"]["seconds_per_scan"] // per_iteration))
+  assert methods[equal_row]["seconds_per_scan"] == pytest.approx(
+      equal["iterations"] * per_iteration)
   for name, m in methods.items():
     assert len(m["per_scan"]["scanned"]) == 2
     assert (m["seconds_per_scan"] > 0) == (name != comparison.MEAN_OBJECT)
@@ -52,6 +63,15 @@ def test_writes_tables_figures_and_json(setup):
   curves = results["curves"]
   assert len(curves["random start"]["chi"]) == 6
   assert curves["random start"]["iterations"] == [3, 6]
+  flat = curves["flat start"]
+  assert flat["seconds"] == pytest.approx(
+      [3 * per_iteration, 6 * per_iteration])
+  assert flat["amplitude_psnr"][-1] == pytest.approx(
+      methods["DM (flat start)"]["mean"]["scanned"]["amplitude_psnr"]["mean"],
+      abs=1e-3)
+  # DM from the network starts after the network's seconds.
+  start = curves["PtychoNet-MSE start"]["seconds"][0]
+  assert start > methods["PtychoNet-MSE"]["seconds_per_scan"]
   assert results["speedup"] == pytest.approx(
       methods["DM (random start)"]["seconds_per_scan"] / methods["PtychoNet-MSE"]["seconds_per_scan"])
   with open(os.path.join(out, "report.md")) as f:

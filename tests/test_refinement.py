@@ -92,13 +92,17 @@ def test_steps_converge_from_a_perturbed_start():
   assert errors[2] < 0.5 * errors[0]
 
 
-def test_gradients_are_finite_and_reach_every_parameter():
-  probe, layout, shape, obj, amps = _scan()
+def _model(probe, layout, shape):
   geometry = geometry_lib.Geometry(probe=probe, layout=layout,
                                    object_shape=shape)
-  model = network.build_model(
+  return network.build_model(
       NetworkConfig(base_channels=4, depth=2, refine_steps=3,
                     refine_filters=2), geometry)
+
+
+def test_gradients_are_finite_and_reach_every_parameter():
+  probe, layout, shape, _, amps = _scan()
+  model = _model(probe, layout, shape)
   with tf.GradientTape() as tape:
     out = model(amps[None], training=True)
     loss = tf.reduce_mean(out["amplitude"]) + tf.reduce_mean(out["phase"])
@@ -113,11 +117,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
 
 def test_config_round_trip_and_truncated_copies():
   probe, layout, shape, _, amps = _scan()
-  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
-                                   object_shape=shape)
-  model = network.build_model(
-      NetworkConfig(base_channels=4, depth=2, refine_steps=3,
-                    refine_filters=2), geometry)
+  model = _model(probe, layout, shape)
   model(amps[None])
   model.refinement.step_size.assign([0.9, 1.1, 0.7])
   clone = network.PtychoNet.from_config(model.get_config())

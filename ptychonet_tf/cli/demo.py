@@ -1,6 +1,7 @@
 r"""The main job end to end at CPU size: data, training, export, evaluation, reports.
 
-  python -m ptychonet_tf.demo [--transfer_images=DIR] [--reports_dir=reports]
+  python -m ptychonet_tf.demo [--test_images=DIR] [--transfer_images=DIR] \
+      [--reports_dir=reports]
 
 Runs, each step as its own command (printed, so any step can be repeated by
 hand), and each resuming when run again:
@@ -11,7 +12,10 @@ hand), and each resuming when run again:
    saved_models/<name>); a model with refinement steps is also exported
    without them (saved_models/<name>_k0: its network and stitching alone,
    the paper's PtychoNet);
-3. ptychonet_tf.evaluate for both: the learned model (and its K = 0 export),
+3. with --test_images=DIR, 20 test scans of each geometry simulated from
+   the photographs in DIR (tfrecords/<name>_photos; the models never saw
+   them); ptychonet_tf.evaluate for both, on those scans or else on each
+   experiment's own test split: the learned model (and its K = 0 export),
    DM from random and flat starts, DM at equal time and DM started from the
    learned model, into reports/<name>/report.md (with the time-to-quality
    figure);
@@ -34,6 +38,11 @@ from ptychonet_tf.utils.errors import UserError, report_user_errors
 flags.DEFINE_string("transfer_images", "",
                     "Folder of images from another domain for the cross-domain "
                     "test (skipped when empty or missing).")
+flags.DEFINE_string("test_images", "",
+                    "Folder of photographs the test scans of every experiment "
+                    "are simulated from (its own geometry, 20 scans, never "
+                    "trained on: tfrecords/<name>_photos); empty or missing: "
+                    "each experiment's own test split.")
 flags.DEFINE_string("reports_dir", "reports", "Where the reports go.")
 flags.DEFINE_string("tfrecords_dir", "tfrecords", "Where the datasets go.")
 flags.DEFINE_string("runs_dir", "runs", "Where checkpoints and TensorBoard logs go.")
@@ -44,10 +53,14 @@ flags.DEFINE_list("train_args", [],
                   "Extra flags for every training run, e.g. --epochs=1 for a "
                   "quick look (comma-separated).")
 flags.DEFINE_integer("dm_iterations", 300, "DM iterations in the evaluation.")
+flags.DEFINE_integer("num_scans", 10,
+                     "Test scans per evaluation (0 = all 20): the DM rows "
+                     "take most of the evaluation time.")
 FLAGS = flags.FLAGS
 
 TRANSFER = "small_transfer"
 LEARNED = "PtychoNet"
+PHOTOS = "_photos"  # suffix of the test sets simulated from --test_images
 
 
 def _refine_steps(name):
@@ -105,14 +118,24 @@ def main(argv):
           f"cross-domain test")
   if transfer and "small_dense" not in experiments:
     raise UserError("the cross-domain test needs the small_dense experiment")
+  photos = bool(FLAGS.test_images) and os.path.isdir(FLAGS.test_images)
+  if FLAGS.test_images and not photos:
+    print(f"note: {FLAGS.test_images} is not a folder; evaluating on each "
+          f"experiment's own test split")
   refining = [name for name in experiments if _refine_steps(name)]
-  stages = Stages(3 * len(experiments) + len(refining) +
+  stages = Stages((4 if photos else 3) * len(experiments) + len(refining) +
                   (2 if transfer else 0))
   reports = []
   for name in experiments:
     stages.run(f"simulate {name}", [
         py, "tools/make_tfrecords.py", f"--flagfile=configs/{name}.flags",
         f"--out_dir={FLAGS.tfrecords_dir}/{name}"])
+  if photos:
+    for name in experiments:
+      stages.run(f"simulate {name} test scans from {FLAGS.test_images}", [
+          py, "tools/make_tfrecords.py", f"--flagfile=configs/{name}.flags",
+          f"--images={FLAGS.test_images}", "--num_train=0", "--num_test=20",
+          "--num_shards=1", f"--out_dir={FLAGS.tfrecords_dir}/{name}{PHOTOS}"])
   for name in experiments:
     stages.run(f"train {name}", [
         py, "-m", "ptychonet_tf.train", f"--flagfile=configs/{name}.flags",
@@ -125,8 +148,9 @@ def main(argv):
         f"--export_dir={FLAGS.saved_models_dir}/{name}_k0",
         "--keep_refine_steps=0"])
 
-  def evaluate(name, model, title, stage):
+  def evaluate(name, model, title, stage, data=None):
     out = os.path.join(FLAGS.reports_dir, name)
+    data = data or name
     k = _refine_steps(model)
     models = [f"{LEARNED} (K={k})={FLAGS.saved_models_dir}/{model}"]
     if k:
@@ -134,14 +158,20 @@ def main(argv):
                     f"{FLAGS.saved_models_dir}/{model}_k0")
     stages.run(stage, [
         py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{name}.flags",
-        f"--data_dir={FLAGS.tfrecords_dir}/{name}",
+        f"--data_dir={FLAGS.tfrecords_dir}/{data}",
         "--saved_model=" + ",".join(models),
-        f"--dm_iterations={FLAGS.dm_iterations}", f"--out_dir={out}",
+        f"--dm_iterations={FLAGS.dm_iterations}",
+        f"--num_scans={FLAGS.num_scans}", f"--out_dir={out}",
         f"--title={title}"])
     reports.append(out)
 
   for name in experiments:
-    evaluate(name, name, name, f"evaluate {name}")
+    if photos:
+      evaluate(name, name, f"{name} (test scans from "
+               f"{os.path.basename(os.path.normpath(FLAGS.test_images))})",
+               f"evaluate {name} on {FLAGS.test_images}", f"{name}{PHOTOS}")
+    else:
+      evaluate(name, name, name, f"evaluate {name}")
   if transfer:
     stages.run(f"simulate {TRANSFER} from {FLAGS.transfer_images}", [
         py, "tools/make_tfrecords.py", f"--flagfile=configs/{TRANSFER}.flags",

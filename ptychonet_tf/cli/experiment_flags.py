@@ -154,6 +154,9 @@ def define_experiment_flags():
   flags.DEFINE_integer("refine_steps_per_epoch", 0,
                        "Steps of a refinement epoch (0 = as the pattern "
                        "epochs).")
+  flags.DEFINE_integer("refine_batch_size", 0,
+                       "Scans per step of the refinement epochs (0 = "
+                       "--batch_size); lower it where memory is short.")
   flags.DEFINE_integer("refine_epochs", 0,
                        "With --refine_steps > 0: epochs of end-to-end "
                        "training on whole scans (final-object MSE) after "

@@ -62,6 +62,7 @@ def train_config():
       refine_learning_rate=FLAGS.refine_learning_rate,
       refine_train_network=FLAGS.refine_train_network,
       refine_steps_per_epoch=FLAGS.refine_steps_per_epoch,
+      refine_batch_size=FLAGS.refine_batch_size,
       batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
       steps_per_epoch=FLAGS.steps_per_epoch,
       learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1, loss=FLAGS.loss,

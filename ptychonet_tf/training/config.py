@@ -30,6 +30,9 @@ class TrainConfig:
     learning_rate, beta1: Adam.
     refine_learning_rate: Adam learning rate of the refinement's own
       variables (step sizes, momenta, corrections) in the refinement epochs.
+    refine_batch_size: scans per step of a refinement epoch; 0 = batch_size
+      (each scan's K steps are kept for the gradient: lower it where memory
+      is short).
     refine_steps_per_epoch: steps of a refinement epoch; 0 = as the pattern
       epochs (train scans // batch_size). The refinement's few scalars
       need far fewer steps than the network.
@@ -71,6 +74,7 @@ class TrainConfig:
   refine_learning_rate: float = 1e-2
   refine_train_network: bool = False
   refine_steps_per_epoch: int = 0
+  refine_batch_size: int = 0
   loss: str = "mse"
   dse_lambda: float = 1.0
   mixed_precision: bool = False
@@ -95,7 +99,8 @@ class TrainConfig:
       if getattr(self, name) < 1:
         raise UserError(f"{name}={getattr(self, name)} must be >= 1")
     for name in ("steps_per_epoch", "eval_scans", "num_images",
-                 "shuffle_scans", "refine_epochs", "refine_steps_per_epoch"):
+                 "shuffle_scans", "refine_epochs", "refine_steps_per_epoch",
+                 "refine_batch_size"):
       if getattr(self, name) < 0:
         raise UserError(f"{name}={getattr(self, name)} must be >= 0")
     if self.keep_checkpoints < 1:
@@ -119,6 +124,11 @@ class TrainConfig:
                       "mixed_precision=False; set mixed_precision=True on the "
                       "TrainConfig instead (the run's setting)")
     return self
+
+  @property
+  def scan_batch_size(self):
+    """Scans per step of the refinement epochs."""
+    return self.refine_batch_size or self.batch_size
 
   @property
   def total_epochs(self):

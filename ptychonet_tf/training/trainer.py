@@ -101,6 +101,9 @@ class Trainer:
     self.info = info
     self.geometry = info.geometry
     replicas = strategy.num_replicas_in_sync
+    if config.scan_batch_size % replicas:
+      raise UserError(f"refine_batch_size={config.scan_batch_size} is not "
+                      f"divisible by the {replicas} replicas")
     if config.batch_size % replicas:
       raise UserError(f"batch_size={config.batch_size} is not divisible by "
                       f"the {replicas} replicas")
@@ -175,7 +178,7 @@ class Trainer:
   # Steps.
 
   def _make_train_step(self):
-    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    model, optimizer = self.model, self.optimizer
     config, probe = self.config, self._probe
     patterns_per_step = self.patterns_per_step
 
@@ -191,17 +194,23 @@ class Trainer:
       optimizer.apply_gradients(zip(grads, variables))
       return loss
 
+    return self._distributed(step_fn)
+
+  def _distributed(self, step_fn):
+    """A compiled step: `step_fn` on every replica's next batch, losses summed."""
+    strategy = self.strategy
+
     @tf.function
-    def train_step(iterator):
+    def step(iterator):
       per_replica = strategy.run(step_fn, args=(next(iterator),))
       return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
                              axis=None)
 
-    return train_step
+    return step
 
   def _make_refine_step(self):
     """The end-to-end step of the refinement epochs: whole scans, final object."""
-    model, optimizer, strategy = self.model, self.optimizer, self.strategy
+    model, optimizer = self.model, self.optimizer
     refine_optimizer = self.refine_optimizer
     config, probe, mask = self.config, self._probe, self._mask
     # The network learns in these epochs only on request
@@ -217,7 +226,7 @@ class Trainer:
         per_scan, _ = evaluator.scan_batch_loss(
             model, batch, config.loss, probe, config.dse_lambda, False, mask)
         loss = tf.nn.compute_average_loss(
-            per_scan, global_batch_size=config.batch_size)
+            per_scan, global_batch_size=config.scan_batch_size)
       grads = tape.gradient(loss, network + refinement)
       if network:
         optimizer.apply_gradients(zip(grads[:len(network)], network))
@@ -228,13 +237,7 @@ class Trainer:
       refine_optimizer.apply_gradients(zip(grads[len(network):], refinement))
       return loss
 
-    @tf.function
-    def refine_step(iterator):
-      per_replica = strategy.run(step_fn, args=(next(iterator),))
-      return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
-                             axis=None)
-
-    return refine_step
+    return self._distributed(step_fn)
 
   def is_refine_epoch(self, epoch):
     """Whether 0-based `epoch` trains end to end on whole scans."""
@@ -265,7 +268,8 @@ class Trainer:
     refine = self.is_refine_epoch(epoch)
 
     def dataset_fn(input_context):
-      batch = input_context.get_per_replica_batch_size(config.batch_size)
+      batch = input_context.get_per_replica_batch_size(
+          config.scan_batch_size if refine else config.batch_size)
       if refine:
         return pipeline.make_dataset(
             config.data_dir, "train", batch, shuffle=True, seed=seed,
