@@ -53,9 +53,10 @@ flags.DEFINE_list("train_args", [],
                   "Extra flags for every training run, e.g. --epochs=1 for a "
                   "quick look (comma-separated).")
 flags.DEFINE_integer("dm_iterations", 300, "DM iterations in the evaluation.")
-flags.DEFINE_integer("num_scans", 10,
+flags.DEFINE_integer("num_scans", 8,
                      "Test scans per evaluation (0 = all 20): the DM rows "
-                     "take most of the evaluation time.")
+                     "take most of the evaluation time (8: two DM batches "
+                     "of 4).")
 FLAGS = flags.FLAGS
 
 TRANSFER = "small_transfer"
@@ -154,7 +155,8 @@ def main(argv):
     k = _refine_steps(model)
     models = [f"{LEARNED} (K={k})={FLAGS.saved_models_dir}/{model}"]
     if k:
-      models.append(f"{LEARNED} (K=0, paper network)="
+      # No commas in names: --saved_model is a comma-separated list.
+      models.append(f"{LEARNED} (K=0: the paper's network)="
                     f"{FLAGS.saved_models_dir}/{model}_k0")
     stages.run(stage, [
         py, "-m", "ptychonet_tf.evaluate", f"--flagfile=configs/{name}.flags",
