@@ -17,16 +17,16 @@ unshifted frame); the windows O_j and the sum over j are the package's one
 window operator (`physics.windows.Windows.extract` / `stitch`), F is
 `tf.signal.fft2d`, and the modulus replacement is
 `baselines.common.fourier_update`, the one DM and ePIE use. With s_k = 1 and
-mu_k = 0 a step is exactly the parallel error-reduction (alternating
-projection) update O <- sum_j conj(P) Pi_F(P O_j) / (sum_j |P|^2 + e).
+mu_k = 0 a step is the parallel error-reduction (alternating projection)
+update O <- sum_j conj(P) Pi_F(P O_j) / sum_j |P|^2, up to the inertia e
+(tests/test_refinement.py checks it against numpy).
 
 Learned per step: the momentum mu_k (initialised to Nesterov's k / (k + 3)),
 the step size s_k (initialised to 1) and, when `filters` > 0, a small CNN
 correction C_k: two 3x3 convolutions on the real and imaginary parts of Y_k
 and D_k (4 channels -> `filters` -> 2), whose last layer starts at zero. At
-initialisation the refinement is therefore plain accelerated error reduction
-(which, from a flat start on configs/small_dense.flags, already beats DM
-iteration for iteration; see docs/training.md); training tunes it end to end.
+initialisation the refinement is therefore plain accelerated error
+reduction; training tunes it end to end (docs/training.md measures both).
 
 The inertia e = `inertia` * max(sum_j |P|^2) keeps pixels the probe barely
 reaches where they are: their gradient is ~0 and so is their step.
