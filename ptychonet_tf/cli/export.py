@@ -28,7 +28,7 @@ flags.DEFINE_integer("keep_refine_steps", None,
                      "default all.")
 flags.DEFINE_bool("xla", True,
                   "Run the refinement steps as one XLA-compiled function "
-                  "(~2x faster on CPU; TF Serving then needs "
+                  "(faster on CPU; TF Serving then needs "
                   "--xla_cpu_compilation_enabled=true). --noxla exports "
                   "plain ops.")
 FLAGS = flags.FLAGS

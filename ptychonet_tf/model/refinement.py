@@ -65,7 +65,7 @@ class UnrolledRefinement(keras.layers.Layer):
     filters: width of each step's CNN correction; 0 = none.
     inertia: relative preconditioner floor e / max(sum_j |P|^2).
     jit_compile: run the K steps as one XLA-compiled function (also in the
-      exported SavedModel). On CPU this makes a step ~2x faster (the window
+      exported SavedModel). On CPU this makes the steps faster (the window
       gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
       needs --xla_cpu_compilation_enabled=true (docs/serving.md). False runs
       the steps as ordinary TensorFlow ops; so do steps with CNN corrections
