@@ -1,5 +1,10 @@
 """Physics-unrolled refinement: the update against numpy, convergence,
 gradients, training end to end, truncated exports."""
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -163,3 +168,37 @@ def test_training_with_refinement_epochs(tmp_path):
   assert model.refine_steps == 2 and model.refine_filters == 2
   np.testing.assert_allclose(model.refinement.step_size.numpy(),
                              job.model.refinement.step_size.numpy())
+
+
+@pytest.mark.slow
+def test_exported_steps_run_in_saved_model_cli_and_a_fresh_process(tmp_path):
+  """The XLA-compiled steps inside the SavedModel need nothing of this package."""
+  cli = shutil.which("saved_model_cli")
+  if cli is None:
+    pytest.skip("saved_model_cli is not installed")
+  probe, layout, shape, _, amps = _scan()
+  model = _model(probe, layout, shape)
+  model(amps[None])
+  model.refinement.step_size.assign([0.9, 1.1, 0.7])
+  want = export_lib.float32_copy(model)(amps[None])["phase"].numpy()
+  path = export_lib.export_saved_model(model, probe, str(tmp_path / "e"), 1)
+  np.save(tmp_path / "x.npy", amps[None])
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run(
+      [cli, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+       "serving_default", "--inputs", f"amplitudes={tmp_path / 'x.npy'}",
+       "--outdir", str(tmp_path / "cli")],
+      env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  np.testing.assert_allclose(np.load(tmp_path / "cli" / "phase.npy"), want,
+                             atol=1e-3)
+  code = ("import sys, numpy as np, tensorflow as tf; "
+          "f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']; "
+          "np.save(sys.argv[3], f(amplitudes=tf.constant(np.load(sys.argv[2])))"
+          "['phase'].numpy())")
+  result = subprocess.run(
+      [sys.executable, "-c", code, path, str(tmp_path / "x.npy"),
+       str(tmp_path / "fresh.npy")], cwd=str(tmp_path), env=env,
+      capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), want, atol=1e-3)
