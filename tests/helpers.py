@@ -4,10 +4,12 @@
 - `run_cli(args)`: `python ARGS...` in a subprocess from the repository root;
 - `assert_one_line_error(result, *fragments)`: a failed run that printed one
   `error: ...` line and no traceback;
+- `snapshot(folder)`: every file under a folder, to show it stayed unchanged;
 - `write_tiny(out)`: a tiny simulated dataset (16x16 probe, 10 positions),
   with the matching command-line flags `GEOMETRY_FLAGS` and a tiny network
   `SMALL_NET`.
 """
+import hashlib
 import os
 import subprocess
 import sys
@@ -36,6 +38,17 @@ def assert_one_line_error(result, *fragments):
   assert lines and lines[-1].startswith("error: "), result.stderr
   for fragment in fragments:
     assert fragment in lines[-1], lines[-1]
+
+
+def snapshot(folder):
+  """{path relative to folder: sha256} of every file under `folder`."""
+  out = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
+  return out
 
 
 def write_tiny(out, num_train=8, num_test=2, num_shards=2):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import GEOMETRY_FLAGS, run_cli, write_tiny
+from helpers import GEOMETRY_FLAGS, run_cli, snapshot, write_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +145,7 @@ def paths(tmp_path_factory):
       "--model_dir={}".format(p["run_a"]), "--epochs=1", "--noexport",
       "--num_images=0"])
   assert result.returncode == 0, result.stderr[-2000:]
-  p["run_a_files"] = _snapshot(p["run_a"])
+  p["run_a_files"] = snapshot(p["run_a"])
   # An export folder with a temp folder left by a killed export.
   p["stale_export"] = str(root / "stale_export")
   shutil.copytree(p["export"], p["stale_export"])
@@ -153,20 +153,9 @@ def paths(tmp_path_factory):
   return p
 
 
-def _snapshot(folder):
-  """{relative path: bytes} of every file under `folder`."""
-  out = {}
-  for base, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(base, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = f.read()
-  return out
-
-
 def _run_a_untouched(paths, result):
   del result
-  assert _snapshot(paths["run_a"]) == paths["run_a_files"]
+  assert snapshot(paths["run_a"]) == paths["run_a_files"]
 
 
 def _no_stale_temp(paths, result):

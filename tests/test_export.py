@@ -53,12 +53,8 @@ def exported(trained, tmp_path_factory):
 
 def test_export_in_process_reproduces_the_model(tmp_path):
   """Fast tier: an untrained tiny model, exported and reloaded in-process."""
-  probe = probe_lib.make_probe((16, 16), "zone_plate", 0.5)
-  layout, shape = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
-  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
-                                   object_shape=shape)
-  model = network.build_model(NetworkConfig(base_channels=4, depth=2),
-                              geometry)
+  model, probe = tiny_model()
+  layout, shape = model.layout, model.object_shape
   x = np.random.default_rng(0).uniform(0, 2, (2, 9, 16, 16)).astype(np.float32)
   reference = {k: v.numpy() for k, v in model(x).items()}
   base = tmp_path / "export"

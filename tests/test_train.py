@@ -1,7 +1,6 @@
 """The training entry point: a step lowers the loss, outputs, resume after SIGKILL,
 the run directory's dataset identity (refusal, --restart, --fine_tune), errors."""
 import glob
-import hashlib
 import json
 import os
 import re
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import GEOMETRY_FLAGS, REPO, SMALL_NET, run_cli, write_tiny
+from helpers import (GEOMETRY_FLAGS, REPO, SMALL_NET, run_cli, snapshot,
+                     write_tiny)
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.cli import train  # noqa: F401  (defines the flags)
 from ptychonet_tf.data import pipeline
@@ -69,17 +69,6 @@ def quick_config(data_dir, model_dir, **kw):
 def quick_trainer(data_dir, model_dir, **kw):
   return trainer.Trainer(quick_config(data_dir, model_dir, **kw),
                          tf.distribute.get_strategy())
-
-
-def snapshot(folder):
-  """{path relative to folder: sha256} of every file under `folder`."""
-  out = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
 
 
 def damaged_copy(data_dir, out, shard_name, offset=5000):

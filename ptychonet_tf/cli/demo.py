@@ -65,14 +65,13 @@ PHOTOS = "_photos"  # suffix of the test sets simulated from --test_images
 
 
 def _refine_steps(name):
-  """The --refine_steps of configs/<name>.flags (its last setting; 0 if none)."""
+  """The --refine_steps that training configs/<name>.flags with --train_args
+  gets: the last setting, flagfiles expanded by absl as training does (0 if
+  none)."""
+  args = FLAGS.read_flags_from_files(
+      [f"--flagfile=configs/{name}.flags", *FLAGS.train_args])
   steps = 0
-  with open(os.path.join("configs", f"{name}.flags")) as f:
-    for line in f:
-      line = line.strip()
-      if line.startswith("--refine_steps="):
-        steps = int(line.split("=", 1)[1])
-  for arg in FLAGS.train_args:
+  for arg in args:
     if arg.startswith("--refine_steps="):
       steps = int(arg.split("=", 1)[1])
   return steps

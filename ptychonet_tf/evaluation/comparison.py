@@ -162,13 +162,12 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
                        f"{title}: DM convergence, mean over {len(truths)} "
                        f"test scans")
     figures.append("curves.png")
-    points = {name: (m["seconds"],
-                     report.summarize(m["scores"]["scanned"])[
-                         "amplitude_psnr"]["mean"],
-                     report.summarize(m["scores"]["scanned"])[
-                         "phase_psnr"]["mean"])
-              for name, m in methods.items()
-              if m.get("learned") and m["seconds"] > 0}
+    points = {}
+    for name, m in methods.items():
+      if m.get("learned") and m["seconds"] > 0:
+        scanned = results[name]["mean"]["scanned"]
+        points[name] = (m["seconds"], scanned["amplitude_psnr"]["mean"],
+                        scanned["phase_psnr"]["mean"])
     report.save_time_to_quality(
         os.path.join(out_dir, "time_to_quality.png"),
         {name: c for name, c in curves.items() if "seconds" in c}, points,

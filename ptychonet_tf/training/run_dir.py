@@ -76,11 +76,7 @@ def load_trained_model(model_dir):
     raise UserError(f"model_dir {model_dir} holds no trained model "
                     f"({MODEL_FILE} and a checkpoint); train one first with "
                     f"python -m ptychonet_tf.train --model_dir={model_dir}")
-  try:
-    with open(model_path) as f:
-      config = json.load(f)
-  except (OSError, ValueError) as e:
-    raise UserError(f"{model_path} is unreadable ({e})")
+  config = read_model_file(model_dir)
   geometry = Geometry.load(os.path.join(model_dir, GEOMETRY_FILE))
   # float32 compute whatever the run trained in (the variables are float32
   # in both policies, so its checkpoints fit).

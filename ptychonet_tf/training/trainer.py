@@ -162,9 +162,10 @@ class Trainer:
     self._probe = tf.constant(self.geometry.probe, tf.complex64)
     self._train_step = self._make_train_step()
     self._refine_step = None  # built when a refinement epoch starts
-    self._mask = tf.constant(metrics.illuminated_region(
-        self.geometry.layout, self.geometry.object_shape,
-        self.geometry.probe), tf.float32)
+    # The metrics' region: the refinement loss and the image panels.
+    self._lit = metrics.illuminated_region(
+        self.geometry.layout, self.geometry.object_shape, self.geometry.probe)
+    self._mask = tf.constant(self._lit, tf.float32)
 
   @property
   def manager(self):
@@ -454,9 +455,7 @@ class Trainer:
                                 data_dir=self.config.data_dir, split="test")
 
   def _write_eval(self, writer, scalars, images, step):
-    mask = metrics.illuminated_region(self.geometry.layout,
-                                      self.geometry.object_shape,
-                                      self.geometry.probe)
+    mask = self._lit
     with writer.as_default(step=step):
       tf.summary.scalar("loss", scalars["loss"])
       for name in evaluator.METRIC_NAMES:
