@@ -275,11 +275,13 @@ def test_fourier_relax_leaves_patterns_within_the_bound_alone():
   assert result.chi.max() < 1e-4
 
 
-def test_epie_epoch_matches_numpy_reference():
+@pytest.mark.parametrize("jit", [True, False])
+def test_epie_epoch_matches_numpy_reference(jit):
   amps, probe, layout, shape, _ = tiny_scan(seed=9)
   start = dm.initial_objects("random", shape, 1, seed=3)[0]
   config = epie.EPIEConfig(iterations=2, seed=11, progress=False,
-                           refine_probe=True, probe_start=1, beta=0.5)
+                           refine_probe=True, probe_start=1, beta=0.5,
+                           jit_compile=jit)
   got = epie.epie(amps, probe, layout, shape, config, initial_object=start)
   rng = np.random.default_rng(11)
   obj = start.astype(np.complex128)

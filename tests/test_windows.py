@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from ptychonet_tf.baselines import dm
-from ptychonet_tf.baselines import epie
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import layers
 from ptychonet_tf.physics import forward
@@ -78,21 +77,20 @@ def dm_variant(w):
 
 
 def epie_variant(w):
-  """ePIE's per-position reads and in-place adds on an [H*W, B] variable."""
-  index = epie.scatter_indices(w)
+  """ePIE's one-window reads and adds (`Windows.window` / `add_to_window`),
+  position by position inside one compiled loop, as ePIE runs them."""
+  @tf.function(jit_compile=True)
+  def stitch_compiled(y):
+    def body(j, obj):
+      return j + 1, w.add_to_window(obj, j, tf.gather(y, j, axis=1))
+    canvas = tf.zeros(y.shape[:1] + w.object_shape, y.dtype)
+    return tf.while_loop(lambda j, _: j < w.count, body, (0, canvas))[1]
 
   def extract(x):
-    obj = tf.Variable(x.reshape(len(x), -1).T)
-    return np.stack([epie.read_window(obj, index[j], PROBE)
-                     for j in range(w.count)], axis=1)
+    return np.stack([w.window(x, j) for j in range(w.count)], axis=1)
 
-  def stitch(y):
-    obj = tf.Variable(tf.zeros([w.size, len(y)], y.dtype))
-    for j in range(w.count):
-      epie.add_to_window(obj, index[j], y[:, j])
-    return obj.numpy().T.reshape((len(y),) + w.object_shape)
-
-  return extract, stitch, np.complex128, 1e-12
+  return extract, lambda y: stitch_compiled(tf.constant(y)).numpy(), \
+      np.complex128, 1e-12
 
 
 VARIANTS = {

@@ -18,9 +18,13 @@ int32 [N, h, w], is computed once per layout.
   object pixel.
 - `normalized_stitch` is the weighted mean of the windows covering each pixel,
   stitch(y * w) / coverage(w), 0 where coverage(w) is 0.
+- `window` and `add_to_window` are the same pair for one window j (a
+  tensor, e.g. inside a compiled loop): a dynamic slice and a dynamic
+  update slice, which XLA does in place; ePIE visits positions with them.
 """
 import numpy as np
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla
 
 from ptychonet_tf.physics import layouts
 
@@ -58,6 +62,7 @@ class Windows:
     size: H * W.
     index: int32 numpy [N, h, w], the raveled object index row * W + col of
       every window pixel.
+    corners: int32 numpy [N, 2], the (top, left) of every window.
   """
 
   def __init__(self, layout, object_shape, probe_shape):
@@ -78,6 +83,7 @@ class Windows:
     rows = self.layout[:, 0:1] + np.arange(h, dtype=np.int32)[None, :]
     cols = self.layout[:, 2:3] + np.arange(w, dtype=np.int32)[None, :]
     self.index = rows[:, :, None] * self.object_shape[1] + cols[:, None, :]
+    self.corners = self.layout[:, [0, 2]].copy()
     self._segment_ids = {}
     self._table = None
     self._inverse = {}
@@ -101,6 +107,40 @@ class Windows:
     self._check_trailing(obj.shape, 2, self.object_shape, "objects")
     flat = tf.reshape(obj, tf.concat([tf.shape(obj)[:-2], [self.size]], 0))
     return tf.gather(flat, self.index, axis=-1)
+
+  def _origin(self, obj, j):
+    """The start [0, .., 0, top_j, left_j] of window j in obj [..., H, W]."""
+    corner = tf.gather(tf.constant(self.corners), j)
+    return tf.concat([tf.zeros([obj.shape.rank - 2], tf.int32), corner], 0)
+
+  def window(self, obj, j):
+    """Window j of objects: one slice of `extract`.
+
+    Args:
+      obj: [..., H, W] with a static rank, any dtype.
+      j: int32 scalar (a tensor or int), the window's layout row.
+
+    Returns:
+      [..., h, w]: obj[..., t:b, l:r] (a dynamic slice).
+    """
+    obj = tf.convert_to_tensor(obj)
+    return xla.dynamic_slice(obj, self._origin(obj, j),
+                             obj.shape[:-2] + self.probe_shape)
+
+  def add_to_window(self, obj, j, update):
+    """obj with `update` added to window j: one window's term of `stitch`.
+
+    Args:
+      obj: [..., H, W] with a static rank.
+      j: int32 scalar, the window's layout row.
+      update: [..., h, w], the dtype of obj.
+
+    Returns:
+      [..., H, W]: a dynamic update slice, done in place under XLA.
+    """
+    obj = tf.convert_to_tensor(obj)
+    origin = self._origin(obj, j)
+    return xla.dynamic_update_slice(obj, self.window(obj, j) + update, origin)
 
   def stitch(self, patches, method="scatter", channels=0):
     """Sums windows into object canvases: the exact adjoint of `extract`.
