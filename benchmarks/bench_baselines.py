@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
+from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
@@ -40,6 +41,9 @@ flags.DEFINE_integer("epie_epochs", 2, "ePIE epochs per run (>= 2: the first "
                      "is the warm-up; 0 skips ePIE).")
 flags.DEFINE_integer("batch", 1, "Scans reconstructed together.")
 flags.DEFINE_float("min_seconds", 2.0, "Minimum time spent timing each FFT floor.")
+flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads (0: all cores); "
+                     "compare --threads=1 with the default, or run under "
+                     "`taskset -c 0`.")
 FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,7 +163,10 @@ def main(argv):
     raise UserError(f"--epie_epochs={FLAGS.epie_epochs} must be 0 or >= 2")
   if FLAGS.batch < 1:
     raise UserError(f"--batch={FLAGS.batch} must be >= 1")
-  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores visible, "
+  machine.set_threads(FLAGS.threads)
+  print(machine.cpu_description())
+  print(f"TensorFlow {tf.__version__}, {len(os.sched_getaffinity(0))} of "
+        f"{os.cpu_count()} cores usable (taskset), --threads={FLAGS.threads}, "
         f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}")
   for name in FLAGS.configs:
     bench(name)

@@ -35,6 +35,7 @@ from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import methods
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 # --data_dir and the experiment flags (those of configs/*.flags).
@@ -65,6 +66,9 @@ flags.DEFINE_bool("dm_equal_time", True,
                   "With a --saved_model and DM: add the row 'DM at equal "
                   "time', DM from a flat start for as many iterations as fit "
                   "in the first model's seconds per scan.")
+flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
+                     "and inter-op pools); 0 = all cores. Timings in the "
+                     "report are taken with it.")
 FLAGS = flags.FLAGS
 
 
@@ -121,6 +125,7 @@ def main(argv):
     raise UserError(f"--out_dir {FLAGS.out_dir} is a file; expected a directory")
   if FLAGS.dm_iterations < 1 or FLAGS.curve_every < 1:
     raise UserError("--dm_iterations and --curve_every must be >= 1")
+  machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)
   if not models and not FLAGS.run_dm:
     raise UserError("nothing to evaluate: give --saved_model or --run_dm")

@@ -35,6 +35,7 @@ from ptychonet_tf import cli
 from ptychonet_tf.evaluation import methods
 from ptychonet_tf.model import inference
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 
@@ -70,6 +71,8 @@ flags.DEFINE_float("object_inertia", 1e-6, "DM: weight of the previous "
                    "object in the overlap projection, relative to "
                    "max(sum |P|^2).")
 flags.DEFINE_bool("jit", True, "DM: compile the iterations with XLA.")
+flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
+                     "and inter-op pools); 0 = all cores.")
 flags.DEFINE_integer("margin", 4, "External scans: unscanned border (pixels) "
                      "around the scan.")
 flags.DEFINE_float("pixel_size", None, "CXI: object-plane pixel size in "
@@ -157,6 +160,7 @@ def main(argv):
                       "ptychonet+dm (an export dir or one of its version "
                       "dirs)")
     saved_model = inference.resolve_saved_model(FLAGS.saved_model)
+  machine.set_threads(FLAGS.threads)
   # Imported here so that flag errors come before TensorFlow's start-up.
   from ptychonet_tf.data import readers  # pylint: disable=g-import-not-at-top
 
