@@ -223,6 +223,32 @@ def test_batch_of_scans_and_reused_solver_match_single_runs():
     solver.set_amplitudes(np.stack([amps_a, amps_b]))
 
 
+@pytest.mark.slow
+def test_acceptance_small_dense_phase_psnr():
+  """The issue's check: LSQML-300 from a flat start, known probe, on a
+  noise-free small_dense scan of a photograph: >= 45 dB phase PSNR."""
+  from ptychonet_tf.data import images  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import geometry as geometry_lib  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import objects  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.physics import simulator  # pylint: disable=g-import-not-at-top
+  geometry = geometry_lib.make_geometry(geometry_lib.GeometryConfig(
+      geometry_lib.ProbeConfig(size=(64, 64), kind="zone_plate", diameter=0.5),
+      geometry_lib.ScanConfig(pattern="fermat", count=100, step=4.65)))
+  _, pool = images.open_image_pools("default")
+  truth = simulator.random_object(pool, geometry.object_shape,
+                                  objects.ObjectConfig(),
+                                  simulator.scan_rng(0, "test", 0),
+                                  images.load_image)
+  amps = simulator.Simulator(geometry).amplitudes(truth[None])[0]
+  result = lsqml.lsqml(amps, geometry.probe, geometry.layout,
+                       geometry.object_shape,
+                       lsqml.LSQMLConfig(iterations=300, progress=False))
+  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
+                                    geometry.probe)
+  scores = metrics.complex_metrics(result.object, truth, mask)
+  assert scores["phase_psnr"] >= 45, scores
+
+
 # --- errors ---------------------------------------------------------------------
 
 

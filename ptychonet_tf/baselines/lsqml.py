@@ -83,7 +83,8 @@ class LSQMLConfig:
     iterations: LSQML iterations (each visits every position once).
     batch_size: positions updated together; the N positions are split into
       ceil(N / batch_size) batches of nearly equal size (1: one position at a
-      time; N: all at once).
+      time; N: all at once). Each batch is unrolled in the compiled loop, so
+      the batch count also sets the compile time.
     grouping: how positions are grouped: "sparse" (each batch spread over the
       whole scan) or "compact" (each batch a patch of neighbours).
     noise_model: "gaussian" (amplitude least squares) or "poisson".
@@ -92,7 +93,10 @@ class LSQMLConfig:
     init: initial object when none is given ("ones" or "random", see
       dm.DMConfig).
     seed: seed of the random initial object.
-    object_reg: d_O relative to max(sum_j |P|^2) of the batch.
+    object_reg: d_O relative to max(sum_j |P|^2) of the batch; 0.01
+      converges much faster on dense, well-lit noise-free scans but fits
+      noise and can diverge where a probe's faint rim lights much of the
+      object (docs/baselines.md).
     probe_reg: d_P relative to max(sum_j |O_j|^2) of the batch.
     step_reg: diagonal loading of the step-length equations, relative to the
       batch mean of the diagonal.
