@@ -33,7 +33,8 @@ def test_writes_tables_figures_and_json(setup):
   out = str(root / "report")
   res = run_cli(["-m", "ptychonet_tf.evaluate", f"--data_dir={data_dir}",
                  f"--saved_model=mse={export}", f"--out_dir={out}",
-                 "--dm_iterations=6", "--curve_every=3", "--dm_batch=2"])
+                 "--dm_iterations=6", "--curve_every=3", "--dm_batch=2",
+                 "--run_lsqml", "--lsqml_batch_size=5"])
   assert res.returncode == 0, res.stderr[-3000:]
   for name in ("report.md", "results.md", "results.json", "amplitude.png",
                "phase.png", "curves.png", "time_to_quality.png"):
@@ -46,8 +47,10 @@ def test_writes_tables_figures_and_json(setup):
   assert equal["model"] == "PtychoNet-MSE" and equal["iterations"] >= 1
   equal_row = (f"{comparison.DM_EQUAL_TIME} ({equal['iterations']} it, flat "
                f"start)")
+  lsqml_row = f"{comparison.LSQML} (6 it, flat start)"
   assert list(methods) == ["PtychoNet-MSE", "DM (random start)", "DM (flat start)",
-                           "PtychoNet-MSE+DM", equal_row, comparison.MEAN_OBJECT]
+                           lsqml_row, "PtychoNet-MSE+DM", equal_row,
+                           comparison.MEAN_OBJECT]
   # As many DM iterations as fit in the network's seconds per scan.
   per_iteration = methods["DM (flat start)"]["seconds_per_scan"] / 6
   assert equal["seconds_per_iteration"] == pytest.approx(per_iteration)
@@ -69,6 +72,11 @@ def test_writes_tables_figures_and_json(setup):
   assert flat["amplitude_psnr"][-1] == pytest.approx(
       methods["DM (flat start)"]["mean"]["scanned"]["amplitude_psnr"]["mean"],
       abs=1e-3)
+  lsqml = curves["LSQML, flat start"]
+  assert lsqml["label"] == "LSQML from flat start"
+  assert lsqml["iterations"] == [3, 6] and len(lsqml["chi"]) == 6
+  assert lsqml["phase_psnr"][-1] == pytest.approx(
+      methods[lsqml_row]["mean"]["scanned"]["phase_psnr"]["mean"], abs=1e-3)
   # DM from the network starts after the network's seconds.
   start = curves["PtychoNet-MSE start"]["seconds"][0]
   assert start > methods["PtychoNet-MSE"]["seconds_per_scan"]

@@ -4,6 +4,7 @@ import pytest
 
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
+from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.evaluation import methods
 from ptychonet_tf.evaluation import metrics
@@ -50,6 +51,29 @@ def test_dm_and_epie_reach_the_truth(scan):
     scores = metrics.complex_metrics(result["object"], scan.object, mask)
     assert scores["amplitude_psnr"] > 20, (method, scores)
     assert result["network_seconds"] == 0.0
+
+
+def test_lsqml_reaches_the_truth_and_runs_over_scans(scan):
+  config = lsqml.LSQMLConfig(iterations=40, batch_size=4, chunk=20,
+                             progress=False)
+  result = methods.reconstruct(scan, "lsqml", lsqml_config=config)
+  assert len(result["chi"]) == 40 and result["seconds_per_iteration"] > 0
+  assert result["fourier_error"][-1] < 1e-3 * result["fourier_error"][0]
+  mask = metrics.illuminated_region(scan.layout, scan.object_shape,
+                                    scan.probe, 0.1)
+  scores = metrics.complex_metrics(result["object"], scan.object, mask)
+  assert scores["amplitude_psnr"] > 30, scores
+  # run_dm runs LSQML when given its config: same objects, with the curve.
+  geometry = geometry_lib.Geometry(probe=scan.probe, layout=scan.layout,
+                                   object_shape=tuple(scan.object_shape))
+  objects, per_scan, chi, curve = methods.run_dm(
+      np.stack([scan.amplitudes] * 2), np.stack([scan.object] * 2), geometry,
+      config, mask=mask, batch=2)
+  np.testing.assert_allclose(objects[1], result["object"], atol=1e-4)
+  assert per_scan > 0 and chi.shape == (40,)
+  np.testing.assert_array_equal(curve["iterations"], [20, 40])
+  assert curve["phase_psnr"][-1] == pytest.approx(scores["phase_psnr"],
+                                                  abs=1e-2)
 
 
 def test_learned_start_is_used_by_dm(scan):

@@ -115,6 +115,22 @@ def test_epie(scan_path, tmp_path):
     assert f["fourier_error"][-1] < 0.05 * f["fourier_error"][0]
 
 
+def test_lsqml_with_its_flags(scan_path, tmp_path):
+  out = str(tmp_path / "lsqml.npz")
+  result = run_cli(CLI + [f"--scan={scan_path}", "--method=lsqml",
+                          "--iterations=60", "--lsqml_batch_size=4",
+                          "--noise_model=poisson", f"--out={out}"])
+  assert result.returncode == 0, result.stderr
+  assert "lsqml:" in result.stdout and "ms per iteration" in result.stdout
+  with np.load(out) as f:
+    assert str(f["method"]) == "lsqml" and f["chi"].shape == (60,)
+    assert f["fourier_error"][-1] < 1e-3 * f["fourier_error"][0]
+  # A batch larger than the scan (12 positions) is one line.
+  bad = run_cli(CLI + [f"--scan={scan_path}", "--method=lsqml",
+                       "--lsqml_batch_size=13", f"--out={out}"])
+  assert_one_line_error(bad, "batch_size=13 must be in 1..12")
+
+
 def test_ptychonet_and_ptychonet_dm_use_the_highest_version(scan_path,
                                                             tmp_path):
   scan = _tiny_scan()

@@ -1,8 +1,8 @@
-"""Iterative phase-retrieval baselines: difference map (DM) and ePIE.
+"""Iterative phase-retrieval baselines: difference map (DM), ePIE and LSQML.
 
-Both take diffraction amplitudes in the detector convention of
+All take diffraction amplitudes in the detector convention of
 `physics.forward` (float32 [N, h, w] or a batch [B, N, h, w], zero frequency at
 (h//2, w//2)), a probe complex64 [h, w], a layout int32 [N, 4] and the object
 shape (H, W), and return a `common.Reconstruction` (also `dm.Reconstruction`).
-`common` holds what the two share; `physics.windows` their window operator.
+`common` holds what they share; `physics.windows` their window operator.
 """

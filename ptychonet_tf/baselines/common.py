@@ -1,4 +1,4 @@
-"""What the iterative baselines (DM and ePIE) share: inputs, results, driver.
+"""What the iterative baselines (DM, ePIE, LSQML) share: inputs, results, driver.
 
 Notation as in `baselines.dm`: object O complex64 [B, H, W], probe P
 complex64 [B, h, w], amplitudes A_j float32 [B, N, h, w]; B scans that share
@@ -40,7 +40,7 @@ class Reconstruction:
     seconds_per_iteration: steady-state time of one iteration (epoch) for the
       whole batch, measured over the compiled calls after the first one of
       each kind (the whole run when there is no such call).
-    method: "dm" or "epie".
+    method: "dm", "epie" or "lsqml".
   """
   object: np.ndarray
   probe: np.ndarray
@@ -186,15 +186,15 @@ def steady_seconds(timed, total_seconds, iterations):
 
 def run_chunks(iterations, config, chunk, current, compiled, batch, start,
                monitor=None, unit="it"):
-  """Drives a reconstruction in compiled chunks (shared by DM and ePIE).
+  """Drives a reconstruction in compiled chunks (shared by DM, ePIE, LSQML).
 
   Chunks are at most `config.chunk` iterations and end where probe
   refinement starts, so one compiled call never mixes the two kinds.
 
   Args:
     iterations: iterations (DM) or epochs (ePIE) to run.
-    config: dm.DMConfig or epie.EPIEConfig (chunk, refine_probe, probe_start,
-      progress).
+    config: dm.DMConfig, epie.EPIEConfig or lsqml.LSQMLConfig (chunk,
+      refine_probe, probe_start, progress).
     chunk: callable(num, refine) -> (chi [num, B], error [num, B], key) that
       runs `num` iterations and keeps the solver's state; `key` names the
       compiled function it used (its first call also traces, so its time is

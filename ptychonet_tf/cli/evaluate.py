@@ -8,8 +8,9 @@ r"""Evaluates PtychoNet, DM and PtychoNet-started DM on a dataset's test split.
 Every test scan is reconstructed by each PtychoNet SavedModel given
 (`--saved_model=NAME=DIR,...`; the first one also starts DM), by DM from a
 random and from a flat start, by DM started from the first model's output
-(the paper's section 6) and by "DM at equal time": DM from a flat start for
-as many iterations as fit in the first model's seconds per scan. Writes to
+(the paper's section 6), by "DM at equal time": DM from a flat start for
+as many iterations as fit in the first model's seconds per scan, and, with
+--run_lsqml, by LSQML from a flat start for --dm_iterations. Writes to
 --out_dir: `results.json` (per-scan and mean metrics, timings, curves),
 `results.md` and `report.md` (tables and figures), `amplitude.png` and
 `phase.png` (the paper's Tables 1-4 layout), `curves.png` (Figure 3: chi and
@@ -22,7 +23,8 @@ offset removed, pixels the probe illuminates with at least --region_fraction
 of the maximum summed intensity) and "paper" (raw |O| and
 angle(O) over the whole object). Seconds per scan: PtychoNet one scan per call
 (batch 1, after a warm-up call); DM its steady-state time per iteration for a
-batch of --dm_batch scans, times the iterations, divided by the batch size.
+batch of --dm_batch scans, times the iterations, divided by the batch size
+(LSQML likewise).
 """
 import os
 import sys
@@ -66,6 +68,12 @@ flags.DEFINE_bool("dm_equal_time", True,
                   "With a --saved_model and DM: add the row 'DM at equal "
                   "time', DM from a flat start for as many iterations as fit "
                   "in the first model's seconds per scan.")
+flags.DEFINE_bool("run_lsqml", False,
+                  "Also run LSQML (least-squares maximum likelihood, known "
+                  "probe) from a flat start for --dm_iterations, in batches "
+                  "of --dm_batch scans: the row 'LSQML (N it, flat start)'.")
+flags.DEFINE_integer("lsqml_batch_size", 10, "LSQML: positions updated "
+                     "together.")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores. Timings in the "
                      "report are taken with it.")
@@ -105,6 +113,20 @@ def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random",
                           batch=FLAGS.dm_batch, progress=bar)
 
 
+def lsqml_run(amplitudes, truths, geometry, name, mask):
+  """methods.run_dm with LSQML from a flat start, the flags' settings."""
+  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
+  iterations = FLAGS.dm_iterations
+  config = lsqml.LSQMLConfig(iterations=iterations, init="ones",
+                             batch_size=FLAGS.lsqml_batch_size,
+                             chunk=min(FLAGS.curve_every, iterations),
+                             progress=False)
+  with tqdm.tqdm(total=len(amplitudes) * iterations, desc=name,
+                 unit="it", unit_scale=True, leave=True) as bar:
+    return methods.run_dm(amplitudes, truths, geometry, config, None, mask,
+                          batch=FLAGS.dm_batch, progress=bar)
+
+
 def timed_curve(curve, chi, seconds, offset=0.0):
   """A DM run's curve with its chi and the seconds per scan at each point.
 
@@ -127,8 +149,9 @@ def main(argv):
     raise UserError("--dm_iterations and --curve_every must be >= 1")
   machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)
-  if not models and not FLAGS.run_dm:
-    raise UserError("nothing to evaluate: give --saved_model or --run_dm")
+  if not models and not FLAGS.run_dm and not FLAGS.run_lsqml:
+    raise UserError("nothing to evaluate: give --saved_model, --run_dm or "
+                    "--run_lsqml")
   experiment_flags.require_dataset(FLAGS.data_dir)
   amplitudes, truths, info = comparison.read_test_split(FLAGS.data_dir,
                                                         FLAGS.num_scans)
@@ -159,6 +182,14 @@ def main(argv):
       results[comparison.DM_FLAT] = {"objects": objects, "seconds": seconds,
                                     "scores": comparison.score(objects, truths, mask)}
       curves["flat start"] = timed_curve(curve, chi, seconds)
+  if FLAGS.run_lsqml:
+    name = f"{comparison.LSQML} ({FLAGS.dm_iterations} it, flat start)"
+    objects, seconds, chi, curve = lsqml_run(amplitudes, truths, geometry,
+                                             name, mask)
+    results[name] = {"objects": objects, "seconds": seconds,
+                     "scores": comparison.score(objects, truths, mask)}
+    curves["LSQML, flat start"] = dict(timed_curve(curve, chi, seconds),
+                                       label="LSQML from flat start")
   note = {}
   if models:
     first = models[0][0]

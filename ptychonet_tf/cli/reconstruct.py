@@ -1,7 +1,9 @@
-r"""Reconstructs one ptychographic scan: DM, ePIE, PtychoNet or PtychoNet + DM.
+r"""Reconstructs one ptychographic scan: DM, ePIE, LSQML, PtychoNet (+ DM).
 
   python -m ptychonet_tf.reconstruct --scan=scan.npz --method=dm \
       [--iterations=300] [--out=rec.npz] [--png]
+  python -m ptychonet_tf.reconstruct --scan=scan.npz --method=lsqml \
+      [--iterations=300] [--lsqml_batch_size=10] [--noise_model=poisson]
   python -m ptychonet_tf.reconstruct --scan=scan.npz --method=ptychonet+dm \
       --saved_model=saved_models/small_dense --iterations=50
   python -m ptychonet_tf.reconstruct \
@@ -15,6 +17,8 @@ intensities become centred amplitudes. Methods:
 
   dm            difference map from --init (known probe unless --refine_probe)
   epie          ePIE, --iterations epochs
+  lsqml         least-squares maximum likelihood (Odstrcil et al. 2018) from
+                --init, --lsqml_batch_size positions per update
   ptychonet     one pass of a PtychoNet SavedModel (--saved_model)
   ptychonet+dm  DM started from the network's output (the paper's section 6)
 
@@ -42,7 +46,8 @@ from ptychonet_tf.utils.errors import UserError, report_user_errors
 flags.DEFINE_string("scan", None, "Scan file: .npz (this project's or tike's), "
                     ".npz.bz2 (tike) or CXI/HDF5 (.cxi, .h5, .hdf5).")
 flags.DEFINE_enum("method", "dm", methods.METHODS, "Reconstruction method.")
-flags.DEFINE_integer("iterations", 300, "DM iterations or ePIE epochs.")
+flags.DEFINE_integer("iterations", 300, "DM or LSQML iterations, or ePIE "
+                     "epochs.")
 flags.DEFINE_string("saved_model", None, "PtychoNet SavedModel: the export "
                     "base dir (highest numeric version is used) or a version "
                     "dir. Needed by ptychonet and ptychonet+dm.")
@@ -52,8 +57,8 @@ flags.DEFINE_bool("allow_other_probe", False, "ptychonet, ptychonet+dm: use "
 flags.DEFINE_string("out", "rec.npz", "Output .npz file.")
 flags.DEFINE_bool("png", False, "Also write <out>_amplitude.png and "
                   "<out>_phase.png.")
-flags.DEFINE_enum("init", "ones", ["ones", "random"], "Initial object of dm "
-                  "and epie.")
+flags.DEFINE_enum("init", "ones", ["ones", "random"], "Initial object of dm, "
+                  "epie and lsqml.")
 flags.DEFINE_integer("seed", 0, "Seed of the random initial object and of "
                      "ePIE's visiting order.")
 flags.DEFINE_float("alpha", 1.0, "DM relaxation (1: classic DM) or ePIE "
@@ -70,7 +75,18 @@ flags.DEFINE_float("fourier_relax", 0.0, "DM: power-bound factor of the "
 flags.DEFINE_float("object_inertia", 1e-6, "DM: weight of the previous "
                    "object in the overlap projection, relative to "
                    "max(sum |P|^2).")
-flags.DEFINE_bool("jit", True, "DM: compile the iterations with XLA.")
+flags.DEFINE_bool("jit", True, "DM, LSQML: compile the iterations with XLA.")
+flags.DEFINE_integer("lsqml_batch_size", 10, "LSQML: positions updated "
+                     "together (1 .. the scan's positions).")
+flags.DEFINE_enum("lsqml_grouping", "sparse", ["sparse", "compact"], "LSQML: "
+                  "batches spread over the scan (sparse) or patches of "
+                  "neighbours (compact).")
+flags.DEFINE_enum("noise_model", "gaussian", ["gaussian", "poisson"], "LSQML: "
+                  "likelihood of the data (gaussian: amplitude least squares).")
+flags.DEFINE_float("object_reg", 0.1, "LSQML: regulariser of the object "
+                   "update's denominator, relative to max(sum_j |P|^2).")
+flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
+                   "update's denominator, relative to max(sum_j |O_j|^2).")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores.")
 flags.DEFINE_integer("margin", 4, "External scans: unscanned border (pixels) "
@@ -144,6 +160,17 @@ def solver_configs(iterations, progress=None):
   return dm_config, epie_config
 
 
+def lsqml_config(iterations, progress=None):
+  """The LSQMLConfig of the flags (UserError on a bad LSQML flag)."""
+  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
+  return lsqml.LSQMLConfig(
+      iterations=iterations, batch_size=FLAGS.lsqml_batch_size,
+      grouping=FLAGS.lsqml_grouping, noise_model=FLAGS.noise_model,
+      refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
+      init=FLAGS.init, seed=FLAGS.seed, object_reg=FLAGS.object_reg,
+      probe_reg=FLAGS.probe_reg, jit_compile=FLAGS.jit, progress=progress)
+
+
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
@@ -154,6 +181,8 @@ def main(argv):
                     f"--method={FLAGS.method} (0 would return the starting "
                     f"guess)")
   _check_out(FLAGS.out)
+  lsqml_settings = (lsqml_config(FLAGS.iterations) if FLAGS.method == "lsqml"
+                    else None)
   if FLAGS.method.startswith("ptychonet"):
     if not FLAGS.saved_model:
       raise UserError("--saved_model is required by --method=ptychonet and "
@@ -176,7 +205,7 @@ def main(argv):
         saved_model, scan, allow_other_probe=FLAGS.allow_other_probe)
   dm_config, epie_config = solver_configs(FLAGS.iterations)
   result = methods.reconstruct(scan, FLAGS.method, dm_config, epie_config,
-                               model)
+                               model, lsqml_settings)
   arrays = dict(object=result["object"].astype(np.complex64),
                 probe=np.asarray(result["probe"], np.complex64),
                 layout=scan.layout,

@@ -21,6 +21,7 @@ MEAN_OBJECT = "Mean object (reference)"
 DM_RANDOM = "DM (random start)"
 DM_FLAT = "DM (flat start)"
 DM_EQUAL_TIME = "DM at equal time"
+LSQML = "LSQML"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +30,7 @@ class ReportSettings:
 
   Attributes:
     data_dir: the dataset directory (named in the report).
-    dm_iterations: DM iterations of every DM row.
+    dm_iterations: DM iterations of every DM row (and of the LSQML row).
     region_fraction: the metrics' region (summed illumination threshold).
     num_panels: test objects drawn in the image panels.
     command: the command line that produced the report (a list of words).
@@ -159,7 +160,7 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
   figures = ["amplitude.png", "phase.png"]
   if curves:
     report.save_curves(os.path.join(out_dir, "curves.png"), curves,
-                       f"{title}: DM convergence, mean over {len(truths)} "
+                       f"{title}: convergence, mean over {len(truths)} "
                        f"test scans")
     figures.append("curves.png")
     points = {}

@@ -1,16 +1,17 @@
 """The reconstruction methods this package compares, as library calls.
 
-- `reconstruct(scan, method, ...)`: one scan with DM, ePIE, a PtychoNet
-  SavedModel, or DM started from the network's output (the paper's
+- `reconstruct(scan, method, ...)`: one scan with DM, ePIE, LSQML, a
+  PtychoNet SavedModel, or DM started from the network's output (the paper's
   section 6); what `python -m ptychonet_tf.reconstruct` runs.
 - `run_learned(predict, amplitudes)`: a learned model over many scans, one
   scan per call, timed.
-- `run_dm(amplitudes, truths, geometry, config, ...)`: DM over many scans in
-  batches, with the object-error curve against the truth; what
-  `python -m ptychonet_tf.evaluate` runs.
+- `run_dm(amplitudes, truths, geometry, config, ...)`: DM (or LSQML, given
+  an LSQMLConfig) over many scans in batches, with the object-error curve
+  against the truth; what `python -m ptychonet_tf.evaluate` runs.
 
 Settings come in as config objects (`baselines.dm.DMConfig`,
-`baselines.epie.EPIEConfig`); nothing here reads flags.
+`baselines.epie.EPIEConfig`, `baselines.lsqml.LSQMLConfig`); nothing here
+reads flags.
 """
 import time
 
@@ -18,11 +19,12 @@ import numpy as np
 
 from ptychonet_tf.evaluation import metrics
 
-METHODS = ("dm", "epie", "ptychonet", "ptychonet+dm")
+METHODS = ("dm", "epie", "lsqml", "ptychonet", "ptychonet+dm")
 LEARNED_METHODS = ("ptychonet", "ptychonet+dm")
 
 
-def reconstruct(scan, method, dm_config=None, epie_config=None, model=None):
+def reconstruct(scan, method, dm_config=None, epie_config=None, model=None,
+                lsqml_config=None):
   """Runs one method on a scan.
 
   Args:
@@ -32,6 +34,7 @@ def reconstruct(scan, method, dm_config=None, epie_config=None, model=None):
     epie_config: baselines.epie.EPIEConfig for "epie".
     model: a model.inference.PtychoNetModel for "ptychonet" and
       "ptychonet+dm" (callable float32 [N, h, w] -> complex64 [H, W]).
+    lsqml_config: baselines.lsqml.LSQMLConfig for "lsqml".
 
   Returns:
     dict: object complex64 [H, W], probe complex64 [h, w], chi and
@@ -40,6 +43,7 @@ def reconstruct(scan, method, dm_config=None, epie_config=None, model=None):
   """
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
   if method not in METHODS:
     raise ValueError(f"method {method!r} is not one of {METHODS}")
   if method in LEARNED_METHODS and model is None:
@@ -63,6 +67,9 @@ def reconstruct(scan, method, dm_config=None, epie_config=None, model=None):
   elif method == "epie":
     run = epie.epie(scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
                     epie_config or epie.EPIEConfig())
+  elif method == "lsqml":
+    run = lsqml.lsqml(scan.amplitudes, scan.probe, scan.layout,
+                      scan.object_shape, lsqml_config or lsqml.LSQMLConfig())
   if run is not None:
     result.update(object=run.object, probe=run.probe, chi=run.chi,
                   fourier_error=run.fourier_error,
@@ -92,7 +99,7 @@ def run_learned(predict, amplitudes):
 
 def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
            batch=4, progress=None):
-  """DM over many scans in batches of `batch`, with the object-error curve.
+  """DM (or LSQML) over many scans in batches of `batch`, with the error curve.
 
   After every compiled chunk of `config.chunk` iterations the mean squared
   error |O - O_true|^2 on `mask` and the amplitude and phase PSNR (both
@@ -103,7 +110,8 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     amplitudes: float32 [S, N, h, w].
     truths: complex [S, H, W] ground truth.
     geometry: physics.geometry.Geometry of the scans.
-    config: baselines.dm.DMConfig (iterations, init, seed, chunk, ...).
+    config: baselines.dm.DMConfig (iterations, init, seed, chunk, ...), or a
+      baselines.lsqml.LSQMLConfig to run LSQML instead.
     initial: optional complex [S, H, W] starting objects (None: config.init).
     mask: bool [H, W] region of the error curve (None: every pixel).
     batch: scans reconstructed together.
@@ -116,6 +124,9 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     "mse", "amplitude_psnr", "phase_psnr" float [K].
   """
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
+  solver_class = (lsqml.LSQML if isinstance(config, lsqml.LSQMLConfig)
+                  else dm.DifferenceMap)
   batch = max(1, int(batch))
   shape = tuple(geometry.object_shape)
   if mask is None:
@@ -127,8 +138,8 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     amps = amplitudes[start:start + batch]
     truth = truths[start:start + batch]
     if solver is None or solver.batch != len(amps):
-      solver = dm.DifferenceMap(amps, geometry.probe, geometry.layout, shape,
-                                config)
+      solver = solver_class(amps, geometry.probe, geometry.layout, shape,
+                            config)
     else:
       solver.set_amplitudes(amps)
     curve, its = [], []

@@ -121,18 +121,20 @@ def save_curves(path, curves, title=None):
   Args:
     path: PNG file to write.
     curves: dict start name -> {"chi": float [T], "iterations": int [K],
-      "mse": float [K]} (means over the test scans).
+      "mse": float [K], optional "label"} (means over the test scans); the
+      legend shows the label, else the name.
     title: optional figure title.
   """
   plt = _figure_module()
   fig, (ax_chi, ax_mse) = plt.subplots(1, 2, figsize=(9, 3.4))
   for name, c in curves.items():
     chi = np.asarray(c["chi"])
-    ax_chi.semilogy(np.arange(1, chi.size + 1), chi, label=name)
-    ax_mse.semilogy(c["iterations"], c["mse"], marker=".", label=name)
-  ax_chi.set_xlabel("DM iteration")
+    label = c.get("label", name)
+    ax_chi.semilogy(np.arange(1, chi.size + 1), chi, label=label)
+    ax_mse.semilogy(c["iterations"], c["mse"], marker=".", label=label)
+  ax_chi.set_xlabel("iteration")
   ax_chi.set_ylabel("chi = ||O_t - O_{t-1}|| / ||O_t||")
-  ax_mse.set_xlabel("DM iteration")
+  ax_mse.set_xlabel("iteration")
   ax_mse.set_ylabel("object MSE vs truth (lit region)")
   for ax in (ax_chi, ax_mse):
     ax.grid(True, which="both", alpha=0.3)
@@ -150,8 +152,9 @@ def save_time_to_quality(path, curves, points, title=None):
   Args:
     path: PNG file to write.
     curves: dict start name -> {"seconds", "amplitude_psnr", "phase_psnr":
-      float [K]}: DM from that start after increasing iteration counts
-      (labelled "DM from <start name>").
+      float [K], optional "label"}: DM from that start after increasing
+      iteration counts (labelled "DM from <start name>" unless the curve
+      has a label, e.g. another solver's).
     points: dict name -> (seconds, amplitude PSNR, phase PSNR): one-shot
       methods (a learned model).
     title: optional figure title.
@@ -162,7 +165,8 @@ def save_time_to_quality(path, curves, points, title=None):
   for ax, key, label in zip(axes, ("amplitude_psnr", "phase_psnr"),
                             ("amplitude", "phase")):
     for name, c in curves.items():
-      ax.plot(c["seconds"], c[key], marker=".", label=f"DM from {name}")
+      ax.plot(c["seconds"], c[key], marker=".",
+              label=c.get("label", f"DM from {name}"))
     for i, (name, values) in enumerate(points.items()):
       ax.plot(values[0], values[1 if key == "amplitude_psnr" else 2],
               linestyle="none", marker=markers[i % len(markers)],
