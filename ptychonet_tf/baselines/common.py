@@ -235,6 +235,22 @@ def run_chunks(iterations, config, chunk, current, compiled, batch, start,
           seconds, steady_seconds(timed, seconds, iterations))
 
 
+def with_inertia(numerator, norm, previous, inertia):
+  """(numerator + e * previous) / (norm + e), e = inertia * max(norm).
+
+  The regularised division of DM's object and probe updates and of LSQML's
+  preconditioned directions (previous None).
+
+  The max is per leading index, over the last two axes; previous None
+  counts as 0. numerator complex64 [..., a, b], norm float32 [..., a, b].
+  """
+  eps = inertia * tf.reduce_max(norm, axis=(-2, -1), keepdims=True)
+  if previous is not None:
+    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
+        previous, tf.complex64)
+  return numerator / tf.cast(norm + eps, tf.complex64)
+
+
 # --- The Fourier constraint ------------------------------------------------
 
 

@@ -142,19 +142,6 @@ def fourier_projection(psi, amplitudes):
       fourier_update(forward.far_field(psi), amplitudes))
 
 
-def _with_inertia(numerator, norm, previous, inertia):
-  """(numerator + e * previous) / (norm + e), e = inertia * max(norm).
-
-  The max is per leading index, over the last two axes; previous None
-  counts as 0. numerator complex64 [..., a, b], norm float32 [..., a, b].
-  """
-  eps = inertia * tf.reduce_max(norm, axis=(-2, -1), keepdims=True)
-  if previous is not None:
-    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
-        previous, tf.complex64)
-  return numerator / tf.cast(norm + eps, tf.complex64)
-
-
 def illumination(probe, windows):
   """The object update's normaliser sum_j |P|^2 at each object pixel.
 
@@ -196,7 +183,7 @@ def object_update(psi, probe, windows, previous=None, inertia=1e-6,
     norm = illumination(probe, windows)
   numerator = windows.stitch(tf.expand_dims(tf.math.conj(probe), -3) * psi,
                              method="segment")
-  return _with_inertia(numerator, norm, previous, inertia)
+  return common.with_inertia(numerator, norm, previous, inertia)
 
 
 def probe_update(psi, obj, windows, previous=None, inertia=1e-6,
@@ -221,7 +208,7 @@ def probe_update(psi, obj, windows, previous=None, inertia=1e-6,
   views = windows.extract(tf.convert_to_tensor(obj, tf.complex64))
   numerator = tf.reduce_sum(tf.math.conj(views) * psi, axis=-3)
   norm = tf.reduce_sum(tf.abs(views) ** 2, axis=-3)
-  probe = _with_inertia(numerator, norm, previous, inertia)
+  probe = common.with_inertia(numerator, norm, previous, inertia)
   if support is not None:
     probe = probe * tf.cast(support, tf.complex64)
   return probe

@@ -222,18 +222,6 @@ def exit_wave_update(spectra, amplitudes, noise_model="gaussian"):
   return tf.signal.ifft2d(-tf.cast(step * ratio, tf.complex64) * spectra)
 
 
-def preconditioned_direction(numerator, norm, reg):
-  """numerator / (norm + reg * max(norm)), the max per leading index.
-
-  Args:
-    numerator: complex64 [..., a, b].
-    norm: float32 [..., a, b] >= 0.
-    reg: relative regulariser (> 0).
-  """
-  eps = reg * tf.reduce_max(norm, axis=(-2, -1), keepdims=True)
-  return numerator / tf.cast(norm + eps, tf.complex64)
-
-
 def object_direction(chi, probe, windows, reg):
   """dO = sum_j conj(P) chi_j / (sum_j |P|^2 + d_O) over a batch's windows.
 
@@ -251,7 +239,7 @@ def object_direction(chi, probe, windows, reg):
   power = tf.abs(probe) ** 2
   norm = windows.stitch(power[:, None] * tf.ones_like(chi, tf.float32),
                         method="segment")
-  return preconditioned_direction(numerator, norm, reg)
+  return common.with_inertia(numerator, norm, None, reg)
 
 
 def probe_direction(chi, views, reg):
@@ -267,7 +255,7 @@ def probe_direction(chi, views, reg):
   """
   numerator = tf.reduce_sum(tf.math.conj(views) * chi, axis=1)
   norm = tf.reduce_sum(tf.abs(views) ** 2, axis=1)
-  return preconditioned_direction(numerator, norm, reg)
+  return common.with_inertia(numerator, norm, None, reg)
 
 
 def _real_dot(a, b):
