@@ -7,12 +7,17 @@
 - `snapshot(folder)`: every file under a folder, to show it stayed unchanged;
 - `write_tiny(out)`: a tiny simulated dataset (16x16 probe, 10 positions),
   with the matching command-line flags `GEOMETRY_FLAGS` and a tiny network
-  `SMALL_NET`.
+  `SMALL_NET`;
+- numpy references of the solvers' operators in the detector convention
+  (float64): `np_far`, `np_inv_far`, `np_fourier_projection`, `np_windows`,
+  `np_stitch`.
 """
 import hashlib
 import os
 import subprocess
 import sys
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -62,4 +67,37 @@ def write_tiny(out, num_train=8, num_test=2, num_shards=2):
   config = writer.WriteConfig(simulation=sim, num_train=num_train,
                               num_test=num_test, num_shards=num_shards)
   writer.write_dataset(config, out, workers=1, progress=False)
+  return out
+
+
+# --- numpy references of the solvers' operators (detector convention) -------
+
+
+def np_far(x):
+  """Unitary far field, zero frequency at the centre."""
+  h, w = x.shape[-2:]
+  return np.fft.fftshift(np.fft.fft2(x), axes=(-2, -1)) / np.sqrt(h * w)
+
+
+def np_inv_far(x):
+  h, w = x.shape[-2:]
+  return np.fft.ifft2(np.fft.ifftshift(x, axes=(-2, -1))) * np.sqrt(h * w)
+
+
+def np_fourier_projection(psi, amps):
+  """Modulus replacement; a spectrum that is exactly 0 stays 0."""
+  spec = np_far(psi)
+  mag = np.abs(spec)
+  scale = np.divide(amps, mag, out=np.zeros_like(mag), where=mag > 0)
+  return np_inv_far(spec * scale)
+
+
+def np_windows(obj, layout):
+  return np.stack([obj[t:b, l:r] for t, b, l, r in layout])
+
+
+def np_stitch(patches, layout, shape):
+  out = np.zeros(shape, patches.dtype)
+  for patch, (t, b, l, r) in zip(patches, layout):
+    out[t:b, l:r] += patch
   return out

@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from helpers import np_far, np_fourier_projection, np_stitch, np_windows
+
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import common
 from ptychonet_tf.baselines import dm
@@ -26,34 +28,6 @@ def tiny_scan(seed=0, count=12, step=1.5, size=16):
 
 
 # --- numpy references (detector convention, float64) ------------------------
-
-
-def np_far(x):
-  h, w = x.shape[-2:]
-  return np.fft.fftshift(np.fft.fft2(x), axes=(-2, -1)) / np.sqrt(h * w)
-
-
-def np_inv_far(x):
-  h, w = x.shape[-2:]
-  return np.fft.ifft2(np.fft.ifftshift(x, axes=(-2, -1))) * np.sqrt(h * w)
-
-
-def np_fourier_projection(psi, amps):
-  spec = np_far(psi)
-  mag = np.abs(spec)
-  scale = np.divide(amps, mag, out=np.zeros_like(mag), where=mag > 0)
-  return np_inv_far(spec * scale)
-
-
-def np_windows(obj, layout):
-  return np.stack([obj[t:b, l:r] for t, b, l, r in layout])
-
-
-def np_stitch(patches, layout, shape):
-  out = np.zeros(shape, patches.dtype)
-  for patch, (t, b, l, r) in zip(patches, layout):
-    out[t:b, l:r] += patch
-  return out
 
 
 def np_overlap(psi, probe, layout, shape, previous, inertia):

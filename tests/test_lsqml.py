@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from helpers import np_fourier_projection, np_stitch, np_windows
+
 from ptychonet_tf.baselines import common
 from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.evaluation import metrics
@@ -29,25 +31,6 @@ def tiny_scan(seed=0):
 
 
 # --- numpy reference (detector convention, float64) --------------------------
-
-
-def np_fourier_projection(psi, amps):
-  h, w = psi.shape[-2:]
-  spec = np.fft.fftshift(np.fft.fft2(psi), axes=(-2, -1)) / np.sqrt(h * w)
-  mag = np.abs(spec)
-  spec = spec * np.divide(amps, mag, out=np.zeros_like(mag), where=mag > 0)
-  return np.fft.ifft2(np.fft.ifftshift(spec, axes=(-2, -1))) * np.sqrt(h * w)
-
-
-def np_windows(obj, layout):
-  return np.stack([obj[t:b, l:r] for t, b, l, r in layout])
-
-
-def np_stitch(patches, layout, shape):
-  out = np.zeros(shape, patches.dtype)
-  for patch, (t, b, l, r) in zip(patches, layout):
-    out[t:b, l:r] += patch
-  return out
 
 
 def np_lsqml_iteration(obj, probe, amps, layout, groups, config):
