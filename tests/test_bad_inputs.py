@@ -183,6 +183,16 @@ SIMULATE = ["-m", "ptychonet_tf.simulate", "--flagfile=configs/small_dense.flags
 MAKE = ["tools/make_tfrecords.py", *GEOMETRY_FLAGS, "--num_train=2",
         "--num_test=1", "--num_shards=1", "--workers=1", "--noprogress"]
 
+def _start_ceiling_lines(paths, result):
+  """One line per start and per DM run, each with both PSNRs."""
+  del paths
+  rows = [l for l in result.stdout.splitlines() if "amplitude" in l]
+  assert len(rows) == 5, result.stdout
+  assert "DM-3 from flat" in rows[1] and "DM-5 from flat" in rows[2], rows
+  assert "sigma 2 px" in rows[3] and "then DM-3" in rows[4], rows
+  assert all("dB" in r and "phase" in r for r in rows), rows
+
+
 CASES = [
     # Flags: bad choices, unknown flags, missing flagfiles, help.
     Case("flag outside its choices", TRAIN + ["--loss=foo"],
@@ -363,6 +373,14 @@ CASES = [
     Case("run directory without a trained model",
          ["-m", "ptychonet_tf.export", "--model_dir={root}",
           "--export_dir={root}/e"], phrase="holds no trained model"),
+    # tools/start_ceiling.py: a tiny run, and a blur that is not a number.
+    Case("start ceiling on a tiny dataset",
+         ["tools/start_ceiling.py", "--data_dir={data}", "--scans=2",
+          "--iterations=3,5", "--blur=2", "--blur_iterations=3"],
+         status=0, check=_start_ceiling_lines),
+    Case("start ceiling with a blur that is not a number",
+         ["tools/start_ceiling.py", "--data_dir={data}", "--blur=2,x"],
+         phrase="--blur=2,x is not a list of numbers"),
 ]
 
 
