@@ -104,6 +104,32 @@ def prepare_inputs(amplitudes, probe, layout, object_shape):
   return amplitudes, probe, layout.astype(np.int32), object_shape, batched
 
 
+def replacement_amplitudes(solver, amplitudes):
+  """Other scans' amplitudes for a built solver, checked against its shape.
+
+  What `set_amplitudes` of DM and LSQML take: float [N, h, w] or
+  [B, N, h, w] of the shape the solver was built with.
+
+  Args:
+    solver: a solver with `probe`, `layout`, `object_shape`, `batch`,
+      `count` and `probe_shape`.
+    amplitudes: the new amplitudes.
+
+  Returns:
+    float32 [B, N, h, w].
+
+  Raises:
+    UserError: another shape.
+  """
+  amplitudes, _, _, _, _ = prepare_inputs(amplitudes, solver.probe[:1],
+                                          solver.layout, solver.object_shape)
+  expected = (solver.batch, solver.count, *solver.probe_shape)
+  if amplitudes.shape != expected:
+    raise UserError(f"amplitudes of shape {amplitudes.shape} do not fit this "
+                    f"solver's {expected}")
+  return amplitudes
+
+
 def initial_objects(init, object_shape, batch, seed=0, given=None):
   """The starting objects, complex64 [B, H, W].
 

@@ -272,12 +272,7 @@ class DifferenceMap:
       amplitudes: float [N, h, w] or [B, N, h, w] of the same shape as the
         amplitudes the solver was built with (same geometry and batch).
     """
-    amplitudes, _, _, _, _ = prepare_inputs(amplitudes, self.probe[:1],
-                                            self.layout, self.object_shape)
-    if amplitudes.shape != (self.batch, self.count, *self.probe_shape):
-      raise UserError(f"amplitudes of shape {amplitudes.shape} do not fit this "
-                      f"solver's ({self.batch}, {self.count}, "
-                      f"{self.probe_shape[0]}, {self.probe_shape[1]})")
+    amplitudes = common.replacement_amplitudes(self, amplitudes)
     for variable, value in zip(
         (self._amplitudes, self._energy, self._pbound),
         self._amplitude_terms(amplitudes)):

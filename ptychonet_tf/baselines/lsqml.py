@@ -391,12 +391,7 @@ class LSQML:
       amplitudes: float [N, h, w] or [B, N, h, w] of the shape the solver was
         built with.
     """
-    amplitudes, _, _, _, _ = common.prepare_inputs(
-        amplitudes, self.probe[:1], self.layout, self.object_shape)
-    if amplitudes.shape != (self.batch, self.count, *self.probe_shape):
-      raise UserError(f"amplitudes of shape {amplitudes.shape} do not fit this "
-                      f"solver's ({self.batch}, {self.count}, "
-                      f"{self.probe_shape[0]}, {self.probe_shape[1]})")
+    amplitudes = common.replacement_amplitudes(self, amplitudes)
     for variable, value in zip((self._amplitudes, self._energy),
                                self._amplitude_terms(amplitudes)):
       variable.assign(value)
