@@ -327,3 +327,32 @@ def test_bad_settings_raise_user_errors():
     dm.difference_map(amps, probe, layout, shape,
                       dm.DMConfig(iterations=1, progress=False),
                       initial_object=np.ones((5, 5), np.complex64))
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_dm_position_groups_give_the_one_loop_result(refine):
+  """Groups' half-steps side by side = one compiled loop, up to rounding;
+  with probe refinement the refining chunks run as one loop (there the
+  rounding differences of the first chunk grow, as any would, through the
+  object-probe updates: a looser tolerance)."""
+  amps, probe, layout, shape, _ = tiny_scan(seed=4)
+  runs = []
+  for groups in (1, 3):
+    config = dm.DMConfig(iterations=12, chunk=4, position_groups=groups,
+                         refine_probe=refine, probe_start=4, progress=False)
+    runs.append(dm.difference_map(amps, probe, layout, shape, config))
+  one, grouped = runs
+  np.testing.assert_allclose(grouped.chi[:4], one.chi[:4], rtol=1e-3,
+                             atol=1e-6)
+  np.testing.assert_allclose(grouped.fourier_error[:4], one.fourier_error[:4],
+                             rtol=1e-3, atol=1e-8)
+  tol = 2e-2 if refine else 1e-4
+  np.testing.assert_allclose(grouped.object, one.object, atol=tol)
+  np.testing.assert_allclose(grouped.probe, one.probe, atol=tol)
+  np.testing.assert_allclose(grouped.fourier_error, one.fourier_error,
+                             rtol=100 * tol, atol=1e-8)
+
+
+def test_dm_position_groups_must_not_be_negative():
+  with pytest.raises(UserError, match="position_groups=-1"):
+    dm.DMConfig(position_groups=-1)

@@ -47,6 +47,8 @@ does exactly two FFTs of N patterns per scan (forward of phi, inverse of the
 correction) and still sees |F(phi)|, the Fourier error of the estimate.
 """
 import dataclasses
+import functools
+import os
 import time
 from typing import Optional
 
@@ -88,6 +90,13 @@ class DMConfig:
       data; 0 projects exactly.
     chunk: iterations per compiled call (the progress bar moves per chunk).
     jit_compile: compile the iterations with XLA.
+    position_groups: iterations with a known probe split the positions into
+      this many interleaved groups, each group's half-step (gather, FFTs,
+      modulus replacement, stitch) a compiled function of its own, so that
+      TensorFlow runs them side by side on separate cores (XLA runs a
+      stitch's scatter-add on one thread; see docs/baselines.md, Speed).
+      0 = one group per core TensorFlow may use (`group_count`); 1 = one
+      compiled loop. The result is the same up to float rounding.
     progress: show a tqdm bar; None shows it for runs of 50 iterations or more
       when stderr is a terminal.
   """
@@ -104,11 +113,15 @@ class DMConfig:
   fourier_relax: float = 0.0
   chunk: int = 10
   jit_compile: bool = True
+  position_groups: int = 0
   progress: Optional[bool] = None
 
   def __post_init__(self):
     if self.iterations < 0:
       raise UserError(f"DM iterations={self.iterations} must be >= 0")
+    if self.position_groups < 0:
+      raise UserError(f"position_groups={self.position_groups} must be >= 0 "
+                      f"(0: one per core TensorFlow may use)")
     if self.init not in INITS:
       raise UserError(f"initial object {self.init!r} is not one of {INITS}")
     if self.chunk < 1 or self.overlap_iterations < 1:
@@ -122,6 +135,14 @@ class DMConfig:
                       f"probe_support={self.probe_support} in [0, 2]")
     if self.probe_start < 0:
       raise UserError(f"probe_start={self.probe_start} must be >= 0")
+
+
+def group_count():
+  """Cores TensorFlow may use: those the process may run on (`taskset`),
+  capped by the inter-op thread setting when one is made (--threads)."""
+  cores = len(os.sched_getaffinity(0))
+  threads = tf.config.threading.get_inter_op_parallelism_threads()
+  return max(1, min(cores, threads) if threads else cores)
 
 
 # --- The update steps (public; the compiled loop calls these) --------------
@@ -241,7 +262,19 @@ class DifferenceMap:
     self.batch, self.count, h, w = amplitudes.shape
     self.probe_shape = (h, w)
     self.probe = probe
+    groups = min(config.position_groups or group_count(), self.count)
+    # Inside, the positions are in group order (group k: every groups-th
+    # position from the k-th), so that group k is the slice _bounds[k].
+    self._order = np.concatenate([np.arange(self.count)[k::groups]
+                                  for k in range(groups)])
+    sizes = np.cumsum([0] + [len(range(k, self.count, groups))
+                             for k in range(groups)])
+    self._bounds = list(zip(sizes[:-1], sizes[1:]))
+    layout = layout[self._order]
     self._windows = windows_lib.Windows(layout, object_shape, (h, w))
+    self._group_windows = [windows_lib.Windows(layout[a:b], object_shape,
+                                               (h, w))
+                           for a, b in self._bounds]
     # Variables, not constants: `set_amplitudes` swaps in the next batch of
     # scans without retracing the compiled iterations.
     self._amplitudes, self._energy, self._pbound = (
@@ -253,11 +286,18 @@ class DifferenceMap:
     covered = self._windows.coverage() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
+    self._group_steps = [
+        tf.function(functools.partial(self._group_step, k),
+                    jit_compile=config.jit_compile)
+        for k in range(len(self._bounds))]
+    self._combine = tf.function(self._object_and_chi,
+                                jit_compile=config.jit_compile)
+    self._grouped_chunk = tf.function(self._iterate_grouped)
     self._compiled = set()
 
   def _amplitude_terms(self, amplitudes):
     """(amplitudes in the loop's frame, energy [B], power bound [B, 1])."""
-    loop_amplitudes = common.unshifted_amplitudes(amplitudes)
+    loop_amplitudes = common.unshifted_amplitudes(amplitudes[:, self._order])
     power = np.square(loop_amplitudes, dtype=np.float64)
     energy = np.maximum(power.sum(axis=(1, 2, 3)), 1e-30).astype(np.float32)
     # Power bound per scan [B, 1], in the loop's frame (mean over pixels).
@@ -321,6 +361,65 @@ class DifferenceMap:
                         (tf.constant(0), *state, chi, err))
     return tuple(out[1:6]), out[6].stack(), out[7].stack()
 
+  def _group_step(self, k, obj, psi, psi_hat, probe):
+    """Group k's half of a known-probe iteration from the new object.
+
+    Returns its exit waves and spectra, its stitch sum_j conj(P) psi_j and
+    its misfit [B].
+    """
+    start, stop = self._bounds[k]
+    windows = self._group_windows[k]
+    amps = self._amplitudes[:, start:stop]
+    alpha = tf.constant(self.config.alpha, tf.complex64)
+    pbound = self._pbound if self.config.fourier_relax > 0 else None
+    phi_hat = tf.signal.fft2d(probe[:, None] * windows.extract(obj))
+    z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
+    delta = fourier_update(z_hat, amps, pbound) - phi_hat
+    psi_hat = psi_hat + delta
+    psi = psi + tf.signal.ifft2d(delta)
+    stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
+                              method="segment")
+    misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
+    return psi, psi_hat, stitched, misfit
+
+  def _object_and_chi(self, sums, obj, norm):
+    """The object update from the groups' stitches, and its chi [B]."""
+    new_obj = common.with_inertia(tf.add_n(sums), norm, obj,
+                                  self.config.object_inertia)
+    change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * self._covered_f, (1, 2))
+    size = tf.reduce_sum(tf.abs(new_obj) ** 2 * self._covered_f, (1, 2))
+    return new_obj, tf.sqrt(tf.math.divide_no_nan(change, size))
+
+  def _iterate_grouped(self, state, num):
+    """`num` known-probe iterations, the groups' half-steps side by side.
+
+    The same iteration as `_iterate` without probe refinement: the object
+    update sums the groups' stitches; each group then runs its compiled
+    half-step, which TensorFlow's inter-op threads run concurrently.
+    """
+    psi, psi_hat, obj, probe, norm = state
+    psis = [psi[:, a:b] for a, b in self._bounds]
+    hats = [psi_hat[:, a:b] for a, b in self._bounds]
+    sums = [w.stitch(tf.math.conj(probe)[:, None] * p, method="segment")
+            for w, p in zip(self._group_windows, psis)]
+
+    def body(t, psis, hats, sums, obj, chi, err):
+      new_obj, change = self._combine(sums, obj, norm)
+      outs = [step(new_obj, p, q, probe)
+              for step, p, q in zip(self._group_steps, psis, hats)]
+      chi = chi.write(t, change)
+      err = err.write(t, tf.add_n([o[3] for o in outs]) / self._energy)
+      return (t + 1, [o[0] for o in outs], [o[1] for o in outs],
+              [o[2] for o in outs], new_obj, chi, err)
+
+    chi = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
+    err = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
+    _, psis, hats, _, obj, chi, err = tf.while_loop(
+        lambda t, *_: t < num, body,
+        (tf.constant(0), psis, hats, sums, obj, chi, err))
+    state = (tf.concat(psis, 1), tf.concat(hats, 1), obj, probe, norm)
+    return state, chi.stack(), err.stack()
+
   def initial_state(self, initial_object=None):
     """(psi, F(psi), object, probe, norm) for a starting object."""
     obj = tf.constant(initial_objects(self.config.init, self.object_shape,
@@ -351,9 +450,12 @@ class DifferenceMap:
     state = [self.initial_state(initial_object)]
 
     def chunk(num, refine):
-      state[0], chi, err = self._chunk(state[0], tf.constant(num), refine)
-      # One compiled function per refinement setting (num is a tensor).
-      return chi.numpy(), err.numpy(), refine
+      if refine or len(self._bounds) == 1:
+        state[0], chi, err = self._chunk(state[0], tf.constant(num), refine)
+        # One compiled function per refinement setting (num is a tensor).
+        return chi.numpy(), err.numpy(), refine
+      state[0], chi, err = self._grouped_chunk(state[0], tf.constant(num))
+      return chi.numpy(), err.numpy(), "grouped"
 
     chi, err, seconds, per = common.run_chunks(
         iterations, config, chunk, lambda: state[0][2].numpy(), self._compiled,

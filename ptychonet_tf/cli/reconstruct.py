@@ -89,6 +89,9 @@ flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
                    "update's denominator, relative to max(sum_j |O_j|^2).")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores.")
+flags.DEFINE_integer("position_groups", 0, "DM with a known probe: position "
+                     "groups whose half-steps run side by side (0: one per "
+                     "core TensorFlow may use; 1: one compiled loop).")
 flags.DEFINE_integer("margin", 4, "External scans: unscanned border (pixels) "
                      "around the scan.")
 flags.DEFINE_float("pixel_size", None, "CXI: object-plane pixel size in "
@@ -152,7 +155,7 @@ def solver_configs(iterations, progress=None):
       probe_start=FLAGS.probe_start, probe_support=FLAGS.probe_support,
       init=FLAGS.init, seed=FLAGS.seed, object_inertia=FLAGS.object_inertia,
       fourier_relax=FLAGS.fourier_relax, jit_compile=FLAGS.jit,
-      progress=progress)
+      position_groups=FLAGS.position_groups, progress=progress)
   epie_config = epie.EPIEConfig(
       iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
       refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
