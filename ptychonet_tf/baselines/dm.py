@@ -265,10 +265,9 @@ class DifferenceMap:
     groups = min(config.position_groups or group_count(), self.count)
     # Inside, the positions are in group order (group k: every groups-th
     # position from the k-th), so that group k is the slice _bounds[k].
-    self._order = np.concatenate([np.arange(self.count)[k::groups]
-                                  for k in range(groups)])
-    sizes = np.cumsum([0] + [len(range(k, self.count, groups))
-                             for k in range(groups)])
+    members = [np.arange(self.count)[k::groups] for k in range(groups)]
+    self._order = np.concatenate(members)
+    sizes = np.cumsum([0] + [len(m) for m in members])
     self._bounds = list(zip(sizes[:-1], sizes[1:]))
     layout = layout[self._order]
     self._windows = windows_lib.Windows(layout, object_shape, (h, w))
@@ -333,25 +332,34 @@ class DifferenceMap:
       norm = illumination(probe, windows)
     return obj, probe, norm
 
+  def _exit_waves(self, obj, psi, psi_hat, probe, windows, amps):
+    """The DM update of the exit waves of `windows` from the new object.
+
+    Returns the exit waves, their spectra and the misfit [B] of the
+    estimate's spectra, sum_j || |F(P O_j)| - A_j ||^2.
+    """
+    alpha = tf.constant(self.config.alpha, tf.complex64)
+    pbound = self._pbound if self.config.fourier_relax > 0 else None
+    phi_hat = tf.signal.fft2d(probe[:, None] * windows.extract(obj))
+    z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
+    delta = fourier_update(z_hat, amps, pbound) - phi_hat
+    misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
+    return psi + tf.signal.ifft2d(delta), psi_hat + delta, misfit
+
+  def _chi(self, new_obj, obj):
+    """||O_new - O|| / ||O_new|| over the scanned region, float32 [B]."""
+    change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * self._covered_f, (1, 2))
+    size = tf.reduce_sum(tf.abs(new_obj) ** 2 * self._covered_f, (1, 2))
+    return tf.sqrt(tf.math.divide_no_nan(change, size))
+
   def _iterate(self, state, num, refine):
     """`num` DM iterations; returns the new state and chi, error [num, B]."""
-    alpha = tf.constant(self.config.alpha, tf.complex64)
-    amps = self._amplitudes
-    pbound = self._pbound if self.config.fourier_relax > 0 else None
 
     def body(t, psi, psi_hat, obj, probe, norm, chi, err):
       new_obj, probe, norm = self._overlap(psi, obj, probe, norm, refine)
-      phi_hat = tf.signal.fft2d(probe[:, None] *
-                                self._windows.extract(new_obj))
-      z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
-      delta = fourier_update(z_hat, amps, pbound) - phi_hat
-      psi_hat = psi_hat + delta
-      psi = psi + tf.signal.ifft2d(delta)
-      change = tf.abs(new_obj - obj) ** 2 * self._covered_f
-      size = tf.abs(new_obj) ** 2 * self._covered_f
-      chi = chi.write(t, tf.sqrt(tf.math.divide_no_nan(
-          tf.reduce_sum(change, axis=(1, 2)), tf.reduce_sum(size, axis=(1, 2)))))
-      misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
+      psi, psi_hat, misfit = self._exit_waves(new_obj, psi, psi_hat, probe,
+                                              self._windows, self._amplitudes)
+      chi = chi.write(t, self._chi(new_obj, obj))
       err = err.write(t, misfit / self._energy)
       return t + 1, psi, psi_hat, new_obj, probe, norm, chi, err
 
@@ -369,26 +377,17 @@ class DifferenceMap:
     """
     start, stop = self._bounds[k]
     windows = self._group_windows[k]
-    amps = self._amplitudes[:, start:stop]
-    alpha = tf.constant(self.config.alpha, tf.complex64)
-    pbound = self._pbound if self.config.fourier_relax > 0 else None
-    phi_hat = tf.signal.fft2d(probe[:, None] * windows.extract(obj))
-    z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
-    delta = fourier_update(z_hat, amps, pbound) - phi_hat
-    psi_hat = psi_hat + delta
-    psi = psi + tf.signal.ifft2d(delta)
+    psi, psi_hat, misfit = self._exit_waves(
+        obj, psi, psi_hat, probe, windows, self._amplitudes[:, start:stop])
     stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
                               method="segment")
-    misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
     return psi, psi_hat, stitched, misfit
 
   def _object_and_chi(self, sums, obj, norm):
     """The object update from the groups' stitches, and its chi [B]."""
     new_obj = common.with_inertia(tf.add_n(sums), norm, obj,
                                   self.config.object_inertia)
-    change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * self._covered_f, (1, 2))
-    size = tf.reduce_sum(tf.abs(new_obj) ** 2 * self._covered_f, (1, 2))
-    return new_obj, tf.sqrt(tf.math.divide_no_nan(change, size))
+    return new_obj, self._chi(new_obj, obj)
 
   def _iterate_grouped(self, state, num):
     """`num` known-probe iterations, the groups' half-steps side by side.

@@ -98,33 +98,36 @@ def parse_models(specs):
   return models
 
 
+def solver_run(amplitudes, truths, geometry, config, initial, name, mask):
+  """methods.run_dm of a DM or LSQML config, in --dm_batch batches, with a
+  progress bar."""
+  with tqdm.tqdm(total=len(amplitudes) * config.iterations, desc=name,
+                 unit="it", unit_scale=True, leave=True) as bar:
+    return methods.run_dm(amplitudes, truths, geometry, config, initial, mask,
+                          batch=FLAGS.dm_batch, progress=bar)
+
+
 def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random",
            iterations=None):
-  """methods.run_dm with the flags' DM settings and a progress bar."""
+  """DM with the flags' settings (solver_run)."""
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   iterations = iterations or FLAGS.dm_iterations
   config = dm.DMConfig(iterations=iterations, init=init,
                        seed=FLAGS.dm_seed,
                        chunk=min(FLAGS.curve_every, iterations),
                        progress=False)
-  with tqdm.tqdm(total=len(amplitudes) * iterations, desc=name,
-                 unit="it", unit_scale=True, leave=True) as bar:
-    return methods.run_dm(amplitudes, truths, geometry, config, initial, mask,
-                          batch=FLAGS.dm_batch, progress=bar)
+  return solver_run(amplitudes, truths, geometry, config, initial, name, mask)
 
 
 def lsqml_run(amplitudes, truths, geometry, name, mask):
-  """methods.run_dm with LSQML from a flat start, the flags' settings."""
+  """LSQML from a flat start with the flags' settings (solver_run)."""
   from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
   iterations = FLAGS.dm_iterations
   config = lsqml.LSQMLConfig(iterations=iterations, init="ones",
                              batch_size=FLAGS.lsqml_batch_size,
                              chunk=min(FLAGS.curve_every, iterations),
                              progress=False)
-  with tqdm.tqdm(total=len(amplitudes) * iterations, desc=name,
-                 unit="it", unit_scale=True, leave=True) as bar:
-    return methods.run_dm(amplitudes, truths, geometry, config, None, mask,
-                          batch=FLAGS.dm_batch, progress=bar)
+  return solver_run(amplitudes, truths, geometry, config, None, name, mask)
 
 
 def timed_curve(curve, chi, seconds, offset=0.0):
