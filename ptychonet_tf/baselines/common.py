@@ -277,6 +277,20 @@ def with_inertia(numerator, norm, previous, inertia):
   return numerator / tf.cast(norm + eps, tf.complex64)
 
 
+def relative_change(new_obj, obj, covered):
+  """chi = ||O_new - O|| / ||O_new|| over the scanned region, float32 [B].
+
+  What DM, ePIE and LSQML record per iteration (epoch).
+
+  Args:
+    new_obj, obj: complex64 [B, H, W].
+    covered: float32 [1, H, W], 1 where a window covers the pixel.
+  """
+  change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * covered, (1, 2))
+  size = tf.reduce_sum(tf.abs(new_obj) ** 2 * covered, (1, 2))
+  return tf.sqrt(tf.math.divide_no_nan(change, size))
+
+
 # --- The Fourier constraint ------------------------------------------------
 
 

@@ -346,12 +346,6 @@ class DifferenceMap:
     misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
     return psi + tf.signal.ifft2d(delta), psi_hat + delta, misfit
 
-  def _chi(self, new_obj, obj):
-    """||O_new - O|| / ||O_new|| over the scanned region, float32 [B]."""
-    change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * self._covered_f, (1, 2))
-    size = tf.reduce_sum(tf.abs(new_obj) ** 2 * self._covered_f, (1, 2))
-    return tf.sqrt(tf.math.divide_no_nan(change, size))
-
   def _iterate(self, state, num, refine):
     """`num` DM iterations; returns the new state and chi, error [num, B]."""
 
@@ -359,7 +353,7 @@ class DifferenceMap:
       new_obj, probe, norm = self._overlap(psi, obj, probe, norm, refine)
       psi, psi_hat, misfit = self._exit_waves(new_obj, psi, psi_hat, probe,
                                               self._windows, self._amplitudes)
-      chi = chi.write(t, self._chi(new_obj, obj))
+      chi = chi.write(t, common.relative_change(new_obj, obj, self._covered_f))
       err = err.write(t, misfit / self._energy)
       return t + 1, psi, psi_hat, new_obj, probe, norm, chi, err
 
@@ -387,7 +381,7 @@ class DifferenceMap:
     """The object update from the groups' stitches, and its chi [B]."""
     new_obj = common.with_inertia(tf.add_n(sums), norm, obj,
                                   self.config.object_inertia)
-    return new_obj, self._chi(new_obj, obj)
+    return new_obj, common.relative_change(new_obj, obj, self._covered_f)
 
   def _iterate_grouped(self, state, num):
     """`num` known-probe iterations, the groups' half-steps side by side.

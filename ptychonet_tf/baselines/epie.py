@@ -145,10 +145,8 @@ class EPIE:
       _, new_obj, probe, err = tf.while_loop(
           lambda k, *_: k < self.count, step,
           (tf.constant(0), obj, probe, tf.zeros([self.batch], tf.float32)))
-      change = tf.reduce_sum(tf.abs(new_obj - obj) ** 2 * self._covered_f,
-                             (1, 2))
-      size = tf.reduce_sum(tf.abs(new_obj) ** 2 * self._covered_f, (1, 2))
-      chi = chi.write(e, tf.sqrt(tf.math.divide_no_nan(change, size)))
+      chi = chi.write(e, common.relative_change(new_obj, obj,
+                                                self._covered_f))
       errs = errs.write(e, err / self._energy)
       return e + 1, new_obj, probe, chi, errs
 

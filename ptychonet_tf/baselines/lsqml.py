@@ -406,10 +406,8 @@ class LSQML:
             new_obj, probe, self._amplitudes[:, start:stop], windows,
             self.config, refine)
         misfit += part
-      change = tf.abs(new_obj - obj) ** 2 * self._covered_f
-      size = tf.abs(new_obj) ** 2 * self._covered_f
-      chi = chi.write(t, tf.sqrt(tf.math.divide_no_nan(
-          tf.reduce_sum(change, axis=(1, 2)), tf.reduce_sum(size, axis=(1, 2)))))
+      chi = chi.write(t, common.relative_change(new_obj, obj,
+                                                self._covered_f))
       err = err.write(t, misfit / self._energy)
       return t + 1, new_obj, probe, chi, err
 
