@@ -1,12 +1,12 @@
 r"""DM and ePIE speed for the small and paper geometries, next to their FFT floor.
 
   python benchmarks/bench_baselines.py [--configs=small_dense,dense] \
-      [--dm_iterations=20] [--epie_epochs=2] [--batch=1]
+      [--dm_iterations=100] [--epie_epochs=4] [--batch=1] [--rounds=3]
 
 Per config (probe size, scan pattern and count from configs/<name>.flags):
 
-- DM: steady-state seconds per iteration (XLA-compiled chunks of 10, the
-  first chunk, which traces and compiles, left out) for a batch of --batch
+- DM: steady-state seconds per iteration (XLA-compiled chunks of 10; a
+  first run traces and compiles and is left out) for a batch of --batch
   scans, and per scan.
 - DM floor: the two FFTs of N patterns one iteration must do (fft2d of the
   estimate, ifft2d of the correction), timed alone in a compiled function.
@@ -16,6 +16,12 @@ Per config (probe size, scan pattern and count from configs/<name>.flags):
 
 The ratio column is the gap to the floor: everything else an iteration does
 (gather/scatter of windows, the overlap sums, moduli, error bookkeeping).
+
+Shared machines drift: the same FFTs can take 30% longer from one minute to
+the next. So each solver is built and compiled once, then timed in --rounds
+rounds, each round timing the solver and right after it its floor; the row
+gives the medians over the rounds and the ratio column the median of the
+rounds' own ratios, with their smallest and largest in brackets.
 """
 import os
 import time
@@ -35,12 +41,15 @@ from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
 
 flags.DEFINE_list("configs", ["small_dense", "dense"], "Config names under configs/.")
-flags.DEFINE_integer("dm_iterations", 20, "DM iterations per run (>= 20: the "
-                     "first chunk of 10 is the warm-up).")
-flags.DEFINE_integer("epie_epochs", 2, "ePIE epochs per run (>= 2: the first "
-                     "is the warm-up; 0 skips ePIE).")
+flags.DEFINE_integer("dm_iterations", 100, "DM iterations per timed run (>= 10; "
+                     "a first run compiles).")
+flags.DEFINE_integer("epie_epochs", 4, "ePIE epochs per timed run (0 skips "
+                     "ePIE; a first run compiles).")
 flags.DEFINE_integer("batch", 1, "Scans reconstructed together.")
-flags.DEFINE_float("min_seconds", 2.0, "Minimum time spent timing each FFT floor.")
+flags.DEFINE_float("min_seconds", 2.0, "Minimum time spent timing each FFT "
+                   "floor, per round.")
+flags.DEFINE_integer("rounds", 3, "Rounds of (solver, floor) timings; medians "
+                     "are printed.")
 flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads (0: all cores); "
                      "compare --threads=1 with the default, or run under "
                      "`taskset -c 0`.")
@@ -131,41 +140,60 @@ def bench(name):
   print(f"\n{name}: probe {h}x{w}, {count} positions, object {big_h}x{big_w}, "
         f"batch {batch}")
   print(f"  {'':26s} {'s/iter':>9s} {'s/iter/scan':>12s} {'FFT floor':>10s} "
-        f"{'ratio':>6s}")
+        f"{'ratio':>6s} [range]")
   rows = []
   if FLAGS.dm_iterations:
-    config = dm.DMConfig(iterations=FLAGS.dm_iterations, chunk=10,
-                         progress=False)
-    result = dm.difference_map(amps, geometry.probe, geometry.layout,
-                               geometry.object_shape, config)
-    floor = dm_floor(batch, count, h, w, FLAGS.min_seconds)
-    rows.append(("DM (per iteration)", result.seconds_per_iteration, floor))
+    solver = dm.DifferenceMap(
+        amps, geometry.probe, geometry.layout, geometry.object_shape,
+        dm.DMConfig(iterations=FLAGS.dm_iterations, chunk=10, progress=False))
+    rows.append(("DM (per iteration)", rounds(
+        lambda: solver.run().seconds_per_iteration,
+        lambda: dm_floor(batch, count, h, w, FLAGS.min_seconds))))
   if FLAGS.epie_epochs:
-    config = epie.EPIEConfig(iterations=FLAGS.epie_epochs, chunk=1,
-                             progress=False)
-    result = epie.epie(amps, geometry.probe, geometry.layout,
-                       geometry.object_shape, config)
-    floor = epie_floor(batch, count, h, w, FLAGS.min_seconds)
-    rows.append(("ePIE (per epoch)", result.seconds_per_iteration, floor))
-  for label, seconds, floor in rows:
+    solver_e = epie.EPIE(
+        amps, geometry.probe, geometry.layout, geometry.object_shape,
+        epie.EPIEConfig(iterations=FLAGS.epie_epochs, chunk=1, progress=False))
+    rows.append(("ePIE (per epoch)", rounds(
+        lambda: solver_e.run().seconds_per_iteration,
+        lambda: epie_floor(batch, count, h, w, FLAGS.min_seconds))))
+  for label, (seconds, floor, ratio, low, high) in rows:
     print(f"  {label:26s} {seconds:9.4f} {seconds / batch:12.4f} "
-          f"{floor:10.4f} {seconds / floor:6.2f}")
+          f"{floor:10.4f} {ratio:6.2f} [{low:.2f}-{high:.2f}]")
+
+
+def rounds(solver_seconds, floor_seconds):
+  """Medians of --rounds (solver, floor) timings and of their ratios.
+
+  The solver's first run compiles it and is left out; every later run is
+  all steady-state chunks.
+
+  Returns:
+    (solver s, floor s, median ratio, smallest ratio, largest ratio).
+  """
+  solver_seconds()
+  times = np.array([(solver_seconds(), floor_seconds())
+                    for _ in range(FLAGS.rounds)])
+  ratios = times[:, 0] / times[:, 1]
+  return (float(np.median(times[:, 0])), float(np.median(times[:, 1])),
+          float(np.median(ratios)), float(ratios.min()), float(ratios.max()))
 
 
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  if FLAGS.dm_iterations and FLAGS.dm_iterations < 20:
-    raise UserError(f"--dm_iterations={FLAGS.dm_iterations} must be 0 or >= 20 "
-                    f"(the first chunk of 10 is the warm-up)")
-  if FLAGS.epie_epochs == 1 or FLAGS.epie_epochs < 0:
-    raise UserError(f"--epie_epochs={FLAGS.epie_epochs} must be 0 or >= 2")
+  if FLAGS.dm_iterations < 0 or 0 < FLAGS.dm_iterations < 10:
+    raise UserError(f"--dm_iterations={FLAGS.dm_iterations} must be 0 or >= 10 "
+                    f"(one compiled chunk)")
+  if FLAGS.epie_epochs < 0:
+    raise UserError(f"--epie_epochs={FLAGS.epie_epochs} must be >= 0")
   if FLAGS.batch < 1:
     raise UserError(f"--batch={FLAGS.batch} must be >= 1")
+  if FLAGS.rounds < 1:
+    raise UserError(f"--rounds={FLAGS.rounds} must be >= 1")
   machine.set_threads(FLAGS.threads)
   print(machine.cpu_description())
-  print(f"TensorFlow {tf.__version__}, {len(os.sched_getaffinity(0))} of "
+  print(f"TensorFlow {tf.__version__}, {len(machine.usable_cores())} of "
         f"{os.cpu_count()} cores usable (taskset), --threads={FLAGS.threads}, "
         f"devices: {[d.device_type for d in tf.config.list_physical_devices()]}")
   for name in FLAGS.configs:

@@ -146,8 +146,7 @@ def check_options():
     threads = sorted({int(t) for t in FLAGS.threads})
   except ValueError:
     threads = []
-  cpus = len(os.sched_getaffinity(0)) if hasattr(
-      os, "sched_getaffinity") else os.cpu_count()
+  cpus = len(machine.usable_cores())
   if not threads or threads[0] < 1 or threads[-1] > cpus:
     raise UserError(f"--threads={','.join(FLAGS.threads)} must be integers "
                     f"from 1 to {cpus} (the CPUs this process may use)")

@@ -8,6 +8,7 @@ from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import common
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
+from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
@@ -351,6 +352,13 @@ def test_dm_position_groups_give_the_one_loop_result(refine):
   np.testing.assert_allclose(grouped.probe, one.probe, atol=tol)
   np.testing.assert_allclose(grouped.fourier_error, one.fourier_error,
                              rtol=100 * tol, atol=1e-8)
+
+
+def test_dm_group_count_is_one_for_small_scans_else_the_cores():
+  cores = len(machine.usable_cores())
+  assert dm.group_count(dm.GROUPS_MIN_PIXELS - 1) == 1
+  assert dm.group_count(dm.GROUPS_MIN_PIXELS) == dm.group_count() >= 1
+  assert dm.group_count() <= cores
 
 
 def test_dm_position_groups_must_not_be_negative():

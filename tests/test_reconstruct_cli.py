@@ -1,5 +1,6 @@
 """`python -m ptychonet_tf.reconstruct`: methods, outputs, the SavedModel contract, errors."""
 import os
+import re
 
 import h5py
 import numpy as np
@@ -113,6 +114,9 @@ def test_epie(scan_path, tmp_path):
   with np.load(out) as f:
     assert f["chi"].shape == (30,)
     assert f["fourier_error"][-1] < 0.05 * f["fourier_error"][0]
+  # One scan's ePIE is sequential: by default it runs pinned to one core.
+  assert re.search(r"^epie: [0-9.]+ s on 1 core,", result.stdout, re.M), (
+      result.stdout)
 
 
 def test_lsqml_with_its_flags(scan_path, tmp_path):

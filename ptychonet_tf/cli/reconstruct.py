@@ -88,7 +88,10 @@ flags.DEFINE_float("object_reg", 0.1, "LSQML: regulariser of the object "
 flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
                    "update's denominator, relative to max(sum_j |O_j|^2).")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
-                     "and inter-op pools); 0 = all cores.")
+                     "and inter-op pools; the process is pinned to that many "
+                     "cores); 0 = auto: 1 for --method=epie (one scan's ePIE "
+                     "is sequential and runs faster on one pinned core), all "
+                     "cores otherwise.")
 flags.DEFINE_integer("position_groups", 0, "DM with a known probe: position "
                      "groups whose half-steps run side by side (0: one per "
                      "core TensorFlow may use; 1: one compiled loop).")
@@ -99,6 +102,10 @@ flags.DEFINE_float("pixel_size", None, "CXI: object-plane pixel size in "
 flags.DEFINE_enum("zero_frequency", "auto", ["auto", "center", "corner"],
                   "External scans: where the patterns' zero frequency is.")
 FLAGS = flags.FLAGS
+# ePIE visits one position after another: a second core cannot share one
+# scan's work, and a thread the OS moves between cores ran 5-20% slower than
+# one pinned (docs/baselines.md, Speed).
+EPIE_THREADS = 1
 
 
 # --- Outputs -----------------------------------------------------------------
@@ -192,7 +199,8 @@ def main(argv):
                       "ptychonet+dm (an export dir or one of its version "
                       "dirs)")
     saved_model = inference.resolve_saved_model(FLAGS.saved_model)
-  machine.set_threads(FLAGS.threads)
+  auto = EPIE_THREADS if FLAGS.method == "epie" else 0
+  machine.set_threads(FLAGS.threads or auto)
   # Imported here so that flag errors come before TensorFlow's start-up.
   from ptychonet_tf.data import readers  # pylint: disable=g-import-not-at-top
 
@@ -218,7 +226,9 @@ def main(argv):
                 seconds_per_iteration=np.float64(result["seconds_per_iteration"]),
                 network_seconds=np.float64(result["network_seconds"]),
                 method=np.str_(FLAGS.method))
-  line = f"{FLAGS.method}: {result['seconds']:.2f} s"
+  cores = len(machine.usable_cores())
+  line = (f"{FLAGS.method}: {result['seconds']:.2f} s on {cores} "
+          f"core{'s' if cores > 1 else ''}")
   if len(result["chi"]):
     unit = "epoch" if FLAGS.method == "epie" else "iteration"
     line += (f", {result['seconds_per_iteration'] * 1e3:.1f} ms per {unit}; "

@@ -29,14 +29,51 @@ def cpu_description():
                                 for f in CPU_FLAGS))
 
 
+def usable_cores():
+  """The cores this process may run on (its CPU affinity, e.g. from taskset)."""
+  if hasattr(os, "sched_getaffinity"):
+    return sorted(os.sched_getaffinity(0))
+  return list(range(os.cpu_count() or 1))
+
+
+def pin_to_cores(count):
+  """Restricts the process to the first `count` of its usable cores.
+
+  Every thread that exists now is moved, and threads started later (e.g.
+  TensorFlow's pools) inherit the setting: `taskset -c 0` from inside. A
+  no-op where the OS offers no CPU affinity or `count` covers every core.
+
+  Returns:
+    The cores the process now runs on.
+  """
+  cores = usable_cores()
+  if count >= len(cores) or not hasattr(os, "sched_setaffinity"):
+    return cores
+  chosen = set(cores[:count])
+  try:
+    tids = [int(t) for t in os.listdir("/proc/self/task")]
+  except OSError:
+    tids = [0]
+  for tid in tids:
+    try:
+      os.sched_setaffinity(tid, chosen)
+    except OSError:  # a thread that ended meanwhile
+      pass
+  os.sched_setaffinity(0, chosen)
+  return sorted(chosen)
+
+
 def set_threads(threads):
-  """Caps TensorFlow's CPU thread pools at `threads` (0 keeps its default).
+  """Runs TensorFlow on `threads` cores (0 keeps its default: all of them).
 
   Sets the intra-op pool (the threads one op, e.g. a batched FFT or an
   XLA-compiled solver loop, splits its work over) and the inter-op pool (the
-  ops run side by side) to `threads` each. Call it before TensorFlow runs any
-  op; entry points call it from their --threads flag. Pinning a process to
-  cores (`taskset -c 0 ...`) has the same effect from outside.
+  ops run side by side) to `threads` each, and pins the process to its first
+  `threads` usable cores (`pin_to_cores`), so that `--threads=1` is the same
+  as `taskset -c 0 ... --threads=1`: a thread the OS moves between cores
+  runs a sequential solver (ePIE) 5-20% slower on the 2-core machine
+  (docs/baselines.md, Speed). Call it before TensorFlow runs any op; entry
+  points call it from their --threads flag.
 
   Raises:
     UserError: threads < 0, or TensorFlow already started its pools.
@@ -52,3 +89,4 @@ def set_threads(threads):
   except RuntimeError as e:
     raise UserError(f"--threads={threads} came after TensorFlow started its "
                     f"thread pools ({e})") from e
+  pin_to_cores(threads)
