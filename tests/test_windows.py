@@ -190,3 +190,25 @@ def test_bad_inputs(ops):
   with pytest.raises(ValueError, match="concrete layout"):
     tf.function(lambda m: windows.Windows(m, ops.object_shape, PROBE).index)(
         tf.constant(ops.layout))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.complex64])
+@pytest.mark.parametrize("jit", [False, True])
+def test_slices_stitch_has_the_gradient_of_the_others(ops, dtype, jit):
+  """XLA's dynamic update slice has no gradient: "slices" brings its own
+  (extract, the adjoint), equal to the segment sum's, channels included."""
+  rng = np.random.default_rng(1)
+  y = tf.constant(random(rng, (BATCH, ops.count) + PROBE + (2,), dtype))
+  weights = tf.constant(random(rng, (BATCH,) + ops.object_shape + (2,), dtype))
+  grads = []
+  for method in ("segment", "slices"):
+    @tf.function(jit_compile=jit)
+    def loss(y, method=method):
+      out = ops.stitch(y, method=method, channels=1)
+      return tf.reduce_sum(tf.abs(out * weights) ** 2)
+    with tf.GradientTape() as tape:
+      tape.watch(y)
+      value = loss(y)
+    grads.append(tape.gradient(value, y).numpy())
+  np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4)
+  assert np.abs(grads[0]).max() > 0.1

@@ -198,7 +198,7 @@ def illumination(probe, windows):
 
 
 def object_update(psi, probe, windows, previous=None, inertia=1e-6,
-                  norm=None):
+                  norm=None, method="segment"):
   """The object that best explains the exit waves (overlap projection).
 
   O = (sum_j conj(P) psi_j + e O') / (sum_j |P|^2 + e) at each pixel, the
@@ -212,6 +212,8 @@ def object_update(psi, probe, windows, previous=None, inertia=1e-6,
     inertia: relative weight of the previous object (> 0).
     norm: float32 [..., H, W] `illumination(probe, windows)` when already
       known (None: computed here).
+    method: the stitch method (`Windows.stitch`); the compiled loop uses
+      "slices".
 
   Returns:
     complex64 [..., H, W]; O' where no window covers the pixel.
@@ -221,7 +223,7 @@ def object_update(psi, probe, windows, previous=None, inertia=1e-6,
   if norm is None:
     norm = illumination(probe, windows)
   numerator = windows.stitch(tf.expand_dims(tf.math.conj(probe), -3) * psi,
-                             method="segment")
+                             method=method)
   return common.with_inertia(numerator, norm, previous, inertia)
 
 
@@ -303,6 +305,9 @@ class DifferenceMap:
                      if config.probe_support > 0 else None)
     covered = self._windows.coverage() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
+    # In place under XLA, one window after another (Windows.stitch); the
+    # segment sum where every addition would copy the object.
+    self._stitch_method = "slices" if config.jit_compile else "segment"
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
     self._group_steps = [
         tf.function(functools.partial(self._group_step, k),
@@ -341,11 +346,12 @@ class DifferenceMap:
     config, windows = self.config, self._windows
     if not refine:
       return (object_update(psi, probe, windows, previous,
-                            config.object_inertia, norm), probe, norm)
+                            config.object_inertia, norm, self._stitch_method),
+              probe, norm)
     obj = previous
     for _ in range(config.overlap_iterations):
       obj = object_update(psi, probe, windows, obj, config.object_inertia,
-                          norm)
+                          norm, self._stitch_method)
       probe = probe_update(psi, obj, windows, probe, config.probe_inertia,
                            self._support)
       norm = illumination(probe, windows)
@@ -393,7 +399,7 @@ class DifferenceMap:
     psi, psi_hat, misfit = self._exit_waves(
         obj, psi, psi_hat, probe, windows, self._amplitudes[:, start:stop])
     stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
-                              method="segment")
+                              method=self._stitch_method)
     return psi, psi_hat, stitched, misfit
 
   def _object_and_chi(self, sums, obj, norm):

@@ -31,6 +31,8 @@ reduction; training tunes it end to end (docs/training.md measures both).
 The inertia e = `inertia` * max(sum_j |P|^2) keeps pixels the probe barely
 reaches where they are: their gradient is ~0 and so is their step.
 """
+import functools
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -118,13 +120,16 @@ class UnrolledRefinement(keras.layers.Layer):
       correction.build((None, *self.object_shape, 4))
     self.built = True
 
-  def direction(self, obj, amplitudes):
+  def direction(self, obj, amplitudes, method="segment"):
     """The error-reduction step D = -G / (sum_j |P|^2 + e), complex64 [B, H, W].
 
     Args:
       obj: complex64 [B, H, W].
       amplitudes: float32 [B, N, h, w] in the unshifted frame
         (`baselines.common.unshifted_amplitudes`).
+      method: the stitch method of sum_j (`Windows.stitch`): the compiled
+        steps use "slices" (in place under XLA: K = 30 steps on small_dense
+        0.088 s against 0.110 s with "segment").
     """
     probe = tf.constant(self._probe)
     waves = probe * self._windows.extract(obj)
@@ -132,7 +137,7 @@ class UnrolledRefinement(keras.layers.Layer):
     residual = tf.signal.ifft2d(
         spectra - common.fourier_update(spectra, amplitudes))
     gradient = self._windows.stitch(tf.math.conj(probe) * residual,
-                                    method="segment")
+                                    method=method)
     return -gradient * tf.cast(tf.constant(self._inverse_norm), tf.complex64)
 
   def call(self, obj, amplitudes):
@@ -147,11 +152,12 @@ class UnrolledRefinement(keras.layers.Layer):
     # with CNN corrections run as ordinary ops.)
     if self.jit_compile and not self.corrections:
       if self._compiled is None:
-        self._compiled = tf.function(self._steps, jit_compile=True)
+        self._compiled = tf.function(
+            functools.partial(self._steps, method="slices"), jit_compile=True)
       return self._compiled(obj, amplitudes, momentum, step_size)
     return self._steps(obj, amplitudes, momentum, step_size)
 
-  def _steps(self, obj, amplitudes, momentum, step_size):
+  def _steps(self, obj, amplitudes, momentum, step_size, method="segment"):
     # Into the solvers' unshifted frame once: every step is a plain FFT.
     amplitudes = (tf.signal.ifftshift(amplitudes, axes=(-2, -1)) *
                   self._fft_scale)
@@ -161,7 +167,7 @@ class UnrolledRefinement(keras.layers.Layer):
     for k in range(self.steps):
       ahead = obj + momentum[k] * (obj - previous)
       previous = obj
-      step = self.direction(ahead, amplitudes)
+      step = self.direction(ahead, amplitudes, method)
       obj = ahead + step_size[k] * step
       if self.corrections:
         features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),

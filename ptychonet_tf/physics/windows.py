@@ -29,7 +29,7 @@ from tensorflow.compiler.tf2xla.python import xla
 from ptychonet_tf.physics import layouts
 
 # Implementations of `Windows.stitch`; all give the same sums.
-STITCH_METHODS = ("scatter", "segment", "gather")
+STITCH_METHODS = ("scatter", "segment", "gather", "slices")
 
 
 def probe_shape_of(layout):
@@ -157,7 +157,10 @@ class Windows:
         tf.math.unsorted_segment_sum; several times faster on CPU for a
         static batch) or "gather" (every object pixel gathers its covering
         window pixels through a precomputed [H*W, K] table and sums them;
-        K is the largest overlap count). All give the same sums.
+        K is the largest overlap count) or "slices" (N dynamic-update-slice
+        additions, one window after another, in a while loop: under XLA each
+        is done in place, 2-3x faster than XLA:CPU's serial scatter; without
+        XLA every addition copies the canvas). All give the same sums.
       channels: number of trailing channel axes (0 or more).
 
     Returns:
@@ -194,12 +197,47 @@ class Windows:
       x = tf.reshape(patches, [-1, pixels, c])
       x = tf.pad(x, [[0, 0], [0, 1], [0, 0]])  # index N*h*w reads 0
       canvas = tf.reduce_sum(tf.gather(x, self.gather_table(), axis=1), axis=2)
+    elif method == "slices":
+      canvas = self._stitch_slices(patches, channels)
     else:
       raise ValueError(f"stitch method {method!r} is not one of "
                        f"{STITCH_METHODS}")
     return tf.reshape(canvas, tf.concat(
         [batch_shape, tf.constant(self.object_shape + channel_shape, tf.int32)],
         0))
+
+  def _stitch_slices(self, patches, channels):
+    """`stitch` as N in-place window additions ([..., H, W, *C])."""
+    rank = patches.shape.rank
+    lead = list(range(rank - 3 - channels))
+    window_axes = [rank - 3 - channels, rank - 2 - channels, rank - 1 - channels]
+    channel_axes = list(range(rank - channels, rank))
+    # Channels go before the window axis, so each addition is [..., *C, h, w].
+    canvas = self._add_windows(
+        tf.transpose(patches, lead + channel_axes + window_axes))
+    if not channels:
+      return canvas
+    k = len(lead)
+    return tf.transpose(canvas, lead + [k + channels, k + channels + 1] +
+                        list(range(k, k + channels)))
+
+  @tf.custom_gradient
+  def _add_windows(self, x):
+    """[..., N, h, w] -> [..., H, W]: window j added at its place, j = 0..N-1.
+
+    The gradient is `extract` (the sum's adjoint): XLA's dynamic update
+    slice has none of its own.
+    """
+    shape = tf.concat([tf.shape(x)[:-3], self.object_shape], 0)
+    canvas = tf.ensure_shape(tf.zeros(shape, x.dtype),
+                             x.shape[:-3] + self.object_shape)
+
+    def add(j, canvas):
+      return j + 1, self.add_to_window(canvas, j, tf.gather(x, j, axis=-3))
+
+    canvas = tf.while_loop(lambda j, _: j < self.count, add,
+                           (tf.constant(0), canvas))[1]
+    return canvas, self.extract
 
   def coverage(self, weights=None):
     """How many windows, or how much window weight, covers each object pixel.
