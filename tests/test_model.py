@@ -332,3 +332,43 @@ def test_network_config_errors():
     network.NetworkConfig(depth=0).validate((16, 16))
   with pytest.raises(UserError, match="base_channels"):
     network.NetworkConfig(base_channels=0).validate((16, 16))
+
+
+@pytest.mark.parametrize("architecture", network.ARCHITECTURES)
+def test_every_architecture_maps_patterns_to_two_sigmoid_channels(architecture):
+  config = network.NetworkConfig(base_channels=4, depth=2,
+                                 architecture=architecture)
+  model = network.build_patch_network(config, PROBE)
+  x = np.random.default_rng(0).normal(size=(3, *PROBE, 1)).astype(np.float32)
+  y = model(x, training=False).numpy()
+  assert y.shape == (3, *PROBE, 2)
+  assert np.all((y > 0) & (y < 1))
+  names = {layer.name for layer in model.layers}
+  # The paper's layer names stay (checkpoints of older runs load).
+  paper = {"enc0_conv", "enc1_bn", "dec1_conv", "out_conv", "out"}
+  if architecture == "two_decoders":
+    assert {"amplitude_dec1_conv", "phase_out_conv", "out"} <= names
+  else:
+    assert paper <= names
+  assert any("_res_" in n for n in names) == (architecture == "residual")
+
+
+def test_two_decoders_keep_amplitude_and_phase_apart():
+  """Changing the phase decoder's weights leaves the amplitude channel."""
+  config = network.NetworkConfig(base_channels=4, depth=2,
+                                 architecture="two_decoders")
+  model = network.build_patch_network(config, PROBE)
+  x = np.random.default_rng(1).normal(size=(2, *PROBE, 1)).astype(np.float32)
+  before = model(x, training=False).numpy()
+  layer = model.get_layer("phase_out_conv")
+  layer.set_weights([w + 0.5 for w in layer.get_weights()])
+  after = model(x, training=False).numpy()
+  np.testing.assert_array_equal(after[..., 0], before[..., 0])
+  assert np.abs(after[..., 1] - before[..., 1]).max() > 1e-3
+
+
+def test_residual_blocks_add_weights_to_the_paper_network():
+  counts = {a: network.build_patch_network(
+      network.NetworkConfig(base_channels=4, depth=2, architecture=a),
+      PROBE).count_params() for a in ("paper", "residual")}
+  assert counts["residual"] > counts["paper"]

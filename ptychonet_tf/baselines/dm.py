@@ -139,10 +139,10 @@ class DMConfig:
 
 
 # Below this many pattern pixels per iteration (batch x N x h x w) the groups'
-# extra dispatches cost more than the overlapped scatters save: on the 2-core
-# machine small_dense (100 x 64 x 64 = 0.4 M) ran 0.0038 s per iteration as
-# one loop and 0.0040 s in two groups; dense (354 x 128 x 128 = 5.8 M) 0.088
-# and 0.066 s (docs/baselines.md, Speed).
+# extra dispatches cost more than the overlapped stitches save: on the 2-core
+# machine small_dense (100 x 64 x 64 = 0.4 M) ran 0.0035 s per iteration as
+# one loop and 0.0037 s in two groups; dense (354 x 128 x 128 = 5.8 M) 0.084
+# and 0.062 s (docs/baselines.md, Speed).
 GROUPS_MIN_PIXELS = 2 ** 21
 
 

@@ -132,10 +132,13 @@ def define_experiment_flags():
   flags.DEFINE_integer("base_channels", 32,
                        "Channels of the first encoder layer (doubling per layer).")
   flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
-  flags.DEFINE_enum("architecture", "paper", ["paper", "global"],
-                    "Per-pattern network: 'paper' (Figure 1 exactly) or "
+  flags.DEFINE_enum("architecture", "paper",
+                    ["paper", "global", "residual", "two_decoders"],
+                    "Per-pattern network: 'paper' (Figure 1 exactly), "
                     "'global' (plus a fully connected layer at the lowest "
-                    "resolution).")
+                    "resolution), 'residual' (plus a residual block after "
+                    "every stage) or 'two_decoders' (separate amplitude and "
+                    "phase decoders).")
   flags.DEFINE_integer("refine_steps", 0,
                        "Physics-unrolled refinement steps after stitching "
                        "(learned accelerated gradient steps with the known "

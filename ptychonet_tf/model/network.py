@@ -48,8 +48,11 @@ COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
 # "paper": the encoder-decoder of the paper's Figure 1 exactly; "global":
 # the same with a fully connected layer at the lowest resolution, so that
 # every output pixel can depend on every input frequency (the inverse of a
-# Fourier magnitude is not local).
-ARCHITECTURES = ("paper", "global")
+# Fourier magnitude is not local); "residual": the paper's network with a
+# residual block (two 3x3 convolutions added to their input) after every
+# encoder and decoder stage; "two_decoders": one encoder, separate decoders
+# for the amplitude and the phase. docs/training.md measures each.
+ARCHITECTURES = ("paper", "global", "residual", "two_decoders")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +153,8 @@ def build_patch_network(config, probe_shape, name="patch_network"):
     x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
                                         dtype=policy, name=f"enc{i}_bn")(x)
     x = keras.layers.LeakyReLU(0.2, dtype=policy, name=f"enc{i}_act")(x)
+    if config.architecture == "residual":
+      x = _residual_block(x, c, policy, f"enc{i}_res")
   if config.architecture == "global":
     # [b, h', w', c] -> every position sees the whole pattern, residually.
     low = (h >> config.depth, w >> config.depth, widths[-1])
@@ -160,18 +165,44 @@ def build_patch_network(config, probe_shape, name="patch_network"):
     x = keras.layers.Add(dtype=policy, name="global_add")(
         [x, keras.layers.Reshape(low, dtype=policy,
                                  name="global_reshape")(flat)])
+  if config.architecture == "two_decoders":
+    outputs = keras.layers.Concatenate(dtype="float32", name="out")(
+        [_decoder(x, widths, 1, config, f"{part}_")
+         for part in ("amplitude", "phase")])
+  else:
+    outputs = _decoder(x, widths, 2, config, "")
+  return keras.Model(inputs, outputs, name=name)
+
+
+def _residual_block(x, channels, policy, name):
+  """x + conv3x3(relu(bn(conv3x3(x)))): refines a stage at its resolution."""
+  y = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False,
+                          dtype=policy, name=f"{name}_conv1")(x)
+  y = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
+                                      dtype=policy, name=f"{name}_bn")(y)
+  y = keras.layers.ReLU(dtype=policy, name=f"{name}_act")(y)
+  y = keras.layers.Conv2D(channels, 3, padding="same", dtype=policy,
+                          name=f"{name}_conv2")(y)
+  return keras.layers.Add(dtype=policy, name=f"{name}_add")([x, y])
+
+
+def _decoder(x, widths, outputs, config, prefix):
+  """The decoder from the lowest resolution to `outputs` sigmoid channels."""
+  policy = config.compute_policy
   for i, c in reversed(list(enumerate(widths[:-1]))):
     x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
                                      use_bias=False, dtype=policy,
-                                     name=f"dec{i + 1}_conv")(x)
+                                     name=f"{prefix}dec{i + 1}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
                                         dtype=policy,
-                                        name=f"dec{i + 1}_bn")(x)
-    x = keras.layers.ReLU(dtype=policy, name=f"dec{i + 1}_act")(x)
-  x = keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same",
-                                   dtype=policy, name="out_conv")(x)
-  outputs = keras.layers.Activation("sigmoid", dtype="float32", name="out")(x)
-  return keras.Model(inputs, outputs, name=name)
+                                        name=f"{prefix}dec{i + 1}_bn")(x)
+    x = keras.layers.ReLU(dtype=policy, name=f"{prefix}dec{i + 1}_act")(x)
+    if config.architecture == "residual":
+      x = _residual_block(x, c, policy, f"{prefix}dec{i + 1}_res")
+  x = keras.layers.Conv2DTranspose(outputs, 4, strides=2, padding="same",
+                                   dtype=policy, name=f"{prefix}out_conv")(x)
+  return keras.layers.Activation("sigmoid", dtype="float32",
+                                 name=f"{prefix}out" if prefix else "out")(x)
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
