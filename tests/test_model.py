@@ -372,3 +372,28 @@ def test_residual_blocks_add_weights_to_the_paper_network():
       network.NetworkConfig(base_channels=4, depth=2, architecture=a),
       PROBE).count_params() for a in ("paper", "residual")}
   assert counts["residual"] > counts["paper"]
+
+
+def test_pattern_input_norm_standardises_each_pattern(geometry):
+  """input_norm="pattern": the network sees zero-mean, unit-variance
+  patterns; it round-trips through the model's config."""
+  seen = {}
+  for norm in network.INPUT_NORMS:
+    model = network.build_model(network.NetworkConfig(
+        base_channels=4, depth=2, input_norm=norm), geometry)
+    calls = []
+    original = model.patch_network
+    model.patch_network = lambda x, training=False, calls=calls, f=original: (
+        calls.append(x.numpy()) or f(x, training=training))
+    amps = np.random.default_rng(2).uniform(
+        0, 3, (1, geometry.num_positions, *PROBE)).astype(np.float32)
+    model.patch_tensor(amps)
+    seen[norm] = calls[0]
+    assert model.get_config()["input_norm"] == norm
+    assert network.PtychoNet.from_config(model.get_config()).input_norm == norm
+  x = seen["pattern"]
+  np.testing.assert_allclose(x.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+  np.testing.assert_allclose(x.std(axis=(1, 2, 3)), 1, atol=1e-3)
+  assert np.abs(seen["log"].mean(axis=(1, 2, 3))).min() > 0.1
+  with pytest.raises(UserError, match="input_norm 'max' is not one of"):
+    network.NetworkConfig(input_norm="max").validate(PROBE)

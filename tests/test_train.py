@@ -213,6 +213,23 @@ def test_config_validation():
       config_lib.TrainConfig(**dict(base, **bad)).validate()
 
 
+def test_cosine_schedule_decays_the_network_rate_to_zero(data_dir, tmp_path):
+  tr = quick_trainer(data_dir, tmp_path / "run", epochs=4, steps_per_epoch=2,
+                     lr_schedule="cosine", learning_rate=1e-3)
+  optimizer = tr.optimizer
+  rates = []
+  for step in (0, 4, 8, 20):
+    optimizer.iterations.assign(step)
+    rates.append(float(np.asarray(optimizer.learning_rate)))
+  np.testing.assert_allclose(rates, [1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+  constant = quick_trainer(data_dir, tmp_path / "run2")
+  constant.optimizer.iterations.assign(8)
+  assert float(np.asarray(constant.optimizer.learning_rate)) == pytest.approx(
+      2e-4)
+  with pytest.raises(UserError, match="lr_schedule 'step' is not one of"):
+    quick_config(data_dir, tmp_path / "run3", lr_schedule="step").validate()
+
+
 def test_mixed_precision_trainer_leaves_the_global_policy(data_dir, tmp_path):
   """mixed_precision=True gives the model a bfloat16 encoder-decoder; the
   global Keras policy stays float32 and the loss and outputs are float32."""

@@ -114,6 +114,9 @@ def define_experiment_flags():
   flags.DEFINE_integer("steps_per_epoch", 0,
                        "Steps per epoch; 0 = train scans // batch_size.")
   flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
+  flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
+                    "Network learning rate: constant (the paper) or a half "
+                    "cosine from --learning_rate to 0 over the --epochs.")
   flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
   flags.DEFINE_enum("loss", "mse", ["mse", "dse"],
                     "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
@@ -139,6 +142,9 @@ def define_experiment_flags():
                     "resolution), 'residual' (plus a residual block after "
                     "every stage) or 'two_decoders' (separate amplitude and "
                     "phase decoders).")
+  flags.DEFINE_enum("input_norm", "log", ["log", "pattern"],
+                    "Network input: log(1 + A / s) (log), or that "
+                    "standardised per pattern (pattern).")
   flags.DEFINE_integer("refine_steps", 0,
                        "Physics-unrolled refinement steps after stitching "
                        "(learned accelerated gradient steps with the known "

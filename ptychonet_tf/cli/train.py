@@ -54,7 +54,8 @@ def train_config():
                           phase_range=(FLAGS.phase_min, FLAGS.phase_max),
                           refine_steps=FLAGS.refine_steps,
                           refine_filters=FLAGS.refine_filters,
-                          architecture=FLAGS.architecture)
+                          architecture=FLAGS.architecture,
+                          input_norm=FLAGS.input_norm)
   return TrainConfig(
       data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
       export_dir=FLAGS.export_dir, network=network, epochs=FLAGS.epochs,
@@ -65,7 +66,8 @@ def train_config():
       refine_batch_size=FLAGS.refine_batch_size,
       batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
       steps_per_epoch=FLAGS.steps_per_epoch,
-      learning_rate=FLAGS.learning_rate, beta1=FLAGS.beta1, loss=FLAGS.loss,
+      learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
+      beta1=FLAGS.beta1, loss=FLAGS.loss,
       dse_lambda=FLAGS.dse_lambda, mixed_precision=FLAGS.mixed_precision,
       seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,
       num_images=FLAGS.num_images, keep_checkpoints=FLAGS.keep_checkpoints,

@@ -53,6 +53,11 @@ COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
 # encoder and decoder stage; "two_decoders": one encoder, separate decoders
 # for the amplitude and the phase. docs/training.md measures each.
 ARCHITECTURES = ("paper", "global", "residual", "two_decoders")
+# The network's input: "log" is log(1 + A / s) (s the probe's RMS
+# amplitude); "pattern" then standardises each pattern (zero mean, unit
+# variance over its pixels), so the network sees every pattern at one
+# contrast whatever its object's transmission. docs/training.md measures it.
+INPUT_NORMS = ("log", "pattern")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +80,7 @@ class NetworkConfig:
     refine_filters: width of each refinement step's CNN correction (0 =
       learned step sizes and momenta only).
     architecture: one of ARCHITECTURES.
+    input_norm: one of INPUT_NORMS.
   """
   base_channels: int = 32
   depth: int = 4
@@ -87,6 +93,7 @@ class NetworkConfig:
   refine_steps: int = 0
   refine_filters: int = 0
   architecture: str = "paper"
+  input_norm: str = "log"
 
   @property
   def compute_policy(self):
@@ -110,6 +117,9 @@ class NetworkConfig:
     if self.architecture not in ARCHITECTURES:
       raise UserError(f"architecture {self.architecture!r} is not one of "
                       f"{ARCHITECTURES}")
+    if self.input_norm not in INPUT_NORMS:
+      raise UserError(f"input_norm {self.input_norm!r} is not one of "
+                      f"{INPUT_NORMS}")
     if self.refine_steps < 0 or self.refine_filters < 0:
       raise UserError(f"refine_steps={self.refine_steps} and refine_filters="
                       f"{self.refine_filters} must be >= 0")
@@ -234,9 +244,9 @@ class PtychoNet(keras.Model):
       written before this argument existed) or "mixed_bfloat16".
     probe_real, probe_imag: float [h, w] the known probe, needed when
       refine_steps > 0 (None otherwise).
-    refine_steps, refine_filters, architecture: see NetworkConfig; 0 steps
-      and "paper" (the defaults, also for older model.json files) are the
-      paper's network.
+    refine_steps, refine_filters, architecture, input_norm: see
+      NetworkConfig; 0 steps, "paper" and "log" (the defaults, also for
+      older model.json files) are the paper's network.
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
@@ -245,7 +255,7 @@ class PtychoNet(keras.Model):
                stitch_method="scatter", stitch_weights=None,
                compute_policy="float32", probe_real=None, probe_imag=None,
                refine_steps=0, refine_filters=0, architecture="paper",
-               **kwargs):
+               input_norm="log", **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
@@ -269,6 +279,7 @@ class PtychoNet(keras.Model):
     self.refine_steps = int(refine_steps)
     self.refine_filters = int(refine_filters)
     self.architecture = architecture
+    self.input_norm = input_norm
     self.probe_real = (None if probe_real is None
                        else np.asarray(probe_real, np.float32))
     self.probe_imag = (None if probe_imag is None
@@ -303,7 +314,8 @@ class PtychoNet(keras.Model):
                          mixed_precision=self.compute_policy == "mixed_bfloat16",
                          refine_steps=self.refine_steps,
                          refine_filters=self.refine_filters,
-                         architecture=self.architecture)
+                         architecture=self.architecture,
+                         input_norm=self.input_norm)
 
   @property
   def num_positions(self):
@@ -344,6 +356,9 @@ class PtychoNet(keras.Model):
     patterns = tf.convert_to_tensor(patterns, tf.float32)
     lead = tf.shape(patterns)[:-2]
     x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / self.input_scale)
+    if self.input_norm == "pattern":
+      mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
+      x = (x - mean) * tf.math.rsqrt(variance + 1e-6)
     y = self.patch_network(x, training=training)
     y = tf.cast(y, tf.float32) * self._span + self._offset
     return tf.reshape(y, tf.concat([lead, [h, w, 2]], 0))
@@ -414,7 +429,8 @@ class PtychoNet(keras.Model):
                               else self.probe_imag.tolist()),
                   refine_steps=self.refine_steps,
                   refine_filters=self.refine_filters,
-                  architecture=self.architecture)
+                  architecture=self.architecture,
+                  input_norm=self.input_norm)
     return config
 
 
@@ -442,4 +458,5 @@ def build_model(config, geometry):
                    probe_imag=np.imag(geometry.probe),
                    refine_steps=config.refine_steps,
                    refine_filters=config.refine_filters,
-                   architecture=config.architecture, name="ptychonet")
+                   architecture=config.architecture,
+                   input_norm=config.input_norm, name="ptychonet")

@@ -6,6 +6,9 @@ from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import losses
 from ptychonet_tf.model.network import NetworkConfig
 
+# Learning-rate schedules of the network's optimizer (TrainConfig.lr_schedule).
+LR_SCHEDULES = ("constant", "cosine")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -28,6 +31,9 @@ class TrainConfig:
       (0 = batches of whole scans, for comparison).
     steps_per_epoch: 0 = train scans // batch_size.
     learning_rate, beta1: Adam.
+    lr_schedule: "constant" (the paper) or "cosine": the network's learning
+      rate decays from learning_rate to 0 along a half cosine over the
+      pattern epochs (epochs x steps per epoch), then stays at 0.
     refine_learning_rate: Adam learning rate of the refinement's own
       variables (step sizes, momenta, corrections) in the refinement epochs.
     refine_batch_size: scans per step of a refinement epoch; 0 = batch_size
@@ -70,6 +76,7 @@ class TrainConfig:
   shuffle_scans: int = 16
   steps_per_epoch: int = 0
   learning_rate: float = 2e-4
+  lr_schedule: str = "constant"
   beta1: float = 0.5
   refine_learning_rate: float = 1e-2
   refine_train_network: bool = False
@@ -107,6 +114,9 @@ class TrainConfig:
       raise UserError(f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
     if not self.learning_rate > 0:
       raise UserError(f"learning_rate={self.learning_rate} must be > 0")
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise UserError(f"lr_schedule {self.lr_schedule!r} is not one of "
+                      f"{LR_SCHEDULES}")
     if not self.refine_learning_rate > 0:
       raise UserError(f"refine_learning_rate={self.refine_learning_rate} "
                       f"must be > 0")

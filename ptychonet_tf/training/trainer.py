@@ -137,7 +137,7 @@ class Trainer:
       self.model = network.build_model(self.network_config, self.geometry)
       self.model(np.zeros([1, n, h, w], np.float32))
       self.optimizer = keras.optimizers.Adam(
-          learning_rate=config.learning_rate, beta_1=config.beta1)
+          learning_rate=self._learning_rate(), beta_1=config.beta1)
       self.optimizer.build(self.model.patch_network.trainable_variables)
       # The refinement's own variables (momenta, step sizes, corrections)
       # learn at their own rate: its scalars need far larger steps than
@@ -239,6 +239,16 @@ class Trainer:
       return loss
 
     return self._distributed(step_fn)
+
+  def _learning_rate(self):
+    """The network's learning rate: a float or a schedule of the step."""
+    config = self.config
+    if config.lr_schedule == "cosine":
+      # A function of optimizer.iterations, which checkpoints keep: a
+      # resumed run continues the same curve.
+      return keras.optimizers.schedules.CosineDecay(
+          config.learning_rate, config.epochs * self.steps_per_epoch)
+    return config.learning_rate
 
   def is_refine_epoch(self, epoch):
     """Whether 0-based `epoch` trains end to end on whole scans."""
