@@ -204,3 +204,21 @@ def test_exported_steps_run_in_saved_model_cli_and_a_fresh_process(tmp_path):
       capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
   np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), want, atol=5e-3)
+
+
+def test_compiled_steps_export_with_a_free_batch_axis(tmp_path):
+  """The recommended refinement (no CNN corrections) runs XLA-compiled; its
+  SavedModel signature has batch None, and the in-place window additions
+  must take it (they once failed to export)."""
+  probe, layout, shape, _, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=3), geometry)
+  batch = np.stack([amps, _scan(seed=1)[4]])
+  model(batch)
+  want = export_lib.float32_copy(model)(batch)["phase"].numpy()
+  path = export_lib.export_saved_model(model, probe, str(tmp_path / "e"), 1)
+  serve = tf.saved_model.load(path).signatures["serving_default"]
+  got = serve(amplitudes=tf.constant(batch))["phase"].numpy()
+  np.testing.assert_allclose(got, want, atol=1e-4)

@@ -212,3 +212,21 @@ def test_slices_stitch_has_the_gradient_of_the_others(ops, dtype, jit):
     grads.append(tape.gradient(value, y).numpy())
   np.testing.assert_allclose(grads[1], grads[0], rtol=1e-4, atol=1e-4)
   assert np.abs(grads[0]).max() > 0.1
+
+
+def test_slices_stitch_and_window_take_an_unknown_batch(ops):
+  """A SavedModel signature's batch axis is None: the slice sizes come from
+  the tensor then (a refined model's export failed on this)."""
+  spec = tf.TensorSpec([None, ops.count, *PROBE], tf.float32)
+
+  @tf.function(input_signature=[spec], jit_compile=True)
+  def both(y):
+    canvas = ops.stitch(y, method="slices")
+    return canvas, ops.window(canvas, 1)
+
+  y = random(np.random.default_rng(3), (BATCH, ops.count) + PROBE, np.float32)
+  canvas, window = both(tf.constant(y))
+  np.testing.assert_allclose(canvas, ops.stitch(y, method="segment"),
+                             rtol=1e-5, atol=1e-5)
+  t, b, l, r = ops.layout[1]
+  np.testing.assert_array_equal(window, canvas.numpy()[:, t:b, l:r])

@@ -124,8 +124,12 @@ class Windows:
       [..., h, w]: obj[..., t:b, l:r] (a dynamic slice).
     """
     obj = tf.convert_to_tensor(obj)
-    return xla.dynamic_slice(obj, self._origin(obj, j),
-                             obj.shape[:-2] + self.probe_shape)
+    lead = obj.shape[:-2]
+    # A batch axis of unknown size (a SavedModel signature's None) takes its
+    # size from the tensor; XLA sees it as a constant when it compiles.
+    size = (lead + self.probe_shape if lead.is_fully_defined() else
+            tf.concat([tf.shape(obj)[:-2], self.probe_shape], 0))
+    return xla.dynamic_slice(obj, self._origin(obj, j), size)
 
   def add_to_window(self, obj, j, update):
     """obj with `update` added to window j: one window's term of `stitch`.
