@@ -140,10 +140,11 @@ class DMConfig:
 
 # Below this many pattern pixels per iteration (batch x N x h x w) the groups'
 # extra dispatches cost more than the overlapped stitches save: on the 2-core
-# machine small_dense (100 x 64 x 64 = 0.4 M) ran 0.0035 s per iteration as
-# one loop and 0.0037 s in two groups; dense (354 x 128 x 128 = 5.8 M) 0.084
-# and 0.062 s (docs/baselines.md, Speed).
-GROUPS_MIN_PIXELS = 2 ** 21
+# machine one small_dense scan (100 x 64 x 64 = 0.4 M) ran 0.0035 s per
+# iteration as one loop and 0.0037 s in two groups; two scans (0.8 M) 0.0096
+# and 0.0080 s, four 0.023 and 0.017 s; dense (354 x 128 x 128 = 5.8 M)
+# 0.084 and 0.062 s (docs/baselines.md, Speed).
+GROUPS_MIN_PIXELS = 2 ** 19
 
 
 def group_count(pixels=None):
@@ -305,9 +306,15 @@ class DifferenceMap:
                      if config.probe_support > 0 else None)
     covered = self._windows.coverage() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
-    # In place under XLA, one window after another (Windows.stitch); the
-    # segment sum where every addition would copy the object.
-    self._stitch_method = "slices" if config.jit_compile else "segment"
+    # The stitches: in place under XLA, one window after another
+    # (Windows.stitch "slices"), except in the one-loop iterations of a batch
+    # of scans, where the segment sum measured faster (small_dense, 4 scans:
+    # 0.023 against 0.031 s per iteration; in two groups "slices" is the
+    # faster, 0.0175 against 0.0205 s), and without XLA, where every
+    # addition would copy the object.
+    self._group_stitch = "slices" if config.jit_compile else "segment"
+    self._loop_stitch = ("slices" if config.jit_compile and self.batch == 1
+                         else "segment")
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
     self._group_steps = [
         tf.function(functools.partial(self._group_step, k),
@@ -346,12 +353,12 @@ class DifferenceMap:
     config, windows = self.config, self._windows
     if not refine:
       return (object_update(psi, probe, windows, previous,
-                            config.object_inertia, norm, self._stitch_method),
+                            config.object_inertia, norm, self._loop_stitch),
               probe, norm)
     obj = previous
     for _ in range(config.overlap_iterations):
       obj = object_update(psi, probe, windows, obj, config.object_inertia,
-                          norm, self._stitch_method)
+                          norm, self._loop_stitch)
       probe = probe_update(psi, obj, windows, probe, config.probe_inertia,
                            self._support)
       norm = illumination(probe, windows)
@@ -399,7 +406,7 @@ class DifferenceMap:
     psi, psi_hat, misfit = self._exit_waves(
         obj, psi, psi_hat, probe, windows, self._amplitudes[:, start:stop])
     stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
-                              method=self._stitch_method)
+                              method=self._group_stitch)
     return psi, psi_hat, stitched, misfit
 
   def _object_and_chi(self, sums, obj, norm):
