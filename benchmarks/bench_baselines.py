@@ -141,21 +141,20 @@ def bench(name):
         f"batch {batch}")
   print(f"  {'':26s} {'s/iter':>9s} {'s/iter/scan':>12s} {'FFT floor':>10s} "
         f"{'ratio':>6s} [range]")
-  rows = []
+  solvers = []
   if FLAGS.dm_iterations:
-    solver = dm.DifferenceMap(
-        amps, geometry.probe, geometry.layout, geometry.object_shape,
-        dm.DMConfig(iterations=FLAGS.dm_iterations, chunk=10, progress=False))
-    rows.append(("DM (per iteration)", rounds(
-        lambda: solver.run().seconds_per_iteration,
-        lambda: dm_floor(batch, count, h, w, FLAGS.min_seconds))))
+    solvers.append(("DM (per iteration)", dm.DifferenceMap, dm.DMConfig(
+        iterations=FLAGS.dm_iterations, chunk=10, progress=False), dm_floor))
   if FLAGS.epie_epochs:
-    solver_e = epie.EPIE(
-        amps, geometry.probe, geometry.layout, geometry.object_shape,
-        epie.EPIEConfig(iterations=FLAGS.epie_epochs, chunk=1, progress=False))
-    rows.append(("ePIE (per epoch)", rounds(
-        lambda: solver_e.run().seconds_per_iteration,
-        lambda: epie_floor(batch, count, h, w, FLAGS.min_seconds))))
+    solvers.append(("ePIE (per epoch)", epie.EPIE, epie.EPIEConfig(
+        iterations=FLAGS.epie_epochs, chunk=1, progress=False), epie_floor))
+  rows = []
+  for label, kind, config, floor in solvers:
+    solver = kind(amps, geometry.probe, geometry.layout,
+                  geometry.object_shape, config)
+    rows.append((label, rounds(
+        lambda s=solver: s.run().seconds_per_iteration,
+        lambda f=floor: f(batch, count, h, w, FLAGS.min_seconds))))
   for label, (seconds, floor, ratio, low, high) in rows:
     print(f"  {label:26s} {seconds:9.4f} {seconds / batch:12.4f} "
           f"{floor:10.4f} {ratio:6.2f} [{low:.2f}-{high:.2f}]")
