@@ -306,15 +306,10 @@ class DifferenceMap:
                      if config.probe_support > 0 else None)
     covered = self._windows.coverage() > 0
     self._covered_f = tf.constant(covered[None].astype(np.float32))
-    # The stitches: in place under XLA, one window after another
-    # (Windows.stitch "slices"), except in the one-loop iterations of a batch
-    # of scans, where the segment sum measured faster (small_dense, 4 scans:
-    # 0.023 against 0.031 s per iteration; in two groups "slices" is the
-    # faster, 0.0175 against 0.0205 s), and without XLA, where every
-    # addition would copy the object.
-    self._group_stitch = "slices" if config.jit_compile else "segment"
-    self._loop_stitch = ("slices" if config.jit_compile and self.batch == 1
-                         else "segment")
+    # The stitches add the windows in place under XLA, one after another
+    # (Windows.stitch "slices"); without XLA every addition would copy the
+    # object, so there the segment sum.
+    self._stitch = "slices" if config.jit_compile else "segment"
     self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
     self._group_steps = [
         tf.function(functools.partial(self._group_step, k),
@@ -353,12 +348,12 @@ class DifferenceMap:
     config, windows = self.config, self._windows
     if not refine:
       return (object_update(psi, probe, windows, previous,
-                            config.object_inertia, norm, self._loop_stitch),
+                            config.object_inertia, norm, self._stitch),
               probe, norm)
     obj = previous
     for _ in range(config.overlap_iterations):
       obj = object_update(psi, probe, windows, obj, config.object_inertia,
-                          norm, self._loop_stitch)
+                          norm, self._stitch)
       probe = probe_update(psi, obj, windows, probe, config.probe_inertia,
                            self._support)
       norm = illumination(probe, windows)
@@ -406,7 +401,7 @@ class DifferenceMap:
     psi, psi_hat, misfit = self._exit_waves(
         obj, psi, psi_hat, probe, windows, self._amplitudes[:, start:stop])
     stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
-                              method=self._group_stitch)
+                              method=self._stitch)
     return psi, psi_hat, stitched, misfit
 
   def _object_and_chi(self, sums, obj, norm):

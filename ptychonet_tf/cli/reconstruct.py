@@ -103,8 +103,8 @@ flags.DEFINE_enum("zero_frequency", "auto", ["auto", "center", "corner"],
                   "External scans: where the patterns' zero frequency is.")
 FLAGS = flags.FLAGS
 # ePIE visits one position after another: a second core cannot share one
-# scan's work, and a thread the OS moves between cores ran 5-20% slower than
-# one pinned (docs/baselines.md, Speed).
+# scan's work, and a thread the OS moves between cores ran 2-25% slower than
+# one pinned on the 2-core machine (docs/baselines.md, Speed).
 EPIE_THREADS = 1
 
 
