@@ -71,7 +71,7 @@ def set_threads(threads):
   ops run side by side) to `threads` each, and pins the process to its first
   `threads` usable cores (`pin_to_cores`), so that `--threads=1` is the same
   as `taskset -c 0 ... --threads=1`: a thread the OS moves between cores
-  runs a sequential solver (ePIE) 5-20% slower on the 2-core machine
+  ran a sequential solver (ePIE) 2-25% slower on the 2-core machine
   (docs/baselines.md, Speed). Call it before TensorFlow runs any op; entry
   points call it from their --threads flag.
 
