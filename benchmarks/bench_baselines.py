@@ -1,7 +1,8 @@
 r"""DM and ePIE speed for the small and paper geometries, next to their FFT floor.
 
   python benchmarks/bench_baselines.py [--configs=small_dense,dense] \
-      [--dm_iterations=100] [--epie_epochs=4] [--batch=1] [--rounds=3]
+      [--dm_iterations=100] [--epie_epochs=4] [--batch=1] [--rounds=3] \
+      [--position_groups=0]
 
 Per config (probe size, scan pattern and count from configs/<name>.flags):
 
@@ -48,6 +49,8 @@ flags.DEFINE_integer("epie_epochs", 4, "ePIE epochs per timed run (0 skips "
 flags.DEFINE_integer("batch", 1, "Scans reconstructed together.")
 flags.DEFINE_float("min_seconds", 2.0, "Minimum time spent timing each FFT "
                    "floor, per round.")
+flags.DEFINE_integer("position_groups", 0, "DM's position groups "
+                     "(DMConfig.position_groups; 0: automatic).")
 flags.DEFINE_integer("rounds", 3, "Rounds of (solver, floor) timings; medians "
                      "are printed.")
 flags.DEFINE_integer("threads", 0, "TensorFlow CPU threads (0: all cores); "
@@ -144,7 +147,8 @@ def bench(name):
   solvers = []
   if FLAGS.dm_iterations:
     solvers.append(("DM (per iteration)", dm.DifferenceMap, dm.DMConfig(
-        iterations=FLAGS.dm_iterations, chunk=10, progress=False), dm_floor))
+        iterations=FLAGS.dm_iterations, chunk=10, progress=False,
+        position_groups=FLAGS.position_groups), dm_floor))
   if FLAGS.epie_epochs:
     solvers.append(("ePIE (per epoch)", epie.EPIE, epie.EPIEConfig(
         iterations=FLAGS.epie_epochs, chunk=1, progress=False), epie_floor))
@@ -188,6 +192,8 @@ def main(argv):
     raise UserError(f"--epie_epochs={FLAGS.epie_epochs} must be >= 0")
   if FLAGS.batch < 1:
     raise UserError(f"--batch={FLAGS.batch} must be >= 1")
+  if FLAGS.position_groups < 0:
+    raise UserError(f"--position_groups={FLAGS.position_groups} must be >= 0")
   if FLAGS.rounds < 1:
     raise UserError(f"--rounds={FLAGS.rounds} must be >= 1")
   machine.set_threads(FLAGS.threads)

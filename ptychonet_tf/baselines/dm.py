@@ -95,9 +95,8 @@ class DMConfig:
       modulus replacement, stitch) a compiled function of its own, so that
       TensorFlow runs them side by side on separate cores (XLA runs a
       stitch's scatter-add on one thread; see docs/baselines.md, Speed).
-      0 = one group per core TensorFlow may use, or one for small scans
-      (`group_count`); 1 = one compiled loop. The result is the same up to
-      float rounding.
+      0 = one group per core TensorFlow may use (`group_count`); 1 = one
+      compiled loop. The result is the same up to float rounding.
     progress: show a tqdm bar; None shows it for runs of 50 iterations or more
       when stderr is a terminal.
   """
@@ -138,27 +137,9 @@ class DMConfig:
       raise UserError(f"probe_start={self.probe_start} must be >= 0")
 
 
-# Below this many pattern pixels per iteration (batch x N x h x w) the groups'
-# extra dispatches cost more than the overlapped stitches save: on the 2-core
-# machine one small_dense scan (100 x 64 x 64 = 0.4 M) ran 0.0035 s per
-# iteration as one loop and 0.0037 s in two groups; two scans (0.8 M) 0.0096
-# and 0.0080 s, four 0.023 and 0.017 s; dense (354 x 128 x 128 = 5.8 M)
-# 0.084 and 0.062 s (docs/baselines.md, Speed).
-GROUPS_MIN_PIXELS = 2 ** 19
-
-
-def group_count(pixels=None):
-  """Position groups for DM's known-probe iterations when the config says 0.
-
-  The cores TensorFlow may use (those the process may run on, `taskset`,
-  capped by the inter-op thread setting when one is made, --threads), or 1
-  when an iteration has fewer than GROUPS_MIN_PIXELS pattern pixels.
-
-  Args:
-    pixels: pattern pixels per iteration, batch x N x h x w (None: large).
-  """
-  if pixels is not None and pixels < GROUPS_MIN_PIXELS:
-    return 1
+def group_count():
+  """Cores TensorFlow may use: those the process may run on (`taskset`),
+  capped by the inter-op thread setting when one is made (--threads)."""
   cores = len(machine.usable_cores())
   threads = tf.config.threading.get_inter_op_parallelism_threads()
   return max(1, min(cores, threads) if threads else cores)
@@ -283,8 +264,7 @@ class DifferenceMap:
     self.batch, self.count, h, w = amplitudes.shape
     self.probe_shape = (h, w)
     self.probe = probe
-    groups = min(config.position_groups or group_count(amplitudes.size),
-                 self.count)
+    groups = min(config.position_groups or group_count(), self.count)
     # Inside, the positions are in group order (group k: every groups-th
     # position from the k-th), so that group k is the slice _bounds[k].
     members = [np.arange(self.count)[k::groups] for k in range(groups)]
