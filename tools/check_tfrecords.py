@@ -2,13 +2,7 @@
 
 Needs the package installed (`make install` or `pip install -e .`).
 """
-import sys
-
-try:
-  from ptychonet_tf.cli.check_tfrecords import run
-except ImportError as e:
-  sys.exit(f"error: ptychonet_tf cannot be imported ({e}); install it with "
-           f"'pip install -e .' from the repository root")
+from _launch import launch
 
 if __name__ == "__main__":
-  run()
+  launch("check_tfrecords")
