@@ -53,13 +53,12 @@ def pin_to_cores(count):
   try:
     tids = [int(t) for t in os.listdir("/proc/self/task")]
   except OSError:
-    tids = [0]
+    tids = [0]  # this thread; later ones inherit it
   for tid in tids:
     try:
       os.sched_setaffinity(tid, chosen)
     except OSError:  # a thread that ended meanwhile
       pass
-  os.sched_setaffinity(0, chosen)
   return sorted(chosen)
 
 
