@@ -1,7 +1,8 @@
 r"""Training and inference throughput of PtychoNet, through the real input pipeline.
 
   python benchmarks/bench_train.py [--geometries=small,paper \
-      --precisions=float32,mixed_bfloat16 --refine_steps=0,20 --steps=10 \
+      --precisions=float32,mixed_bfloat16 --refine_steps=0,40 \
+      --refine_groups=4 --refine_filters=0 --steps=10 \
       --warmup=3 --rounds=2 --data_dir=... --base_channels=16 --depth=4]
 
 Short run: --steps=2 --warmup=1 --rounds=1 --infer_steps=2.
@@ -64,10 +65,14 @@ flags.DEFINE_integer("batch_size", 0, "Train batch in scans; 0 = per geometry "
 flags.DEFINE_integer("base_channels", 0, "Network width; 0 = per geometry "
                      "(small 16, paper 32, as in their configs).")
 flags.DEFINE_integer("depth", 4, "Network depth.")
-flags.DEFINE_list("refine_steps", ["0", "20"],
+flags.DEFINE_list("refine_steps", ["0", "40"],
                   "Refinement steps K of the models to time (0 = the paper's "
-                  "network; 20 = the small configs' default).")
-flags.DEFINE_integer("refine_filters", 8, "Width of the refinement CNNs.")
+                  "network; 40 = configs/small_dense.flags).")
+flags.DEFINE_integer("refine_groups", 4,
+                     "Position groups of the refinement steps (4 = "
+                     "configs/small_dense.flags).")
+flags.DEFINE_integer("refine_filters", 0,
+                     "Width of the refinement CNNs (0 = none, as the configs).")
 
 def _write_dataset(name, root):
   from ptychonet_tf.physics import simulator
@@ -107,7 +112,8 @@ def bench(name, data_dir, precision, batch_size, base_channels, refine_steps):
       data_dir=data_dir, model_dir=tempfile.mkdtemp(prefix="run_", dir=_SCRATCH[0]),
       network=NetworkConfig(base_channels=base_channels,
                             depth=FLAGS.depth, refine_steps=refine_steps,
-                            refine_filters=FLAGS.refine_filters),
+                            refine_filters=FLAGS.refine_filters,
+                            refine_groups=FLAGS.refine_groups),
       batch_size=batch_size, steps_per_epoch=1, epochs=1, refine_epochs=1,
       mixed_precision=precision == "mixed_bfloat16", export=False,
       verbose=False)

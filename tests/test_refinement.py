@@ -35,9 +35,9 @@ def _scan(seed=0, size=16):
   return probe, layout, shape, obj, amps
 
 
-def _layer(probe, layout, shape, steps, filters=0):
+def _layer(probe, layout, shape, steps, filters=0, groups=1):
   layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
-                                        steps, filters)
+                                        steps, filters, groups=groups)
   layer.build()
   return layer
 
@@ -73,9 +73,65 @@ def test_one_step_is_error_reduction():
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-def test_initial_momentum_is_nesterov():
+def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
+  """Three groups, three steps without momentum: step k is the
+  error-reduction update on group k's positions (every 3rd from the k-th)
+  applied to the previous step's object, with that group's normaliser."""
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(3)
+  start = (obj * np.exp(0.2j * rng.standard_normal(shape))).astype(np.complex64)
+  layer = _layer(probe, layout, shape, 3, groups=3)
+  layer.momentum.assign(np.zeros(3, np.float32))
+  got = layer(start[None], amps[None]).numpy()[0]
+  want = start.astype(np.complex128)
+  for k in range(3):
+    want = _numpy_error_reduction(want, probe, layout[k::3], amps[k::3],
+                                  layer.inertia)
+  np.testing.assert_allclose(got, want, atol=5e-5)
+  # Not the full-batch steps: the groups matter.
+  full = _layer(probe, layout, shape, 3)
+  full.momentum.assign(np.zeros(3, np.float32))
+  assert np.abs(full(start[None], amps[None]).numpy()[0] - got).max() > 1e-3
+
+
+def test_position_groups_interleave_and_cover_every_position():
+  groups = refinement.position_groups(10, 3)
+  assert [g.tolist() for g in groups] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+  probe, layout, shape, _, _ = _scan()
+  with pytest.raises(ValueError, match="position groups 31 must be in"):
+    _layer(probe, layout, shape, 2, groups=31)
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  with pytest.raises(Exception, match="refine_groups=31 exceeds the scan's 30"):
+    network.build_model(NetworkConfig(base_channels=4, depth=2, refine_steps=2,
+                                      refine_groups=31), geometry)
+  with pytest.raises(Exception, match="refine_groups=0 must be >= 1"):
+    NetworkConfig(refine_steps=2, refine_groups=0).validate((16, 16))
+
+
+def test_grouped_steps_converge_faster_than_full_ones_per_fft():
+  """Two group steps cost what one full step costs (the same windows and
+  FFTs); on an overlapping scan they get closer to the object."""
+  probe, layout, shape, obj, amps = _scan()
+  covered = layouts.scanned_mask(layout, shape)
+  rng = np.random.default_rng(2)
+  start = (obj * np.exp(0.3j * rng.standard_normal(shape))).astype(np.complex64)
+
+  def error(x):
+    x = x * np.exp(1j * np.angle(np.vdot(x[covered], obj[covered])))
+    return np.linalg.norm((x - obj)[covered]) / np.linalg.norm(obj[covered])
+
+  full = _layer(probe, layout, shape, 5)(start[None], amps[None])
+  grouped = _layer(probe, layout, shape, 10, groups=2)(start[None], amps[None])
+  assert error(grouped.numpy()[0]) < 0.7 * error(full.numpy()[0])
+
+
+def test_initial_momentum_is_nesterov_up_to_its_limit():
   np.testing.assert_allclose(refinement.initial_momentum(4),
                              [0, 1 / 4, 2 / 5, 3 / 6])
+  momentum = refinement.initial_momentum(40)
+  assert momentum.max() == pytest.approx(refinement.MOMENTUM_LIMIT)
+  np.testing.assert_allclose(momentum[:10], np.arange(10) / (np.arange(10) + 3))
 
 
 def test_steps_converge_from_a_perturbed_start():
@@ -97,12 +153,12 @@ def test_steps_converge_from_a_perturbed_start():
   assert errors[2] < 0.5 * errors[0]
 
 
-def _model(probe, layout, shape):
+def _model(probe, layout, shape, groups=1):
   geometry = geometry_lib.Geometry(probe=probe, layout=layout,
                                    object_shape=shape)
   return network.build_model(
       NetworkConfig(base_channels=4, depth=2, refine_steps=3,
-                    refine_filters=2), geometry)
+                    refine_filters=2, refine_groups=groups), geometry)
 
 
 def test_gradients_are_finite_and_reach_every_parameter():
@@ -122,10 +178,11 @@ def test_gradients_are_finite_and_reach_every_parameter():
 
 def test_config_round_trip_and_truncated_copies():
   probe, layout, shape, _, amps = _scan()
-  model = _model(probe, layout, shape)
+  model = _model(probe, layout, shape, groups=2)
   model(amps[None])
   model.refinement.step_size.assign([0.9, 1.1, 0.7])
   clone = network.PtychoNet.from_config(model.get_config())
+  assert clone.refinement.groups == 2
   clone(amps[None])
   clone.set_weights(model.get_weights())
   np.testing.assert_allclose(clone(amps[None])["phase"],

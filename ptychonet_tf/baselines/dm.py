@@ -41,10 +41,13 @@ sqrt(h*w) once, so every iteration does plain fft2d/ifft2d (an fftshift costs
 about as much as the FFT itself on CPU). The Fourier update is pointwise, so
 both frames give the same iterates.
 
-The loop keeps F(psi) next to psi. By linearity F((1+a) phi - a psi) =
-(1+a) F(phi) - a F(psi) and F(psi_new) = F(psi) + Pi - F(phi), so an iteration
-does exactly two FFTs of N patterns per scan (forward of phi, inverse of the
-correction) and still sees |F(phi)|, the Fourier error of the estimate.
+The loop keeps the exit waves as their spectra F(psi) only. By linearity
+F((1+a) phi - a psi) = (1+a) F(phi) - a F(psi) and F(psi_new) = F(psi) +
+Pi - F(phi), so an iteration does exactly two FFTs of N patterns per scan
+(forward of phi, inverse of F(psi_new) for the overlap projection's sum)
+and still sees |F(phi)|, the Fourier error of the estimate; not carrying
+psi itself saves a read and a write of all N exit waves per iteration,
+which on small scans is a good part of what is not FFT.
 """
 import dataclasses
 import functools
@@ -339,10 +342,10 @@ class DifferenceMap:
       norm = illumination(probe, windows)
     return obj, probe, norm
 
-  def _exit_waves(self, obj, psi, psi_hat, probe, windows, amps):
+  def _exit_waves(self, obj, psi_hat, probe, windows, amps):
     """The DM update of the exit waves of `windows` from the new object.
 
-    Returns the exit waves, their spectra and the misfit [B] of the
+    Returns the new exit waves' spectra F(psi) and the misfit [B] of the
     estimate's spectra, sum_j || |F(P O_j)| - A_j ||^2.
     """
     alpha = tf.constant(self.config.alpha, tf.complex64)
@@ -351,38 +354,40 @@ class DifferenceMap:
     z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
     delta = fourier_update(z_hat, amps, pbound) - phi_hat
     misfit = tf.reduce_sum((tf.abs(phi_hat) - amps) ** 2, axis=(1, 2, 3))
-    return psi + tf.signal.ifft2d(delta), psi_hat + delta, misfit
+    return psi_hat + delta, misfit
 
   def _iterate(self, state, num, refine):
     """`num` DM iterations; returns the new state and chi, error [num, B]."""
 
-    def body(t, psi, psi_hat, obj, probe, norm, chi, err):
+    def body(t, psi_hat, obj, probe, norm, chi, err):
+      psi = tf.signal.ifft2d(psi_hat)
       new_obj, probe, norm = self._overlap(psi, obj, probe, norm, refine)
-      psi, psi_hat, misfit = self._exit_waves(new_obj, psi, psi_hat, probe,
-                                              self._windows, self._amplitudes)
+      psi_hat, misfit = self._exit_waves(new_obj, psi_hat, probe,
+                                         self._windows, self._amplitudes)
       chi = chi.write(t, common.relative_change(new_obj, obj, self._covered_f))
       err = err.write(t, misfit / self._energy)
-      return t + 1, psi, psi_hat, new_obj, probe, norm, chi, err
+      return t + 1, psi_hat, new_obj, probe, norm, chi, err
 
     chi = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
     err = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
     out = tf.while_loop(lambda t, *_: t < num, body,
                         (tf.constant(0), *state, chi, err))
-    return tuple(out[1:6]), out[6].stack(), out[7].stack()
+    return tuple(out[1:5]), out[5].stack(), out[6].stack()
 
-  def _group_step(self, k, obj, psi, psi_hat, probe):
+  def _group_step(self, k, obj, psi_hat, probe):
     """Group k's half of a known-probe iteration from the new object.
 
-    Returns its exit waves and spectra, its stitch sum_j conj(P) psi_j and
-    its misfit [B].
+    Returns its exit waves' spectra, its stitch sum_j conj(P) psi_j and its
+    misfit [B].
     """
     start, stop = self._bounds[k]
     windows = self._group_windows[k]
-    psi, psi_hat, misfit = self._exit_waves(
-        obj, psi, psi_hat, probe, windows, self._amplitudes[:, start:stop])
-    stitched = windows.stitch(tf.math.conj(probe)[:, None] * psi,
-                              method=self._stitch)
-    return psi, psi_hat, stitched, misfit
+    psi_hat, misfit = self._exit_waves(
+        obj, psi_hat, probe, windows, self._amplitudes[:, start:stop])
+    stitched = windows.stitch(
+        tf.math.conj(probe)[:, None] * tf.signal.ifft2d(psi_hat),
+        method=self._stitch)
+    return psi_hat, stitched, misfit
 
   def _object_and_chi(self, sums, obj, norm):
     """The object update from the groups' stitches, and its chi [B]."""
@@ -397,37 +402,37 @@ class DifferenceMap:
     update sums the groups' stitches; each group then runs its compiled
     half-step, which TensorFlow's inter-op threads run concurrently.
     """
-    psi, psi_hat, obj, probe, norm = state
-    psis = [psi[:, a:b] for a, b in self._bounds]
+    psi_hat, obj, probe, norm = state
     hats = [psi_hat[:, a:b] for a, b in self._bounds]
-    sums = [w.stitch(tf.math.conj(probe)[:, None] * p, method="segment")
-            for w, p in zip(self._group_windows, psis)]
+    sums = [w.stitch(tf.math.conj(probe)[:, None] * tf.signal.ifft2d(q),
+                     method="segment")
+            for w, q in zip(self._group_windows, hats)]
 
-    def body(t, psis, hats, sums, obj, chi, err):
+    def body(t, hats, sums, obj, chi, err):
       new_obj, change = self._combine(sums, obj, norm)
-      outs = [step(new_obj, p, q, probe)
-              for step, p, q in zip(self._group_steps, psis, hats)]
+      outs = [step(new_obj, q, probe)
+              for step, q in zip(self._group_steps, hats)]
       chi = chi.write(t, change)
-      err = err.write(t, tf.add_n([o[3] for o in outs]) / self._energy)
-      return (t + 1, [o[0] for o in outs], [o[1] for o in outs],
-              [o[2] for o in outs], new_obj, chi, err)
+      err = err.write(t, tf.add_n([o[2] for o in outs]) / self._energy)
+      return (t + 1, [o[0] for o in outs], [o[1] for o in outs], new_obj,
+              chi, err)
 
     chi = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
     err = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
-    _, psis, hats, _, obj, chi, err = tf.while_loop(
+    _, hats, _, obj, chi, err = tf.while_loop(
         lambda t, *_: t < num, body,
-        (tf.constant(0), psis, hats, sums, obj, chi, err))
-    state = (tf.concat(psis, 1), tf.concat(hats, 1), obj, probe, norm)
+        (tf.constant(0), hats, sums, obj, chi, err))
+    state = (tf.concat(hats, 1), obj, probe, norm)
     return state, chi.stack(), err.stack()
 
   def initial_state(self, initial_object=None):
-    """(psi, F(psi), object, probe, norm) for a starting object."""
+    """(F(psi), object, probe, norm) for a starting object."""
     obj = tf.constant(initial_objects(self.config.init, self.object_shape,
                                       self.batch, self.config.seed,
                                       initial_object))
     probe = tf.constant(self.probe)
     psi = probe[:, None] * self._windows.extract(obj)
-    return (psi, tf.signal.fft2d(psi), obj, probe,
+    return (tf.signal.fft2d(psi), obj, probe,
             illumination(probe, self._windows))
 
   def run(self, initial_object=None, iterations=None, monitor=None):
@@ -458,10 +463,10 @@ class DifferenceMap:
       return chi.numpy(), err.numpy(), "grouped"
 
     chi, err, seconds, per = common.run_chunks(
-        iterations, config, chunk, lambda: state[0][2].numpy(), self._compiled,
+        iterations, config, chunk, lambda: state[0][1].numpy(), self._compiled,
         self.batch, start, monitor)
     result = Reconstruction(
-        object=state[0][2].numpy(), probe=state[0][3].numpy(), chi=chi,
+        object=state[0][1].numpy(), probe=state[0][2].numpy(), chi=chi,
         fourier_error=err, seconds=seconds, seconds_per_iteration=per,
         method="dm")
     return common.squeeze_batch(result, self.batched)

@@ -64,17 +64,28 @@ LEARNED = "PtychoNet"
 PHOTOS = "_photos"  # suffix of the test sets simulated from --test_images
 
 
-def _refine_steps(name):
-  """The --refine_steps that training configs/<name>.flags with --train_args
-  gets: the last setting, flagfiles expanded by absl as training does (0 if
-  none)."""
+def _training_setting(name, flag, default=0):
+  """The integer --<flag> that training configs/<name>.flags with
+  --train_args gets: the last setting, flagfiles expanded by absl as
+  training does (`default` if none)."""
   args = FLAGS.read_flags_from_files(
       [f"--flagfile=configs/{name}.flags", *FLAGS.train_args])
-  steps = 0
+  value = default
   for arg in args:
-    if arg.startswith("--refine_steps="):
-      steps = int(arg.split("=", 1)[1])
-  return steps
+    if arg.startswith(f"--{flag}="):
+      value = int(arg.split("=", 1)[1])
+  return value
+
+
+def _refine_steps(name):
+  return _training_setting(name, "refine_steps")
+
+
+def _learned_label(name):
+  """The learned model's row name, e.g. "PtychoNet (K=40 in 4 groups)"."""
+  k = _refine_steps(name)
+  groups = _training_setting(name, "refine_groups", 1) if k else 1
+  return f"{LEARNED} (K={k}" + (f" in {groups} groups)" if groups > 1 else ")")
 
 
 def _fmt(seconds):
@@ -152,7 +163,7 @@ def main(argv):
     out = os.path.join(FLAGS.reports_dir, name)
     data = data or name
     k = _refine_steps(model)
-    models = [f"{LEARNED} (K={k})={FLAGS.saved_models_dir}/{model}"]
+    models = [f"{_learned_label(model)}={FLAGS.saved_models_dir}/{model}"]
     if k:
       # No commas in names: --saved_model is a comma-separated list.
       models.append(f"{LEARNED} (K=0: the paper's network)="

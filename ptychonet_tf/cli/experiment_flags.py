@@ -153,6 +153,11 @@ def define_experiment_flags():
   flags.DEFINE_integer("refine_filters", 0,
                        "Width of each refinement step's learned CNN "
                        "correction (0 = learned step sizes only).")
+  flags.DEFINE_integer("refine_groups", 1,
+                       "Interleaved position groups of the refinement steps: "
+                       "step k uses group k mod G, so a step costs 1/G of a "
+                       "full one and the object moves after every group (1 = "
+                       "every step uses all positions).")
   flags.DEFINE_float("refine_learning_rate", 1e-2,
                      "Adam learning rate of the refinement's own variables "
                      "(step sizes, momenta, CNN corrections).")

@@ -54,6 +54,7 @@ def train_config():
                           phase_range=(FLAGS.phase_min, FLAGS.phase_max),
                           refine_steps=FLAGS.refine_steps,
                           refine_filters=FLAGS.refine_filters,
+                          refine_groups=FLAGS.refine_groups,
                           architecture=FLAGS.architecture,
                           input_norm=FLAGS.input_norm)
   return TrainConfig(

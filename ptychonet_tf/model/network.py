@@ -79,6 +79,8 @@ class NetworkConfig:
       (`refinement.UnrolledRefinement`); 0 = the paper's PtychoNet.
     refine_filters: width of each refinement step's CNN correction (0 =
       learned step sizes and momenta only).
+    refine_groups: interleaved position groups of the refinement steps
+      (step k uses group k mod G; 1 = every step uses all positions).
     architecture: one of ARCHITECTURES.
     input_norm: one of INPUT_NORMS.
   """
@@ -92,6 +94,7 @@ class NetworkConfig:
   mixed_precision: bool = False
   refine_steps: int = 0
   refine_filters: int = 0
+  refine_groups: int = 1
   architecture: str = "paper"
   input_norm: str = "log"
 
@@ -123,6 +126,8 @@ class NetworkConfig:
     if self.refine_steps < 0 or self.refine_filters < 0:
       raise UserError(f"refine_steps={self.refine_steps} and refine_filters="
                       f"{self.refine_filters} must be >= 0")
+    if self.refine_groups < 1:
+      raise UserError(f"refine_groups={self.refine_groups} must be >= 1")
     if self.stitch_weighting not in layers_lib.STITCH_WEIGHTINGS:
       raise UserError(f"stitch weighting {self.stitch_weighting!r} is not one "
                       f"of {layers_lib.STITCH_WEIGHTINGS}")
@@ -244,8 +249,8 @@ class PtychoNet(keras.Model):
       written before this argument existed) or "mixed_bfloat16".
     probe_real, probe_imag: float [h, w] the known probe, needed when
       refine_steps > 0 (None otherwise).
-    refine_steps, refine_filters, architecture, input_norm: see
-      NetworkConfig; 0 steps, "paper" and "log" (the defaults, also for
+    refine_steps, refine_filters, refine_groups, architecture, input_norm:
+      see NetworkConfig; 0 steps, "paper" and "log" (the defaults, also for
       older model.json files) are the paper's network.
   """
 
@@ -255,7 +260,7 @@ class PtychoNet(keras.Model):
                stitch_method="scatter", stitch_weights=None,
                compute_policy="float32", probe_real=None, probe_imag=None,
                refine_steps=0, refine_filters=0, architecture="paper",
-               input_norm="log", **kwargs):
+               input_norm="log", refine_groups=1, **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
@@ -278,6 +283,7 @@ class PtychoNet(keras.Model):
     self.compute_policy = compute_policy
     self.refine_steps = int(refine_steps)
     self.refine_filters = int(refine_filters)
+    self.refine_groups = int(refine_groups)
     self.architecture = architecture
     self.input_norm = input_norm
     self.probe_real = (None if probe_real is None
@@ -297,7 +303,9 @@ class PtychoNet(keras.Model):
                          "probe_imag)")
       self.refinement = refinement_lib.UnrolledRefinement(
           self.layout, self.object_shape, self.probe_real, self.probe_imag,
-          self.refine_steps, self.refine_filters, name="refinement")
+          self.refine_steps, self.refine_filters,
+          groups=self.refine_groups,
+          name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo
@@ -314,6 +322,7 @@ class PtychoNet(keras.Model):
                          mixed_precision=self.compute_policy == "mixed_bfloat16",
                          refine_steps=self.refine_steps,
                          refine_filters=self.refine_filters,
+                         refine_groups=self.refine_groups,
                          architecture=self.architecture,
                          input_norm=self.input_norm)
 
@@ -429,6 +438,7 @@ class PtychoNet(keras.Model):
                               else self.probe_imag.tolist()),
                   refine_steps=self.refine_steps,
                   refine_filters=self.refine_filters,
+                  refine_groups=self.refine_groups,
                   architecture=self.architecture,
                   input_norm=self.input_norm)
     return config
@@ -441,6 +451,9 @@ def build_model(config, geometry):
   `config.mixed_precision`); the global Keras policy is left alone.
   """
   config.validate(geometry.probe_shape)
+  if config.refine_steps and config.refine_groups > len(geometry.layout):
+    raise UserError(f"refine_groups={config.refine_groups} exceeds the scan's "
+                    f"{len(geometry.layout)} positions")
   return PtychoNet(layout=geometry.layout, object_shape=geometry.object_shape,
                    probe_shape=geometry.probe_shape,
                    input_scale=input_scale(geometry.probe),
@@ -458,5 +471,6 @@ def build_model(config, geometry):
                    probe_imag=np.imag(geometry.probe),
                    refine_steps=config.refine_steps,
                    refine_filters=config.refine_filters,
+                   refine_groups=config.refine_groups,
                    architecture=config.architecture,
                    input_norm=config.input_norm, name="ptychonet")

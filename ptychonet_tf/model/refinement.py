@@ -4,32 +4,45 @@ PtychoNet's stitched object O_0 is a first guess. `UnrolledRefinement` runs
 K differentiable iterations on the whole object with the known probe P
 (`--refine_steps=K`; K = 0 is the paper's PtychoNet), inside the Keras model
 and hence inside its SavedModel. Step k (0-based) is a Nesterov-accelerated,
-preconditioned gradient step on the amplitude misfit
-L(O) = 1/2 sum_j || |F(P O_j)| - A_j ||^2:
+preconditioned gradient step on the amplitude misfit of one group of
+positions, L_g(O) = 1/2 sum_{j in g} || |F(P O_j)| - A_j ||^2:
 
   Y_k     = O_k + mu_k (O_k - O_{k-1})                   (momentum, O_{-1} = O_0)
-  G_k     = sum_j conj(P) F^-1[F(P Y_kj) - A_j F(P Y_kj) / |F(P Y_kj)|]
-  D_k     = -G_k / (sum_j |P|^2 + e)                      (the error-reduction step)
+  G_k     = sum_{j in g} conj(P) F^-1[F(P Y_kj) - A_j F(P Y_kj) / |F(P Y_kj)|]
+  D_k     = -G_k / (sum_{j in g} |P|^2 + e_g)             (the error-reduction step)
   O_{k+1} = Y_k + s_k D_k + C_k(Y_k, D_k)
 
-G_k is the gradient of L (with the plain, unnormalised FFT of the solvers'
+The positions are split into `groups` interleaved groups (group g: every
+groups-th position from the g-th) and step k uses group k mod groups
+(`--refine_groups`). With one group every step sees all positions (the
+parallel, "full-batch" step). With several, a step costs 1/groups of a full
+one (its windows, FFTs and stitch cover 1/groups of the positions) and the
+object moves after each group, as ePIE and LSQML's position batches do: on
+the dense Fermat scans that converges much faster per FFT (docs/training.md
+measures it), so K steps of G groups are worth far more than K / G full
+ones.
+
+G_k is the gradient of L_g (with the plain, unnormalised FFT of the solvers'
 unshifted frame); the windows O_j and the sum over j are the package's one
 window operator (`physics.windows.Windows.extract` / `stitch`), F is
 `tf.signal.fft2d`, and the modulus replacement is
-`baselines.common.fourier_update`, the one DM and ePIE use. With s_k = 1 and
-mu_k = 0 a step is the parallel error-reduction (alternating projection)
-update O <- sum_j conj(P) Pi_F(P O_j) / sum_j |P|^2, up to the inertia e
-(tests/test_refinement.py checks it against numpy).
+`baselines.common.fourier_update`, the one DM and ePIE use. With one group,
+s_k = 1 and mu_k = 0 a step is the parallel error-reduction (alternating
+projection) update O <- sum_j conj(P) Pi_F(P O_j) / sum_j |P|^2, up to the
+inertia e (tests/test_refinement.py checks it, and a grouped step, against
+numpy).
 
-Learned per step: the momentum mu_k (initialised to Nesterov's k / (k + 3)),
-the step size s_k (initialised to 1) and, when `filters` > 0, a small CNN
-correction C_k: two 3x3 convolutions on the real and imaginary parts of Y_k
-and D_k (4 channels -> `filters` -> 2), whose last layer starts at zero. At
-initialisation the refinement is therefore plain accelerated error
-reduction; training tunes it end to end (docs/training.md measures both).
+Learned per step: the momentum mu_k (initialised to Nesterov's k / (k + 3),
+capped at MOMENTUM_LIMIT), the step size s_k (initialised to 1) and, when
+`filters` > 0, a small CNN correction C_k: two 3x3 convolutions on the real
+and imaginary parts of Y_k and D_k (4 channels -> `filters` -> 2), whose last
+layer starts at zero. At initialisation the refinement is therefore plain
+accelerated error reduction; training tunes it end to end
+(docs/training.md measures both).
 
-The inertia e = `inertia` * max(sum_j |P|^2) keeps pixels the probe barely
-reaches where they are: their gradient is ~0 and so is their step.
+The inertia e_g = `inertia` * max(sum_{j in g} |P|^2) keeps pixels the
+group's probe windows barely reach where they are: their gradient is ~0 and
+so is their step.
 """
 import functools
 
@@ -41,10 +54,23 @@ from ptychonet_tf.baselines import common
 from ptychonet_tf.physics import windows as windows_lib
 
 
+# The initial momenta stop growing here: with position groups, Nesterov's
+# k / (k + 3) beyond ~0.9 made the steps diverge on the small dense scans
+# (docs/training.md).
+MOMENTUM_LIMIT = 0.85
+
+
 def initial_momentum(steps):
-  """Nesterov's momentum schedule k / (k + 3), k = 0 .. steps - 1."""
+  """Nesterov's momentum schedule k / (k + 3), k = 0 .. steps - 1, capped at
+  MOMENTUM_LIMIT."""
   k = np.arange(steps, dtype=np.float32)
-  return k / (k + 3.0)
+  return np.minimum(k / (k + 3.0), np.float32(MOMENTUM_LIMIT))
+
+
+def position_groups(count, groups):
+  """Indices of `groups` interleaved groups of `count` positions: group g is
+  every groups-th position from the g-th (each spread over the whole scan)."""
+  return [np.arange(count)[g::groups] for g in range(groups)]
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
@@ -64,6 +90,8 @@ class UnrolledRefinement(keras.layers.Layer):
     probe_real, probe_imag: float [h, w] the known probe's parts (lists in
       the config, so the layer serialises to JSON).
     steps: K >= 1.
+    groups: position groups; step k uses group k mod groups (1 = every step
+      sees all positions). 1 <= groups <= N.
     filters: width of each step's CNN correction; 0 = none.
     inertia: relative preconditioner floor e / max(sum_j |P|^2).
     jit_compile: run the K steps as one XLA-compiled function (also in the
@@ -76,13 +104,16 @@ class UnrolledRefinement(keras.layers.Layer):
   """
 
   def __init__(self, layout, object_shape, probe_real, probe_imag, steps,
-               filters=0, inertia=1e-3, jit_compile=True, **kwargs):
+               filters=0, inertia=1e-3, jit_compile=True, groups=1, **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
       raise ValueError(f"refinement steps {steps} must be >= 1")
     if int(filters) < 0:
       raise ValueError(f"refinement filters {filters} must be >= 0")
+    if not 1 <= int(groups) <= len(layout):
+      raise ValueError(f"refinement position groups {groups} must be in "
+                       f"[1, {len(layout)}] (the scan's positions)")
     self.layout = np.asarray(layout, np.int32)
     self.object_shape = tuple(int(s) for s in object_shape)
     self.probe_real = np.asarray(probe_real, np.float32)
@@ -91,15 +122,21 @@ class UnrolledRefinement(keras.layers.Layer):
     self.filters = int(filters)
     self.inertia = float(inertia)
     self.jit_compile = bool(jit_compile)
+    self.groups = int(groups)
     self._compiled = None
     probe = self.probe_real + 1j * self.probe_imag
-    self._windows = windows_lib.Windows(self.layout, self.object_shape,
-                                        probe.shape)
     h, w = probe.shape
     self._probe = probe.astype(np.complex64)
-    norm = self._windows.coverage(np.abs(probe) ** 2)
-    self._inverse_norm = (1.0 / (norm + self.inertia * norm.max())).astype(
-        np.float32)
+    # Per group: its positions, windows and preconditioner 1 / (norm + e).
+    self._members = position_groups(len(self.layout), self.groups)
+    self._windows, self._inverse_norm = [], []
+    for members in self._members:
+      windows = windows_lib.Windows(self.layout[members], self.object_shape,
+                                    probe.shape)
+      norm = windows.coverage(np.abs(probe) ** 2)
+      self._windows.append(windows)
+      self._inverse_norm.append(
+          (1.0 / (norm + self.inertia * norm.max())).astype(np.float32))
     self._fft_scale = np.float32(np.sqrt(h * w))
     self.corrections = []
     for k in range(self.filters and self.steps):
@@ -120,24 +157,27 @@ class UnrolledRefinement(keras.layers.Layer):
       correction.build((None, *self.object_shape, 4))
     self.built = True
 
-  def direction(self, obj, amplitudes, method="segment"):
-    """The error-reduction step D = -G / (sum_j |P|^2 + e), complex64 [B, H, W].
+  def direction(self, obj, amplitudes, method="segment", group=0):
+    """The error-reduction step D = -G / (sum_j |P|^2 + e) of one position
+    group, complex64 [B, H, W].
 
     Args:
       obj: complex64 [B, H, W].
-      amplitudes: float32 [B, N, h, w] in the unshifted frame
-        (`baselines.common.unshifted_amplitudes`).
+      amplitudes: float32 [B, N_g, h, w], the group's patterns in the
+        unshifted frame (`baselines.common.unshifted_amplitudes`).
       method: the stitch method of sum_j (`Windows.stitch`): the compiled
         steps use "slices" (in place under XLA).
+      group: the group's index.
     """
     probe = tf.constant(self._probe)
-    waves = probe * self._windows.extract(obj)
+    windows = self._windows[group]
+    waves = probe * windows.extract(obj)
     spectra = tf.signal.fft2d(waves)
     residual = tf.signal.ifft2d(
         spectra - common.fourier_update(spectra, amplitudes))
-    gradient = self._windows.stitch(tf.math.conj(probe) * residual,
-                                    method=method)
-    return -gradient * tf.cast(tf.constant(self._inverse_norm), tf.complex64)
+    gradient = windows.stitch(tf.math.conj(probe) * residual, method=method)
+    return -gradient * tf.cast(tf.constant(self._inverse_norm[group]),
+                               tf.complex64)
 
   def call(self, obj, amplitudes):
     obj = tf.cast(obj, tf.complex64)
@@ -160,13 +200,19 @@ class UnrolledRefinement(keras.layers.Layer):
     # Into the solvers' unshifted frame once: every step is a plain FFT.
     amplitudes = (tf.signal.ifftshift(amplitudes, axes=(-2, -1)) *
                   self._fft_scale)
+    if self.groups == 1:
+      group_amplitudes = [amplitudes]
+    else:
+      group_amplitudes = [tf.gather(amplitudes, members, axis=1)
+                          for members in self._members]
     momentum = tf.cast(momentum, tf.complex64)
     step_size = tf.cast(step_size, tf.complex64)
     previous = obj
     for k in range(self.steps):
       ahead = obj + momentum[k] * (obj - previous)
       previous = obj
-      step = self.direction(ahead, amplitudes, method)
+      group = k % self.groups
+      step = self.direction(ahead, group_amplitudes[group], method, group)
       obj = ahead + step_size[k] * step
       if self.corrections:
         features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),
@@ -182,5 +228,5 @@ class UnrolledRefinement(keras.layers.Layer):
                   probe_real=self.probe_real.tolist(),
                   probe_imag=self.probe_imag.tolist(), steps=self.steps,
                   filters=self.filters, inertia=self.inertia,
-                  jit_compile=self.jit_compile)
+                  jit_compile=self.jit_compile, groups=self.groups)
     return config

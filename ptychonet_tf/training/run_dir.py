@@ -36,9 +36,10 @@ PREVIOUS_PREFIX = "previous-"
 NETWORK_KEYS = ("base_channels", "depth", "max_channels", "stitch_method",
                 "stitch_weighting", "amplitude_range", "phase_range",
                 "probe_shape", "num_positions", "object_shape",
-                "refine_steps", "refine_filters", "architecture", "input_norm")
+                "refine_steps", "refine_filters", "refine_groups",
+                "architecture", "input_norm")
 # What model.json files written before a setting existed mean by its absence.
-NETWORK_DEFAULTS = {"refine_steps": 0, "refine_filters": 0,
+NETWORK_DEFAULTS = {"refine_steps": 0, "refine_filters": 0, "refine_groups": 1,
                     "architecture": "paper", "input_norm": "log"}
 
 
