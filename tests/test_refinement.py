@@ -192,6 +192,11 @@ def test_config_round_trip_and_truncated_copies():
                              model(amps[None])["amplitude"], atol=1e-5)
   none = export_lib.float32_copy(model, refine_steps=0)
   assert none.refinement is None
+  # XLA only where the refinement steps need it anyway: then the stitch too.
+  assert full.stitch.jit_compile and full.refinement.jit_compile
+  assert not none.stitch.jit_compile
+  plain = export_lib.float32_copy(model, xla=False)
+  assert not plain.stitch.jit_compile and not plain.refinement.jit_compile
   _, stitched, _ = model.reconstruct(amps[None])
   np.testing.assert_allclose(none(amps[None])["amplitude"],
                              stitched["amplitude"], atol=1e-6)

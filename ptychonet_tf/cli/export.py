@@ -27,10 +27,11 @@ flags.DEFINE_integer("keep_refine_steps", None,
                      "(0: the stitched network alone, the paper's PtychoNet); "
                      "default all.")
 flags.DEFINE_bool("xla", True,
-                  "Run the refinement steps as one XLA-compiled function "
-                  "(faster on CPU; TF Serving then needs "
-                  "--xla_cpu_compilation_enabled=true). --noxla exports "
-                  "plain ops.")
+                  "Run the refinement steps, and then the stitching, as "
+                  "XLA-compiled functions (faster on CPU; TF Serving then "
+                  "needs --xla_cpu_compilation_enabled=true). --noxla "
+                  "exports plain ops. Models without refinement steps never "
+                  "need XLA.")
 FLAGS = flags.FLAGS
 
 

@@ -11,12 +11,14 @@ variables/) with two signatures:
 The probe scale and the layout of the training geometry are baked into the
 graph as constants; the graph uses only core TF ops (no custom ops), so
 `tf.saved_model.load` in a process that never imports this package and
-`saved_model_cli run` can execute it. The network and the stitching never
-need XLA; a model with refinement steps runs them as one XLA-compiled
-function (faster on CPU: the window gather and scatter fuse), which plain
-TensorFlow and `saved_model_cli` run as is and TF Serving runs with
-`--xla_cpu_compilation_enabled=true`; `xla=False` exports them as ordinary
-ops instead. The exported network always computes
+`saved_model_cli run` can execute it. The paper's network (no refinement
+steps) never needs XLA. A model with refinement steps runs them as one
+XLA-compiled function (faster on CPU: the window gather and scatter fuse),
+and, since it needs XLA anyway, its stitching as another (an XLA scatter is
+~8x faster than the plain one on CPU: 2 ms against 16 ms for 100 64x64
+patches of two channels); plain TensorFlow and `saved_model_cli` run them as
+is and TF Serving with `--xla_cpu_compilation_enabled=true`. `xla=False`
+exports both as ordinary ops instead. The exported network always computes
 in float32, whatever precision it was trained in (`float32_copy` rebuilds it
 with compute_policy "float32"; the global Keras policy is not used).
 
@@ -80,7 +82,9 @@ def float32_copy(model, refine_steps=None, xla=True):
     refine_steps: None keeps all of the model's refinement steps; K' <= K
       keeps only the first K' (0: the stitched network alone, the paper's
       PtychoNet), with their learned parameters.
-    xla: run the refinement steps XLA-compiled (the stitching is never).
+    xla: run the refinement steps XLA-compiled, and then the stitching too
+      (without refinement steps the stitching is never compiled: the
+      paper's network exports without XLA).
 
   Returns:
     A built PtychoNet with compute_policy "float32" (every layer computes in
@@ -95,7 +99,8 @@ def float32_copy(model, refine_steps=None, xla=True):
   config = dict(model.get_config(), compute_policy="float32",
                 refine_steps=refine_steps)
   copy = network.PtychoNet.from_config(config)
-  copy.stitch.jit_compile = False  # only the refinement may need XLA
+  # Only a model that needs XLA for its refinement steps compiles its stitch.
+  copy.stitch.jit_compile = bool(xla) and refine_steps > 0
   if copy.refinement is not None:
     copy.refinement.jit_compile = bool(xla)
   n, (h, w) = model.num_positions, model.probe_shape
