@@ -325,5 +325,7 @@ def fourier_update(spectra, amplitudes, pbound=None):
     misfit = tf.reduce_mean(deviation ** 2, axis=(-2, -1))
     renorm = tf.sqrt(tf.minimum(1.0, tf.math.divide_no_nan(pbound, misfit)))
     target = amplitudes + deviation * renorm[..., None, None]
-  return spectra * tf.cast(tf.math.divide_no_nan(target, magnitude),
-                           tf.complex64)
+  ratio = tf.math.divide_no_nan(target, magnitude)
+  # tf.complex rather than tf.cast: differentiated (the refinement steps),
+  # a cast's gradient warns about the imaginary part it drops.
+  return spectra * tf.complex(ratio, tf.zeros_like(ratio))

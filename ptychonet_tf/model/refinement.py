@@ -205,8 +205,10 @@ class UnrolledRefinement(keras.layers.Layer):
     else:
       group_amplitudes = [tf.gather(amplitudes, members, axis=1)
                           for members in self._members]
-    momentum = tf.cast(momentum, tf.complex64)
-    step_size = tf.cast(step_size, tf.complex64)
+    # tf.complex, not tf.cast: the gradient of a float -> complex cast casts
+    # back and warns about the discarded imaginary part once per step.
+    momentum = tf.complex(momentum, tf.zeros_like(momentum))
+    step_size = tf.complex(step_size, tf.zeros_like(step_size))
     previous = obj
     for k in range(self.steps):
       ahead = obj + momentum[k] * (obj - previous)
