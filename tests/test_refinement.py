@@ -95,7 +95,7 @@ def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
 
 
 def test_position_groups_interleave_and_cover_every_position():
-  groups = refinement.position_groups(10, 3)
+  groups = layouts.interleaved_groups(10, 3)
   assert [g.tolist() for g in groups] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
   probe, layout, shape, _, _ = _scan()
   with pytest.raises(ValueError, match="position groups 31 must be in"):

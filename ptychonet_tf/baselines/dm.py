@@ -59,6 +59,7 @@ import tensorflow as tf
 
 from ptychonet_tf.baselines import common
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import windows as windows_lib
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError
@@ -270,7 +271,7 @@ class DifferenceMap:
     groups = min(config.position_groups or group_count(), self.count)
     # Inside, the positions are in group order (group k: every groups-th
     # position from the k-th), so that group k is the slice _bounds[k].
-    members = [np.arange(self.count)[k::groups] for k in range(groups)]
+    members = layouts.interleaved_groups(self.count, groups)
     self._order = np.concatenate(members)
     sizes = np.cumsum([0] + [len(m) for m in members])
     self._bounds = list(zip(sizes[:-1], sizes[1:]))

@@ -51,6 +51,7 @@ import tensorflow as tf
 import keras
 
 from ptychonet_tf.baselines import common
+from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import windows as windows_lib
 
 
@@ -66,11 +67,6 @@ def initial_momentum(steps):
   k = np.arange(steps, dtype=np.float32)
   return np.minimum(k / (k + 3.0), np.float32(MOMENTUM_LIMIT))
 
-
-def position_groups(count, groups):
-  """Indices of `groups` interleaved groups of `count` positions: group g is
-  every groups-th position from the g-th (each spread over the whole scan)."""
-  return [np.arange(count)[g::groups] for g in range(groups)]
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
@@ -128,7 +124,7 @@ class UnrolledRefinement(keras.layers.Layer):
     h, w = probe.shape
     self._probe = probe.astype(np.complex64)
     # Per group: its positions, windows and preconditioner 1 / (norm + e).
-    self._members = position_groups(len(self.layout), self.groups)
+    self._members = layouts.interleaved_groups(len(self.layout), self.groups)
     self._windows, self._inverse_norm = [], []
     for members in self._members:
       windows = windows_lib.Windows(self.layout[members], self.object_shape,

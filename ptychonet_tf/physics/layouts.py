@@ -123,6 +123,13 @@ def check_layout(layout, object_shape, probe_shape, name="layout"):
                     f"rows do)")
 
 
+def interleaved_groups(count, groups):
+  """Indices of `groups` interleaved groups of `count` positions: group g is
+  every groups-th position from the g-th, so each spreads over the whole
+  scan (DM's position groups, the refinement steps' groups)."""
+  return [np.arange(count)[g::groups] for g in range(groups)]
+
+
 def scanned_mask(layout, object_shape):
   """bool numpy [H, W]: True where at least one probe window covers the pixel.
 
