@@ -123,6 +123,16 @@ def paths(tmp_path_factory):
   writer.write_dataset(writer.WriteConfig(simulation=sim, num_train=0,
                                           num_test=2, num_shards=1),
                        p["phase_only"], workers=1, progress=False)
+  # Noisy test scans (1e4 photons per pattern).
+  p["noisy"] = str(root / "noisy")
+  sim = simulator.SimulationConfig(
+      geometry=geometry_lib.GeometryConfig(
+          probe=geometry_lib.ProbeConfig(size=(16, 16)),
+          scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5)),
+      photons=1e4)
+  writer.write_dataset(writer.WriteConfig(simulation=sim, num_train=0,
+                                          num_test=2, num_shards=1),
+                       p["noisy"], workers=1, progress=False)
   # Shards with a flipped payload byte (the framing still checks out).
   for key, shard_name in (("damaged", "train-00000-of-00002.tfrecord"),
                           ("damaged_test", "test-00000-of-00002.tfrecord")):
@@ -196,7 +206,8 @@ def _start_ceiling_lines(paths, result):
 CASES = [
     # Flags: bad choices, unknown flags, missing flagfiles, help.
     Case("flag outside its choices", TRAIN + ["--loss=foo"],
-         phrase="--loss=foo: value should be one of <mse|dse>"),
+         phrase="--loss=foo: value should be one of "
+                "<mse|dse|physics|mse+physics>"),
     Case("distribution outside its choices", TRAIN + ["--distribution=foo"],
          phrase="--distribution=foo: value should be one of"),
     Case("unknown flag", ["-m", "ptychonet_tf.export", "--modeldir=x"],
@@ -261,6 +272,18 @@ CASES = [
     Case("evaluate into a file", ["-m", "ptychonet_tf.evaluate",
                                   "--data_dir={data}", "--out_dir={afile}"],
          phrase="is a file"),
+    Case("dose that is not a number",
+         ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
+          "--out_dir={root}/r", "--photons=1e4,lots"],
+         phrase="--photons value 'lots' is not a number"),
+    Case("dose sweep on a noisy dataset",
+         ["-m", "ptychonet_tf.evaluate", "--data_dir={noisy}",
+          "--out_dir={root}/r", "--photons=1e3,inf"],
+         phrase="was simulated with 10000 photons per pattern; a dose sweep "
+                "redraws the noise of a noise-free dataset"),
+    Case("several doses for one dataset",
+         MAKE + ["--out_dir={root}/o3", "--photons=1e3,1e4"],
+         phrase="--photons=1e3,1e4: a dataset takes one dose"),
     Case("evaluate with a missing SavedModel",
          ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
           "--out_dir={root}/r", "--saved_model={root}/nope"],

@@ -144,3 +144,73 @@ def test_dse_is_mse_plus_lambda_dft(scan):
                         scan["measured"]).numpy(), mse, rtol=1e-6)
   with pytest.raises(ValueError, match="unknown loss"):
     losses.patch_loss("l1", patches, truth, geo.probe, scan["measured"])
+
+
+def _numpy_deviance(predicted_amplitude, measured_amplitude):
+  predicted, measured = predicted_amplitude ** 2, measured_amplitude ** 2
+  floor = losses.POISSON_FLOOR * measured.mean(axis=(1, 2, 3), keepdims=True)
+  deviance = predicted - measured - measured * (
+      np.log(predicted + floor) - np.log(measured + floor))
+  return deviance.mean(axis=(1, 2, 3))
+
+
+def test_physics_misfits_vanish_at_the_truth_and_match_numpy(scan):
+  geo = scan["geometry"]
+  a, p = scan["amplitude"], scan["phase"]
+  for noise in losses.NOISE_MODELS:
+    np.testing.assert_allclose(
+        losses.dft_loss(a, p, geo.probe, scan["measured"], noise).numpy(), 0,
+        atol=1e-6)
+  a2, p2 = a * 0.9, p + 0.3 * np.cos(np.arange(16) / 3.0)
+  spectra = forward.far_field(geo.probe * (a2 * np.exp(1j * p2)).astype(
+      np.complex64)).numpy()
+  np.testing.assert_allclose(
+      losses.dft_loss(a2, p2, geo.probe, scan["measured"], "poisson").numpy(),
+      _numpy_deviance(np.abs(spectra), scan["measured"]), rtol=1e-4)
+  np.testing.assert_allclose(
+      losses.dft_loss(a2, p2, geo.probe, scan["measured"]).numpy(),
+      ((np.abs(spectra) - scan["measured"]) ** 2).mean(axis=(1, 2, 3)),
+      rtol=1e-4)
+  with pytest.raises(ValueError, match="unknown noise model"):
+    losses.dft_loss(a, p, geo.probe, scan["measured"], "laplace")
+
+
+def test_object_misfit_sees_the_data_not_the_phase_offset(scan):
+  geo = scan["geometry"]
+  amp = forward.stitch(scan["amplitude"], geo.layout, geo.object_shape)
+  count = forward.overlap_count(geo.layout, geo.object_shape, (16, 16))
+  amp = (amp / np.maximum(count, 1)).numpy()
+  phase = (forward.stitch(scan["phase"], geo.layout, geo.object_shape)
+           / np.maximum(count, 1)).numpy()
+  for noise in losses.NOISE_MODELS:
+    at_truth = losses.object_misfit(amp, phase, geo.probe, geo.layout,
+                                    scan["measured"], noise).numpy()
+    shifted = losses.object_misfit(amp, phase + 1.3, geo.probe, geo.layout,
+                                   scan["measured"], noise).numpy()
+    wrong = losses.object_misfit(amp * 0.8, phase, geo.probe, geo.layout,
+                                 scan["measured"], noise).numpy()
+    assert at_truth.shape == (2,)
+    np.testing.assert_allclose(at_truth, 0, atol=1e-6)
+    np.testing.assert_allclose(shifted, 0, atol=1e-6)
+    assert np.all(wrong > 1e-4), (noise, wrong)
+
+
+def test_physics_patch_losses_need_no_truth(scan):
+  geo = scan["geometry"]
+  patches = {"amplitude": scan["amplitude"] * 0.9,
+             "phase": scan["phase"] + 0.1}
+  truth = {"amplitude": scan["amplitude"], "phase": scan["phase"]}
+  physics = losses.patch_loss("physics", patches, None, geo.probe,
+                              scan["measured"], noise_model="poisson").numpy()
+  np.testing.assert_allclose(
+      physics, losses.dft_loss(patches["amplitude"], patches["phase"],
+                               geo.probe, scan["measured"], "poisson").numpy(),
+      rtol=1e-6)
+  mse = losses.mse_loss(patches["amplitude"], patches["phase"],
+                        truth["amplitude"], truth["phase"]).numpy()
+  np.testing.assert_allclose(
+      losses.patch_loss("mse+physics", patches, truth, geo.probe,
+                        scan["measured"], 2.0, noise_model="poisson").numpy(),
+      mse + 2.0 * physics, rtol=1e-5)
+  assert not losses.uses_objects("physics")
+  assert losses.uses_objects("mse+physics") and losses.uses_objects("dse")

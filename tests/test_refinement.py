@@ -5,12 +5,16 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from helpers import write_tiny
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import losses
 from ptychonet_tf.model import network
 from ptychonet_tf.model import refinement
 from ptychonet_tf.model.network import NetworkConfig
@@ -19,6 +23,7 @@ from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.training import config as config_lib
+from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import trainer
 
@@ -230,6 +235,45 @@ def test_training_with_refinement_epochs(tmp_path):
   assert model.refine_steps == 2 and model.refine_filters == 2
   np.testing.assert_allclose(model.refinement.step_size.numpy(),
                              job.model.refinement.step_size.numpy())
+
+
+@pytest.mark.parametrize("noise", losses.NOISE_MODELS)
+def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):
+  """--loss=physics: end-to-end steps read only the amplitudes and lower the
+  final object's data misfit on held-out scans."""
+  data_dir = write_tiny(str(tmp_path / "data"))
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=str(tmp_path / "run"),
+      network=NetworkConfig(base_channels=4, depth=2, refine_steps=3),
+      epochs=1, refine_epochs=1, batch_size=2, loss="physics",
+      physics_noise=noise, refine_learning_rate=0.05, num_images=0,
+      export=False, verbose=False)
+  keras.utils.set_random_seed(0)  # the Trainer leaves seeding to its caller
+  job = trainer.Trainer(config, tf.distribute.get_strategy())
+  probe = tf.constant(job.geometry.probe, tf.complex64)
+  mask = tf.constant(metrics.illuminated_region(
+      job.geometry.layout, job.geometry.object_shape, job.geometry.probe),
+                     tf.float32)
+  test = next(iter(pipeline.make_dataset(data_dir, "test", 2, shuffle=False)))
+  amplitudes_only = {"amplitudes": test["amplitudes"]}
+
+  def held_out_misfit():
+    _, _, final = job.model.reconstruct(test["amplitudes"])
+    return float(tf.reduce_mean(losses.object_misfit(
+        final["amplitude"], final["phase"], probe, job.model.layout,
+        test["amplitudes"], noise)))
+
+  # The loss of a batch with no object in it.
+  per_scan, _ = evaluator.scan_batch_loss(job.model, amplitudes_only,
+                                          config.loss_spec, probe, False, mask)
+  assert per_scan.shape == (2,) and np.all(np.isfinite(per_scan.numpy()))
+  before = held_out_misfit()
+  step = job._make_refine_step()  # pylint: disable=protected-access
+  batches = iter(job.train_dataset(config.epochs))
+  for _ in range(6):
+    step(batches)
+  after = held_out_misfit()
+  assert after < 0.95 * before, (before, after)
 
 
 @pytest.mark.slow

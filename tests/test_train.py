@@ -89,28 +89,31 @@ def train_args(data_dir, model_dir, *extra):
           "--batch_size=2", *extra]
 
 
-def test_one_step_lowers_the_loss(data_dir, tmp_path):
-  for loss in ("mse", "dse"):
-    config = config_lib.TrainConfig(
-        data_dir=data_dir, model_dir=str(tmp_path / loss),
-        network=NetworkConfig(base_channels=4, depth=2), batch_size=4,
-        learning_rate=1e-3, loss=loss, verbose=False, export=False)
-    keras.utils.set_random_seed(0)  # the Trainer leaves seeding to its caller
-    tr = trainer.Trainer(config, tf.distribute.get_strategy())
-    batch = next(iter(tr.train_dataset(0)))
-    probe = tf.constant(tr.geometry.probe, tf.complex64)
+@pytest.mark.parametrize("loss,noise", [
+    ("mse", "gaussian"), ("dse", "gaussian"), ("physics", "gaussian"),
+    ("physics", "poisson"), ("mse+physics", "poisson")])
+def test_one_step_lowers_the_loss(data_dir, tmp_path, loss, noise):
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=str(tmp_path / "run"),
+      network=NetworkConfig(base_channels=4, depth=2), batch_size=4,
+      learning_rate=1e-3, loss=loss, physics_noise=noise, verbose=False,
+      export=False)
+  keras.utils.set_random_seed(0)  # the Trainer leaves seeding to its caller
+  tr = trainer.Trainer(config, tf.distribute.get_strategy())
+  batch = next(iter(tr.train_dataset(0)))
+  probe = tf.constant(tr.geometry.probe, tf.complex64)
 
-    def batch_loss():
-      per_pattern = evaluator.pattern_batch_loss(
-          tr.model, batch, loss, probe, 1.0, training=True)
-      return float(tf.reduce_mean(per_pattern))
+  def batch_loss():
+    per_pattern = evaluator.pattern_batch_loss(
+        tr.model, batch, config.loss_spec, probe, training=True)
+    return float(tf.reduce_mean(per_pattern))
 
-    before = batch_loss()
-    tr._train_step(  # pylint: disable=protected-access
-        iter(tf.data.Dataset.from_tensors(batch)))
-    assert tr.step == 1
-    after = batch_loss()
-    assert after < before, (loss, before, after)
+  before = batch_loss()
+  tr._train_step(  # pylint: disable=protected-access
+      iter(tf.data.Dataset.from_tensors(batch)))
+  assert tr.step == 1
+  after = batch_loss()
+  assert after < before, (loss, before, after)
 
 
 def event_tags(folder):

@@ -18,6 +18,18 @@ object MSE against iteration for each start) and `time_to_quality.png`
 (amplitude and phase PSNR against seconds per scan: DM from each start after
 every --curve_every iterations, and each learned model as a point).
 
+Dose sweep: `--photons=1e3,1e4,1e5,inf` on a noise-free dataset also
+reconstructs every test scan redrawn with Poisson noise at each dose (mean
+photons per pattern; inf = noise free; `evaluation.doses`) by each learned
+model, DM from a flat start (with --run_dm) and DM started from the first
+model, and writes `doses.md`, `doses.json` and `doses.png` (PSNR against
+dose), a section of report.md:
+
+  python -m ptychonet_tf.evaluate --flagfile=configs/small_dense.flags \
+      --data_dir=tfrecords/small_dense_photos \
+      --saved_model=saved_models/small_dense --photons=1e3,1e4,1e5,inf \
+      --out_dir=reports/small_dense_doses
+
 Metrics come in two conventions: "scanned" (this project's: constant phase
 offset removed, pixels the probe illuminates with at least --region_fraction
 of the maximum summed intensity) and "paper" (raw |O| and
@@ -26,6 +38,7 @@ angle(O) over the whole object). Seconds per scan: PtychoNet one scan per call
 batch of --dm_batch scans, times the iterations, divided by the batch size
 (LSQML likewise).
 """
+import math
 import os
 import sys
 
@@ -35,8 +48,11 @@ import tqdm
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.evaluation import comparison
+from ptychonet_tf.evaluation import doses as doses_lib
 from ptychonet_tf.evaluation import methods
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.evaluation import report
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
@@ -141,6 +157,76 @@ def timed_curve(curve, chi, seconds, offset=0.0):
               seconds=offset + curve["iterations"] * per_iteration)
 
 
+def dataset_photons(info):
+  """The dose a dataset was simulated with (doses_lib.NOISE_FREE if none)."""
+  identity = info.identity or {}
+  photons = float(identity.get("simulation", {}).get("photons", 0.0) or 0.0)
+  return doses_lib.NOISE_FREE if photons <= 0 else photons
+
+
+def requested_doses(info):
+  """The doses of a sweep asked for by --photons, [] for none.
+
+  --photons names the dataset's own dose when a dataset's flagfile is given
+  (no sweep then); other doses need a noise-free dataset to draw them from.
+  """
+  if not FLAGS["photons"].present:
+    return []
+  doses = experiment_flags.photon_doses()
+  own = dataset_photons(info)
+  if doses == [own]:
+    return []
+  if not math.isinf(own):
+    raise UserError(
+        f"--photons={','.join(FLAGS.photons)}: dataset {FLAGS.data_dir} was "
+        f"simulated with {own:g} photons per pattern; a dose sweep redraws "
+        f"the noise of a noise-free dataset (make one without --photons)")
+  return doses
+
+
+def dose_sweep(doses, amplitudes, truths, geometry, mask, models):
+  """Runs the sweep (evaluation.doses.sweep) and writes doses.md, doses.json
+  and doses.png; returns the report section (Markdown)."""
+  methods_ = []
+  for name, path in models:
+    predict = comparison.load_predictor(path, geometry)
+    methods_.append((name, lambda noisy, _, p=predict:
+                     methods.run_learned(p, noisy)))
+  if FLAGS.run_dm:
+    methods_.append((comparison.DM_FLAT, lambda noisy, _: dm_run(
+        noisy, truths, geometry, None, comparison.DM_FLAT, mask,
+        init="ones")[:2]))
+  if models:
+    first = models[0][0]
+
+    def learned_then_dm(noisy, earlier):
+      start, start_seconds = earlier[first]
+      objects, seconds = dm_run(noisy, truths, geometry, start, f"{first}+DM",
+                                mask)[:2]
+      return objects, seconds + start_seconds
+
+    methods_.append((f"{first}+DM", learned_then_dm))
+  rows = doses_lib.sweep(
+      amplitudes, doses, methods_,
+      lambda objects: comparison.score(objects, truths, mask),
+      seed=FLAGS.seed, progress=lambda text: print(f"dose sweep: {text}"))
+  table = report.dose_table(rows)
+  files.write_text(os.path.join(FLAGS.out_dir, "doses.md"), table + "\n")
+  files.write_json(os.path.join(FLAGS.out_dir, "doses.json"), [
+      {"photons": None if math.isinf(r["photons"]) else r["photons"],
+       "dose": doses_lib.label(r["photons"]), "method": r["method"],
+       "seconds": r["seconds"],
+       "mean": report.summarize(r["scores"]["scanned"]),
+       "per_scan": r["scores"]["scanned"]} for r in rows], indent=1)
+  report.save_dose_plot(os.path.join(FLAGS.out_dir, "doses.png"), rows,
+                        title="PSNR against dose")
+  return ("\n## Dose sweep\n\nEach test scan redrawn with Poisson noise at "
+          "each dose (mean photons per pattern, scaled back to noise-free "
+          "units; the same draw for every method), illuminated region, "
+          "constant phase offset removed. DM from the first model adds the "
+          "model's seconds.\n\n" + table + "\n\n![PSNR against dose](doses.png)\n")
+
+
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
@@ -160,6 +246,7 @@ def main(argv):
                                                         FLAGS.num_scans)
   experiment_flags.check_geometry_flags(info.geometry, FLAGS.data_dir)
   geometry = info.geometry
+  doses = requested_doses(info)
   mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
                                     geometry.probe, FLAGS.region_fraction)
   title = FLAGS.title or os.path.basename(os.path.normpath(FLAGS.out_dir))
@@ -235,6 +322,13 @@ def main(argv):
   tables = comparison.write_outputs(FLAGS.out_dir, title, info, truths, mask,
                                     results, curves, note, settings)
   print(tables)
+  if doses:
+    section = dose_sweep(doses, amplitudes, truths, geometry, mask, models)
+    path = os.path.join(FLAGS.out_dir, "report.md")
+    with open(path) as f:
+      text = f.read()
+    files.write_text(path, text + section)
+    print(section)
   if "speedup" in note:
     print(f"PtychoNet is {note['speedup']:.0f}x faster per scan than "
           f"{FLAGS.dm_iterations} DM iterations")

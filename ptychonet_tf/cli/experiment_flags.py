@@ -13,6 +13,7 @@ import sys
 
 from absl import flags
 
+from ptychonet_tf.evaluation import doses
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
@@ -82,8 +83,10 @@ def define_experiment_flags():
   flags.DEFINE_enum("object_mode", "complex", objects.OBJECT_MODES,
                     "complex: amplitude and phase images; phase_only: constant amplitude.")
   flags.DEFINE_float("constant_amplitude", 0.5, "phase_only: the object amplitude.")
-  flags.DEFINE_float("photons", 0.0,
-                     "Mean photons per pattern for Poisson noise; 0 = noise free.")
+  flags.DEFINE_list("photons", ["0"],
+                    "Mean photons per pattern for Poisson noise; 0 or inf = "
+                    "noise free. Datasets take one value; evaluate takes a "
+                    "list (a dose sweep, e.g. 1e3,1e4,1e5,inf).")
   # Dataset.
   flags.DEFINE_string("images", "default",
                       "Image source: 'default' (skimage.data), a folder, a glob, "
@@ -118,10 +121,19 @@ def define_experiment_flags():
                     "Network learning rate: constant (the paper) or a half "
                     "cosine from --learning_rate to 0 over the --epochs.")
   flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
-  flags.DEFINE_enum("loss", "mse", ["mse", "dse"],
+  flags.DEFINE_enum("loss", "mse", ["mse", "dse", "physics", "mse+physics"],
                     "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
-                    "dse_lambda * DFT loss (eqs. 6-7).")
-  flags.DEFINE_float("dse_lambda", 1.0, "Weight of the DFT loss in DSE.")
+                    "dse_lambda * DFT loss (eqs. 6-7); physics: "
+                    "self-supervised, the misfit of the measured amplitudes "
+                    "and those of the model's patches, then of its final "
+                    "object (no true object used; see --physics_noise); "
+                    "mse+physics: MSE + dse_lambda * that misfit.")
+  flags.DEFINE_float("dse_lambda", 1.0, "Weight of the data term in dse and "
+                     "mse+physics.")
+  flags.DEFINE_enum("physics_noise", "gaussian", ["gaussian", "poisson"],
+                    "The misfit of --loss=physics and mse+physics: gaussian "
+                    "(amplitude MSE) or poisson (Poisson deviance of the "
+                    "intensities, for photon-counting data).")
   flags.DEFINE_bool("mixed_precision", False,
                     "Compute in bfloat16 (Keras policy mixed_bfloat16); "
                     "variables, losses and stitching stay float32.")
@@ -229,12 +241,19 @@ def object_config():
       constant_amplitude=FLAGS.constant_amplitude)
 
 
+def photon_doses():
+  """--photons as floats (`evaluation.doses.parse_doses`; noise free = inf)."""
+  return doses.parse_doses(FLAGS.photons)
+
+
 def simulation_config():
-  if FLAGS.photons < 0:
-    raise UserError(f"--photons={FLAGS.photons} must be >= 0 (0 = noise free)")
-  return simulator.SimulationConfig(geometry=geometry_config(),
-                                     object=object_config(),
-                                     photons=FLAGS.photons)
+  dose = photon_doses()
+  if len(dose) != 1:
+    raise UserError(f"--photons={','.join(FLAGS.photons)}: a dataset takes "
+                    f"one dose (evaluate takes a list for a dose sweep)")
+  return simulator.SimulationConfig(
+      geometry=geometry_config(), object=object_config(),
+      photons=0.0 if math.isinf(dose[0]) else dose[0])
 
 
 PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")

@@ -64,6 +64,66 @@ def markdown_table(rows, convention):
   return "\n".join(lines)
 
 
+def dose_table(rows, convention="scanned"):
+  """A Markdown table of a dose sweep (`evaluation.doses.sweep` rows whose
+  "scores" hold per-scan metrics in both conventions)."""
+  from ptychonet_tf.evaluation import doses  # pylint: disable=g-import-not-at-top
+  lines = ["| photons / pattern | method | amplitude PSNR (dB) | amplitude SSIM "
+           "| phase PSNR (dB) | phase SSIM | seconds / scan |",
+           "|---|---|---|---|---|---|---|"]
+  for row in rows:
+    s = summarize(row["scores"][convention])
+    lines.append(f"| {doses.label(row['photons'])} | {row['method']} | "
+                 f"{_cell(s['amplitude_psnr'], 2)} | "
+                 f"{_cell(s['amplitude_ssim'], 3)} | "
+                 f"{_cell(s['phase_psnr'], 2)} | {_cell(s['phase_ssim'], 3)} "
+                 f"| {row['seconds']:.4g} |")
+  return "\n".join(lines)
+
+
+def save_dose_plot(path, rows, title=None):
+  """Amplitude and phase PSNR (lit region) against photons per pattern, one
+  line per method; the noise-free dose sits at the right, labelled."""
+  plt = _figure_module()
+  finite = sorted({r["photons"] for r in rows if math.isfinite(r["photons"])})
+  # Noise free drawn a decade right of the highest finite dose.
+  free_x = (finite[-1] * 10) if finite else 1.0
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  names = list(dict.fromkeys(r["method"] for r in rows))
+  for ax, key, part in zip(axes, ("amplitude_psnr", "phase_psnr"),
+                           ("amplitude", "phase")):
+    for i, name in enumerate(names):
+      points = sorted(
+          (free_x if math.isinf(r["photons"]) else r["photons"],
+           summarize(r["scores"]["scanned"])[key]["mean"])
+          for r in rows if r["method"] == name)
+      ax.plot([p[0] for p in points], [p[1] for p in points],
+              marker="os^vD<>ph*"[i % 10], label=name)
+    ax.set_xscale("log")
+    ticks = finite + ([free_x] if any(math.isinf(r["photons"]) for r in rows)
+                      else [])
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in finite] +
+                       (["noise\nfree"] if len(ticks) > len(finite) else []))
+    ax.minorticks_off()
+    ax.set_xlabel("photons per pattern")
+    ax.set_ylabel(f"{part} PSNR (dB, lit region)")
+    ax.grid(True, alpha=0.3)
+  _save_with_legend(plt, fig, axes[0], path, title)
+
+
+def _save_with_legend(plt, fig, legend_axes, path, title, fontsize=7):
+  """Legends on `legend_axes` (one axes or several), an optional title,
+  then the PNG; closes `fig`."""
+  for ax in np.atleast_1d(legend_axes):
+    ax.legend(fontsize=fontsize)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  files.save_figure(path, fig, dpi=90)
+  plt.close(fig)
+
+
 def _figure_module():
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -138,12 +198,7 @@ def save_curves(path, curves, title=None):
   ax_mse.set_ylabel("object MSE vs truth (lit region)")
   for ax in (ax_chi, ax_mse):
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  files.save_figure(path, fig, dpi=90)
-  plt.close(fig)
+  _save_with_legend(plt, fig, [ax_chi, ax_mse], path, title, fontsize=8)
 
 
 def save_time_to_quality(path, curves, points, title=None):
@@ -181,9 +236,4 @@ def save_time_to_quality(path, curves, points, title=None):
     ax.set_xlabel("seconds per scan")
     ax.set_ylabel(f"{label} PSNR (dB, lit region)")
     ax.grid(True, which="both", alpha=0.3)
-  axes[0].legend(fontsize=7)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  fig.tight_layout()
-  files.save_figure(path, fig, dpi=90)
-  plt.close(fig)
+  _save_with_legend(plt, fig, axes[0], path, title)

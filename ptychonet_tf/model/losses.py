@@ -14,14 +14,30 @@ scan, float32 [B] (the mean over the scan's N patterns and pixels), ready for
   the convention the data were simulated with.
 - DSE = MSE + lambda * DFT.
 """
+import dataclasses
+
 import tensorflow as tf
 
 from ptychonet_tf.physics import forward
 
-LOSSES = ("mse", "dse")
+LOSSES = ("mse", "dse", "physics", "mse+physics")
+NOISE_MODELS = ("gaussian", "poisson")
+# The Poisson deviance's floor, relative to the scan's mean measured
+# intensity: keeps log(I_hat) finite where a predicted intensity is 0.
+POISSON_FLOOR = 1e-6
 
 # The one gradient-safe |z|, shared with the physics (kept importable here).
 safe_magnitude = forward.magnitude
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """A training loss: its name (LOSSES), the weight of its data term
+  (dse_lambda, for "dse" and "mse+physics") and the data term's noise model
+  (NOISE_MODELS, for "physics" and "mse+physics")."""
+  name: str = "mse"
+  dse_lambda: float = 1.0
+  noise_model: str = "gaussian"
 
 
 def _mean_per_example(x):
@@ -45,33 +61,100 @@ def mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase,
   return _mean_per_example(error * weights)
 
 
-def dft_loss(pred_amplitude, pred_phase, probe, measured_amplitudes):
+def uses_objects(name):
+  """Whether loss `name` compares with the true object (False: physics only)."""
+  return name != "physics"
+
+
+def data_misfit(spectra, measured_amplitudes, noise_model="gaussian"):
+  """Misfit of predicted far fields to measured amplitudes; float32 [B].
+
+  Args:
+    spectra: complex64 [B, ..., h, w], predicted far fields F(P * O_j).
+    measured_amplitudes: float [B, ..., h, w], sqrt of the measured
+      intensities (any positive scale; in noise-free units as simulated).
+    noise_model: "gaussian": mean (|F| - A)^2, the amplitude MSE; "poisson":
+      the mean Poisson deviance of the intensities, I_hat - I - I ln(I_hat /
+      I) with I_hat = |F|^2, I = A^2 (0 where they agree, up to the floor
+      POISSON_FLOOR * mean I that keeps ln finite).
+  """
+  measured = tf.cast(measured_amplitudes, tf.float32)
+  if noise_model == "gaussian":
+    return _mean_per_example(tf.square(safe_magnitude(spectra) - measured))
+  if noise_model == "poisson":
+    predicted = tf.square(tf.math.real(spectra)) + tf.square(
+        tf.math.imag(spectra))
+    intensity = tf.square(measured)
+    rank = len(intensity.shape)
+    floor = POISSON_FLOOR * tf.reduce_mean(
+        intensity, axis=list(range(1, rank)), keepdims=True)
+    deviance = predicted - intensity - intensity * (
+        tf.math.log(predicted + floor) - tf.math.log(intensity + floor))
+    return _mean_per_example(deviance)
+  raise ValueError(f"unknown noise model {noise_model!r}; expected one of "
+                   f"{NOISE_MODELS}")
+
+
+def _complex(amplitude, phase):
+  amplitude = tf.cast(amplitude, tf.float32)
+  phase = tf.cast(phase, tf.float32)
+  return tf.complex(amplitude * tf.cos(phase), amplitude * tf.sin(phase))
+
+
+def dft_loss(pred_amplitude, pred_phase, probe, measured_amplitudes,
+             noise_model="gaussian"):
   """Eqs. 6-7: diffraction-amplitude misfit of the predicted patches.
 
   Args:
     pred_amplitude, pred_phase: float [B, N, h, w] predicted patches.
     probe: complex64 [h, w] the known probe.
     measured_amplitudes: float [B, N, h, w], sqrt of the measured intensities.
+    noise_model: see `data_misfit`; "gaussian" is the paper's DFT loss.
 
   Returns:
     float32 [B].
   """
-  amp = tf.cast(pred_amplitude, tf.float32)
-  phase = tf.cast(pred_phase, tf.float32)
-  patch = tf.complex(amp * tf.cos(phase), amp * tf.sin(phase))
   probe = tf.convert_to_tensor(probe, tf.complex64)
-  predicted = safe_magnitude(forward.far_field(probe * patch))
-  diff = predicted - tf.cast(measured_amplitudes, tf.float32)
-  return _mean_per_example(tf.square(diff))
+  spectra = forward.far_field(probe * _complex(pred_amplitude, pred_phase))
+  return data_misfit(spectra, measured_amplitudes, noise_model)
+
+
+def object_misfit(amplitude, phase, probe, layout, measured_amplitudes,
+                  noise_model="gaussian"):
+  """The data misfit of whole objects: |F(P * O[t:b, l:r])| against the data.
+
+  The self-supervised loss of a model's final object: no true object needed,
+  blind to what ptychography cannot see (a constant phase offset, pixels no
+  probe reaches).
+
+  Args:
+    amplitude, phase: float [B, H, W], the estimated objects.
+    probe: complex64 [h, w].
+    layout: int [N, 4], the scan's windows.
+    measured_amplitudes: float [B, N, h, w].
+    noise_model: see `data_misfit`.
+
+  Returns:
+    float32 [B].
+  """
+  probe = tf.convert_to_tensor(probe, tf.complex64)
+  windows = forward.extract(_complex(amplitude, phase), layout, probe.shape)
+  return data_misfit(forward.far_field(probe * windows), measured_amplitudes,
+                     noise_model)
 
 
 def dse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase, probe,
-             measured_amplitudes, dse_lambda=1.0, weights=None):
-  """DSE = MSE (optionally weighted) + lambda * DFT loss; float32 [B]."""
+             measured_amplitudes, dse_lambda=1.0, weights=None,
+             noise_model="gaussian"):
+  """DSE = MSE (optionally weighted) + lambda * DFT loss; float32 [B].
+
+  With noise_model="poisson" the DFT term is the Poisson deviance
+  (`data_misfit`), the patch term of "mse+physics".
+  """
   return (mse_loss(pred_amplitude, pred_phase, true_amplitude, true_phase,
                    weights) +
           dse_lambda * dft_loss(pred_amplitude, pred_phase, probe,
-                                measured_amplitudes))
+                                measured_amplitudes, noise_model))
 
 
 def object_mse(pred_amplitude, pred_phase, true_amplitude, true_phase,
@@ -106,15 +189,26 @@ def object_mse(pred_amplitude, pred_phase, true_amplitude, true_phase,
 
 
 def patch_loss(name, patches, true_patches, probe, measured_amplitudes,
-               dse_lambda=1.0, weights=None):
-  """The training loss `name` ("mse" or "dse") on dicts of patches; float32 [B].
+               dse_lambda=1.0, weights=None, noise_model="gaussian"):
+  """The training loss `name` (one of LOSSES) on dicts of patches; float32 [B].
 
   Args:
-    patches, true_patches: {"amplitude", "phase"} float [B, N, h, w].
+    patches, true_patches: {"amplitude", "phase"} float [B, N, h, w];
+      true_patches may be None for "physics".
     probe: complex64 [h, w].
     measured_amplitudes: float [B, N, h, w].
+    dse_lambda: weight of the data term in "dse" and "mse+physics".
     weights: None or float [h, w] per-pixel weights of the MSE term.
+    noise_model: the data term of "physics" and "mse+physics"
+      (`data_misfit`); "dse" is always the paper's amplitude MSE.
   """
+  if name == "physics":
+    return dft_loss(patches["amplitude"], patches["phase"], probe,
+                    measured_amplitudes, noise_model)
+  if name == "mse+physics":
+    return dse_loss(patches["amplitude"], patches["phase"],
+                    true_patches["amplitude"], true_patches["phase"], probe,
+                    measured_amplitudes, dse_lambda, weights, noise_model)
   if name == "mse":
     return mse_loss(patches["amplitude"], patches["phase"],
                     true_patches["amplitude"], true_patches["phase"], weights)

@@ -46,7 +46,12 @@ class TrainConfig:
       per-pattern network (at learning_rate, BatchNorm in inference mode)
       through the refinement steps; False keeps it as the pattern epochs
       left it (measured better: docs/training.md).
-    loss: "mse" or "dse"; dse_lambda its DFT-loss weight.
+    loss: one of `losses.LOSSES`: "mse" (eq. 5), "dse" (plus dse_lambda
+      times the DFT loss), "physics" (self-supervised: the data misfit of
+      the patches, then of the final object; reads no true object) or
+      "mse+physics" (MSE plus dse_lambda times that misfit).
+    physics_noise: the misfit of "physics" and "mse+physics": "gaussian"
+      (amplitude MSE) or "poisson" (Poisson deviance of the intensities).
     mixed_precision: compute the encoder-decoder in bfloat16 (its policy
       mixed_bfloat16; variables, losses and stitching stay float32). The
       setting of a run: the Trainer copies it into the network config
@@ -84,6 +89,7 @@ class TrainConfig:
   refine_batch_size: int = 0
   loss: str = "mse"
   dse_lambda: float = 1.0
+  physics_noise: str = "gaussian"
   mixed_precision: bool = False
   seed: int = 0
   eval_scans: int = 0
@@ -94,6 +100,11 @@ class TrainConfig:
   verbose: bool = True
   restart: bool = False
   fine_tune: bool = False
+
+  @property
+  def loss_spec(self):
+    """The training loss as a `losses.LossSpec`."""
+    return losses.LossSpec(self.loss, self.dse_lambda, self.physics_noise)
 
   def validate(self):
     """Raises UserError naming the first bad setting."""
@@ -126,6 +137,9 @@ class TrainConfig:
       raise UserError(f"loss={self.loss} is not one of {losses.LOSSES}")
     if self.dse_lambda < 0:
       raise UserError(f"dse_lambda={self.dse_lambda} must be >= 0")
+    if self.physics_noise not in losses.NOISE_MODELS:
+      raise UserError(f"physics_noise={self.physics_noise} is not one of "
+                      f"{losses.NOISE_MODELS}")
     if self.restart and self.fine_tune:
       raise UserError("--restart and --fine_tune exclude each other: restart "
                       "starts from scratch, fine_tune from the old weights")

@@ -27,44 +27,67 @@ def true_patches(batch, layout, probe_shape):
           "phase": forward.extract(batch["object_phase"], layout, probe_shape)}
 
 
-def pattern_batch_loss(model, batch, loss, probe, dse_lambda, training):
+def pattern_batch_loss(model, batch, loss, probe, training):
   """Per-pattern loss float32 [P] of `model` on a batch of
-  `pipeline.make_pattern_dataset` (patterns mixed across scans)."""
+  `pipeline.make_pattern_dataset` (patterns mixed across scans); `loss` a
+  `losses.LossSpec`."""
   patches = model.predict_pattern_patches(batch["amplitudes"],
                                           training=training)
-  truth = {"amplitude": batch["amplitude"], "phase": batch["phase"]}
-  return losses.patch_loss(loss, patches, truth, probe, batch["amplitudes"],
-                           dse_lambda, weights=model.stitch_weights)
+  truth = ({"amplitude": batch["amplitude"], "phase": batch["phase"]}
+           if losses.uses_objects(loss.name) else None)
+  return losses.patch_loss(loss.name, patches, truth, probe,
+                           batch["amplitudes"], loss.dse_lambda,
+                           weights=model.stitch_weights,
+                           noise_model=loss.noise_model)
 
 
-# The refinement epochs' object term, OBJECT_LOG_WEIGHT * ln(MSE + floor):
-# the log of the final object's MSE (-PSNR up to constants), so that a
-# reconstruction at 40 dB still has something to gain (a plain MSE term
-# vanishes next to the patch loss there).
+# The refinement epochs' object term, OBJECT_LOG_WEIGHT * ln(E + floor): the
+# log of the final object's error E (-PSNR up to constants for the MSE), so
+# that a reconstruction at 40 dB still has something to gain (a plain MSE
+# term vanishes next to the patch loss there).
 OBJECT_LOG_WEIGHT = 0.01
 OBJECT_MSE_FLOOR = 1e-10
 
 
-def scan_batch_loss(model, batch, loss, probe, dse_lambda, training, mask):
+def final_object_error(model, batch, loss, probe, final, mask):
+  """E of the final objects float32 [B]: the object MSE (`losses.object_mse`,
+  phase offset removed, on `mask`) for "mse" and "dse", their data misfit
+  (`losses.object_misfit`, no object needed) for "physics", the MSE plus
+  dse_lambda times the misfit for "mse+physics"."""
+  error = 0.0
+  if losses.uses_objects(loss.name):
+    error = losses.object_mse(final["amplitude"], final["phase"],
+                              batch["object_amplitude"],
+                              batch["object_phase"], mask)
+  if loss.name in ("physics", "mse+physics"):
+    weight = loss.dse_lambda if loss.name == "mse+physics" else 1.0
+    error += weight * losses.object_misfit(
+        final["amplitude"], final["phase"], probe, model.layout,
+        batch["amplitudes"], loss.noise_model)
+  return error
+
+
+def scan_batch_loss(model, batch, loss, probe, training, mask):
   """Per-scan loss float32 [B] of a whole-scan batch, and the final objects.
 
-  The patch loss `loss` of the network's patches, plus, when the model
-  refines (`refine_steps` > 0), OBJECT_LOG_WEIGHT times the log of the
-  object MSE (`losses.object_mse`, phase offset removed) of its final object
-  on `mask`: the end-to-end objective of the refinement epochs.
+  The patch loss `loss` (a `losses.LossSpec`) of the network's patches,
+  plus, when the model refines (`refine_steps` > 0), OBJECT_LOG_WEIGHT times
+  the log of its final object's error (`final_object_error`): the end-to-end
+  objective of the refinement epochs. "physics" reads no true object.
 
   Returns:
     (per_scan [B], dict "amplitude", "phase" [B, H, W] the final objects).
   """
   patches, _, final = model.reconstruct(batch["amplitudes"], training=training)
-  truth = true_patches(batch, model.layout, model.probe_shape)
-  per_scan = losses.patch_loss(loss, patches, truth, probe,
-                               batch["amplitudes"], dse_lambda,
-                               weights=model.stitch_weights)
+  truth = (true_patches(batch, model.layout, model.probe_shape)
+           if losses.uses_objects(loss.name) else None)
+  per_scan = losses.patch_loss(loss.name, patches, truth, probe,
+                               batch["amplitudes"], loss.dse_lambda,
+                               weights=model.stitch_weights,
+                               noise_model=loss.noise_model)
   if model.refine_steps:
-    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(losses.object_mse(
-        final["amplitude"], final["phase"], batch["object_amplitude"],
-        batch["object_phase"], mask) + OBJECT_MSE_FLOOR)
+    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(final_object_error(
+        model, batch, loss, probe, final, mask) + OBJECT_MSE_FLOOR)
   return per_scan, final
 
 
@@ -75,7 +98,8 @@ class Evaluator:
     model: PtychoNet.
     dataset: unshuffled tf.data.Dataset of test batches (pipeline.make_dataset).
     geometry: physics.geometry.Geometry of the dataset.
-    loss, dse_lambda: the training loss, reported as the validation loss.
+    loss: the training loss (`losses.LossSpec`), reported as the validation
+      loss.
     max_scans: 0 = every scan of `dataset`.
     num_images: scans whose reconstructions are kept for image panels.
     data_dir, split: where `dataset` reads from; when given, a damaged record
@@ -83,7 +107,7 @@ class Evaluator:
       instead of tf.data's DataLossError.
   """
 
-  def __init__(self, model, dataset, geometry, loss="mse", dse_lambda=1.0,
+  def __init__(self, model, dataset, geometry, loss=losses.LossSpec(),
                max_scans=0, num_images=3, data_dir=None, split="test"):
     self.model = model
     self.dataset = dataset
@@ -91,7 +115,6 @@ class Evaluator:
     self.split = split
     self.geometry = geometry
     self.loss = loss
-    self.dse_lambda = dse_lambda
     self.max_scans = max_scans
     self.num_images = num_images
     self.mask = metrics.illuminated_region(geometry.layout,
@@ -102,8 +125,7 @@ class Evaluator:
 
     @tf.function
     def step(batch):
-      per_scan, obj = scan_batch_loss(model, batch, loss, probe, dse_lambda,
-                                      False, mask)
+      per_scan, obj = scan_batch_loss(model, batch, loss, probe, False, mask)
       return per_scan, obj["amplitude"], obj["phase"]
 
     self._step = step

@@ -186,7 +186,7 @@ class Trainer:
     def step_fn(batch):
       with tf.GradientTape() as tape:
         per_pattern = evaluator.pattern_batch_loss(
-            model, batch, config.loss, probe, config.dse_lambda, training=True)
+            model, batch, config.loss_spec, probe, training=True)
         loss = tf.nn.compute_average_loss(
             per_pattern, global_batch_size=patterns_per_step)
       # The per-pattern loss only reaches the encoder-decoder.
@@ -225,7 +225,7 @@ class Trainer:
         # BatchNorm in inference mode: batches of whole scans would pull its
         # statistics away from those of the mixed pattern batches.
         per_scan, _ = evaluator.scan_batch_loss(
-            model, batch, config.loss, probe, config.dse_lambda, False, mask)
+            model, batch, config.loss_spec, probe, False, mask)
         loss = tf.nn.compute_average_loss(
             per_scan, global_batch_size=config.scan_batch_size)
       grads = tape.gradient(loss, network + refinement)
@@ -458,8 +458,7 @@ class Trainer:
                                  max(1, self.config.batch_size), shuffle=False,
                                  verify=False)
     return evaluator.Evaluator(self.model, test, self.geometry,
-                                loss=self.config.loss,
-                                dse_lambda=self.config.dse_lambda,
+                                loss=self.config.loss_spec,
                                 max_scans=self.config.eval_scans,
                                 num_images=self.config.num_images,
                                 data_dir=self.config.data_dir, split="test")
