@@ -144,8 +144,8 @@ def test_train_cli_outputs_and_tensorboard(data_dir, tmp_path):
   train_tags = event_tags(str(model_dir / "train"))
   assert {"loss", "learning_rate", "patterns_per_second"} <= train_tags
   eval_tags = event_tags(str(model_dir / "eval"))
-  assert {"loss", "amplitude_psnr", "amplitude_ssim", "phase_psnr",
-          "phase_ssim"} <= eval_tags
+  assert {"loss", "data_misfit", "amplitude_psnr", "amplitude_ssim",
+          "phase_psnr", "phase_ssim"} <= eval_tags
   assert any(t.startswith("amplitude (truth") for t in eval_tags)
   assert any(t.startswith("phase (truth") for t in eval_tags)
   # --eval_only prints the metrics of the latest checkpoint.
@@ -387,6 +387,63 @@ def test_fine_tune_refuses_weights_that_do_not_fit(data_dir, other_data_dir,
                   ).prepare_run_dir()
   assert snapshot(model_dir) == before
   assert not os.path.exists(tmp_path / "empty")
+
+
+def test_init_from_starts_a_new_run_from_another_runs_weights(
+    data_dir, other_data_dir, tmp_path):
+  source = tmp_path / "source"
+  quick_trainer(data_dir, source).train()
+  before = snapshot(source)
+  old_model, _, _ = run_dir.load_trained_model(str(source))
+  model_dir = tmp_path / "run"
+  tr = quick_trainer(other_data_dir, model_dir, init_from=str(source),
+                     loss="physics")
+  assert tr.prepare_run_dir() == 0 and tr.step == 0
+  for new, old in zip(tr.model.get_weights(), old_model.get_weights()):
+    np.testing.assert_array_equal(new, old)
+  with open(model_dir / run_dir.RUN_FILE) as f:
+    run = json.load(f)
+  assert run["dataset"]["data_dir"] == os.path.abspath(other_data_dir)
+  assert run["initialized_from"]["run"] == str(source)
+  assert run["initialized_from"]["step"] == 1
+  assert run["initialized_from"]["dataset"]["data_dir"] == os.path.abspath(
+      data_dir)
+  scalars = tr.train()
+  assert tr.step == 1 and snapshot(source) == before  # the source untouched
+  assert np.isfinite(scalars["misfit"]) and scalars["misfit"] > 0
+  # model_dir now holds a run: a second --init_from there is refused ...
+  with pytest.raises(UserError, match="--init_from starts a new run, but "
+                     "model_dir .* holds one"):
+    quick_trainer(other_data_dir, model_dir,
+                  init_from=str(source)).prepare_run_dir()
+  # ... unless with --restart, which moves it aside first.
+  again = quick_trainer(other_data_dir, model_dir, init_from=str(source),
+                        restart=True)
+  assert again.prepare_run_dir() == 0
+  assert len(glob.glob(str(model_dir / "previous-*"))) == 1
+
+
+def test_init_from_refusals(data_dir, tmp_path):
+  source = tmp_path / "source"
+  quick_trainer(data_dir, source).train()
+  with pytest.raises(UserError, match="is not a directory"):
+    quick_trainer(data_dir, tmp_path / "a", init_from=str(tmp_path / "nope")
+                  ).prepare_run_dir()
+  (tmp_path / "export_only").mkdir()
+  with pytest.raises(UserError, match="holds no checkpoint; expected the "
+                     "--model_dir of an earlier training run"):
+    quick_trainer(data_dir, tmp_path / "b",
+                  init_from=str(tmp_path / "export_only")).prepare_run_dir()
+  with pytest.raises(UserError, match=r"--init_from: checkpoint .*ckpt-1 does "
+                     "not fit the network these flags build"):
+    quick_trainer(data_dir, tmp_path / "c", init_from=str(source),
+                  network=NetworkConfig(base_channels=8, depth=2)
+                  ).prepare_run_dir()
+  with pytest.raises(UserError, match="exclude each other"):
+    quick_config(data_dir, tmp_path / "d", init_from=str(source),
+                 fine_tune=True).validate()
+  for name in "abcd":
+    assert not os.path.exists(tmp_path / name)
 
 
 def test_older_run_dir_without_run_json_is_adopted(data_dir, wide_data_dir,

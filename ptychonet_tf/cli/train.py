@@ -16,7 +16,8 @@ The run directory records its dataset (run.json): a start on another dataset
 or with other network settings is refused before anything is written, unless
 --restart (start over; the old run is moved to <model_dir>/previous-<time>/)
 or --fine_tune (start from the old run's weights on the new dataset, at step 0;
-the old run is moved aside too).
+the old run is moved aside too). --init_from=RUN_DIR starts a new run from
+another run's weights.
 """
 import os
 
@@ -42,6 +43,11 @@ flags.DEFINE_bool("fine_tune", False,
                   "at step 0 and record the new dataset; the old run is moved "
                   "to <model_dir>/previous-<time>/. On its own dataset the "
                   "run resumes.")
+flags.DEFINE_string("init_from", None,
+                    "The --model_dir of an earlier run: start this new run "
+                    "from its latest weights with a fresh optimizer at step "
+                    "0 (the flags must build the same network), e.g. "
+                    "--loss=physics on data without objects.")
 FLAGS = flags.FLAGS
 
 
@@ -74,7 +80,8 @@ def train_config():
       seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,
       num_images=FLAGS.num_images, keep_checkpoints=FLAGS.keep_checkpoints,
       checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export,
-      restart=FLAGS.restart, fine_tune=FLAGS.fine_tune)
+      restart=FLAGS.restart, fine_tune=FLAGS.fine_tune,
+      init_from=FLAGS.init_from)
 
 
 @report_user_errors

@@ -70,6 +70,10 @@ class TrainConfig:
       latest weights (the same pattern size, so the model fits) with a fresh
       optimizer at step 0, recording the new dataset; the old run is moved to
       model_dir/previous-<time>/. On the run's own dataset it resumes.
+    init_from: another run directory: start this new run (model_dir empty,
+      or with `restart`) from that run's latest weights, with a fresh
+      optimizer at step 0 (e.g. a self-supervised fine-tune on measured
+      data); the network flags must build the same network.
   """
   data_dir: str
   model_dir: str
@@ -100,6 +104,7 @@ class TrainConfig:
   verbose: bool = True
   restart: bool = False
   fine_tune: bool = False
+  init_from: Optional[str] = None
 
   @property
   def loss_spec(self):
@@ -140,6 +145,10 @@ class TrainConfig:
     if self.physics_noise not in losses.NOISE_MODELS:
       raise UserError(f"physics_noise={self.physics_noise} is not one of "
                       f"{losses.NOISE_MODELS}")
+    if self.init_from and self.fine_tune:
+      raise UserError("--init_from and --fine_tune exclude each other: "
+                      "init_from starts a new run from another run's weights, "
+                      "fine_tune from the weights of the run in model_dir")
     if self.restart and self.fine_tune:
       raise UserError("--restart and --fine_tune exclude each other: restart "
                       "starts from scratch, fine_tune from the old weights")

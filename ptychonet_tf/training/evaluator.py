@@ -126,18 +126,23 @@ class Evaluator:
     @tf.function
     def step(batch):
       per_scan, obj = scan_batch_loss(model, batch, loss, probe, False, mask)
-      return per_scan, obj["amplitude"], obj["phase"]
+      misfit = losses.object_misfit(obj["amplitude"], obj["phase"], probe,
+                                    model.layout, batch["amplitudes"])
+      return per_scan, misfit, obj["amplitude"], obj["phase"]
 
     self._step = step
 
   def __call__(self):
     """Returns (scalars dict, images dict of numpy arrays).
 
-    scalars: loss, amplitude_psnr, amplitude_ssim, phase_psnr, phase_ssim
-      (means over scans), scans, seconds, scans_per_second (inference).
+    scalars: loss, misfit (the final objects' data misfit, mean (|F(P *
+      O_hat[t:b, l:r])| - A)^2, `losses.object_misfit`), amplitude_psnr,
+      amplitude_ssim, phase_psnr, phase_ssim (means over scans), scans,
+      seconds, scans_per_second (inference).
     images: "truth", "estimate": complex64 [k, H, W] for k <= num_images scans.
     """
-    losses_, results, truth_images, estimate_images = [], [], [], []
+    losses_, misfits, results = [], [], []
+    truth_images, estimate_images = [], []
     seen, infer_seconds = 0, 0.0
     damaged = (pipeline.naming_damaged_records(self.data_dir, self.split)
                if self.data_dir else contextlib.nullcontext())
@@ -146,7 +151,7 @@ class Evaluator:
         if self.max_scans and seen >= self.max_scans:
           break
         start = time.perf_counter()
-        per_scan, amplitude, phase = self._step(batch)
+        per_scan, misfit, amplitude, phase = self._step(batch)
         amplitude, phase = amplitude.numpy(), phase.numpy()
         infer_seconds += time.perf_counter() - start
         true_amplitude = batch["object_amplitude"].numpy()
@@ -158,11 +163,13 @@ class Evaluator:
           truth = true_amplitude[i] * np.exp(1j * true_phase[i])
           results.append(metrics.complex_metrics(estimate, truth, self.mask))
           losses_.append(float(per_scan[i]))
+          misfits.append(float(misfit[i]))
           if len(truth_images) < self.num_images:
             truth_images.append(truth)
             estimate_images.append(estimate)
           seen += 1
     scalars = {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
+               "misfit": float(np.mean(misfits)) if misfits else float("nan"),
                "scans": seen, "seconds": infer_seconds,
                "scans_per_second": seen / infer_seconds if infer_seconds else 0.0}
     for name in METRIC_NAMES:

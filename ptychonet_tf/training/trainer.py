@@ -317,14 +317,16 @@ class Trainer:
           f"in {run_dir.FLAGS_FILE} there, a new --model_dir, or --restart")
     return self.step
 
-  def _load_weights(self, path, recorded):
-    """Reads only the model's weights of checkpoint `path` (fine-tuning)."""
+  def _load_weights(self, path, recorded, flag="--fine_tune", source=None):
+    """Reads only the model's weights of checkpoint `path` (fine-tuning;
+    `flag` and `source`, the run directory, name the request in errors)."""
+    source = source or self.config.model_dir
     geometry = recorded["geometry"] if recorded else None
     shape = list(self.geometry.probe_shape)
     if geometry and list(geometry.get("probe_shape") or shape) != shape:
       there = "x".join(map(str, geometry["probe_shape"]))
       raise UserError(
-          f"--fine_tune: the run in {self.config.model_dir} was trained on "
+          f"{flag}: the run in {source} was trained on "
           f"{there} patterns, {self.config.data_dir} has "
           f"{shape[0]}x{shape[1]} (another geometry), so its weights do not "
           f"fit; use a new --model_dir")
@@ -334,9 +336,27 @@ class Trainer:
       status.expect_partial()  # the optimizer starts afresh
     except (tf.errors.OpError, ValueError, AssertionError):
       raise UserError(
-          f"--fine_tune: checkpoint {path} does not fit the network these "
-          f"flags build (other --base_channels, --depth or --max_channels "
-          f"than its {run_dir.FLAGS_FILE}?)")
+          f"{flag}: checkpoint {path} does not fit the network these "
+          f"flags build (other --base_channels, --depth, --max_channels or "
+          f"refinement flags than its {run_dir.FLAGS_FILE}?)")
+
+  def _init_from(self):
+    """Loads the weights of config.init_from's latest checkpoint; returns the
+    run.json entry that records them."""
+    source = self.config.init_from
+    if not os.path.isdir(source):
+      raise UserError(f"--init_from={source} is not a directory; expected "
+                      f"the --model_dir of an earlier training run")
+    checkpoint = run_dir.latest_checkpoint(source)
+    if checkpoint is None:
+      raise UserError(f"--init_from={source} holds no checkpoint; expected "
+                      f"the --model_dir of an earlier training run (not a "
+                      f"SavedModel export)")
+    recorded_run = run_dir.read_run_file(source)
+    recorded = recorded_run["dataset"] if recorded_run else None
+    self._load_weights(checkpoint, recorded, "--init_from", source)
+    return {"run": source, "checkpoint": checkpoint, "dataset": recorded,
+            "step": run_dir.checkpoint_step(checkpoint)}
 
   def prepare_run_dir(self):
     """Checks model_dir against this run, then readies it; returns the start step.
@@ -375,7 +395,21 @@ class Trainer:
     notes, extra = [], {}
     move = record = False
     start_step = 0
-    if config.restart:
+    if config.init_from:
+      if not config.restart and (recorded is not None or checkpoint is not None
+                                 or stored_model is not None):
+        raise UserError(
+            f"--init_from starts a new run, but model_dir {model_dir} holds "
+            f"one; use a new --model_dir, or --restart to move it aside")
+      extra["initialized_from"] = self._init_from()
+      move = config.restart and (bool(run_dir.run_entries(model_dir)) or
+                                 partial is not None)
+      record = True
+      notes.append(
+          f"starting from the weights of step "
+          f"{extra['initialized_from']['step']} of {config.init_from}, "
+          f"at step 0")
+    elif config.restart:
       move = bool(run_dir.run_entries(model_dir)) or partial is not None
       record = True
     elif recorded is None and checkpoint is None and stored_model is None:
@@ -467,6 +501,7 @@ class Trainer:
     mask = self._lit
     with writer.as_default(step=step):
       tf.summary.scalar("loss", scalars["loss"])
+      tf.summary.scalar("data_misfit", scalars["misfit"])
       for name in evaluator.METRIC_NAMES:
         tf.summary.scalar(name, scalars[name])
       tf.summary.scalar("inference_scans_per_second",
@@ -507,6 +542,11 @@ class Trainer:
          + (f"; resuming at step {start_step}" if start_step else ""))
     evaluator = self.evaluator() if self.is_chief else None
     scalars = None
+    if (evaluator is not None and start_step == 0 and
+        (config.init_from or config.fine_tune)):
+      # The starting point of a fine-tune, to compare the epochs with.
+      start_scalars, _ = evaluator()
+      _log(config, "before training, " + format_metrics(start_scalars))
     last_save = time.time()
     for epoch in range(self.epoch_at(start_step), config.total_epochs):
       steps = self.epoch_steps(epoch)
@@ -589,9 +629,10 @@ class Trainer:
 
 
 def format_metrics(scalars):
-  """One line: held-out loss, PSNR and SSIM of amplitude and phase."""
+  """One line: held-out loss, data misfit, PSNR and SSIM of amplitude and
+  phase."""
   return (f"held-out ({scalars['scans']} scans) loss {scalars['loss']:.5f}, "
-          f"amplitude PSNR {scalars['amplitude_psnr']:.2f} dB SSIM "
+          f"data misfit {scalars['misfit']:.4g}, amplitude PSNR {scalars['amplitude_psnr']:.2f} dB SSIM "
           f"{scalars['amplitude_ssim']:.4f}, phase PSNR "
           f"{scalars['phase_psnr']:.2f} dB SSIM {scalars['phase_ssim']:.4f}")
 
