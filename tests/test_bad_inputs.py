@@ -281,6 +281,10 @@ CASES = [
           "--out_dir={root}/r", "--photons=1e3,inf"],
          phrase="was simulated with 10000 photons per pattern; a dose sweep "
                 "redraws the noise of a noise-free dataset"),
+    Case("measured scan file that does not exist",
+         ["tools/make_tfrecords.py", "--scans={root}/none.npz",
+          "--out_dir={root}/o4"],
+         phrase="scan file {root}/none.npz does not exist"),
     Case("several doses for one dataset",
          MAKE + ["--out_dir={root}/o3", "--photons=1e3,1e4"],
          phrase="--photons=1e3,1e4: a dataset takes one dose"),

@@ -7,6 +7,14 @@ r"""Precomputes simulated scans into sharded TFRecords.
 Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
 (see ptychonet_tf/data/writer.py). Deterministic for a seed; killed part-way
 and re-run with the same flags, it keeps finished shards and writes the rest.
+
+Measured scans (any file `reconstruct` reads: scan .npz, tike, CXI) go into
+the same layout without objects, for `train --loss=physics`
+(ptychonet_tf/data/measured.py); the probe in geometry.npz comes from
+--probe_iterations DM iterations with probe refinement on the first scan:
+
+  python tools/make_tfrecords.py --scans=scan1.npz,scan2.npz \
+      --out_dir=tfrecords/measured [--probe_iterations=100 --num_test=1]
 """
 from absl import flags
 
@@ -20,7 +28,50 @@ flags.DEFINE_string("out_dir", None, "Dataset directory to write; default "
                     "tfrecords/<name>).")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
+flags.DEFINE_list("scans", [], "Measured scan files (as `reconstruct "
+                  "--scan` reads them) to write as a dataset without objects "
+                  "instead of simulating; one geometry. --num_test, when "
+                  "given, takes the last scans as the test split (default: "
+                  "the test split repeats the training scans).")
+flags.DEFINE_integer("probe_iterations", 100,
+                     "--scans: DM iterations with probe refinement on the "
+                     "first scan that give the dataset's probe; 0 keeps the "
+                     "file's probe.")
 FLAGS = flags.FLAGS
+
+
+def write_measured(out_dir):
+  """--scans: reads the scans, refines the probe, writes the dataset."""
+  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.baselines import dm
+  from ptychonet_tf.data import measured
+  from ptychonet_tf.data import readers
+  from ptychonet_tf.evaluation import methods
+  # pylint: enable=g-import-not-at-top
+  if FLAGS.probe_iterations < 0:
+    raise UserError(f"--probe_iterations={FLAGS.probe_iterations} must be "
+                    f">= 0")
+  scans = [readers.read_scan(path) for path in FLAGS.scans]  # validated
+  measured.check_same_geometry(scans, FLAGS.scans)
+  probe = scans[0].probe
+  if FLAGS.probe_iterations:
+    print(f"refining the probe: {FLAGS.probe_iterations} DM iterations on "
+          f"{FLAGS.scans[0]}")
+    probe = methods.reconstruct(scans[0], "dm", dm_config=dm.DMConfig(
+        iterations=FLAGS.probe_iterations, refine_probe=True,
+        probe_start=min(10, FLAGS.probe_iterations // 2),
+        progress=FLAGS.progress))["probe"]
+  config = measured.MeasuredConfig(
+      files=tuple(FLAGS.scans),
+      sha256=tuple(measured.file_sha256(p) for p in FLAGS.scans),
+      probe_iterations=FLAGS.probe_iterations,
+      num_test=FLAGS.num_test if FLAGS["num_test"].present else 0,
+      amplitude_dtype=FLAGS.amplitude_dtype)
+  stats = measured.write_measured_dataset(
+      scans, probe, out_dir, config, flags_string=FLAGS.flags_into_string())
+  print(f"{out_dir}: {stats['train']} train + {stats['test']} test measured "
+        f"scans, no objects (train with --loss=physics)"
+        + ("; already complete, kept" if stats["kept"] else ""))
 
 
 @report_user_errors
@@ -31,6 +82,9 @@ def main(argv):
   if not out_dir:
     raise UserError("--out_dir is required (or a --data_dir, e.g. from the "
                     "experiment's flagfile)")
+  if FLAGS.scans:
+    write_measured(out_dir)
+    return
   for name in ("num_train", "num_test", "num_shards"):
     if getattr(FLAGS, name) < (1 if name == "num_shards" else 0):
       raise UserError(f"--{name}={getattr(FLAGS, name)} must be "

@@ -46,6 +46,7 @@ class DatasetInfo:
   compression: str
   flags: str
   identity: Optional[dict] = None  # the writer's settings (WriteConfig.identity)
+  objects: bool = True  # False: measured scans, records without objects
 
   def shard_paths(self, split):
     return [os.path.join(self.data_dir, s) for s in self.shards[split]]
@@ -78,7 +79,8 @@ def load_dataset_info(data_dir):
                      counts=dict(info["counts"]), shards=dict(info["shards"]),
                      amplitude_dtype=info["amplitude_dtype"],
                      compression=info["compression"], flags=info.get("flags", ""),
-                     identity=info.get("identity"))
+                     identity=info.get("identity"),
+                     objects=bool(info.get("objects", True)))
 
 
 def verify_shards(info, split):
@@ -134,7 +136,7 @@ def find_damaged_record(info, split, parse=True):
     return None
   g = info.geometry
   parser = schema.make_parser(g.num_positions, g.probe_shape, g.object_shape,
-                              info.amplitude_dtype)
+                              info.amplitude_dtype, objects=info.objects)
   compression = "GZIP" if info.compression == "gzip" else ""
   for path in paths:
     index = 0
@@ -201,7 +203,8 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
 
   Returns:
     Dataset of dicts {"amplitudes": float32 [B, N, h, w],
-    "object_amplitude": float32 [B, H, W], "object_phase": float32 [B, H, W]}.
+    "object_amplitude": float32 [B, H, W], "object_phase": float32 [B, H, W]}
+    (the amplitudes only for a dataset of measured scans, info.objects False).
   """
   info = load_dataset_info(data_dir)
   if verify:
@@ -226,7 +229,8 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
       cycle_length=min(4, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=not shuffle)
   parse = schema.make_parser(geometry.num_positions, geometry.probe_shape,
-                             geometry.object_shape, info.amplitude_dtype)
+                             geometry.object_shape, info.amplitude_dtype,
+                             objects=info.objects)
   ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=not shuffle)
   if shuffle:
@@ -255,7 +259,7 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
   Returns:
     Dataset of dicts {"amplitudes": float32 [P, h, w] diffraction amplitudes,
     "amplitude", "phase": float32 [P, h, w] the true object patches under
-    each pattern's window}, P = batch_size * N.
+    each pattern's window (not for measured scans)}, P = batch_size * N.
   """
   info = load_dataset_info(data_dir)
   if shuffle_scans < 0:
@@ -266,6 +270,8 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
   windows = windows_lib.Windows(geometry.layout, geometry.object_shape, (h, w))
 
   def to_patterns(scan):
+    if not info.objects:  # measured scans: nothing to compare with
+      return {"amplitudes": scan["amplitudes"]}
     return {"amplitudes": scan["amplitudes"],
             "amplitude": windows.extract(scan["object_amplitude"]),
             "phase": windows.extract(scan["object_phase"])}

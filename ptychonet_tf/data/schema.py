@@ -4,8 +4,8 @@ Arrays are stored as raw little-endian bytes with fixed shapes given by the
 dataset's geometry (dataset.json / geometry.npz):
 
   amplitudes        [N, h, w] float32 or float16 (dataset.json "amplitude_dtype")
-  object_amplitude  [H, W] float32
-  object_phase      [H, W] float32
+  object_amplitude  [H, W] float32 (absent in datasets of measured scans,
+  object_phase      [H, W] float32  dataset.json "objects": false)
   index             int64, the scan's index within its split
   schema_version    int64, SCHEMA_VERSION
 """
@@ -39,36 +39,46 @@ def _check(name, array, shape, dtype):
 
 def encode(amplitudes, object_amplitude, object_phase, index, *,
            num_positions, probe_shape, object_shape, amplitude_dtype="float32"):
-  """Serialises one scan; checks every dtype and shape against the spec."""
+  """Serialises one scan; checks every dtype and shape against the spec.
+
+  object_amplitude and object_phase are both None for a measured scan (no
+  object is known); the record then holds the amplitudes only.
+  """
   amps = np.asarray(amplitudes).astype(AMPLITUDE_DTYPES[amplitude_dtype])
   _check(AMPLITUDES, amps, (num_positions, *probe_shape),
          AMPLITUDE_DTYPES[amplitude_dtype])
-  _check(OBJECT_AMPLITUDE, object_amplitude, object_shape, np.float32)
-  _check(OBJECT_PHASE, object_phase, object_shape, np.float32)
-  example = tf.train.Example(features=tf.train.Features(feature={
+  feature = {
       AMPLITUDES: _bytes(amps.astype(amps.dtype.newbyteorder("<")).tobytes()),
-      OBJECT_AMPLITUDE: _bytes(object_amplitude.astype("<f4").tobytes()),
-      OBJECT_PHASE: _bytes(object_phase.astype("<f4").tobytes()),
       INDEX: _int(index),
       VERSION: _int(SCHEMA_VERSION),
-  }))
+  }
+  if (object_amplitude is None) != (object_phase is None):
+    raise ValueError("give both object_amplitude and object_phase, or neither")
+  if object_amplitude is not None:
+    _check(OBJECT_AMPLITUDE, object_amplitude, object_shape, np.float32)
+    _check(OBJECT_PHASE, object_phase, object_shape, np.float32)
+    feature[OBJECT_AMPLITUDE] = _bytes(
+        object_amplitude.astype("<f4").tobytes())
+    feature[OBJECT_PHASE] = _bytes(object_phase.astype("<f4").tobytes())
+  example = tf.train.Example(features=tf.train.Features(feature=feature))
   # deterministic=True sorts the feature map, so bytes do not depend on the
   # process (Python hash seed).
   return example.SerializeToString(deterministic=True)
 
 
-def make_parser(num_positions, probe_shape, object_shape, amplitude_dtype="float32"):
+def make_parser(num_positions, probe_shape, object_shape,
+                amplitude_dtype="float32", objects=True):
   """A tf function: serialized Example -> dict of float32 tensors with static shapes.
 
   Returns dicts {amplitudes [N, h, w], object_amplitude [H, W],
-  object_phase [H, W]}, all float32. A record whose byte sizes do not match
-  the spec fails with InvalidArgumentError naming the feature.
+  object_phase [H, W]}, all float32; {amplitudes} only with objects=False
+  (measured scans). A record whose byte sizes do not match the spec fails
+  with InvalidArgumentError naming the feature.
   """
-  description = {
-      AMPLITUDES: tf.io.FixedLenFeature([], tf.string),
-      OBJECT_AMPLITUDE: tf.io.FixedLenFeature([], tf.string),
-      OBJECT_PHASE: tf.io.FixedLenFeature([], tf.string),
-  }
+  description = {AMPLITUDES: tf.io.FixedLenFeature([], tf.string)}
+  if objects:
+    description[OBJECT_AMPLITUDE] = tf.io.FixedLenFeature([], tf.string)
+    description[OBJECT_PHASE] = tf.io.FixedLenFeature([], tf.string)
   amp_dtype = tf.as_dtype(AMPLITUDE_DTYPES[amplitude_dtype])
   amp_shape = [num_positions, *probe_shape]
 
@@ -81,12 +91,13 @@ def make_parser(num_positions, probe_shape, object_shape, amplitude_dtype="float
 
   def parse(serialized):
     ex = tf.io.parse_single_example(serialized, description)
-    return {
-        AMPLITUDES: decode(ex[AMPLITUDES], amp_dtype, amp_shape, AMPLITUDES),
-        OBJECT_AMPLITUDE: decode(ex[OBJECT_AMPLITUDE], tf.float32,
-                                 list(object_shape), OBJECT_AMPLITUDE),
-        OBJECT_PHASE: decode(ex[OBJECT_PHASE], tf.float32, list(object_shape),
-                             OBJECT_PHASE),
-    }
+    out = {AMPLITUDES: decode(ex[AMPLITUDES], amp_dtype, amp_shape,
+                              AMPLITUDES)}
+    if objects:
+      out[OBJECT_AMPLITUDE] = decode(ex[OBJECT_AMPLITUDE], tf.float32,
+                                     list(object_shape), OBJECT_AMPLITUDE)
+      out[OBJECT_PHASE] = decode(ex[OBJECT_PHASE], tf.float32,
+                                 list(object_shape), OBJECT_PHASE)
+    return out
 
   return parse

@@ -127,7 +127,9 @@ def _write_shard(task):
   return path
 
 
-def _check_out_dir(out_dir, config):
+def check_out_dir(out_dir, config):
+  """Creates out_dir; raises UserError if it is a file or holds a dataset of
+  another identity (`config.identity()`)."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"output folder {out_dir} is a file; expected a directory")
   os.makedirs(out_dir, exist_ok=True)
@@ -182,7 +184,7 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   start_time = time.time()
-  _check_out_dir(out_dir, config)
+  check_out_dir(out_dir, config)
   geometry = geometry_lib.make_geometry(config.simulation.geometry)
   train_pool, test_pool = images_lib.open_image_pools(config.images)
   # Read one image of each pool up front, so a bad source fails in one line

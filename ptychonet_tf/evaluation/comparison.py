@@ -57,6 +57,11 @@ def read_test_split(data_dir, limit=0):
   info = pipeline.load_dataset_info(data_dir)
   if info.counts.get("test", 0) == 0:
     raise UserError(f"dataset {data_dir} has no test scans")
+  if not info.objects:
+    raise UserError(f"dataset {data_dir} holds measured scans without "
+                    f"objects, so there is nothing to score against; "
+                    f"reconstruct them with python -m "
+                    f"ptychonet_tf.reconstruct")
   amplitudes, truths = [], []
   # A damaged record ends in one line naming its shard, not a DataLossError.
   with pipeline.naming_damaged_records(data_dir, "test"):

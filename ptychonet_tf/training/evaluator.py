@@ -105,11 +105,15 @@ class Evaluator:
     data_dir, split: where `dataset` reads from; when given, a damaged record
       ends in a UserError naming its shard (pipeline.naming_damaged_records)
       instead of tf.data's DataLossError.
+    objects: False for measured scans (records without objects): the loss
+      and the data misfit only, no PSNR/SSIM (NaN) and no image panels.
   """
 
   def __init__(self, model, dataset, geometry, loss=losses.LossSpec(),
-               max_scans=0, num_images=3, data_dir=None, split="test"):
+               max_scans=0, num_images=3, data_dir=None, split="test",
+               objects=True):
     self.model = model
+    self.objects = objects
     self.dataset = dataset
     self.data_dir = data_dir
     self.split = split
@@ -154,20 +158,21 @@ class Evaluator:
         per_scan, misfit, amplitude, phase = self._step(batch)
         amplitude, phase = amplitude.numpy(), phase.numpy()
         infer_seconds += time.perf_counter() - start
-        true_amplitude = batch["object_amplitude"].numpy()
-        true_phase = batch["object_phase"].numpy()
         for i in range(amplitude.shape[0]):
           if self.max_scans and seen >= self.max_scans:
             break
-          estimate = amplitude[i] * np.exp(1j * phase[i])
-          truth = true_amplitude[i] * np.exp(1j * true_phase[i])
-          results.append(metrics.complex_metrics(estimate, truth, self.mask))
           losses_.append(float(per_scan[i]))
           misfits.append(float(misfit[i]))
+          seen += 1
+          if not self.objects:
+            continue
+          estimate = amplitude[i] * np.exp(1j * phase[i])
+          truth = (batch["object_amplitude"][i].numpy() *
+                   np.exp(1j * batch["object_phase"][i].numpy()))
+          results.append(metrics.complex_metrics(estimate, truth, self.mask))
           if len(truth_images) < self.num_images:
             truth_images.append(truth)
             estimate_images.append(estimate)
-          seen += 1
     scalars = {"loss": float(np.mean(losses_)) if losses_ else float("nan"),
                "misfit": float(np.mean(misfits)) if misfits else float("nan"),
                "scans": seen, "seconds": infer_seconds,

@@ -44,6 +44,7 @@ from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import network
 from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import losses
 from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import strategy as strategy_lib
@@ -100,6 +101,10 @@ class Trainer:
     info = pipeline.load_dataset_info(config.data_dir)
     self.info = info
     self.geometry = info.geometry
+    if not info.objects and losses.uses_objects(config.loss):
+      raise UserError(f"dataset {config.data_dir} holds measured scans "
+                      f"without objects, so --loss={config.loss} has nothing "
+                      f"to compare with; train it with --loss=physics")
     replicas = strategy.num_replicas_in_sync
     if config.scan_batch_size % replicas:
       raise UserError(f"refine_batch_size={config.scan_batch_size} is not "
@@ -493,6 +498,7 @@ class Trainer:
                                  verify=False)
     return evaluator.Evaluator(self.model, test, self.geometry,
                                 loss=self.config.loss_spec,
+                                objects=self.info.objects,
                                 max_scans=self.config.eval_scans,
                                 num_images=self.config.num_images,
                                 data_dir=self.config.data_dir, split="test")
@@ -503,7 +509,8 @@ class Trainer:
       tf.summary.scalar("loss", scalars["loss"])
       tf.summary.scalar("data_misfit", scalars["misfit"])
       for name in evaluator.METRIC_NAMES:
-        tf.summary.scalar(name, scalars[name])
+        if np.isfinite(scalars[name]):  # none without objects
+          tf.summary.scalar(name, scalars[name])
       tf.summary.scalar("inference_scans_per_second",
                         scalars["scans_per_second"])
       if len(images["truth"]):
@@ -631,8 +638,11 @@ class Trainer:
 def format_metrics(scalars):
   """One line: held-out loss, data misfit, PSNR and SSIM of amplitude and
   phase."""
-  return (f"held-out ({scalars['scans']} scans) loss {scalars['loss']:.5f}, "
-          f"data misfit {scalars['misfit']:.4g}, amplitude PSNR {scalars['amplitude_psnr']:.2f} dB SSIM "
+  line = (f"held-out ({scalars['scans']} scans) loss {scalars['loss']:.5f}, "
+          f"data misfit {scalars['misfit']:.4g}")
+  if not np.isfinite(scalars["amplitude_psnr"]):  # measured: no objects
+    return line
+  return (line + f", amplitude PSNR {scalars['amplitude_psnr']:.2f} dB SSIM "
           f"{scalars['amplitude_ssim']:.4f}, phase PSNR "
           f"{scalars['phase_psnr']:.2f} dB SSIM {scalars['phase_ssim']:.4f}")
 
