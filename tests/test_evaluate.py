@@ -110,22 +110,24 @@ def test_dose_sweep(setup):
   data_dir, export, root = setup
   out = str(root / "doses")
   res = run_evaluate(data_dir, f"net={export}", out, "--dm_iterations=4",
-                     "--curve_every=2", "--photons=1e3,inf")
+                     "--curve_every=2", "--photons=1e3,inf", "--run_lsqml",
+                     "--lsqml_batch_size=5")
   assert res.returncode == 0, res.stderr[-3000:]
   with open(os.path.join(out, "doses.json")) as f:
     rows = json.load(f)
-  methods = ["net", "DM (flat start)", "net+DM"]
+  methods = ["net", "DM (flat start)", f"{comparison.LSQML} (4 it, flat "
+             "start)", "net+DM"]
   assert [(r["dose"], r["method"]) for r in rows] == [
       (d, m) for d in ("1000", "noise free") for m in methods]
-  assert rows[0]["photons"] == 1000 and rows[3]["photons"] is None
+  assert rows[0]["photons"] == 1000 and rows[4]["photons"] is None
   assert all(len(r["per_scan"]) == 2 for r in rows)
   # The network and DM after it saw the same noisy amplitudes; noise-free
   # rows score the network as the main table does.
   with open(os.path.join(out, "results.json")) as f:
     main = json.load(f)["methods"]["net"]
-  assert rows[3]["mean"]["phase_psnr"]["mean"] == pytest.approx(
+  assert rows[4]["mean"]["phase_psnr"]["mean"] == pytest.approx(
       main["mean"]["scanned"]["phase_psnr"]["mean"], abs=1e-4)
-  assert rows[2]["seconds"] > rows[0]["seconds"]  # includes the network's
+  assert rows[3]["seconds"] > rows[0]["seconds"]  # includes the network's
   with open(os.path.join(out, "report.md")) as f:
     text = f.read()
   assert "## Dose sweep" in text and "| noise free | net+DM |" in text

@@ -84,3 +84,35 @@ def test_bad_generator_arguments():
     layouts.mesh(3, 3, -1)
   with pytest.raises(UserError, match="unknown scan pattern"):
     geometry_lib.ScanConfig(pattern="zigzag").positions()
+
+
+def test_scan_pattern_file_takes_a_layout_as_it_is(tmp_path):
+  """--scan=file: a dataset's geometry.npz (or a scan .npz) gives the layout
+  and object size, e.g. a measured scan's jittered positions."""
+  geo = geometry_lib.make_geometry(geometry_lib.GeometryConfig(
+      probe=geometry_lib.ProbeConfig(size=(16, 16)),
+      scan=geometry_lib.ScanConfig(pattern="fermat", count=10, step=1.5,
+                                   margin=3)))
+  path = str(tmp_path / "geometry.npz")
+  geo.save(path)
+  config = geometry_lib.GeometryConfig(
+      probe=geometry_lib.ProbeConfig(size=(16, 16), file=path),
+      scan=geometry_lib.ScanConfig(pattern="file", file=path))
+  again = geometry_lib.make_geometry(config)
+  np.testing.assert_array_equal(again.layout, geo.layout)
+  assert again.object_shape == geo.object_shape
+  np.testing.assert_array_equal(again.probe, geo.probe)
+  # Without object_shape (a scan file may leave it out): the layout's extent.
+  np.savez(tmp_path / "bare.npz", layout=geo.layout)
+  layout, shape = layouts.load_layout(str(tmp_path / "bare.npz"), (16, 16))
+  assert shape == (int(geo.layout[:, 1].max()), int(geo.layout[:, 3].max()))
+  with pytest.raises(UserError, match="needs --scan_file"):
+    geometry_lib.ScanConfig(pattern="file").layout((16, 16))
+  with pytest.raises(UserError, match="spans 16x16 pixels; expected the "
+                     "probe size 32x32"):
+    layouts.load_layout(path, (32, 32))
+  np.savez(tmp_path / "none.npz", probe=geo.probe)
+  with pytest.raises(UserError, match="holds no 'layout'"):
+    layouts.load_layout(str(tmp_path / "none.npz"), (16, 16))
+  with pytest.raises(UserError, match="does not exist"):
+    layouts.load_layout(str(tmp_path / "missing.npz"), (16, 16))

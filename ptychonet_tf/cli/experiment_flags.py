@@ -16,7 +16,6 @@ from absl import flags
 from ptychonet_tf.evaluation import doses
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
-from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.physics import simulator
@@ -66,6 +65,10 @@ def define_experiment_flags():
                       "Load the probe from this .npy/.npz file instead of simulating it.")
   # Geometry: scan.
   flags.DEFINE_enum("scan", "fermat", geometry_lib.SCAN_PATTERNS, "Scan pattern.")
+  flags.DEFINE_string("scan_file", None,
+                      "--scan=file: take the layout and object size from this "
+                      "dataset's geometry.npz or scan .npz (e.g. a measured "
+                      "scan's, from tools/make_tfrecords.py --scans).")
   flags.DEFINE_integer("scan_count", 100, "fermat: number of positions.")
   flags.DEFINE_float("scan_step", 4.65,
                      "fermat: radial step; mesh: grid step; circles: ring spacing (px).")
@@ -231,7 +234,8 @@ def geometry_config():
                                    step=FLAGS.scan_step, rows=FLAGS.mesh_rows,
                                    cols=FLAGS.mesh_cols, every=FLAGS.mesh_every,
                                    rings=FLAGS.circle_rings,
-                                   margin=FLAGS.scan_margin))
+                                   margin=FLAGS.scan_margin,
+                                   file=FLAGS.scan_file))
 
 
 def object_config():
@@ -258,7 +262,7 @@ def simulation_config():
 
 PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")
 SCAN_FLAGS = ("scan", "scan_count", "scan_step", "mesh_rows", "mesh_cols",
-              "mesh_every", "circle_rings", "scan_margin")
+              "mesh_every", "circle_rings", "scan_margin", "scan_file")
 
 
 def _given(names):
@@ -286,9 +290,7 @@ def check_geometry_flags(geometry, data_dir):
   config = geometry_config()
   scan_flags = _given(SCAN_FLAGS)
   if scan_flags:
-    layout, object_shape = layouts.layout_from_positions(
-        config.scan.positions(), geometry.probe_shape,
-        margin=config.scan.margin)
+    layout, object_shape = config.scan.layout(geometry.probe_shape)
     if (layout.shape != geometry.layout.shape or
         tuple(object_shape) != geometry.object_shape or
         (layout != geometry.layout).any()):

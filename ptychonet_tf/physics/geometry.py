@@ -10,7 +10,7 @@ from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
 
-SCAN_PATTERNS = ("fermat", "mesh", "circles")
+SCAN_PATTERNS = ("fermat", "mesh", "circles", "file")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,7 +26,9 @@ class ProbeConfig:
 class ScanConfig:
   """Scan positions. Which fields matter depends on `pattern`:
 
-  fermat: count, step; mesh: rows, cols, step, every; circles: rings, step.
+  fermat: count, step; mesh: rows, cols, step, every; circles: rings, step;
+  file: the layout and object size of `file` (a dataset's geometry.npz or a
+  scan .npz, e.g. of a measured scan), as they are.
   """
   pattern: str = "fermat"
   count: int = 100
@@ -36,6 +38,7 @@ class ScanConfig:
   every: int = 1
   rings: int = 5
   margin: int = 0
+  file: Optional[str] = None
 
   def positions(self):
     if self.pattern == "fermat":
@@ -44,8 +47,22 @@ class ScanConfig:
       return layouts.mesh(self.rows, self.cols, self.step, self.every)
     if self.pattern == "circles":
       return layouts.concentric_circles(self.rings, self.step)
+    if self.pattern == "file":
+      raise UserError("scan pattern 'file' has no generated positions; use "
+                      "ScanConfig.layout")
     raise UserError(f"unknown scan pattern {self.pattern!r}; expected one of "
                     f"{SCAN_PATTERNS}")
+
+  def layout(self, probe_shape):
+    """(layout int32 [N, 4], object_shape) for windows of probe_shape: the
+    positions, placed with `margin`, or the file's layout as it is."""
+    if self.pattern == "file":
+      if not self.file:
+        raise UserError("--scan=file needs --scan_file (a dataset's "
+                        "geometry.npz or a scan .npz)")
+      return layouts.load_layout(self.file, probe_shape)
+    return layouts.layout_from_positions(self.positions(), probe_shape,
+                                         margin=self.margin)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +120,5 @@ def make_geometry(config):
     probe = probe_lib.load_probe(config.probe.file, expected_shape=size)
   else:
     probe = probe_lib.make_probe(size, config.probe.kind, config.probe.diameter)
-  layout, object_shape = layouts.layout_from_positions(
-      config.scan.positions(), size, margin=config.scan.margin)
+  layout, object_shape = config.scan.layout(size)
   return Geometry(probe=probe, layout=layout, object_shape=object_shape)

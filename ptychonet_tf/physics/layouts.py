@@ -9,8 +9,11 @@ Position generators return float64 [N, 2] (y, x) centres in pixels, in scan
 order; `layout_from_positions` turns them into M and the smallest object that
 covers the scan.
 """
+import os
+
 import numpy as np
 
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
@@ -121,6 +124,34 @@ def check_layout(layout, object_shape, probe_shape, name="layout"):
     raise UserError(f"{name} row {j} {layout[j].tolist()} falls outside the "
                     f"{big_h}x{big_w} object ({outside.size} of {len(layout)} "
                     f"rows do)")
+
+
+def load_layout(path, probe_shape):
+  """(layout int32 [N, 4], object_shape) from an .npz file holding `layout`
+  (and `object_shape`, else the layout's extent): a dataset's geometry.npz or
+  this project's scan file, e.g. of a measured scan (`tools/make_tfrecords.py
+  --scans` writes the geometry.npz of tike and CXI scans).
+
+  Raises UserError if the file is missing or unreadable, has no layout, or
+  its windows are not probe_shape.
+  """
+  if not os.path.isfile(path):
+    raise UserError(f"scan file {path} does not exist")
+  try:
+    with files.load_arrays(path, f"scan file {path}") as f:
+      if "layout" not in f:
+        raise UserError(f"scan file {path} holds no 'layout'; expected a "
+                        f"dataset's geometry.npz or a scan .npz")
+      layout = np.asarray(f["layout"], np.int32)
+      shape = (tuple(int(s) for s in f["object_shape"])
+               if "object_shape" in f else None)
+  except (OSError, ValueError, KeyError, EOFError) as e:
+    raise UserError(f"scan file {path} is not a readable .npz file ({e})")
+  if shape is None and layout.ndim == 2 and layout.shape[1:] == (4,):
+    shape = (int(layout[:, 1].max()), int(layout[:, 3].max()))
+  check_layout(layout, shape or (0, 0), probe_shape,
+               name=f"the layout of {path}")
+  return layout, shape
 
 
 def interleaved_groups(count, groups):
