@@ -22,8 +22,8 @@ Dose sweep: `--photons=1e3,1e4,1e5,inf` on a noise-free dataset also
 reconstructs every test scan redrawn with Poisson noise at each dose (mean
 photons per pattern; inf = noise free; `evaluation.doses`) by each learned
 model, DM from a flat start (with --run_dm), LSQML from a flat start (with
---run_lsqml) and DM started from the first model, and writes `doses.md`, `doses.json` and `doses.png` (PSNR against
-dose), a section of report.md:
+--run_lsqml) and DM started from the first model, and writes `doses.md`,
+`doses.json` and `doses.png` (PSNR against dose), a section of report.md:
 
   python -m ptychonet_tf.evaluate --flagfile=configs/small_dense.flags \
       --data_dir=tfrecords/small_dense_photos \
@@ -198,7 +198,7 @@ def dose_sweep(doses, amplitudes, truths, geometry, mask, models):
         init="ones")[:2]))
   if FLAGS.run_lsqml:
     name = f"{comparison.LSQML} ({FLAGS.dm_iterations} it, flat start)"
-    methods_.append((name, lambda noisy, _: lsqml_run(
+    methods_.append((name, lambda noisy, _, name=name: lsqml_run(
         noisy, truths, geometry, name, mask)[:2]))
   if models:
     first = models[0][0]
