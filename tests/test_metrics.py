@@ -88,3 +88,20 @@ def test_scanned_and_illuminated_regions():
   probe[1:3, 1:3] = 1.0
   lit = metrics.illuminated_region(layout, (8, 8), probe, 0.5)
   assert lit.sum() == 8 and np.all(mask[lit])
+
+
+def test_fourier_error_and_first_reaching():
+  from ptychonet_tf.physics import forward  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  obj = np.exp(1j * rng.uniform(-1, 0, (24, 24))).astype(np.complex64)
+  probe = (rng.normal(size=(16, 16)) + 1j).astype(np.complex64)
+  layout = np.array([[0, 16, 0, 16], [8, 24, 8, 24], [0, 16, 8, 24]])
+  amps = forward.diffraction_amplitudes(obj, probe, layout).numpy()
+  assert metrics.fourier_error(obj, probe, layout, amps) < 1e-10
+  # A constant phase is invisible to the data; a scaled object is not:
+  # |F(P 0.9 O)| = 0.9 A, so the error is 0.1^2.
+  assert metrics.fourier_error(obj * 1j, probe, layout, amps) < 1e-10
+  assert metrics.fourier_error(0.9 * obj, probe, layout, amps) == \
+      pytest.approx(0.01, rel=1e-4)
+  assert metrics.first_reaching([0.5, 0.3, 0.2, 0.25], 0.3) == 2
+  assert metrics.first_reaching([0.5, 0.4], 0.3) is None

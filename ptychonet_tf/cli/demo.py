@@ -26,13 +26,13 @@ hand), and each resuming when run again:
 Ends by writing reports/demo.md: every stage's wall time and the tables.
 """
 import os
-import subprocess
 import sys
 import time
 
 from absl import flags
 
 from ptychonet_tf import cli
+from ptychonet_tf.cli.stages import Stages, fmt as _fmt
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 flags.DEFINE_string("transfer_images", "",
@@ -86,31 +86,6 @@ def _learned_label(name):
   k = _refine_steps(name)
   groups = _training_setting(name, "refine_groups", 1) if k else 1
   return f"{LEARNED} (K={k}" + (f" in {groups} groups)" if groups > 1 else ")")
-
-
-def _fmt(seconds):
-  return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-
-
-class Stages:
-  """Runs commands in order, printing a header per stage and timing each."""
-
-  def __init__(self, total):
-    self.total, self.done, self.times = total, 0, []
-    self.start = time.time()
-
-  def run(self, title, command):
-    self.done += 1
-    print(f"\n=== [{self.done}/{self.total}] {title} "
-          f"(elapsed {_fmt(time.time() - self.start)})", flush=True)
-    print("$ " + " ".join(command), flush=True)
-    tick = time.time()
-    result = subprocess.run(command, check=False)
-    if result.returncode != 0:
-      raise UserError(f"stage '{title}' failed with exit status "
-                      f"{result.returncode} (its message is above); fix it and "
-                      f"re-run: finished stages are kept")
-    self.times.append((title, time.time() - tick))
 
 
 @report_user_errors

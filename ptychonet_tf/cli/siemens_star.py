@@ -11,15 +11,38 @@ power bound (--fourier_relax), probe support (--probe_support) and object
 inertia (--object_inertia), see docs/baselines.md. The figure shows the object
 amplitude and phase (the scanned region, phase offset set so that the median
 is 0), the refined probe and the chi / Fourier-error history.
+
+With --learned it also runs the learned model on the measured star, trained
+only on simulated objects (sim-to-real; about 10 minutes on 2 cores), each
+stage a printed command that resumes when run again:
+
+1. tools/make_tfrecords.py --scans: the measured scan as a dataset without
+   objects (tfrecords/siemens_star_measured), whose geometry.npz holds the
+   probe --learned_probe_iterations DM iterations with probe refinement
+   find;
+2. tools/make_tfrecords.py --scan=file: --learned_num_train simulated objects
+   (embedded and procedural images) in that geometry, with that probe
+   (tfrecords/siemens_star_sim);
+3. ptychonet_tf.train on them: width 16, 8 refinement steps in 4 groups
+   (runs/ and saved_models/siemens_star_sim);
+4. on the measured scan: DM from a flat start, the learned model alone, and
+   DM started from the learned model (both DM runs from the file's probe
+   guess, with probe refinement): the Fourier error against seconds, the
+   phase of each, into --learned_out and reports/siemens_star_learned.md.
+
+  python tools/siemens_star.py --learned
 """
 import io
 import os
+import sys
+import time
 
 from absl import flags
 import numpy as np
 from PIL import Image
 
 from ptychonet_tf import cli
+from ptychonet_tf.cli.stages import Stages, fmt
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.data import readers
@@ -41,7 +64,60 @@ flags.DEFINE_float("object_inertia", 0.01, "Object inertia of the overlap projec
 flags.DEFINE_string("out", os.path.join(REPO, "docs", "images",
                                         "siemens_star.png"), "Output PNG.")
 flags.DEFINE_string("save", None, "Also write the reconstruction to this .npz.")
+flags.DEFINE_bool("learned", False,
+                  "Also train a model on simulated objects in the star's "
+                  "geometry and compare it, alone and as DM's start, with DM "
+                  "on the measured scan (see the module doc; ~10 min).")
+flags.DEFINE_integer("learned_probe_iterations", 100,
+                     "--learned: DM iterations with probe refinement that "
+                     "find the training data's probe.")
+flags.DEFINE_integer("learned_num_train", 40,
+                     "--learned: simulated training scans (516 patterns each).")
+flags.DEFINE_integer("learned_epochs", 2, "--learned: pattern epochs.")
+flags.DEFINE_string("learned_out", os.path.join(
+    REPO, "docs", "images", "siemens_star_learned.png"),
+                    "--learned: the comparison figure.")
+flags.DEFINE_string("learned_reports_dir", "reports",
+                    "--learned: where siemens_star_learned.md/.json go.")
 FLAGS = flags.FLAGS
+
+MEASURED = "tfrecords/siemens_star_measured"
+SIMULATED = "tfrecords/siemens_star_sim"
+RUN = "runs/siemens_star_sim"
+EXPORT = "saved_models/siemens_star_sim"
+
+
+def dm_config(iterations):
+  """DM with probe refinement and the settings for measured data (flags)."""
+  return dm.DMConfig(iterations=iterations, refine_probe=True,
+                     probe_start=FLAGS.probe_start, init="ones",
+                     probe_support=FLAGS.probe_support,
+                     fourier_relax=FLAGS.fourier_relax,
+                     object_inertia=FLAGS.object_inertia, progress=True)
+
+
+def lit_crop(scan, probe, obj):
+  """The object cropped to where `probe` lit it (5% of the peak summed
+  intensity; the scanned rim, reached by the faint tails only, is noise),
+  its phase offset set so that the median is 0; and that region's mask."""
+  mask = metrics.illuminated_region(scan.layout, scan.object_shape, probe,
+                                    0.05)
+  rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+  crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+  obj, inner = obj[crop], mask[crop]
+  obj = obj * np.exp(-1j * np.angle(np.median(obj[inner].real) +
+                                    1j * np.median(obj[inner].imag)))
+  return obj, inner
+
+
+def save_png(path, fig, plt):
+  """Writes `fig` as a 256-colour PNG (small for the repository); closes it."""
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=80)
+  plt.close(fig)
+  image = Image.open(buffer).convert("RGB").quantize(256)
+  files.atomic_write(path, lambda tmp: image.save(tmp, format="PNG",
+                                                  optimize=True))
 
 
 def draw(path, scan, result):
@@ -50,16 +126,7 @@ def draw(path, scan, result):
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  # Crop to where the refined probe lit the object (the scanned region's
-  # rim, reached only by the probe's faint tails, is noise).
-  mask = metrics.illuminated_region(scan.layout, scan.object_shape,
-                                    result.probe, 0.05)
-  rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-  crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-  obj = result.object[crop]
-  inner = mask[crop]
-  obj = obj * np.exp(-1j * np.angle(np.median(obj[inner].real) +
-                                    1j * np.median(obj[inner].imag)))
+  obj, inner = lit_crop(scan, result.probe, result.object)
   amplitude = np.abs(obj)
   phase = np.angle(obj)
   lo, hi = np.percentile(amplitude[inner], [1, 99])
@@ -90,13 +157,141 @@ def draw(path, scan, result):
                f"{count} patterns of {h}x{w}, DM {len(result.chi)} iterations "
                f"with probe refinement")
   fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=80)
-  plt.close(fig)
-  # A 256-colour palette keeps the file small for the repository.
-  image = Image.open(buffer).convert("RGB").quantize(256)
-  files.atomic_write(path, lambda tmp: image.save(tmp, format="PNG",
-                                                  optimize=True))
+  save_png(path, fig, plt)
+
+
+def draw_learned(path, scan, curves, learned_point, panels):
+  """Fourier error against seconds (curves: name -> {"seconds",
+  "fourier_error"}; learned_point: (seconds, error)), and the phase of each
+  of the panels, (title, object, probe)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4.4),
+                           gridspec_kw=dict(width_ratios=[1.2, 1, 1, 1]))
+  for name, curve in curves.items():
+    axes[0].semilogy(curve["seconds"], curve["fourier_error"], label=name)
+  axes[0].semilogy([learned_point[0]], [learned_point[1]], "o", markersize=9,
+                   label="learned model alone")
+  axes[0].set_xlabel("seconds")
+  axes[0].set_ylabel("Fourier error")
+  axes[0].grid(True, which="both", alpha=0.3)
+  axes[0].legend(fontsize=8)
+  axes[0].set_title("data misfit against time")
+  for ax, (title, obj, probe) in zip(axes[1:], panels):
+    cropped, inner = lit_crop(scan, probe, obj)
+    phase = np.angle(cropped)
+    lo, hi = np.percentile(phase[inner], [1, 99])
+    ax.imshow(phase, cmap="viridis", vmin=lo, vmax=hi)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  count, h, w = scan.amplitudes.shape
+  fig.suptitle(f"Measured Siemens star, {count} patterns of {h}x{w}: a model "
+               f"trained only on simulated objects, alone and as DM's start")
+  fig.tight_layout()
+  save_png(path, fig, plt)
+
+
+def learned(scan, dm_result):
+  """--learned: stages 1-3 as commands, then the comparison (module doc)."""
+  from ptychonet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.evaluation import comparison  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.evaluation import methods  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.utils import machine  # pylint: disable=g-import-not-at-top
+  py = sys.executable
+  stages = Stages(3)
+  stages.run("the measured scan as a dataset, with a refined probe", [
+      py, "tools/make_tfrecords.py", f"--scans={FLAGS.data}",
+      f"--out_dir={MEASURED}",
+      f"--probe_iterations={FLAGS.learned_probe_iterations}",
+      "--noprogress"])
+  geometry = pipeline.load_dataset_info(MEASURED).geometry
+  h, w = geometry.probe_shape
+  calibration = os.path.join(MEASURED, "geometry.npz")
+  stages.run("simulated training scans in the star's geometry", [
+      py, "tools/make_tfrecords.py", "--flagfile=configs/base.flags",
+      "--images=default+procedural", f"--probe_size={h},{w}", "--scan=file",
+      f"--scan_file={calibration}", f"--probe_file={calibration}",
+      f"--num_train={FLAGS.learned_num_train}", "--num_test=4",
+      "--num_shards=4",
+      "--amplitude_dtype=float16", f"--out_dir={SIMULATED}"])
+  stages.run("train on them", [
+      py, "-m", "ptychonet_tf.train", f"--data_dir={SIMULATED}",
+      f"--model_dir={RUN}", f"--export_dir={EXPORT}", "--base_channels=16",
+      f"--epochs={FLAGS.learned_epochs}", "--batch_size=1", "--refine_steps=8",
+      "--refine_groups=4", "--refine_epochs=1", "--refine_steps_per_epoch=20",
+      "--eval_scans=2", "--num_images=1"])
+  print("\n=== the measured scan: the learned model alone, then DM from it",
+        flush=True)
+  predict = comparison.load_predictor(EXPORT, geometry)
+  objects, seconds = methods.run_learned(predict, scan.amplitudes[None])
+  start = objects[0]
+  start_error = metrics.fourier_error(start, geometry.probe, scan.layout,
+                                      scan.amplitudes)
+  tick = time.perf_counter()
+  from_learned = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
+                                   scan.object_shape,
+                                   dm_config(FLAGS.iterations),
+                                   initial_object=start)
+  print(f"DM from the learned model: {time.perf_counter() - tick:.1f} s")
+  target = float(dm_result.fourier_error[-1])
+  runs, rows = {}, []
+  for name, result, offset in (("DM, flat start", dm_result, 0.0),
+                               ("DM from the learned model", from_learned,
+                                seconds)):
+    count = len(result.fourier_error)
+    runs[name] = {"seconds": offset + np.arange(1, count + 1) *
+                             result.seconds_per_iteration,
+                  "fourier_error": np.asarray(result.fourier_error)}
+    reach = metrics.first_reaching(result.fourier_error, target)
+    rows.append({"method": name, "iterations": count,
+                 "seconds_per_iteration": result.seconds_per_iteration,
+                 "start_seconds": offset,
+                 "final_fourier_error": float(result.fourier_error[-1]),
+                 "reaches_dm_final_at_iteration": reach,
+                 "reaches_dm_final_at_seconds":
+                     None if reach is None else
+                     offset + reach * result.seconds_per_iteration})
+  rows.append({"method": "learned model alone", "seconds": seconds,
+               "fourier_error": start_error})
+  panels = [
+      (f"DM-{FLAGS.iterations}, flat start", dm_result.object,
+       dm_result.probe),
+      (f"learned model alone ({seconds:.2f} s)", start, geometry.probe),
+      (f"learned model + DM-{FLAGS.iterations}", from_learned.object,
+       from_learned.probe)]
+  draw_learned(FLAGS.learned_out, scan, runs, (seconds, start_error), panels)
+  dm_total = FLAGS.iterations * dm_result.seconds_per_iteration
+  lines = [
+      "# The measured Siemens star: learned model, DM, learned model + DM\n",
+      f"`python tools/siemens_star.py --learned` on "
+      f"{machine.cpu_description()}; stages: " + ", ".join(
+          f"{title} {fmt(sec)}" for title, sec in stages.times) + ".\n",
+      f"DM-{FLAGS.iterations} from a flat start ends at Fourier error "
+      f"{target:.5f} ({dm_total:.1f} s at "
+      f"{dm_result.seconds_per_iteration:.3f} s per iteration).\n",
+      "| method | Fourier error at the end | first reaches DM's final error "
+      "| seconds then | share of DM's time |", "|---|---|---|---|---|"]
+  for row in rows[:2]:
+    reach = row["reaches_dm_final_at_iteration"]
+    when = row["reaches_dm_final_at_seconds"]
+    lines.append(
+        f"| {row['method']} | {row['final_fourier_error']:.5f} | "
+        + ("never |  |  |" if reach is None else
+           f"iteration {reach} | {when:.1f} | {when / dm_total:.1%} |"))
+  lines.append(f"| learned model alone | {start_error:.5f} (its own probe) "
+               f"| | {seconds:.2f} | {seconds / dm_total:.1%} |")
+  report = os.path.join(FLAGS.learned_reports_dir, "siemens_star_learned.md")
+  files.write_text(report, "\n".join(lines) + "\n", make_parent=True)
+  files.write_json(
+      os.path.join(FLAGS.learned_reports_dir, "siemens_star_learned.json"),
+      {"rows": rows, "dm_final_fourier_error": target,
+       "curves": {name: {k: np.asarray(v).tolist() for k, v in c.items()}
+                  for name, c in runs.items()},
+       "stages": stages.times}, indent=1)
+  print("\n".join(lines[3:]))
+  print(f"wrote {FLAGS.learned_out} and {report}")
 
 
 @report_user_errors
@@ -116,13 +311,11 @@ def main(argv):
   count, h, w = scan.amplitudes.shape
   print(f"read {FLAGS.data}: {count} patterns of {h}x{w}, object "
         f"{scan.object_shape[0]}x{scan.object_shape[1]}")
-  config = dm.DMConfig(iterations=FLAGS.iterations, refine_probe=True,
-                       probe_start=FLAGS.probe_start, init="ones",
-                       probe_support=FLAGS.probe_support,
-                       fourier_relax=FLAGS.fourier_relax,
-                       object_inertia=FLAGS.object_inertia, progress=True)
+  if FLAGS.learned and not os.path.isfile("configs/base.flags"):
+    raise UserError("--learned runs the package's commands on configs/: run "
+                    "it from the repository root")
   result = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                             scan.object_shape, config)
+                             scan.object_shape, dm_config(FLAGS.iterations))
   print(f"DM: {result.seconds:.1f} s, {result.seconds_per_iteration:.3f} s per "
         f"iteration; chi {result.chi[-1]:.2e}, Fourier error "
         f"{result.fourier_error[-1]:.2e}")
@@ -134,6 +327,8 @@ def main(argv):
                    fourier_error=result.fourier_error)
   draw(FLAGS.out, scan, result)
   print(f"wrote {FLAGS.out}")
+  if FLAGS.learned:
+    learned(scan, result)
 
 
 def run():

@@ -223,3 +223,21 @@ def paper_metrics(estimate, truth):
               phase_psnr=psnr(phase, true_phase),
               amplitude_ssim=ssim(amplitude, true_amplitude),
               phase_ssim=ssim(phase, true_phase))
+
+
+def fourier_error(obj, probe, layout, amplitudes):
+  """DM's Fourier error of an object and probe on measured amplitudes:
+  sum_j || |F(P O_j)| - A_j ||^2 / sum_j ||A_j||^2 (A_j in the scan file's
+  convention, zero frequency at (h//2, w//2)); 0 for a perfect fit."""
+  from ptychonet_tf.physics import forward  # pylint: disable=g-import-not-at-top
+  amplitudes = np.asarray(amplitudes, np.float64)
+  predicted = forward.diffraction_amplitudes(
+      np.asarray(obj, np.complex64), np.asarray(probe, np.complex64),
+      layout).numpy()
+  return float(np.sum((predicted - amplitudes) ** 2) / np.sum(amplitudes ** 2))
+
+
+def first_reaching(values, target):
+  """The first (1-based) iteration whose value is <= target, or None."""
+  hits = np.flatnonzero(np.asarray(values) <= target)
+  return int(hits[0]) + 1 if hits.size else None
