@@ -94,6 +94,7 @@ def test_scans_of_two_geometries_are_refused():
     measured.check_same_geometry([scans[0], other], ["a.npz", "b.npz"])
 
 
+@pytest.mark.slow
 def test_physics_loss_trains_on_measured_scans_and_mse_is_refused(
     measured_dir, tmp_path):
   out, _ = measured_dir

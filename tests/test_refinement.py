@@ -237,7 +237,8 @@ def test_training_with_refinement_epochs(tmp_path):
                              job.model.refinement.step_size.numpy())
 
 
-@pytest.mark.parametrize("noise", losses.NOISE_MODELS)
+@pytest.mark.parametrize("noise", [
+    "gaussian", pytest.param("poisson", marks=pytest.mark.slow)])
 def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):
   """--loss=physics: end-to-end steps read only the amplitudes and lower the
   final object's data misfit on held-out scans."""

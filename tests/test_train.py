@@ -389,6 +389,7 @@ def test_fine_tune_refuses_weights_that_do_not_fit(data_dir, other_data_dir,
   assert not os.path.exists(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_new_run_from_another_runs_weights(
     data_dir, other_data_dir, tmp_path):
   source = tmp_path / "source"
