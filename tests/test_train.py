@@ -412,11 +412,15 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
   scalars = tr.train()
   assert tr.step == 1 and snapshot(source) == before  # the source untouched
   assert np.isfinite(scalars["misfit"]) and scalars["misfit"] > 0
-  # model_dir now holds a run: a second --init_from there is refused ...
+  # The same command again (say after a kill) resumes the run it started.
+  resumed = quick_trainer(other_data_dir, model_dir, init_from=str(source),
+                          loss="physics", epochs=2)
+  assert resumed.prepare_run_dir() == 1
+  # From another source there, it is refused ...
   with pytest.raises(UserError, match="--init_from starts a new run, but "
                      "model_dir .* holds one"):
     quick_trainer(other_data_dir, model_dir,
-                  init_from=str(source)).prepare_run_dir()
+                  init_from=str(tmp_path / "elsewhere")).prepare_run_dir()
   # ... unless with --restart, which moves it aside first.
   again = quick_trainer(other_data_dir, model_dir, init_from=str(source),
                         restart=True)

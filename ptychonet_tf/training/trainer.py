@@ -400,9 +400,16 @@ class Trainer:
     notes, extra = [], {}
     move = record = False
     start_step = 0
-    if config.init_from:
-      if not config.restart and (recorded is not None or checkpoint is not None
-                                 or stored_model is not None):
+    # A run this --init_from started resumes like any other (the same
+    # command after a kill); one killed before its first checkpoint starts
+    # again from the source's weights.
+    same_init = bool(config.init_from) and (recorded_run or {}).get(
+        "initialized_from", {}).get("run") == config.init_from
+    if config.init_from and (config.restart or not same_init or
+                             checkpoint is None):
+      if not config.restart and not same_init and (
+          recorded is not None or checkpoint is not None or
+          stored_model is not None):
         raise UserError(
             f"--init_from starts a new run, but model_dir {model_dir} holds "
             f"one; use a new --model_dir, or --restart to move it aside")
