@@ -2,12 +2,14 @@
 from absl import flags
 from absl.testing import flagsaver
 import os
+import sys
 
 import pytest
 
 from helpers import REPO
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.cli import stages as stages_lib
 from ptychonet_tf.utils.errors import UserError
 
 experiment_flags.define_experiment_flags()
@@ -50,3 +52,15 @@ def test_every_config_names_its_folders():
     for line in (f"--data_dir=tfrecords/{name}", f"--model_dir=runs/{name}",
                  f"--export_dir=saved_models/{name}"):
       assert line in text.splitlines(), (name, line)
+
+
+def test_stages_time_each_command_and_name_a_failed_one(capsys):
+  stages = stages_lib.Stages(2)
+  stages.run("first", [sys.executable, "-c", "print('hello')"])
+  out = capsys.readouterr().out
+  assert "=== [1/2] first" in out and "$ " in out
+  assert [t for t, _ in stages.times] == ["first"]
+  with pytest.raises(UserError, match="stage 'second' failed with exit "
+                     "status 3"):
+    stages.run("second", [sys.executable, "-c", "raise SystemExit(3)"])
+  assert stages_lib.fmt(187) == "3m07s"
