@@ -14,6 +14,7 @@ import sys
 from absl import flags
 
 from ptychonet_tf.evaluation import doses
+from ptychonet_tf.model import losses
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
@@ -124,7 +125,7 @@ def define_experiment_flags():
                     "Network learning rate: constant (the paper) or a half "
                     "cosine from --learning_rate to 0 over the --epochs.")
   flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
-  flags.DEFINE_enum("loss", "mse", ["mse", "dse", "physics", "mse+physics"],
+  flags.DEFINE_enum("loss", "mse", list(losses.LOSSES),
                     "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
                     "dse_lambda * DFT loss (eqs. 6-7); physics: "
                     "self-supervised, the misfit of the measured amplitudes "
@@ -133,7 +134,7 @@ def define_experiment_flags():
                     "mse+physics: MSE + dse_lambda * that misfit.")
   flags.DEFINE_float("dse_lambda", 1.0, "Weight of the data term in dse and "
                      "mse+physics.")
-  flags.DEFINE_enum("physics_noise", "gaussian", ["gaussian", "poisson"],
+  flags.DEFINE_enum("physics_noise", "gaussian", list(losses.NOISE_MODELS),
                     "The misfit of --loss=physics and mse+physics: gaussian "
                     "(amplitude MSE) or poisson (Poisson deviance of the "
                     "intensities, for photon-counting data).")

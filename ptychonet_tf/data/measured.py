@@ -133,19 +133,10 @@ def write_measured_dataset(scans, probe, out_dir, config, flags_string=""):
               amplitude_dtype=config.amplitude_dtype))
 
     files.atomic_write(os.path.join(out_dir, name), write)
-  info = {
-      "schema_version": schema.SCHEMA_VERSION,
-      "complete": True,
-      "counts": {"train": len(train), "test": len(test)},
-      "shards": shards,
-      "num_positions": geometry.num_positions,
-      "probe_shape": list(geometry.probe_shape),
-      "object_shape": list(geometry.object_shape),
-      "amplitude_dtype": config.amplitude_dtype,
-      "compression": "none",
-      "objects": False,
-      "identity": config.identity(),
-      "flags": flags_string,
-  }
-  files.write_json(info_path, info)
+  writer.write_info(out_dir, geometry, shards,
+                    {"train": len(train), "test": len(test)},
+                    config.identity(), complete=True,
+                    amplitude_dtype=config.amplitude_dtype,
+                    compression="none", flags_string=flags_string,
+                    objects=False)
   return {"train": len(train), "test": len(test), "kept": False}

@@ -90,8 +90,7 @@ def load_scan(path):
   elif obj is not None:
     object_shape = tuple(obj.shape)
   else:
-    layout = arrays["layout"]
-    object_shape = (int(layout[:, 1].max()), int(layout[:, 3].max()))
+    object_shape = layouts.covering_shape(arrays["layout"])
   scan = Scan(amplitudes=arrays["amplitudes"].astype(np.float32),
               layout=arrays["layout"].astype(np.int32),
               probe=arrays["probe"].astype(np.complex64),

@@ -148,23 +148,35 @@ def check_out_dir(out_dir, config):
                       f"delete it")
 
 
-def _write_info(out_dir, config, geometry, shards, complete, flags_string):
+def write_info(out_dir, geometry, shards, counts, identity, *, complete,
+               amplitude_dtype, compression, flags_string, **extra):
+  """Writes dataset.json (atomically): what `pipeline.load_dataset_info`
+  reads. `extra`: fields of this kind of dataset (the simulated one's images
+  and seed, a measured one's "objects": false)."""
   info = {
       "schema_version": schema.SCHEMA_VERSION,
       "complete": complete,
-      "counts": {"train": config.num_train, "test": config.num_test},
+      "counts": dict(counts),
       "shards": shards,
       "num_positions": geometry.num_positions,
       "probe_shape": list(geometry.probe_shape),
       "object_shape": list(geometry.object_shape),
-      "amplitude_dtype": config.amplitude_dtype,
-      "compression": config.compression,
-      "images": config.images,
-      "seed": config.seed,
-      "identity": config.identity(),
+      "amplitude_dtype": amplitude_dtype,
+      "compression": compression,
+      **extra,
+      "identity": identity,
       "flags": flags_string,
   }
   files.write_json(os.path.join(out_dir, INFO_FILE), info)
+
+
+def _write_info(out_dir, config, geometry, shards, complete, flags_string):
+  write_info(out_dir, geometry, shards,
+             {"train": config.num_train, "test": config.num_test},
+             config.identity(), complete=complete,
+             amplitude_dtype=config.amplitude_dtype,
+             compression=config.compression, flags_string=flags_string,
+             images=config.images, seed=config.seed)
 
 
 def write_dataset(config, out_dir, workers=None, flags_string="", progress=True):

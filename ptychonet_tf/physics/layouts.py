@@ -97,9 +97,13 @@ def layout_from_positions(positions, probe_shape, margin=0):
   corner = np.round(positions - positions.min(axis=0)).astype(np.int64) + margin
   top, left = corner[:, 0], corner[:, 1]
   layout = np.stack([top, top + h, left, left + w], axis=1).astype(np.int32)
-  object_shape = (int(layout[:, 1].max()) + margin,
-                  int(layout[:, 3].max()) + margin)
-  return layout, object_shape
+  return layout, covering_shape(layout, margin)
+
+
+def covering_shape(layout, margin=0):
+  """(H, W): the smallest object that holds every window of `layout` [N, 4],
+  plus `margin` pixels below and to the right."""
+  return (int(layout[:, 1].max()) + margin, int(layout[:, 3].max()) + margin)
 
 
 def check_layout(layout, object_shape, probe_shape, name="layout"):
@@ -148,7 +152,7 @@ def load_layout(path, probe_shape):
   except (OSError, ValueError, KeyError, EOFError) as e:
     raise UserError(f"scan file {path} is not a readable .npz file ({e})")
   if shape is None and layout.ndim == 2 and layout.shape[1:] == (4,):
-    shape = (int(layout[:, 1].max()), int(layout[:, 3].max()))
+    shape = covering_shape(layout)
   check_layout(layout, shape or (0, 0), probe_shape,
                name=f"the layout of {path}")
   return layout, shape
