@@ -99,6 +99,52 @@ def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
   assert np.abs(full(start[None], amps[None]).numpy()[0] - got).max() > 1e-3
 
 
+def test_inertia_sets_the_preconditioner_floor():
+  """A larger inertia is the same error-reduction step with a larger e."""
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(4)
+  start = (obj * np.exp(0.2j * rng.standard_normal(shape))).astype(np.complex64)
+  layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
+                                        1, inertia=0.3)
+  layer.build()
+  got = layer(start[None], amps[None]).numpy()[0]
+  want = _numpy_error_reduction(start.astype(np.complex128), probe, layout,
+                                amps, 0.3)
+  np.testing.assert_allclose(got, want, atol=2e-5)
+  with pytest.raises(ValueError, match="inertia"):
+    refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag, 1,
+                                  inertia=0.0)
+
+
+def test_smoothing_starts_as_the_identity_and_filters_with_its_kernel():
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(5)
+  start = (obj * np.exp(0.2j * rng.standard_normal(shape))).astype(np.complex64)
+  plain = _layer(probe, layout, shape, 2)
+  smooth = refinement.UnrolledRefinement(layout, shape, probe.real,
+                                         probe.imag, 2, smoothing=5)
+  smooth.build()
+  unfiltered = plain(start[None], amps[None]).numpy()[0]
+  np.testing.assert_allclose(smooth(start[None], amps[None]).numpy()[0],
+                             unfiltered, atol=1e-6)
+  kernel = rng.uniform(0, 1, (5, 5)).astype(np.float32)
+  smooth.set_smoothing_kernel(kernel / kernel.sum())
+  np.testing.assert_allclose(smooth.smoothing_kernel, kernel / kernel.sum(),
+                             atol=1e-7)
+  got = smooth(start[None], amps[None]).numpy()[0]
+  # A correlation, reflected at the border without repeating the edge.
+  want = (ndimage.correlate(unfiltered.real, kernel / kernel.sum(),
+                            mode="mirror") +
+          1j * ndimage.correlate(unfiltered.imag, kernel / kernel.sum(),
+                                 mode="mirror"))
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  for size in (2, -1):
+    with pytest.raises(ValueError, match="smoothing"):
+      refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag, 1,
+                                    smoothing=size)
+
+
 def test_position_groups_interleave_and_cover_every_position():
   groups = layouts.interleaved_groups(10, 3)
   assert [g.tolist() for g in groups] == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
@@ -112,6 +158,8 @@ def test_position_groups_interleave_and_cover_every_position():
                                       refine_groups=31), geometry)
   with pytest.raises(Exception, match="refine_groups=0 must be >= 1"):
     NetworkConfig(refine_steps=2, refine_groups=0).validate((16, 16))
+  with pytest.raises(Exception, match="refine_inertia=0.0 must be > 0"):
+    NetworkConfig(refine_steps=2, refine_inertia=0.0).validate((16, 16))
 
 
 def test_grouped_steps_converge_faster_than_full_ones_per_fft():
@@ -163,7 +211,8 @@ def _model(probe, layout, shape, groups=1):
                                    object_shape=shape)
   return network.build_model(
       NetworkConfig(base_channels=4, depth=2, refine_steps=3,
-                    refine_filters=2, refine_groups=groups), geometry)
+                    refine_filters=2, refine_groups=groups,
+                    refine_inertia=0.1, refine_smoothing=3), geometry)
 
 
 def test_gradients_are_finite_and_reach_every_parameter():
@@ -176,6 +225,7 @@ def test_gradients_are_finite_and_reach_every_parameter():
   names = [v.path for v in model.trainable_variables]
   assert any("momentum" in n for n in names)
   assert any("correction" in n for n in names)
+  assert any("smoothing_delta" in n for n in names)
   for name, g in zip(names, grads):
     assert g is not None, name
     assert np.all(np.isfinite(g.numpy())), name
@@ -186,8 +236,10 @@ def test_config_round_trip_and_truncated_copies():
   model = _model(probe, layout, shape, groups=2)
   model(amps[None])
   model.refinement.step_size.assign([0.9, 1.1, 0.7])
+  model.refinement.set_smoothing_kernel(np.full((3, 3), 1 / 9, np.float32))
   clone = network.PtychoNet.from_config(model.get_config())
   assert clone.refinement.groups == 2
+  assert clone.refinement.inertia == 0.1 and clone.refinement.smoothing == 3
   clone(amps[None])
   clone.set_weights(model.get_weights())
   np.testing.assert_allclose(clone(amps[None])["phase"],
@@ -207,6 +259,8 @@ def test_config_round_trip_and_truncated_copies():
                              stitched["amplitude"], atol=1e-6)
   two = export_lib.float32_copy(model, refine_steps=2)
   np.testing.assert_allclose(two.refinement.step_size.numpy(), [0.9, 1.1])
+  np.testing.assert_allclose(two.refinement.smoothing_kernel, 1 / 9,
+                             atol=1e-7)
   with pytest.raises(Exception, match="cannot keep 4 refinement steps"):
     export_lib.float32_copy(model, refine_steps=4)
 

@@ -435,8 +435,8 @@ def test_init_from_refusals(data_dir, tmp_path):
     quick_trainer(data_dir, tmp_path / "a", init_from=str(tmp_path / "nope")
                   ).prepare_run_dir()
   (tmp_path / "export_only").mkdir()
-  with pytest.raises(UserError, match="holds no checkpoint; expected the "
-                     "--model_dir of an earlier training run"):
+  with pytest.raises(UserError, match="holds no checkpoint and no SavedModel; "
+                     "expected the --model_dir of an earlier training run"):
     quick_trainer(data_dir, tmp_path / "b",
                   init_from=str(tmp_path / "export_only")).prepare_run_dir()
   with pytest.raises(UserError, match=r"--init_from: checkpoint .*ckpt-1 does "
@@ -449,6 +449,37 @@ def test_init_from_refusals(data_dir, tmp_path):
                  fine_tune=True).validate()
   for name in "abcd":
     assert not os.path.exists(tmp_path / name)
+
+
+def test_init_from_a_saved_model_export(data_dir, other_data_dir,
+                                        wide_data_dir, tmp_path, capsys):
+  source = tmp_path / "source"
+  exports = tmp_path / "exports"
+  quick_trainer(data_dir, source, export=True, export_dir=str(exports)
+                ).train()
+  old_model, _, _ = run_dir.load_trained_model(str(source))
+  for given in (exports, exports / "1"):  # an export dir or one version
+    model_dir = tmp_path / f"run-{given.name}"
+    tr = quick_trainer(other_data_dir, model_dir, init_from=str(given),
+                       loss="physics", verbose=True)
+    assert tr.prepare_run_dir() == 0 and tr.step == 0
+    for new, old in zip(tr.model.get_weights(), old_model.get_weights()):
+      np.testing.assert_array_equal(new, old)
+    with open(model_dir / run_dir.RUN_FILE) as f:
+      run = json.load(f)["initialized_from"]
+    assert run["run"] == str(given) and run["step"] == 1
+    assert run["saved_model"] == str(exports / "1")
+    assert f"the SavedModel {exports / '1'}" in capsys.readouterr().out
+  with pytest.raises(UserError, match="does not fit the network these "
+                     "flags build"):
+    quick_trainer(data_dir, tmp_path / "wider", init_from=str(exports),
+                  network=NetworkConfig(base_channels=8, depth=2)
+                  ).prepare_run_dir()
+  with pytest.raises(UserError, match=r"takes 16x16 patterns, .* has 32x32"):
+    quick_trainer(wide_data_dir, tmp_path / "wide", init_from=str(exports)
+                  ).prepare_run_dir()
+  assert not os.path.exists(tmp_path / "wider")
+  assert not os.path.exists(tmp_path / "wide")
 
 
 def test_older_run_dir_without_run_json_is_adopted(data_dir, wide_data_dir,

@@ -174,6 +174,14 @@ def define_experiment_flags():
                        "step k uses group k mod G, so a step costs 1/G of a "
                        "full one and the object moves after every group (1 = "
                        "every step uses all positions).")
+  flags.DEFINE_float("refine_inertia", 1e-3,
+                     "Preconditioner floor of the refinement steps, relative "
+                     "to the peak illumination: larger damps the steps where "
+                     "few photons fall (noisy data: e.g. 0.3).")
+  flags.DEFINE_integer("refine_smoothing", 0,
+                       "Odd size of a learned linear filter on the refined "
+                       "object, initialised to the identity (noisy data: "
+                       "e.g. 7); 0 = none.")
   flags.DEFINE_float("refine_learning_rate", 1e-2,
                      "Adam learning rate of the refinement's own variables "
                      "(step sizes, momenta, CNN corrections).")

@@ -16,8 +16,8 @@ The run directory records its dataset (run.json): a start on another dataset
 or with other network settings is refused before anything is written, unless
 --restart (start over; the old run is moved to <model_dir>/previous-<time>/)
 or --fine_tune (start from the old run's weights on the new dataset, at step 0;
-the old run is moved aside too). --init_from=RUN_DIR starts a new run from
-another run's weights.
+the old run is moved aside too). --init_from=RUN_DIR (or a SavedModel
+export) starts a new run from another run's weights.
 """
 import os
 
@@ -44,8 +44,9 @@ flags.DEFINE_bool("fine_tune", False,
                   "to <model_dir>/previous-<time>/. On its own dataset the "
                   "run resumes.")
 flags.DEFINE_string("init_from", None,
-                    "The --model_dir of an earlier run: start this new run "
-                    "from its latest weights with a fresh optimizer at step "
+                    "The --model_dir of an earlier run or a SavedModel "
+                    "export (--export_dir or a version of it): start this "
+                    "new run from its weights with a fresh optimizer at step "
                     "0 (the flags must build the same network), e.g. "
                     "--loss=physics on data without objects.")
 FLAGS = flags.FLAGS
@@ -61,6 +62,8 @@ def train_config():
                           refine_steps=FLAGS.refine_steps,
                           refine_filters=FLAGS.refine_filters,
                           refine_groups=FLAGS.refine_groups,
+                          refine_inertia=FLAGS.refine_inertia,
+                          refine_smoothing=FLAGS.refine_smoothing,
                           architecture=FLAGS.architecture,
                           input_norm=FLAGS.input_norm)
   return TrainConfig(

@@ -110,6 +110,8 @@ def float32_copy(model, refine_steps=None, xla=True):
     source, target = model.refinement, copy.refinement
     target.momentum.assign(source.momentum[:refine_steps])
     target.step_size.assign(source.step_size[:refine_steps])
+    if source.smoothing_delta is not None:
+      target.smoothing_delta.assign(source.smoothing_delta)
     for mine, theirs in zip(target.corrections, source.corrections):
       mine.set_weights(theirs.get_weights())
   return copy
@@ -207,3 +209,43 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return files.replace_dir(tmp, final)
+
+
+def is_saved_model(path):
+  """Whether `path` is a SavedModel version dir or an export dir with one."""
+  from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
+  try:
+    inference.resolve_saved_model(path)
+  except UserError:
+    return False
+  return True
+
+
+def read_weights(path):
+  """The network weights an export of this package holds.
+
+  Args:
+    path: an export dir (its highest version) or one version dir.
+
+  Returns:
+    (version dir, probe shape [h, w], list of numpy arrays in the order of
+    the exported network's `variables`, which is the order of any PtychoNet
+    built with the same network flags).
+
+  Raises:
+    UserError: not a SavedModel of this package (no geometry signature or
+      no recorded variables).
+  """
+  from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
+  path = inference.resolve_saved_model(path)
+  try:
+    loaded = tf.saved_model.load(path)
+    geometry = loaded.signatures["geometry"]()
+    variables = list(loaded._variables)  # pylint: disable=protected-access
+  except (AttributeError, KeyError, OSError, ValueError,
+          tf.errors.OpError) as e:
+    raise UserError(f"SavedModel {path} is not a PtychoNet export of this "
+                    f"package (no geometry signature or weights: "
+                    f"{type(e).__name__})") from e
+  probe_shape = [int(s) for s in geometry["probe_real"].shape]
+  return path, probe_shape, [v.numpy() for v in variables]

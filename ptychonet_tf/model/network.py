@@ -81,6 +81,10 @@ class NetworkConfig:
       learned step sizes and momenta only).
     refine_groups: interleaved position groups of the refinement steps
       (step k uses group k mod G; 1 = every step uses all positions).
+    refine_inertia: the steps' relative preconditioner floor (larger damps
+      them where the probe is faint; for noisy data).
+    refine_smoothing: odd size of the learned filter on the refined object
+      (0 = none).
     architecture: one of ARCHITECTURES.
     input_norm: one of INPUT_NORMS.
   """
@@ -95,6 +99,8 @@ class NetworkConfig:
   refine_steps: int = 0
   refine_filters: int = 0
   refine_groups: int = 1
+  refine_inertia: float = 1e-3
+  refine_smoothing: int = 0
   architecture: str = "paper"
   input_norm: str = "log"
 
@@ -128,6 +134,12 @@ class NetworkConfig:
                       f"{self.refine_filters} must be >= 0")
     if self.refine_groups < 1:
       raise UserError(f"refine_groups={self.refine_groups} must be >= 1")
+    if self.refine_inertia <= 0:
+      raise UserError(f"refine_inertia={self.refine_inertia} must be > 0")
+    if self.refine_smoothing < 0 or (self.refine_smoothing and
+                                     self.refine_smoothing % 2 == 0):
+      raise UserError(f"refine_smoothing={self.refine_smoothing} must be 0 "
+                      f"(none) or an odd filter size")
     if self.stitch_weighting not in layers_lib.STITCH_WEIGHTINGS:
       raise UserError(f"stitch weighting {self.stitch_weighting!r} is not one "
                       f"of {layers_lib.STITCH_WEIGHTINGS}")
@@ -249,9 +261,10 @@ class PtychoNet(keras.Model):
       written before this argument existed) or "mixed_bfloat16".
     probe_real, probe_imag: float [h, w] the known probe, needed when
       refine_steps > 0 (None otherwise).
-    refine_steps, refine_filters, refine_groups, architecture, input_norm:
-      see NetworkConfig; 0 steps, "paper" and "log" (the defaults, also for
-      older model.json files) are the paper's network.
+    refine_steps, refine_filters, refine_groups, refine_inertia,
+      refine_smoothing, architecture, input_norm: see NetworkConfig; 0 steps,
+      "paper" and "log" (the defaults, also for older model.json files) are
+      the paper's network.
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
@@ -260,7 +273,8 @@ class PtychoNet(keras.Model):
                stitch_method="scatter", stitch_weights=None,
                compute_policy="float32", probe_real=None, probe_imag=None,
                refine_steps=0, refine_filters=0, architecture="paper",
-               input_norm="log", refine_groups=1, **kwargs):
+               input_norm="log", refine_groups=1, refine_inertia=1e-3,
+               refine_smoothing=0, **kwargs):
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
@@ -284,6 +298,8 @@ class PtychoNet(keras.Model):
     self.refine_steps = int(refine_steps)
     self.refine_filters = int(refine_filters)
     self.refine_groups = int(refine_groups)
+    self.refine_inertia = float(refine_inertia)
+    self.refine_smoothing = int(refine_smoothing)
     self.architecture = architecture
     self.input_norm = input_norm
     self.probe_real = (None if probe_real is None
@@ -304,8 +320,8 @@ class PtychoNet(keras.Model):
       self.refinement = refinement_lib.UnrolledRefinement(
           self.layout, self.object_shape, self.probe_real, self.probe_imag,
           self.refine_steps, self.refine_filters,
-          groups=self.refine_groups,
-          name="refinement")
+          groups=self.refine_groups, inertia=self.refine_inertia,
+          smoothing=self.refine_smoothing, name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo
@@ -323,6 +339,8 @@ class PtychoNet(keras.Model):
                          refine_steps=self.refine_steps,
                          refine_filters=self.refine_filters,
                          refine_groups=self.refine_groups,
+                         refine_inertia=self.refine_inertia,
+                         refine_smoothing=self.refine_smoothing,
                          architecture=self.architecture,
                          input_norm=self.input_norm)
 
@@ -439,6 +457,8 @@ class PtychoNet(keras.Model):
                   refine_steps=self.refine_steps,
                   refine_filters=self.refine_filters,
                   refine_groups=self.refine_groups,
+                  refine_inertia=self.refine_inertia,
+                  refine_smoothing=self.refine_smoothing,
                   architecture=self.architecture,
                   input_norm=self.input_norm)
     return config
@@ -472,5 +492,7 @@ def build_model(config, geometry):
                    refine_steps=config.refine_steps,
                    refine_filters=config.refine_filters,
                    refine_groups=config.refine_groups,
+                   refine_inertia=config.refine_inertia,
+                   refine_smoothing=config.refine_smoothing,
                    architecture=config.architecture,
                    input_norm=config.input_norm, name="ptychonet")

@@ -42,7 +42,20 @@ accelerated error reduction; training tunes it end to end
 
 The inertia e_g = `inertia` * max(sum_{j in g} |P|^2) keeps pixels the
 group's probe windows barely reach where they are: their gradient is ~0 and
-so is their step.
+so is their step. On noisy data a larger inertia (`--refine_inertia`, e.g.
+0.3) damps the steps where few photons fall, so the object stays nearer
+the network's estimate there instead of fitting the noise
+(docs/training.md measures it at 1e4 photons per pattern).
+
+With `smoothing` = k > 0, the refined object then passes a learned k x k
+linear filter S (one kernel for its real and imaginary parts, reflected at
+the border), initialised to the identity, O_out = S * O_K: on noisy data
+training makes it the smoothing that best trades resolution for noise.
+S = W / sum(W) keeps the object's mean (a free kernel drifted to a sum of
+6 in one epoch), and the layer stores D = (W - identity) / SMOOTHING_GAIN,
+so that Adam moves W SMOOTHING_GAIN times faster than the step sizes (one
+short end-to-end epoch at the refinement's learning rate barely moved an
+identity kernel stored as it is).
 """
 import functools
 
@@ -59,6 +72,9 @@ from ptychonet_tf.physics import windows as windows_lib
 # k / (k + 3) beyond ~0.9 made the steps diverge on the small dense scans
 # (docs/training.md).
 MOMENTUM_LIMIT = 0.85
+
+# The smoothing kernel is stored divided by this (see the module doc).
+SMOOTHING_GAIN = 2.0
 
 
 def initial_momentum(steps):
@@ -90,6 +106,7 @@ class UnrolledRefinement(keras.layers.Layer):
       sees all positions). 1 <= groups <= N.
     filters: width of each step's CNN correction; 0 = none.
     inertia: relative preconditioner floor e / max(sum_j |P|^2).
+    smoothing: odd size k of the learned output filter; 0 = none.
     jit_compile: run the K steps as one XLA-compiled function (also in the
       exported SavedModel). On CPU this makes the steps faster (the window
       gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
@@ -100,13 +117,19 @@ class UnrolledRefinement(keras.layers.Layer):
   """
 
   def __init__(self, layout, object_shape, probe_real, probe_imag, steps,
-               filters=0, inertia=1e-3, jit_compile=True, groups=1, **kwargs):
+               filters=0, inertia=1e-3, jit_compile=True, groups=1,
+               smoothing=0, **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
       raise ValueError(f"refinement steps {steps} must be >= 1")
     if int(filters) < 0:
       raise ValueError(f"refinement filters {filters} must be >= 0")
+    if float(inertia) <= 0:
+      raise ValueError(f"refinement inertia {inertia} must be > 0")
+    if int(smoothing) < 0 or int(smoothing) % 2 == 0 and int(smoothing):
+      raise ValueError(f"refinement smoothing {smoothing} must be 0 or an "
+                       f"odd kernel size")
     if not 1 <= int(groups) <= len(layout):
       raise ValueError(f"refinement position groups {groups} must be in "
                        f"[1, {len(layout)}] (the scan's positions)")
@@ -119,6 +142,7 @@ class UnrolledRefinement(keras.layers.Layer):
     self.inertia = float(inertia)
     self.jit_compile = bool(jit_compile)
     self.groups = int(groups)
+    self.smoothing = int(smoothing)
     self._compiled = None
     probe = self.probe_real + 1j * self.probe_imag
     h, w = probe.shape
@@ -149,6 +173,11 @@ class UnrolledRefinement(keras.layers.Layer):
     self.step_size = self.add_weight(
         name="step_size", shape=(self.steps,),
         initializer=keras.initializers.Constant(1.0))
+    self.smoothing_delta = None
+    if self.smoothing:
+      self.smoothing_delta = self.add_weight(
+          name="smoothing_delta", shape=(self.smoothing, self.smoothing),
+          initializer="zeros")
     for correction in self.corrections:
       correction.build((None, *self.object_shape, 4))
     self.built = True
@@ -183,16 +212,52 @@ class UnrolledRefinement(keras.layers.Layer):
     # model's build call) would otherwise give them no gradient.
     momentum = tf.convert_to_tensor(self.momentum)
     step_size = tf.convert_to_tensor(self.step_size)
+    kernel = (tf.zeros([0, 0]) if self.smoothing_delta is None else
+              self._kernel(tf.convert_to_tensor(self.smoothing_delta)))
     # (Captured Keras sub-layers lose their gradients the same way, so steps
     # with CNN corrections run as ordinary ops.)
     if self.jit_compile and not self.corrections:
       if self._compiled is None:
         self._compiled = tf.function(
             functools.partial(self._steps, method="slices"), jit_compile=True)
-      return self._compiled(obj, amplitudes, momentum, step_size)
-    return self._steps(obj, amplitudes, momentum, step_size)
+      return self._compiled(obj, amplitudes, momentum, step_size, kernel)
+    return self._steps(obj, amplitudes, momentum, step_size, kernel)
 
-  def _steps(self, obj, amplitudes, momentum, step_size, method="segment"):
+  def _identity(self):
+    identity = np.zeros([self.smoothing] * 2, np.float32)
+    identity[self.smoothing // 2, self.smoothing // 2] = 1.0
+    return tf.constant(identity)
+
+  def _kernel(self, delta):
+    weights = self._identity() + SMOOTHING_GAIN * delta
+    return weights / tf.reduce_sum(weights)
+
+  @property
+  def smoothing_kernel(self):
+    """The learned output filter S, float32 numpy [k, k] (None without)."""
+    if self.smoothing_delta is None:
+      return None
+    return self._kernel(tf.convert_to_tensor(self.smoothing_delta)).numpy()
+
+  def set_smoothing_kernel(self, kernel):
+    """Sets the output filter S to `kernel` [k, k] (scaled to sum 1)."""
+    kernel = np.asarray(kernel, np.float32)
+    self.smoothing_delta.assign(
+        (kernel / kernel.sum() - self._identity().numpy()) / SMOOTHING_GAIN)
+
+  def smooth(self, obj, kernel):
+    """O filtered by the k x k `kernel` (real and imaginary parts alike,
+    reflected at the border), complex64 [B, H, W]."""
+    half = self.smoothing // 2
+    parts = tf.concat([tf.math.real(obj), tf.math.imag(obj)], 0)[..., None]
+    parts = tf.pad(parts, [[0, 0], [half, half], [half, half], [0, 0]],
+                   mode="REFLECT")
+    out = tf.nn.conv2d(parts, kernel[:, :, None, None], 1, "VALID")[..., 0]
+    real, imag = tf.split(out, 2, axis=0)
+    return tf.complex(real, imag)
+
+  def _steps(self, obj, amplitudes, momentum, step_size, kernel,
+             method="segment"):
     # Into the solvers' unshifted frame once: every step is a plain FFT.
     amplitudes = (tf.signal.ifftshift(amplitudes, axes=(-2, -1)) *
                   self._fft_scale)
@@ -217,6 +282,8 @@ class UnrolledRefinement(keras.layers.Layer):
                              tf.math.real(step), tf.math.imag(step)], -1)
         delta = self.corrections[k](features)
         obj += tf.complex(delta[..., 0], delta[..., 1])
+    if self.smoothing:
+      obj = self.smooth(obj, kernel)
     return obj
 
   def get_config(self):
@@ -226,5 +293,6 @@ class UnrolledRefinement(keras.layers.Layer):
                   probe_real=self.probe_real.tolist(),
                   probe_imag=self.probe_imag.tolist(), steps=self.steps,
                   filters=self.filters, inertia=self.inertia,
-                  jit_compile=self.jit_compile, groups=self.groups)
+                  jit_compile=self.jit_compile, groups=self.groups,
+                  smoothing=self.smoothing)
     return config

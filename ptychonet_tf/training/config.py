@@ -70,10 +70,12 @@ class TrainConfig:
       latest weights (the same pattern size, so the model fits) with a fresh
       optimizer at step 0, recording the new dataset; the old run is moved to
       model_dir/previous-<time>/. On the run's own dataset it resumes.
-    init_from: another run directory: start this new run (model_dir empty,
-      or with `restart`) from that run's latest weights, with a fresh
-      optimizer at step 0 (e.g. a self-supervised fine-tune on measured
-      data); the network flags must build the same network.
+    init_from: another run directory or a SavedModel export (an
+      --export_dir or one version of it): start this new run (model_dir
+      empty, or with `restart`) from that run's latest weights or the
+      export's, with a fresh optimizer at step 0 (e.g. a self-supervised
+      fine-tune on measured data); the network flags must build the same
+      network (an export keeps the refinement steps it was exported with).
   """
   data_dir: str
   model_dir: str

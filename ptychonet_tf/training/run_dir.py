@@ -37,9 +37,11 @@ NETWORK_KEYS = ("base_channels", "depth", "max_channels", "stitch_method",
                 "stitch_weighting", "amplitude_range", "phase_range",
                 "probe_shape", "num_positions", "object_shape",
                 "refine_steps", "refine_filters", "refine_groups",
+                "refine_inertia", "refine_smoothing",
                 "architecture", "input_norm")
 # What model.json files written before a setting existed mean by its absence.
 NETWORK_DEFAULTS = {"refine_steps": 0, "refine_filters": 0, "refine_groups": 1,
+                    "refine_inertia": 1e-3, "refine_smoothing": 0,
                     "architecture": "paper", "input_norm": "log"}
 
 

@@ -346,22 +346,51 @@ class Trainer:
           f"refinement flags than its {run_dir.FLAGS_FILE}?)")
 
   def _init_from(self):
-    """Loads the weights of config.init_from's latest checkpoint; returns the
-    run.json entry that records them."""
+    """Loads the weights of config.init_from (a run's latest checkpoint, or a
+    SavedModel export); returns the run.json entry that records them."""
     source = self.config.init_from
     if not os.path.isdir(source):
       raise UserError(f"--init_from={source} is not a directory; expected "
-                      f"the --model_dir of an earlier training run")
+                      f"the --model_dir of an earlier training run or a "
+                      f"SavedModel export")
     checkpoint = run_dir.latest_checkpoint(source)
     if checkpoint is None:
-      raise UserError(f"--init_from={source} holds no checkpoint; expected "
-                      f"the --model_dir of an earlier training run (not a "
-                      f"SavedModel export)")
+      if export_lib.is_saved_model(source):
+        return self._init_from_saved_model(source)
+      raise UserError(f"--init_from={source} holds no checkpoint and no "
+                      f"SavedModel; expected the --model_dir of an earlier "
+                      f"training run or an --export_dir")
     recorded_run = run_dir.read_run_file(source)
     recorded = recorded_run["dataset"] if recorded_run else None
     self._load_weights(checkpoint, recorded, "--init_from", source)
     return {"run": source, "checkpoint": checkpoint, "dataset": recorded,
             "step": run_dir.checkpoint_step(checkpoint)}
+
+  def _init_from_saved_model(self, source):
+    """Copies the weights of the SavedModel in `source` (an --export_dir or
+    one version of it) into the model; returns the run.json entry."""
+    path, probe_shape, weights = export_lib.read_weights(source)
+    shape = list(self.geometry.probe_shape)
+    if probe_shape != shape:
+      raise UserError(
+          f"--init_from: the SavedModel {path} takes "
+          f"{probe_shape[0]}x{probe_shape[1]} patterns, "
+          f"{self.config.data_dir} has {shape[0]}x{shape[1]} (another "
+          f"geometry), so its weights do not fit")
+    mine = self.model.variables
+    fits = len(mine) == len(weights) and all(
+        tuple(v.shape) == w.shape for v, w in zip(mine, weights))
+    if not fits:
+      raise UserError(
+          f"--init_from: the SavedModel {path} does not fit the network "
+          f"these flags build (other --base_channels, --depth, "
+          f"--max_channels or refinement flags; an export with "
+          f"--keep_refine_steps keeps fewer steps than --refine_steps)")
+    for variable, value in zip(mine, weights):
+      variable.assign(value)
+    version = os.path.basename(os.path.normpath(path))
+    return {"run": source, "saved_model": path, "dataset": None,
+            "step": int(version) if version.isdigit() else None}
 
   def prepare_run_dir(self):
     """Checks model_dir against this run, then readies it; returns the start step.
@@ -417,10 +446,11 @@ class Trainer:
       move = config.restart and (bool(run_dir.run_entries(model_dir)) or
                                  partial is not None)
       record = True
-      notes.append(
-          f"starting from the weights of step "
-          f"{extra['initialized_from']['step']} of {config.init_from}, "
-          f"at step 0")
+      source = extra["initialized_from"]
+      weights = (f"the SavedModel {source['saved_model']}"
+                 if "saved_model" in source else
+                 f"step {source['step']} of {config.init_from}")
+      notes.append(f"starting from the weights of {weights}, at step 0")
     elif config.restart:
       move = bool(run_dir.run_entries(model_dir)) or partial is not None
       record = True
