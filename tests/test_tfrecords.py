@@ -107,6 +107,22 @@ def test_other_settings_in_same_dir_refused(dataset):
     writer.write_dataset(tiny_config(num_train=8), dataset, workers=1, progress=False)
 
 
+def test_dataset_written_before_a_new_setting_is_kept(dataset, tmp_path):
+  """A setting added later (None by default, e.g. the scan's `file`) is
+  absent from older dataset.json identities: the same dataset, kept."""
+  out = str(tmp_path / "old")
+  shutil.copytree(dataset, out)
+  path = os.path.join(out, writer.INFO_FILE)
+  with open(path) as f:
+    info = json.load(f)
+  scan = info["identity"]["simulation"]["geometry"]["scan"]
+  assert "file" in scan and scan.pop("file") is None
+  with open(path, "w") as f:
+    json.dump(info, f)
+  stats = writer.write_dataset(tiny_config(), out, workers=1, progress=False)
+  assert stats["written"] == 0 and digest(out) == digest(dataset)
+
+
 def test_truncated_shard_is_named(tmp_path):
   out = str(tmp_path / "t")
   writer.write_dataset(tiny_config(), out, workers=1, progress=False)

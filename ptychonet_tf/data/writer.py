@@ -127,6 +127,15 @@ def _write_shard(task):
   return path
 
 
+def _settled(identity):
+  """An identity without its None-valued settings: a setting added later
+  (e.g. the scan's `file`) is None in the identities of datasets written
+  before it existed, and they stay the same datasets."""
+  if isinstance(identity, dict):
+    return {k: _settled(v) for k, v in identity.items() if v is not None}
+  return identity
+
+
 def check_out_dir(out_dir, config):
   """Creates out_dir; raises UserError if it is a file or holds a dataset of
   another identity (`config.identity()`)."""
@@ -141,8 +150,9 @@ def check_out_dir(out_dir, config):
     except (OSError, ValueError):
       old = None
     new = config.identity()
-    if old is not None and old != new:
-      differ = sorted(k for k in new if old.get(k) != new[k])
+    if old is not None and _settled(old) != _settled(new):
+      differ = sorted(k for k in new
+                      if _settled(old.get(k)) != _settled(new[k]))
       raise UserError(f"{out_dir} holds a dataset made with other settings "
                       f"({', '.join(differ)} differ); use a new output folder or "
                       f"delete it")
