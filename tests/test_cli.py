@@ -64,3 +64,37 @@ def test_stages_time_each_command_and_name_a_failed_one(capsys):
                      "status 3"):
     stages.run("second", [sys.executable, "-c", "raise SystemExit(3)"])
   assert stages_lib.fmt(187) == "3m07s"
+
+
+def test_siemens_star_learned_figure_has_a_panel_per_method(tmp_path):
+  """tools/siemens_star.py --learned's figure: the misfit curves with a
+  marker per single-pass method, and one phase panel per object (run in a
+  subprocess: the module defines its own flags)."""
+  script = f"""
+import types
+import numpy as np
+from PIL import Image
+from ptychonet_tf.cli import siemens_star
+from ptychonet_tf.physics import layouts
+layout, shape = layouts.layout_from_positions(
+    layouts.fermat_spiral(12, 2.0), (8, 8))
+scan = types.SimpleNamespace(layout=layout, object_shape=shape,
+                             amplitudes=np.ones((12, 8, 8), np.float32))
+probe = np.ones((8, 8), np.complex64)
+obj = np.exp(1j * np.random.default_rng(0).uniform(-1, 0, shape))
+curves = {{"DM": {{"seconds": np.arange(1, 4.0),
+                  "fourier_error": np.array([0.3, 0.1, 0.05])}}}}
+points = [("learned model alone", 0.5, 0.06), ("fine-tuned", 0.5, 0.04)]
+panels = [("DM", obj, probe), ("alone", obj, probe), ("tuned", obj, probe),
+          ("+DM", obj, probe)]
+siemens_star.draw_learned({str(tmp_path / "f.png")!r}, scan, curves,
+                          points, panels)
+print(Image.open({str(tmp_path / "f.png")!r}).size)
+"""
+  import ast  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  width, height = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+  assert width > 4.8 * height  # five panels of about one height each

@@ -69,7 +69,10 @@ def test_records_hold_the_amplitudes_and_no_objects(measured_dir):
 
 def test_rerun_keeps_and_other_scans_are_refused(measured_dir, tmp_path):
   out, scans = measured_dir
-  again = measured.write_measured_dataset(scans, scans[0].probe, out,
+  def no_probe_needed():
+    raise AssertionError("a kept dataset needs no probe")
+
+  again = measured.write_measured_dataset(scans, no_probe_needed, out,
                                           _config(3, num_test=1))
   assert again["kept"]
   with pytest.raises(UserError, match="holds a dataset made with other "
@@ -137,4 +140,12 @@ def test_make_tfrecords_writes_measured_scans_with_a_refined_probe(tmp_path):
   assert info.identity["probe_iterations"] == 6
   # The probe is DM's refinement of the file's, not the file's itself.
   assert not np.allclose(info.geometry.probe, scans[0].probe)
+  assert "refining the probe" in res.stdout
   assert not [n for n in os.listdir(out) if ".tmp" in n]
+  # Run again, the complete dataset is kept without refining the probe.
+  again = run_cli(["tools/make_tfrecords.py", f"--scans={','.join(paths)}",
+                   f"--out_dir={out}", "--probe_iterations=6",
+                   "--noprogress"])
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "already complete, kept" in again.stdout
+  assert "refining the probe" not in again.stdout

@@ -53,11 +53,13 @@ def write_measured(out_dir):
                     f">= 0")
   scans = [readers.read_scan(path) for path in FLAGS.scans]  # validated
   measured.check_same_geometry(scans, FLAGS.scans)
-  probe = scans[0].probe
-  if FLAGS.probe_iterations:
+
+  def probe():
+    if not FLAGS.probe_iterations:
+      return scans[0].probe
     print(f"refining the probe: {FLAGS.probe_iterations} DM iterations on "
           f"{FLAGS.scans[0]}")
-    probe = methods.reconstruct(scans[0], "dm", dm_config=dm.DMConfig(
+    return methods.reconstruct(scans[0], "dm", dm_config=dm.DMConfig(
         iterations=FLAGS.probe_iterations, refine_probe=True,
         probe_start=min(10, FLAGS.probe_iterations // 2),
         progress=FLAGS.progress))["probe"]

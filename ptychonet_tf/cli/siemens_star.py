@@ -25,10 +25,15 @@ stage a printed command that resumes when run again:
    (tfrecords/siemens_star_sim);
 3. ptychonet_tf.train on them: width 16, 8 refinement steps in 4 groups
    (runs/ and saved_models/siemens_star_sim);
-4. on the measured scan: DM from a flat start, the learned model alone, and
-   DM started from the learned model (both DM runs from the file's probe
-   guess, with probe refinement): the Fourier error against seconds, the
-   phase of each, into --learned_out and reports/siemens_star_learned.md.
+4. (--learned_fine_tune_epochs > 0) ptychonet_tf.train --init_from that run
+   on the measured dataset with --loss=physics: a self-supervised fine-tune
+   on the measured patterns themselves, no object needed
+   (runs/ and saved_models/siemens_star_measured);
+5. on the measured scan: DM from a flat start, the learned model alone (and
+   fine-tuned), and DM started from the learned model (both DM runs from
+   the file's probe guess, with probe refinement): the Fourier error
+   against seconds, the phase of each, into --learned_out and
+   reports/siemens_star_learned.md.
 
   python tools/siemens_star.py --learned
 """
@@ -74,6 +79,10 @@ flags.DEFINE_integer("learned_probe_iterations", 100,
 flags.DEFINE_integer("learned_num_train", 40,
                      "--learned: simulated training scans (516 patterns each).")
 flags.DEFINE_integer("learned_epochs", 2, "--learned: pattern epochs.")
+flags.DEFINE_integer("learned_fine_tune_epochs", 1,
+                     "--learned: pattern epochs of the self-supervised "
+                     "fine-tune on the measured scan (then one end-to-end "
+                     "epoch); 0 = no fine-tune.")
 flags.DEFINE_string("learned_out", os.path.join(
     REPO, "docs", "images", "siemens_star_learned.png"),
                     "--learned: the comparison figure.")
@@ -85,6 +94,12 @@ MEASURED = "tfrecords/siemens_star_measured"
 SIMULATED = "tfrecords/siemens_star_sim"
 RUN = "runs/siemens_star_sim"
 EXPORT = "saved_models/siemens_star_sim"
+FINE_TUNED_RUN = "runs/siemens_star_measured"
+FINE_TUNED_EXPORT = "saved_models/siemens_star_measured"
+# The network of stage 3, which the fine-tune (stage 4) must build again.
+NETWORK_FLAGS = ["--base_channels=16", "--batch_size=1", "--refine_steps=8",
+                 "--refine_groups=4", "--refine_epochs=1",
+                 "--refine_steps_per_epoch=20", "--num_images=1"]
 
 
 def dm_config(iterations):
@@ -160,19 +175,20 @@ def draw(path, scan, result):
   save_png(path, fig, plt)
 
 
-def draw_learned(path, scan, curves, learned_point, panels):
+def draw_learned(path, scan, curves, points, panels):
   """Fourier error against seconds (curves: name -> {"seconds",
-  "fourier_error"}; learned_point: (seconds, error)), and the phase of each
-  of the panels, (title, object, probe)."""
+  "fourier_error"}; points: (name, seconds, error) of single-pass
+  methods), and the phase of each of the panels, (title, object, probe)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, 4, figsize=(18, 4.4),
-                           gridspec_kw=dict(width_ratios=[1.2, 1, 1, 1]))
+  fig, axes = plt.subplots(
+      1, 1 + len(panels), figsize=(4.5 * (1 + len(panels)), 4.4),
+      gridspec_kw=dict(width_ratios=[1.2] + [1] * len(panels)))
   for name, curve in curves.items():
     axes[0].semilogy(curve["seconds"], curve["fourier_error"], label=name)
-  axes[0].semilogy([learned_point[0]], [learned_point[1]], "o", markersize=9,
-                   label="learned model alone")
+  for (name, seconds, error), marker in zip(points, "os^"):
+    axes[0].semilogy([seconds], [error], marker, markersize=9, label=name)
   axes[0].set_xlabel("seconds")
   axes[0].set_ylabel("Fourier error")
   axes[0].grid(True, which="both", alpha=0.3)
@@ -188,7 +204,8 @@ def draw_learned(path, scan, curves, learned_point, panels):
     ax.set_yticks([])
   count, h, w = scan.amplitudes.shape
   fig.suptitle(f"Measured Siemens star, {count} patterns of {h}x{w}: a model "
-               f"trained only on simulated objects, alone and as DM's start")
+               f"trained on simulated objects, alone, fine-tuned on this "
+               f"scan's patterns (no object), and as DM's start")
   fig.tight_layout()
   save_png(path, fig, plt)
 
@@ -200,7 +217,8 @@ def learned(scan, dm_result):
   from ptychonet_tf.evaluation import methods  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.utils import machine  # pylint: disable=g-import-not-at-top
   py = sys.executable
-  stages = Stages(3)
+  fine_tune = FLAGS.learned_fine_tune_epochs > 0
+  stages = Stages(4 if fine_tune else 3)
   stages.run("the measured scan as a dataset, with a refined probe", [
       py, "tools/make_tfrecords.py", f"--scans={FLAGS.data}",
       f"--out_dir={MEASURED}",
@@ -218,10 +236,14 @@ def learned(scan, dm_result):
       "--amplitude_dtype=float16", f"--out_dir={SIMULATED}"])
   stages.run("train on them", [
       py, "-m", "ptychonet_tf.train", f"--data_dir={SIMULATED}",
-      f"--model_dir={RUN}", f"--export_dir={EXPORT}", "--base_channels=16",
-      f"--epochs={FLAGS.learned_epochs}", "--batch_size=1", "--refine_steps=8",
-      "--refine_groups=4", "--refine_epochs=1", "--refine_steps_per_epoch=20",
-      "--eval_scans=2", "--num_images=1"])
+      f"--model_dir={RUN}", f"--export_dir={EXPORT}",
+      f"--epochs={FLAGS.learned_epochs}", "--eval_scans=2"] + NETWORK_FLAGS)
+  if fine_tune:
+    stages.run("fine-tune on the measured scan (self-supervised)", [
+        py, "-m", "ptychonet_tf.train", f"--data_dir={MEASURED}",
+        f"--init_from={RUN}", "--loss=physics",
+        f"--model_dir={FINE_TUNED_RUN}", f"--export_dir={FINE_TUNED_EXPORT}",
+        f"--epochs={FLAGS.learned_fine_tune_epochs}"] + NETWORK_FLAGS)
   print("\n=== the measured scan: the learned model alone, then DM from it",
         flush=True)
   predict = comparison.load_predictor(EXPORT, geometry)
@@ -229,6 +251,15 @@ def learned(scan, dm_result):
   start = objects[0]
   start_error = metrics.fourier_error(start, geometry.probe, scan.layout,
                                       scan.amplitudes)
+  alone = [("learned model alone", seconds, start_error, start)]
+  if fine_tune:
+    tuned = comparison.load_predictor(FINE_TUNED_EXPORT, geometry)
+    tuned_objects, tuned_seconds = methods.run_learned(
+        tuned, scan.amplitudes[None])
+    alone.append(("learned model fine-tuned on this scan", tuned_seconds,
+                  metrics.fourier_error(tuned_objects[0], geometry.probe,
+                                        scan.layout, scan.amplitudes),
+                  tuned_objects[0]))
   tick = time.perf_counter()
   from_learned = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
                                    scan.object_shape,
@@ -253,15 +284,17 @@ def learned(scan, dm_result):
                  "reaches_dm_final_at_seconds":
                      None if reach is None else
                      offset + reach * result.seconds_per_iteration})
-  rows.append({"method": "learned model alone", "seconds": seconds,
-               "fourier_error": start_error})
+  for name, sec, error, _ in alone:
+    rows.append({"method": name, "seconds": sec, "fourier_error": error})
   panels = [
       (f"DM-{FLAGS.iterations}, flat start", dm_result.object,
-       dm_result.probe),
-      (f"learned model alone ({seconds:.2f} s)", start, geometry.probe),
-      (f"learned model + DM-{FLAGS.iterations}", from_learned.object,
-       from_learned.probe)]
-  draw_learned(FLAGS.learned_out, scan, runs, (seconds, start_error), panels)
+       dm_result.probe)]
+  panels += [(f"{name} ({sec:.2f} s)", obj, geometry.probe)
+             for name, sec, _, obj in alone]
+  panels.append((f"learned model + DM-{FLAGS.iterations}",
+                 from_learned.object, from_learned.probe))
+  draw_learned(FLAGS.learned_out, scan, runs,
+               [(name, sec, error) for name, sec, error, _ in alone], panels)
   dm_total = FLAGS.iterations * dm_result.seconds_per_iteration
   lines = [
       "# The measured Siemens star: learned model, DM, learned model + DM\n",
@@ -280,8 +313,9 @@ def learned(scan, dm_result):
         f"| {row['method']} | {row['final_fourier_error']:.5f} | "
         + ("never |  |  |" if reach is None else
            f"iteration {reach} | {when:.1f} | {when / dm_total:.1%} |"))
-  lines.append(f"| learned model alone | {start_error:.5f} (its own probe) "
-               f"| | {seconds:.2f} | {seconds / dm_total:.1%} |")
+  for name, sec, error, _ in alone:
+    lines.append(f"| {name} | {error:.5f} (the calibrated probe) "
+                 f"| | {sec:.2f} | {sec / dm_total:.1%} |")
   report = os.path.join(FLAGS.learned_reports_dir, "siemens_star_learned.md")
   files.write_text(report, "\n".join(lines) + "\n", make_parent=True)
   files.write_json(

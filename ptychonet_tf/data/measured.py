@@ -85,7 +85,9 @@ def write_measured_dataset(scans, probe, out_dir, config, flags_string=""):
 
   Args:
     scans: data.scanfile.Scan list, one geometry (`check_same_geometry`).
-    probe: complex64 [h, w], the probe stored in geometry.npz.
+    probe: complex64 [h, w], the probe stored in geometry.npz, or a
+      callable that returns it, called only when the dataset is written
+      (not for one already complete, e.g. a DM probe refinement).
     out_dir: the dataset directory (created if needed). A complete dataset
       of the same identity there is kept as it is; one of another identity
       is refused.
@@ -110,6 +112,8 @@ def write_measured_dataset(scans, probe, out_dir, config, flags_string=""):
       if json.load(f).get("complete"):
         return {"train": len(train), "test": len(test), "kept": True}
   first = scans[0]
+  if callable(probe):
+    probe = probe()
   geometry = geometry_lib.Geometry(
       probe=np.asarray(probe, np.complex64),
       layout=np.asarray(first.layout, np.int32),
