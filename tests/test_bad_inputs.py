@@ -193,6 +193,18 @@ SIMULATE = ["-m", "ptychonet_tf.simulate", "--flagfile=configs/small_dense.flags
 MAKE = ["tools/make_tfrecords.py", *GEOMETRY_FLAGS, "--num_train=2",
         "--num_test=1", "--num_shards=1", "--workers=1", "--noprogress"]
 
+def _start_ceiling_noisy_lines(paths, result):
+  """With --photons: the dose in the header, LSQML and its blurred rows
+  before the truth's."""
+  del paths
+  assert "1000 photons per pattern" in result.stdout, result.stdout
+  rows = [l for l in result.stdout.splitlines() if "amplitude" in l]
+  assert len(rows) == 6, result.stdout
+  assert "LSQML-3 (Poisson) " in rows[2], rows
+  assert "LSQML-3 (Poisson) blurred, sigma 2 px" in rows[3], rows
+  assert "truth blurred, sigma 2 px" in rows[4], rows
+
+
 def _start_ceiling_lines(paths, result):
   """One line per start and per DM run, each with both PSNRs."""
   del paths
@@ -409,6 +421,14 @@ CASES = [
          ["tools/start_ceiling.py", "--data_dir={data}", "--scans=2",
           "--iterations=3,5", "--blur=2", "--blur_iterations=3"],
          status=0, check=_start_ceiling_lines),
+    Case("start ceiling on noisy scans",
+         ["tools/start_ceiling.py", "--data_dir={data}", "--scans=2",
+          "--iterations=3", "--blur=2", "--blur_iterations=3",
+          "--photons=1e3", "--lsqml_iterations=3"],
+         status=0, check=_start_ceiling_noisy_lines),
+    Case("start ceiling at a dose that is not a number",
+         ["tools/start_ceiling.py", "--data_dir={data}", "--photons=lots"],
+         phrase="--photons value 'lots' is not a number"),
     Case("start ceiling with a blur that is not a number",
          ["tools/start_ceiling.py", "--data_dir={data}", "--blur=2,x"],
          phrase="--blur=2,x is not a list of numbers"),
