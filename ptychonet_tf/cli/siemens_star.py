@@ -203,9 +203,11 @@ def draw_learned(path, scan, curves, points, panels):
     ax.set_xticks([])
     ax.set_yticks([])
   count, h, w = scan.amplitudes.shape
+  tuned = (", fine-tuned on this scan's patterns (no object)"
+           if len(points) > 1 else "")
   fig.suptitle(f"Measured Siemens star, {count} patterns of {h}x{w}: a model "
-               f"trained on simulated objects, alone, fine-tuned on this "
-               f"scan's patterns (no object), and as DM's start")
+               f"trained on simulated objects, alone{tuned}, and as DM's "
+               f"start")
   fig.tight_layout()
   save_png(path, fig, plt)
 
