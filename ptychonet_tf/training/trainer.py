@@ -322,19 +322,24 @@ class Trainer:
           f"in {run_dir.FLAGS_FILE} there, a new --model_dir, or --restart")
     return self.step
 
+  def _require_pattern_size(self, there, flag, what):
+    """Raises UserError unless the patterns `what` (e.g. "the run in DIR
+    was trained on") of size `there` ([h, w]; None: unknown, accepted) are
+    this dataset's."""
+    shape = list(self.geometry.probe_shape)
+    if there and list(there) != shape:
+      raise UserError(
+          f"{flag}: {what} {there[0]}x{there[1]} patterns, "
+          f"{self.config.data_dir} has {shape[0]}x{shape[1]} (another "
+          f"geometry), so its weights do not fit; use a new --model_dir")
+
   def _load_weights(self, path, recorded, flag="--fine_tune", source=None):
     """Reads only the model's weights of checkpoint `path` (fine-tuning;
     `flag` and `source`, the run directory, name the request in errors)."""
     source = source or self.config.model_dir
     geometry = recorded["geometry"] if recorded else None
-    shape = list(self.geometry.probe_shape)
-    if geometry and list(geometry.get("probe_shape") or shape) != shape:
-      there = "x".join(map(str, geometry["probe_shape"]))
-      raise UserError(
-          f"{flag}: the run in {source} was trained on "
-          f"{there} patterns, {self.config.data_dir} has "
-          f"{shape[0]}x{shape[1]} (another geometry), so its weights do not "
-          f"fit; use a new --model_dir")
+    self._require_pattern_size((geometry or {}).get("probe_shape"), flag,
+                               f"the run in {source} was trained on")
     try:
       status = tf.train.Checkpoint(model=self.model).read(path)
       status.assert_existing_objects_matched()
@@ -370,13 +375,8 @@ class Trainer:
     """Copies the weights of the SavedModel in `source` (an --export_dir or
     one version of it) into the model; returns the run.json entry."""
     path, probe_shape, weights = export_lib.read_weights(source)
-    shape = list(self.geometry.probe_shape)
-    if probe_shape != shape:
-      raise UserError(
-          f"--init_from: the SavedModel {path} takes "
-          f"{probe_shape[0]}x{probe_shape[1]} patterns, "
-          f"{self.config.data_dir} has {shape[0]}x{shape[1]} (another "
-          f"geometry), so its weights do not fit")
+    self._require_pattern_size(probe_shape, "--init_from",
+                               f"the SavedModel {path} takes")
     mine = self.model.variables
     fits = len(mine) == len(weights) and all(
         tuple(v.shape) == w.shape for v, w in zip(mine, weights))
