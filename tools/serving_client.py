@@ -14,11 +14,20 @@ The request is TF Serving's columnar form, {"signature_name":
 "outputs" hold "amplitude" and "phase" [batch, H, W], saved by --out as float32
 arrays (plus "object" = amplitude * exp(i phase), complex64). Needs only
 numpy and absl (no TensorFlow, no project import).
+
+The server is not trusted: only http(s) URLs are posted to; the response
+body is read up to a cap (--max_response_mb, and no more than the numbers
+the request's object size can need); its outputs must be finite numbers of
+the shape [batch, H, W] the scans' object_shape gives; anything else ends in
+one line `error: ...` and exit status 2, and no file is left behind (the
+.npz goes to a temp name in --out's folder and is renamed when complete).
 """
 import json
 import os
 import sys
+import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from absl import app
@@ -31,15 +40,45 @@ flags.DEFINE_string("url", None,
 flags.DEFINE_string("out", None, "With --url: write the reconstruction to this .npz.")
 flags.DEFINE_string("signature", "serving_default", "Signature name.")
 flags.DEFINE_float("timeout", 120.0, "HTTP timeout (s).")
+flags.DEFINE_float("max_response_mb", 256.0,
+                   "Largest response body read (MB); a larger one is refused.")
 FLAGS = flags.FLAGS
+
+# A scan file's amplitudes are read only up to this size (a request of more
+# is too large to post as JSON anyway).
+MAX_SCAN_BYTES = 1 << 30
+# Bytes of JSON one float of the response may take ("-1.2345678e-05, ").
+BYTES_PER_NUMBER = 32
 
 
 class ClientError(Exception):
   pass
 
 
-def load_amplitudes(path):
-  """float32 [N, h, w] amplitudes of a scan .npz file."""
+def _member_shape(f, key, path):
+  """The shape and dtype an .npz member declares, checked against its size."""
+  name = key + ".npy"
+  try:
+    info = f.zip.getinfo(name)
+    with f.zip.open(name) as member:
+      version = np.lib.format.read_magic(member)
+      if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+      else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+      room = info.file_size - member.tell()
+  except (OSError, ValueError, KeyError, EOFError, SyntaxError, TypeError) as e:
+    raise ClientError(f"scan file {path}: {key} is not a readable array ({e})")
+  size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+  if dtype.hasobject or size > room or size > MAX_SCAN_BYTES:
+    raise ClientError(f"scan file {path}: {key} declares {shape} {dtype}, "
+                      f"{size} bytes; it holds {room} (at most "
+                      f"{MAX_SCAN_BYTES} are read)")
+  return shape, dtype
+
+
+def load_scan(path):
+  """(float32 [N, h, w] amplitudes, (H, W) object shape) of a scan .npz."""
   if not os.path.isfile(path):
     raise ClientError(f"scan file {path} does not exist")
   try:
@@ -47,54 +86,152 @@ def load_amplitudes(path):
       if "amplitudes" not in f:
         raise ClientError(f"scan file {path} has no 'amplitudes' array "
                           f"(see docs/scan_format.md)")
-      amplitudes = np.asarray(f["amplitudes"], np.float32)
-  except (OSError, ValueError, EOFError) as e:
+      _member_shape(f, "amplitudes", path)
+      amplitudes = np.asarray(f["amplitudes"])
+      if "object_shape" in f:
+        _member_shape(f, "object_shape", path)
+        object_shape = np.asarray(f["object_shape"]).ravel()
+      else:
+        _member_shape(f, "layout", path)
+        layout = np.asarray(f["layout"])
+        object_shape = (layout[:, [1, 3]].max(axis=0) if layout.ndim == 2
+                        and layout.shape[1:] == (4,) and len(layout) else ())
+  except ClientError:
+    raise
+  except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
     raise ClientError(f"scan file {path} is not a readable .npz file ({e})")
-  if amplitudes.ndim != 3:
-    raise ClientError(f"scan file {path}: amplitudes have shape "
-                      f"{amplitudes.shape}; expected [N, h, w]")
-  return amplitudes
+  if amplitudes.ndim != 3 or amplitudes.dtype.kind not in "biuf":
+    raise ClientError(f"scan file {path}: amplitudes are {amplitudes.shape} "
+                      f"{amplitudes.dtype}; expected real numbers [N, h, w]")
+  if len(object_shape) != 2 or not all(0 < int(s) <= 1 << 15
+                                       for s in object_shape):
+    raise ClientError(f"scan file {path}: object_shape is "
+                      f"{list(object_shape)}; expected (H, W)")
+  amplitudes = amplitudes.astype(np.float32)
+  if not np.all(np.isfinite(amplitudes)):
+    raise ClientError(f"scan file {path}: amplitudes hold NaN or infinite "
+                      f"values")
+  return amplitudes, tuple(int(s) for s in object_shape)
+
+
+def load_amplitudes(path):
+  """float32 [N, h, w] amplitudes of a scan .npz file."""
+  return load_scan(path)[0]
+
+
+def read_scans(paths):
+  """(float32 [batch, N, h, w], (H, W)): scans of one geometry."""
+  scans = [load_scan(p) for p in paths]
+  for path, (amps, shape) in zip(paths[1:], scans[1:]):
+    if amps.shape != scans[0][0].shape or shape != scans[0][1]:
+      raise ClientError(f"scan file {path} has amplitudes {amps.shape} on a "
+                        f"{shape} object; {paths[0]} has {scans[0][0].shape} "
+                        f"on {scans[0][1]}; a request holds scans of one "
+                        f"geometry")
+  return np.stack([a for a, _ in scans]), scans[0][1]
 
 
 def build_request(paths, signature="serving_default"):
   """The REST request dict for the scans in `paths` (equal shapes)."""
-  scans = [load_amplitudes(p) for p in paths]
-  for path, scan in zip(paths[1:], scans[1:]):
-    if scan.shape != scans[0].shape:
-      raise ClientError(f"scan file {path} has amplitudes {scan.shape}; "
-                        f"{paths[0]} has {scans[0].shape}; a request holds "
-                        f"scans of one geometry")
+  return request_for(read_scans(paths)[0], signature)
+
+
+def request_for(amplitudes, signature="serving_default"):
   return {"signature_name": signature,
-          "inputs": {"amplitudes": np.stack(scans).tolist()}}
+          "inputs": {"amplitudes": amplitudes.tolist()}}
 
 
-def post(url, request, timeout):
+def check_url(url):
+  """Raises ClientError unless url is http:// or https:// with a host."""
+  parts = urllib.parse.urlsplit(url)
+  if parts.scheme not in ("http", "https") or not parts.netloc:
+    raise ClientError(f"--url={url} is not an http:// or https:// URL")
+  return url
+
+
+def check_out(path):
+  """Raises ClientError unless path names a file in an existing folder."""
+  if os.path.isdir(path):
+    raise ClientError(f"--out={path} is a directory; expected a .npz file name")
+  parent = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(parent):
+    raise ClientError(f"--out={path}: folder {parent} does not exist")
+  return path
+
+
+def post(url, request, timeout, max_bytes):
+  """The parsed JSON response (a dict), its body read up to max_bytes."""
+  check_url(url)
   data = json.dumps(request).encode()
   req = urllib.request.Request(url, data=data,
                                headers={"Content-Type": "application/json"})
   try:
     with urllib.request.urlopen(req, timeout=timeout) as response:
-      return json.loads(response.read())
+      if response.geturl() and urllib.parse.urlsplit(
+          response.geturl()).scheme not in ("http", "https"):
+        raise ClientError(f"{url} redirected to {response.geturl()}, not an "
+                          f"http(s) URL")
+      body = response.read(max_bytes + 1)
   except urllib.error.HTTPError as e:
-    detail = e.read().decode(errors="replace").strip().replace("\n", " ")
+    detail = e.read(2000).decode(errors="replace").strip().replace("\n", " ")
     raise ClientError(f"{url} answered HTTP {e.code}: {detail[:300]}")
-  except (urllib.error.URLError, OSError) as e:
+  except (urllib.error.URLError, OSError, ValueError) as e:
     raise ClientError(f"cannot reach {url} ({e})")
-  except ValueError as e:
-    raise ClientError(f"{url} did not answer JSON ({e})")
+  if len(body) > max_bytes:
+    raise ClientError(f"{url} answered more than {max_bytes} bytes; the "
+                      f"reconstruction of this request needs fewer "
+                      f"(--max_response_mb)")
+  try:
+    response = json.loads(body)
+  except (ValueError, RecursionError) as e:
+    raise ClientError(f"{url} did not answer JSON ({type(e).__name__}: "
+                      f"{str(e)[:100]})")
+  if not isinstance(response, dict):
+    raise ClientError(f"{url} answered a JSON {type(response).__name__}; "
+                      f"expected an object with \"outputs\"")
+  return response
 
 
-def save_response(response, path):
+def outputs_of(response, shape):
+  """float32 amplitude and phase [batch, H, W] of a response, checked."""
   outputs = response.get("outputs")
   if not isinstance(outputs, dict) or not {"amplitude", "phase"} <= set(outputs):
     raise ClientError(f"the response holds no outputs amplitude and phase: "
                       f"{str(response)[:200]}")
-  amplitude = np.asarray(outputs["amplitude"], np.float32)
-  phase = np.asarray(outputs["phase"], np.float32)
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, amplitude=amplitude, phase=phase,
-           object=(amplitude * np.exp(1j * phase)).astype(np.complex64))
-  os.replace(tmp, path)
+  arrays = []
+  for key in ("amplitude", "phase"):
+    try:
+      array = np.asarray(outputs[key], np.float32)
+    except (ValueError, TypeError, OverflowError, RecursionError) as e:
+      raise ClientError(f"the response's {key} is not an array of numbers "
+                        f"({type(e).__name__}: {str(e)[:100]})")
+    if array.shape != tuple(shape):
+      raise ClientError(f"the response's {key} has shape {list(array.shape)}; "
+                        f"expected {list(shape)} for this request")
+    if not np.all(np.isfinite(array)):
+      raise ClientError(f"the response's {key} holds NaN or infinite values")
+    arrays.append(array)
+  return arrays
+
+
+def save_response(response, path, shape):
+  """Writes the checked outputs to path (temp name in its folder, then
+  rename); returns their shape."""
+  amplitude, phase = outputs_of(response, shape)
+  check_out(path)
+  folder = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(prefix=".serving-", suffix=".npz.tmp",
+                                 dir=folder)
+  try:
+    with os.fdopen(handle, "wb") as f:
+      np.savez(f, amplitude=amplitude, phase=phase,
+               object=(amplitude * np.exp(1j * phase)).astype(np.complex64))
+    os.replace(tmp, path)
+  except OSError as e:
+    raise ClientError(f"cannot write {path}: {e.strerror or e}")
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return amplitude.shape
 
 
@@ -104,20 +241,36 @@ def main(argv):
       raise ClientError("give one or more scan .npz files")
     if FLAGS.out and not FLAGS.url:
       raise ClientError("--out needs --url (without it the request is printed)")
-    request = build_request(argv[1:], FLAGS.signature)
+    if FLAGS.url:
+      check_url(FLAGS.url)
+    if FLAGS.out:
+      check_out(FLAGS.out)
+    if not FLAGS.max_response_mb > 0:
+      raise ClientError(f"--max_response_mb={FLAGS.max_response_mb} must be "
+                        f"> 0")
+    amplitudes, object_shape = read_scans(argv[1:])
+    request = request_for(amplitudes, FLAGS.signature)
     if not FLAGS.url:
       json.dump(request, sys.stdout)
       sys.stdout.write("\n")
       return
-    response = post(FLAGS.url, request, FLAGS.timeout)
+    shape = (len(amplitudes), *object_shape)
+    needed = 2 * int(np.prod(shape)) * BYTES_PER_NUMBER + (1 << 16)
+    max_bytes = int(min(FLAGS.max_response_mb * 1e6, needed))
+    response = post(FLAGS.url, request, FLAGS.timeout, max_bytes)
+    outputs_of(response, shape)
     if FLAGS.out:
-      shape = save_response(response, FLAGS.out)
+      save_response(response, FLAGS.out, shape)
       print(f"wrote {FLAGS.out}: amplitude and phase {list(shape)}")
     else:
       json.dump(response, sys.stdout)
       sys.stdout.write("\n")
   except ClientError as e:
     print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except MemoryError:
+    print("error: out of memory reading the scans or the response",
+          file=sys.stderr)
     sys.exit(2)
 
 

@@ -53,6 +53,7 @@ from ptychonet_tf.evaluation import methods
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.evaluation import report
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
@@ -70,11 +71,16 @@ flags.DEFINE_integer("dm_seed", 0, "Seed of DM's random initial objects.")
 flags.DEFINE_integer("curve_every", 10,
                      "Object MSE against the truth is recorded every this many "
                      "DM iterations (Figure 3).")
-flags.DEFINE_integer("num_scans", 0, "Test scans to use; 0 = all.")
-flags.DEFINE_integer("num_panels", 3, "Test objects drawn in the panels.")
+flags.DEFINE_integer("num_scans", 0, "Test scans to use; 0 = all.",
+                     lower_bound=0)
+flags.DEFINE_integer("num_panels", 3, "Test objects drawn in the panels.",
+                     lower_bound=0)
 flags.DEFINE_float("region_fraction", 0.01,
                    "The scanned region of the metrics: pixels whose summed "
                    "illumination sum_j |P|^2 reaches this fraction of its maximum.")
+flags.register_validator(
+    "region_fraction", lambda v: v is not None and 0 < v <= 1,
+    message="must be in (0, 1]: a fraction of the maximum illumination")
 flags.DEFINE_bool("dm_flat_start", True,
                   "Also run DM from a flat object (amplitude 1, phase 0): a "
                   "start without any information, to tell how much of "
@@ -94,6 +100,16 @@ flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores. Timings in the "
                      "report are taken with it.")
 FLAGS = flags.FLAGS
+
+
+def check_flags():
+  """Flag ranges and the output folder, checked before any computation: a
+  read-only or full disk is found now, not after the reconstructions."""
+  if FLAGS["photons"].present:
+    limits.check_photons(doses_lib.parse_doses(FLAGS.photons))
+  if FLAGS.dm_batch < 1:
+    raise UserError(f"--dm_batch={FLAGS.dm_batch} must be >= 1")
+  files.check_writable_dir(FLAGS.out_dir, "--out_dir")
 
 
 def parse_models(specs):
@@ -240,6 +256,7 @@ def main(argv):
     raise UserError(f"--out_dir {FLAGS.out_dir} is a file; expected a directory")
   if FLAGS.dm_iterations < 1 or FLAGS.curve_every < 1:
     raise UserError("--dm_iterations and --curve_every must be >= 1")
+  check_flags()
   machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)
   if not models and not FLAGS.run_dm and not FLAGS.run_lsqml:

@@ -16,10 +16,13 @@ the same layout without objects, for `train --loss=physics`
   python tools/make_tfrecords.py --scans=scan1.npz,scan2.npz \
       --out_dir=tfrecords/measured [--probe_iterations=100 --num_test=1]
 """
+import os
+
 from absl import flags
 
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.utils import locks
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 experiment_flags.define_experiment_flags()
@@ -40,8 +43,9 @@ flags.DEFINE_integer("probe_iterations", 100,
 FLAGS = flags.FLAGS
 
 
-def write_measured(out_dir):
-  """--scans: reads the scans, refines the probe, writes the dataset."""
+def measured_job():
+  """--scans: reads and checks the scans; returns job(out_dir), which
+  refines the probe and writes the dataset."""
   # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import dm
   from ptychonet_tf.data import measured
@@ -69,24 +73,19 @@ def write_measured(out_dir):
       probe_iterations=FLAGS.probe_iterations,
       num_test=FLAGS.num_test if FLAGS["num_test"].present else 0,
       amplitude_dtype=FLAGS.amplitude_dtype)
-  stats = measured.write_measured_dataset(
-      scans, probe, out_dir, config, flags_string=FLAGS.flags_into_string())
-  print(f"{out_dir}: {stats['train']} train + {stats['test']} test measured "
-        f"scans, no objects (train with --loss=physics)"
-        + ("; already complete, kept" if stats["kept"] else ""))
+
+  def job(out_dir):
+    stats = measured.write_measured_dataset(
+        scans, probe, out_dir, config, flags_string=FLAGS.flags_into_string())
+    print(f"{out_dir}: {stats['train']} train + {stats['test']} test measured "
+          f"scans, no objects (train with --loss=physics)"
+          + ("; already complete, kept" if stats["kept"] else ""))
+  return job
 
 
-@report_user_errors
-def main(argv):
-  if len(argv) > 1:
-    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
-  out_dir = FLAGS.out_dir or FLAGS.data_dir
-  if not out_dir:
-    raise UserError("--out_dir is required (or a --data_dir, e.g. from the "
-                    "experiment's flagfile)")
-  if FLAGS.scans:
-    write_measured(out_dir)
-    return
+def simulated_job():
+  """Checks the simulation flags; returns job(out_dir), which writes the
+  dataset."""
   for name in ("num_train", "num_test", "num_shards"):
     if getattr(FLAGS, name) < (1 if name == "num_shards" else 0):
       raise UserError(f"--{name}={getattr(FLAGS, name)} must be "
@@ -99,14 +98,38 @@ def main(argv):
       num_train=FLAGS.num_train, num_test=FLAGS.num_test, seed=FLAGS.seed,
       num_shards=FLAGS.num_shards, amplitude_dtype=FLAGS.amplitude_dtype,
       compression=FLAGS.compression)
-  stats = writer.write_dataset(config, out_dir, workers=FLAGS.workers,
-                               flags_string=FLAGS.flags_into_string(),
-                               progress=FLAGS.progress)
-  print(f"{out_dir}: {config.num_train} train + {config.num_test} test "
-        f"scans; {stats['written']} shards written, {stats['kept']} kept from "
-        f"an earlier run, {stats['seconds']:.1f} s"
-        + ("; TFDS metadata written (tfds.builder_from_directory reads it)"
-           if stats.get("tfds_metadata") else ""))
+  writer.check_simulation(config.simulation)
+
+  def job(out_dir):
+    stats = writer.write_dataset(config, out_dir, workers=FLAGS.workers,
+                                 flags_string=FLAGS.flags_into_string(),
+                                 progress=FLAGS.progress)
+    print(f"{out_dir}: {config.num_train} train + {config.num_test} test "
+          f"scans; {stats['written']} shards written, {stats['kept']} kept "
+          f"from an earlier run, {stats['seconds']:.1f} s"
+          + ("; TFDS metadata written (tfds.builder_from_directory reads it)"
+             if stats.get("tfds_metadata") else ""))
+  return job
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}; pass options as --flags")
+  out_dir = FLAGS.out_dir or FLAGS.data_dir
+  if not out_dir:
+    raise UserError("--out_dir is required (or a --data_dir, e.g. from the "
+                    "experiment's flagfile)")
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"output folder {out_dir} is a file; expected a directory")
+  from ptychonet_tf.data import writer  # pylint: disable=g-import-not-at-top
+  writer.check_not_a_run(out_dir)
+  # Everything is checked before the folder is touched.
+  job = measured_job() if FLAGS.scans else simulated_job()
+  # One writer per dataset folder: a second make_tfrecords on it is refused
+  # in one line naming this one's PID while this one runs.
+  with locks.hold(out_dir, "make_tfrecords"):
+    job(out_dir)
 
 
 def run():

@@ -25,12 +25,16 @@ list of `ImageRef`; `load_image` turns one into a float32 [h, w] array in [0, 1]
 """
 import dataclasses
 import glob
+import json
 import os
+import warnings
 from typing import Optional
 
 import numpy as np
 
 from ptychonet_tf.data import procedural
+from ptychonet_tf.utils import files
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 
 # Images of skimage.data that are stored inside the installed wheel. The test
@@ -96,9 +100,16 @@ def read_image_file(path):
     raise UserError(f"image file {path} does not exist")
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(path) as im:
-      image = to_gray(np.asarray(im))
-  except (OSError, ValueError) as e:
+    with warnings.catch_warnings():
+      # The size is checked below, against a lower limit than PIL's.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(path) as im:
+        # The header's size, before a pixel is decoded.
+        limits.check_image_pixels(im.height, im.width, f"image file {path}")
+        image = to_gray(np.asarray(im))
+  except Image.DecompressionBombError as e:
+    raise UserError(f"image file {path} is too large to read ({e})") from None
+  except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
     raise UserError(f"image file {path} cannot be read as an image ({e})")
   return check_image_size(image, path)
 
@@ -153,6 +164,24 @@ def _is_tfds_path(name):
           name.startswith(("/", "./", "../", "~")) or name in (".", ".."))
 
 
+def check_tfds_templates(path):
+  """Raises UserError unless every split's `filepathTemplate` in
+  path/dataset_info.json names files inside `path` (`files.dataset_file`):
+  tfds would follow `../elsewhere/...` or an absolute template."""
+  info_path = os.path.join(path, "dataset_info.json")
+  try:
+    with open(info_path, encoding="utf-8") as f:
+      info = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"{info_path} is not readable JSON ({e})") from None
+  splits = info.get("splits", []) if isinstance(info, dict) else []
+  for split in splits if isinstance(splits, list) else []:
+    template = split.get("filepathTemplate") if isinstance(split, dict) else None
+    if template is not None:
+      files.dataset_file(path, template, f"{info_path} (split "
+                         f"{split.get('name')!r}, filepathTemplate)")
+
+
 def _tfds_builder(tfds, name):
   """A tfds builder for a dataset NAME or a prepared dataset directory."""
   if _is_tfds_path(name):
@@ -164,6 +193,7 @@ def _tfds_builder(tfds, name):
       raise UserError(f"tensorflow-datasets dataset directory {name} holds no "
                       f"dataset_info.json; expected a prepared dataset version "
                       f"folder such as ~/tensorflow_datasets/mnist/3.0.1")
+    check_tfds_templates(path)
     return tfds.builder_from_directory(path)
   builder = tfds.builder(name)
   if not list(builder.info.splits.keys()):

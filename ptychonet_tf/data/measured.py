@@ -20,6 +20,7 @@ from typing import Tuple
 
 import numpy as np
 
+from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import tfds_info
 from ptychonet_tf.data import writer
@@ -80,6 +81,37 @@ def check_same_geometry(scans, names):
           f"scans of one geometry")
 
 
+def _complete(out_dir, info_path, counts):
+  """Whether out_dir holds the complete dataset: dataset.json says so, and
+  every shard it lists is there with its records (a deleted or damaged
+  shard makes the dataset incomplete, so that a re-run rewrites it)."""
+  try:
+    with open(info_path) as f:
+      info = json.load(f)
+  except (OSError, ValueError):
+    return False
+  if not isinstance(info, dict) or not info.get("complete"):
+    return False
+  shards = info.get("shards")
+  if not isinstance(shards, dict) or not os.path.isfile(
+      os.path.join(out_dir, writer.GEOMETRY_FILE)):
+    return False
+  for split, count in counts.items():
+    names = shards.get(split)
+    if not isinstance(names, list):
+      return False
+    total = 0
+    for name in names:
+      try:
+        total += records.count_records(
+            files.dataset_file(out_dir, name, info_path), verify_data=True)
+      except UserError:
+        return False
+    if total != count:
+      return False
+  return True
+
+
 def write_measured_dataset(scans, probe, out_dir, config, flags_string=""):
   """Writes measured scans as a dataset without objects.
 
@@ -107,10 +139,8 @@ def write_measured_dataset(scans, probe, out_dir, config, flags_string=""):
   info_path = os.path.join(out_dir, writer.INFO_FILE)
   train = scans[:len(scans) - config.num_test]
   test = scans[len(scans) - config.num_test:] if config.num_test else train
-  if os.path.isfile(info_path):
-    with open(info_path) as f:
-      if json.load(f).get("complete"):
-        return {"train": len(train), "test": len(test), "kept": True}
+  if _complete(out_dir, info_path, {"train": len(train), "test": len(test)}):
+    return {"train": len(train), "test": len(test), "kept": True}
   first = scans[0]
   if callable(probe):
     probe = probe()

@@ -30,6 +30,8 @@ import tensorflow as tf
 from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import writer
+from ptychonet_tf.utils import files
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import windows as windows_lib
 from ptychonet_tf.physics.geometry import Geometry
@@ -66,6 +68,9 @@ def load_dataset_info(data_dir):
       info = json.load(f)
   except (OSError, ValueError) as e:
     raise UserError(f"{info_path} is not valid JSON ({e})")
+  if not isinstance(info, dict):
+    raise UserError(f"{info_path} holds no JSON object; expected the "
+                    f"dataset.json of tools/make_tfrecords.py")
   if not info.get("complete", False):
     raise UserError(f"dataset {data_dir} is incomplete (its writer was "
                     f"interrupted); re-run tools/make_tfrecords.py with the "
@@ -74,13 +79,40 @@ def load_dataset_info(data_dir):
     raise UserError(f"dataset {data_dir} has schema version "
                     f"{info.get('schema_version')}; this package reads "
                     f"{schema.SCHEMA_VERSION}")
-  geometry = Geometry.load(os.path.join(data_dir, writer.GEOMETRY_FILE))
+  counts, shards = _counts_and_shards(info, data_dir, info_path)
+  if info.get("amplitude_dtype") not in schema.AMPLITUDE_DTYPES or info.get(
+      "compression") not in ("none", "gzip"):
+    raise UserError(f"{info_path}: amplitude_dtype "
+                    f"{info.get('amplitude_dtype')!r} or compression "
+                    f"{info.get('compression')!r} is not one this package "
+                    f"writes; re-run tools/make_tfrecords.py")
+  geometry_path = os.path.join(data_dir, writer.GEOMETRY_FILE)
+  geometry = Geometry.load(geometry_path)
+  limits.check_object_shape(geometry.object_shape, f"geometry file "
+                            f"{geometry_path}")
   return DatasetInfo(data_dir=data_dir, geometry=geometry,
-                     counts=dict(info["counts"]), shards=dict(info["shards"]),
+                     counts=counts, shards=shards,
                      amplitude_dtype=info["amplitude_dtype"],
                      compression=info["compression"], flags=info.get("flags", ""),
                      identity=info.get("identity"),
                      objects=bool(info.get("objects", True)))
+
+
+def _counts_and_shards(info, data_dir, info_path):
+  """dataset.json's counts {split: int >= 0} and shard names {split: [name]},
+  each name a plain file inside data_dir (`files.dataset_file`)."""
+  counts, shards = info.get("counts"), info.get("shards")
+  if not isinstance(counts, dict) or not isinstance(shards, dict) or not all(
+      isinstance(n, int) and not isinstance(n, bool) and n >= 0
+      for n in counts.values()) or not all(
+          isinstance(v, list) for v in shards.values()):
+    raise UserError(f"{info_path} is damaged: expected counts {{split: "
+                    f"scans}} and shards {{split: [file names]}}; re-run "
+                    f"tools/make_tfrecords.py")
+  for split, names in shards.items():
+    for name in names:
+      files.dataset_file(data_dir, name, f"{info_path} ({split} shards)")
+  return dict(counts), {k: list(v) for k, v in shards.items()}
 
 
 def verify_shards(info, split):

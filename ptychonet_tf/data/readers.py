@@ -36,6 +36,15 @@ Conversions applied to external data:
   pattern energy sum A_j^2: a unit-amplitude object explains the measured
   power, whatever the units of the file (`scale_probe`).
 - bad pixels (CXI mask): replaced by the 3x3 median of their pattern.
+
+Hostile files: every array's declared shape is checked against the memory
+this process has before it is read (`limits.check_allocation`; .npz members
+through `files.load_arrays`, HDF5 datasets through `_read_dataset`, bz2
+streams through `_decompress_bz2`), and the object the positions imply
+against `limits.check_object_shape` before any layout is built; values go
+through scanfile's `real_array` / `complex_array` checks. Anything else
+wrong with a file (a damaged HDF5 tree, a truncated dataset) is a UserError
+naming the file.
 """
 import bz2
 import io
@@ -46,6 +55,7 @@ from scipy import ndimage
 
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import layouts
 
@@ -95,16 +105,43 @@ def read_scan(path, margin=4, pixel_size=None, zero_frequency="auto"):
 
 
 def _is_hdf5(path):
-  with open(path, "rb") as f:
-    return f.read(8) == b"\x89HDF\r\n\x1a\n"
+  try:
+    with open(path, "rb") as f:
+      return f.read(8) == b"\x89HDF\r\n\x1a\n"
+  except OSError as e:
+    raise UserError(f"scan file {path} cannot be read ({e.strerror or e})")
 
 
 def _npz_keys(path):
+  with files.load_arrays(path, f"scan file {path}") as f:
+    return set(f.keys())
+
+
+# Amplitude-sized float32 arrays a reader makes from the data (conversion,
+# bad-pixel median, fftshift, square root).
+DATA_COPIES = 4
+
+
+def _decompress_bz2(path):
+  """The bytes of a bz2 file, refused once they exceed what memory allows."""
+  limit = int(limits.available_memory() * limits.SHARE / DATA_COPIES)
+  chunks, size = [], 0
   try:
-    with files.load_arrays(path, f"scan file {path}") as f:
-      return set(f.keys())
-  except (OSError, ValueError, EOFError) as e:
-    raise UserError(f"scan file {path} is not a readable .npz file ({e})")
+    with bz2.open(path, "rb") as f:
+      while True:
+        chunk = f.read(1 << 24)
+        if not chunk:
+          break
+        size += len(chunk)
+        if size > limit:
+          raise UserError(f"scan file {path} decompresses to more than "
+                          f"{limits.format_bytes(limit)}, more than this "
+                          f"process can hold")
+        chunks.append(chunk)
+  except (OSError, EOFError, ValueError) as e:
+    raise UserError(f"scan file {path} is not a readable bz2-compressed file "
+                    f"({e})") from None
+  return io.BytesIO(b"".join(chunks))
 
 
 # --- Conversions -------------------------------------------------------------
@@ -210,9 +247,28 @@ def scale_probe(probe, amplitudes):
 
 
 def _layout(positions, probe_shape, margin, name):
-  positions = np.asarray(positions, np.float64)
+  """The layout and object of positions [N, 2] (pixels), after checking that
+  the object they span is one the solvers can hold (a stray position far
+  from the others would make a huge object)."""
+  positions = scanfile.real_array(positions, f"{name}: positions",
+                                  finite=False).astype(np.float64)
+  if positions.ndim != 2 or positions.shape[1] != 2 or len(positions) == 0:
+    raise UserError(f"{name}: positions have shape {positions.shape}; "
+                    f"expected [N, 2] (vertical, horizontal) with N >= 1")
   if not np.all(np.isfinite(positions)):
     raise UserError(f"{name}: positions hold NaN or infinite values")
+  span = np.ceil(positions.max(axis=0) - positions.min(axis=0))
+  extent = [float(s) + p + 2 * margin + 1 for s, p in zip(span, probe_shape)]
+  if max(extent) > scanfile.INT32_MAX or (
+      extent[0] * extent[1] > limits.MAX_OBJECT_PIXELS):
+    raise UserError(f"{name}: the positions span {span[0]:.0f} x "
+                    f"{span[1]:.0f} pixels, an object of {extent[0]:.0f} x "
+                    f"{extent[1]:.0f} pixels; at most "
+                    f"{limits.MAX_OBJECT_PIXELS / 1e6:.0f} Mpixel are "
+                    f"supported (a stray position, or positions in other "
+                    f"units than pixels?)")
+  limits.check_object_shape([int(e) for e in extent],
+                            f"{name} (the object the positions span)")
   return layouts.layout_from_positions(positions, probe_shape, margin=margin)
 
 
@@ -221,16 +277,18 @@ def _scan(amplitudes, positions, probe, margin, name):
   if len(positions) != count:
     raise UserError(f"{name}: {len(positions)} positions for {count} "
                     f"diffraction patterns; expected one position per pattern")
+  if not np.any(amplitudes):
+    raise UserError(f"{name}: diffraction data are all zero; a scan needs "
+                    f"measured diffraction")
+  layout, object_shape = _layout(positions, (h, w), margin, name)
   if probe is None:
     probe = probe_from_amplitudes(amplitudes)
   probe = np.asarray(probe)
   if probe.ndim != 2 or probe.shape != (h, w):
     raise UserError(f"{name}: probe has shape {probe.shape}; expected "
                     f"({h}, {w}) to match the diffraction patterns")
-  if not np.all(np.isfinite(probe)):
-    raise UserError(f"{name}: probe holds NaN or infinite values")
+  probe = scanfile.complex_array(probe, f"{name}: probe")
   probe = scale_probe(probe, amplitudes)
-  layout, object_shape = _layout(positions, (h, w), margin, name)
   return scanfile.Scan(amplitudes=amplitudes, layout=layout,
                        probe=probe.astype(np.complex64),
                        object_shape=object_shape).validate(name=name)
@@ -250,36 +308,34 @@ def read_tike(path, margin=4, zero_frequency="auto"):
   """
   if not os.path.isfile(path):
     raise UserError(f"scan file {path} does not exist")
-  try:
-    if path.lower().endswith(".bz2"):
-      with bz2.open(path, "rb") as f:
-        source = io.BytesIO(f.read())
-    else:
-      source = path
-    with files.load_arrays(source, f"scan file {path}") as f:
-      arrays = {k: f[k] for k in f.keys()}
-  except (OSError, ValueError, EOFError) as e:
-    raise UserError(f"scan file {path} is not a readable (bz2-compressed) "
-                    f".npz file ({e})")
-  missing = [k for k in ("data", "scan") if k not in arrays]
-  if missing:
-    raise UserError(f"{path} lacks {missing}; expected tike's keys data, scan "
-                    f"(and probe)")
+  if path.lower().endswith(".bz2"):
+    source = _decompress_bz2(path)
+  else:
+    source = path
+  with files.load_arrays(source, f"scan file {path}") as f:
+    missing = [k for k in ("data", "scan") if k not in f]
+    if missing:
+      raise UserError(f"{path} lacks {missing}; expected tike's keys data, "
+                      f"scan (and probe)")
+    shape, dtype = f.member_header("data")
+    limits.check_allocation(shape, np.float32, f"scan file {path}: data",
+                            copies=DATA_COPIES)
+    arrays = {k: f[k] for k in ("data", "scan", "probe") if k in f}
   data = arrays["data"]
-  if data.ndim < 3:
+  if data.ndim < 3 or min(data.shape) < 1:
     raise UserError(f"{path}: data has shape {data.shape}; expected "
                     f"[..., N, h, w]")
   h, w = data.shape[-2:]
   amplitudes = to_amplitudes(data.reshape(-1, h, w), zero_frequency,
                              name=f"{path}: data")
   positions = arrays["scan"]
-  if positions.shape[-1] != 2:
+  if positions.ndim < 2 or positions.shape[-1] != 2:
     raise UserError(f"{path}: scan has shape {positions.shape}; expected "
                     f"[..., N, 2] (vertical, horizontal)")
   positions = positions.reshape(-1, 2)
   probe = arrays.get("probe")
   if probe is not None:
-    if probe.ndim < 2:
+    if probe.ndim < 2 or min(probe.shape) < 1:
       raise UserError(f"{path}: probe has shape {probe.shape}; expected "
                       f"[..., {h}, {w}]")
     probe = probe.reshape((-1,) + probe.shape[-2:])[0]
@@ -296,22 +352,59 @@ def _first(f, candidates):
   return None
 
 
-def _scalar(f, key):
+# Any of these while walking or reading an HDF5 file means a damaged file
+# (h5py raises OSError for truncated data, KeyError / RuntimeError for broken
+# links, TypeError / ValueError for types it cannot convert).
+HDF5_ERRORS = (OSError, KeyError, RuntimeError, TypeError, ValueError,
+               AttributeError, IndexError, OverflowError)
+
+
+def _read_dataset(f, key, path, copies=1, what=None):
+  """The numeric array at `key`, its size checked before it is read.
+
+  Raises UserError when `key` is not a dataset of numbers (a group, strings,
+  compound or variable-length types), declares more than this process can
+  hold, or cannot be read (a truncated file).
+  """
+  import h5py  # pylint: disable=g-import-not-at-top
+  name = what or f"{path}: {key}"
+  node = f[key]
+  if not isinstance(node, h5py.Dataset):
+    raise UserError(f"{name} is a {type(node).__name__}, not a dataset")
+  dtype = node.dtype
+  if dtype.kind not in "biufc" or dtype.names or dtype.subdtype:
+    raise UserError(f"{name} has dtype {dtype}; expected numbers")
+  shape = node.shape if node.shape is not None else ()
+  limits.check_allocation(shape, max(dtype.itemsize, 4), name, copies=copies)
+  try:
+    return np.asarray(node[()])
+  except HDF5_ERRORS as e:
+    raise UserError(f"{name} cannot be read; the file is truncated or "
+                    f"damaged ({' '.join(str(e).split())[:200]})") from None
+
+
+def _scalar(f, key, path="file"):
   if key not in f:
     return None
-  value = np.asarray(f[key][()], np.float64).ravel()
+  value = _read_dataset(f, key, path)
+  if value.dtype.kind == "c":
+    raise UserError(f"{path}: {key} has dtype {value.dtype}; expected a real "
+                    f"number")
+  value = value.astype(np.float64).ravel()
+  if value.size and not np.isfinite(value[0]):
+    raise UserError(f"{path}: {key} is {value[0]}; expected a finite number")
   return float(value[0]) if value.size else None
 
 
 def _object_pixel_size(f, shape, path):
   """(dy, dx) in metres: lambda * z / (n * detector pixel), per axis."""
-  wavelength = _scalar(f, SOURCE + "/wavelength")
+  wavelength = _scalar(f, SOURCE + "/wavelength", path)
   if wavelength is None:
-    energy = _scalar(f, SOURCE + "/energy")  # J
+    energy = _scalar(f, SOURCE + "/energy", path)  # J
     wavelength = PLANCK_C / energy if energy else None
-  distance = _scalar(f, DETECTOR + "/distance")
-  pixel_y = _scalar(f, DETECTOR + "/y_pixel_size")
-  pixel_x = _scalar(f, DETECTOR + "/x_pixel_size")
+  distance = _scalar(f, DETECTOR + "/distance", path)
+  pixel_y = _scalar(f, DETECTOR + "/y_pixel_size", path)
+  pixel_x = _scalar(f, DETECTOR + "/x_pixel_size", path)
   if None in (wavelength, distance, pixel_y, pixel_x) or min(
       wavelength, distance, pixel_y, pixel_x) <= 0:
     raise UserError(f"{path}: cannot convert translations (metres) to pixels: "
@@ -323,11 +416,12 @@ def _object_pixel_size(f, shape, path):
       w * pixel_x)
 
 
-def _detector_axes(f):
+def _detector_axes(f, path="file"):
   """Unit vectors (3,) of the detector's slow (row) and fast (column) axes."""
   key = DETECTOR + "/basis_vectors"
   if key in f:
-    basis = np.asarray(f[key][()], np.float64)
+    basis = scanfile.real_array(_read_dataset(f, key, path),
+                                f"{path}: {key}").astype(np.float64)
     if basis.shape == (3, 2):
       basis = basis.T
     if basis.shape == (2, 3):
@@ -358,57 +452,77 @@ def read_cxi(path, pixel_size=None, margin=4, zero_frequency="auto"):
     raise UserError(f"scan file {path} does not exist")
   try:
     f = h5py.File(path, "r")
-  except OSError as e:
-    raise UserError(f"{path} is not a readable HDF5/CXI file ({e})")
-  with f:
-    data_key = _first(f, DATA_PATHS)
-    if data_key is None or not isinstance(f[data_key], h5py.Dataset):
-      raise UserError(f"{path} holds no diffraction data; expected a dataset "
-                      f"at {' or '.join(DATA_PATHS)}")
-    data = np.asarray(f[data_key][()])
-    if data.ndim == 4 and data.shape[0] == 1:
-      data = data[0]
-    if data.ndim != 3:
-      raise UserError(f"{path}: {data_key} has shape {data.shape}; expected "
-                      f"diffraction patterns [N, h, w]")
-    count, h, w = data.shape
-    mask_key = DETECTOR + "/mask"
-    bad = None
-    if mask_key in f:
-      mask = np.asarray(f[mask_key][()])
-      if mask.shape == (h, w):
-        bad = mask != 0
-    translation_key = _first(f, TRANSLATION_PATHS)
-    if translation_key is None:
-      raise UserError(f"{path} holds no scan positions; expected translations "
-                      f"at {' or '.join(TRANSLATION_PATHS)}")
-    translations = np.asarray(f[translation_key][()], np.float64)
-    if translations.ndim != 2 or translations.shape[1] not in (2, 3):
-      raise UserError(f"{path}: {translation_key} has shape "
-                      f"{translations.shape}; expected [N, 3] (x, y, z) metres")
-    if translations.shape[1] == 2:
-      translations = np.pad(translations, ((0, 0), (0, 1)))
-    if pixel_size is None:
-      pixel_y, pixel_x = _object_pixel_size(f, (h, w), path)
-    else:
-      pixel_y, pixel_x = np.broadcast_to(np.asarray(pixel_size, np.float64),
-                                         (2,))
-      if min(pixel_y, pixel_x) <= 0:
-        raise UserError(f"pixel size {pixel_size} must be > 0 (metres)")
-    axes = _detector_axes(f)
-    probe_key = _first(f, PROBE_PATHS)
-    probe = None
-    if probe_key is not None and isinstance(f[probe_key], h5py.Dataset):
-      probe = np.asarray(f[probe_key][()])
-      if probe.ndim > 2:
-        probe = probe.reshape((-1,) + probe.shape[-2:])[0]
+  except HDF5_ERRORS as e:
+    raise UserError(f"{path} is not a readable HDF5/CXI file ({e})") from None
+  try:
+    with f:
+      (data_key, data, bad, translation_key, translations, pixel_y, pixel_x,
+       axes, probe) = _read_cxi_tree(f, path, pixel_size)
+  except HDF5_ERRORS as e:
+    raise UserError(f"{path} is a damaged HDF5/CXI file "
+                    f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+                    ) from None
   if bad is not None and bad.any():
     cleaned = ndimage.median_filter(data.astype(np.float32), size=(1, 3, 3))
     data = np.where(bad[None], cleaned, data)
   amplitudes = to_amplitudes(data, zero_frequency, name=f"{path}: {data_key}")
   # As cdtools (translations_to_pixel): window index = pinv(basis) @ t; the
   # basis vectors' signs carry the flip between lab and image axes.
-  rows = translations @ axes[0] / pixel_y
-  cols = translations @ axes[1] / pixel_x
+  with np.errstate(over="ignore", invalid="ignore"):
+    rows = translations @ axes[0] / pixel_y
+    cols = translations @ axes[1] / pixel_x
   positions = np.stack([rows, cols], axis=1)
   return _scan(amplitudes, positions, probe, margin, path)
+
+
+def _read_cxi_tree(f, path, pixel_size):
+  """The arrays of an open CXI file, each checked before it is read."""
+  import h5py  # pylint: disable=g-import-not-at-top
+  data_key = _first(f, DATA_PATHS)
+  if data_key is None or not isinstance(f[data_key], h5py.Dataset):
+    raise UserError(f"{path} holds no diffraction data; expected a dataset "
+                    f"at {' or '.join(DATA_PATHS)}")
+  declared = f[data_key].shape or ()
+  if not (len(declared) == 3 or (len(declared) == 4 and declared[0] == 1)):
+    raise UserError(f"{path}: {data_key} has shape {declared}; expected "
+                    f"diffraction patterns [N, h, w]")
+  data = _read_dataset(f, data_key, path, copies=DATA_COPIES)
+  if data.ndim == 4:
+    data = data[0]
+  count, h, w = data.shape
+  mask_key = DETECTOR + "/mask"
+  bad = None
+  if mask_key in f:
+    mask = _read_dataset(f, mask_key, path)
+    if mask.shape == (h, w):
+      bad = mask != 0
+  translation_key = _first(f, TRANSLATION_PATHS)
+  if translation_key is None:
+    raise UserError(f"{path} holds no scan positions; expected translations "
+                    f"at {' or '.join(TRANSLATION_PATHS)}")
+  translations = scanfile.real_array(
+      _read_dataset(f, translation_key, path, copies=2),
+      f"{path}: {translation_key}", finite=False).astype(np.float64)
+  if translations.ndim != 2 or translations.shape[1] not in (2, 3):
+    raise UserError(f"{path}: {translation_key} has shape "
+                    f"{translations.shape}; expected [N, 3] (x, y, z) metres")
+  if not np.all(np.isfinite(translations)):
+    raise UserError(f"{path}: {translation_key} holds NaN or infinite values")
+  if translations.shape[1] == 2:
+    translations = np.pad(translations, ((0, 0), (0, 1)))
+  if pixel_size is None:
+    pixel_y, pixel_x = _object_pixel_size(f, (h, w), path)
+  else:
+    pixel_y, pixel_x = np.broadcast_to(np.asarray(pixel_size, np.float64),
+                                       (2,))
+    if not min(pixel_y, pixel_x) > 0:
+      raise UserError(f"pixel size {pixel_size} must be > 0 (metres)")
+  axes = _detector_axes(f, path)
+  probe_key = _first(f, PROBE_PATHS)
+  probe = None
+  if probe_key is not None and isinstance(f[probe_key], h5py.Dataset):
+    probe = _read_dataset(f, probe_key, path)
+    if probe.ndim > 2 and min(probe.shape) > 0:
+      probe = probe.reshape((-1,) + probe.shape[-2:])[0]
+  return (data_key, data, bad, translation_key, translations, pixel_y,
+          pixel_x, axes, probe)

@@ -16,7 +16,14 @@ import zlib
 
 import google_crc32c
 
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
+
+# A record longer than this is refused as corrupt before it is read: one
+# scan of the largest geometry the writer makes is far smaller, and a length
+# field that passes its CRC by chance (or was forged) must not make the
+# checker allocate it.
+MAX_RECORD_BYTES = 1 << 31
 
 
 def crc32c(data):
@@ -47,6 +54,9 @@ def count_records(path, compression="none", verify_data=False):
     raise CorruptShard(f"TFRecord shard {path} does not exist")
   opener = gzip.open if compression == "gzip" else open
   count = 0
+  size = os.path.getsize(path)
+  limit = min(MAX_RECORD_BYTES,
+              int(limits.available_memory() * limits.SHARE))
   try:
     with opener(path, "rb") as f:
       while True:
@@ -61,6 +71,15 @@ def count_records(path, compression="none", verify_data=False):
           raise CorruptShard(f"TFRecord shard {path} is corrupt: bad length "
                              f"checksum in record {count}")
         (length,) = struct.unpack("<Q", length_bytes)
+        if compression != "gzip" and length + 4 > size - f.tell():
+          raise CorruptShard(f"TFRecord shard {path} is truncated inside "
+                             f"record {count} (its length field says "
+                             f"{length} bytes, {size - f.tell()} are left)")
+        if length > limit:
+          raise CorruptShard(f"TFRecord shard {path} is corrupt: record "
+                             f"{count} says it is {limits.format_bytes(length)}"
+                             f" long (at most {limits.format_bytes(limit)} "
+                             f"are read)")
         body = f.read(length + 4)
         if len(body) < length + 4:
           raise CorruptShard(f"TFRecord shard {path} is truncated inside "
@@ -71,5 +90,5 @@ def count_records(path, compression="none", verify_data=False):
             raise CorruptShard(f"TFRecord shard {path} is corrupt: record "
                                f"{count} fails its checksum")
         count += 1
-  except (OSError, EOFError, zlib.error) as e:
+  except (OSError, EOFError, zlib.error, MemoryError) as e:
     raise CorruptShard(f"TFRecord shard {path} cannot be read ({e})")

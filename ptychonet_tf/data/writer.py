@@ -32,6 +32,7 @@ from ptychonet_tf.data import records
 from ptychonet_tf.data import schema
 from ptychonet_tf.data import tfds_info
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
@@ -136,12 +137,91 @@ def _settled(identity):
   return identity
 
 
+# Ranges of the simulation settings (flags in brackets), checked before a
+# probe, a layout or an object is allocated.
+MAX_PROBE_SIDE = 4096        # --probe_size
+MAX_POSITIONS = 100_000      # --scan_count, --mesh_rows x --mesh_cols
+MAX_RINGS = 1000             # --circle_rings
+MAX_MARGIN = 10_000          # --scan_margin (pixels)
+MAX_SHARDS = 10_000          # --num_shards
+# Pattern-sized arrays the simulator holds for one scan (amplitudes, complex
+# exit waves and their far fields).
+SCAN_COPIES = 6
+
+
+def check_simulation(config):
+  """Raises UserError naming the flag of a simulation setting out of range
+  (`SimulationConfig`), before anything of its size is allocated."""
+  geometry = config.geometry
+  size = tuple(geometry.probe.size)
+  if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and
+                               1 <= s <= MAX_PROBE_SIDE for s in size):
+    raise UserError(f"--probe_size={','.join(str(s) for s in size)} must be "
+                    f"two sizes in [1, {MAX_PROBE_SIDE}] pixels")
+  scan = geometry.scan
+  if scan.pattern == "fermat":
+    count = limits.check_count(scan.count, "--scan_count", 1, MAX_POSITIONS)
+  elif scan.pattern == "mesh":
+    limits.check_count(scan.rows, "--mesh_rows", 1, MAX_POSITIONS)
+    limits.check_count(scan.cols, "--mesh_cols", 1, MAX_POSITIONS)
+    limits.check_count(scan.every, "--mesh_every", 1, MAX_POSITIONS)
+    count = limits.check_count(scan.rows * scan.cols,
+                               "--mesh_rows x --mesh_cols", 1, MAX_POSITIONS)
+  elif scan.pattern == "circles":
+    rings = limits.check_count(scan.rings, "--circle_rings", 1, MAX_RINGS)
+    count = 1 + 3 * rings * (rings + 1)  # an upper bound of the positions
+  else:
+    count = 1
+  if scan.pattern != "file" and not (np.isfinite(scan.step) and
+                                     0 < scan.step <= MAX_PROBE_SIDE):
+    raise UserError(f"--scan_step={scan.step} must be in (0, "
+                    f"{MAX_PROBE_SIDE}] pixels")
+  limits.check_count(scan.margin, "--scan_margin", 0, MAX_MARGIN)
+  limits.check_photons([config.photons])
+  limits.check_allocation((count, *size), np.complex64,
+                          f"a scan of {count} positions of {size[0]}x{size[1]}"
+                          f" pixels (--scan_count, --probe_size)",
+                          copies=SCAN_COPIES)
+
+
+def check_geometry(geometry):
+  """Raises UserError when a built geometry's object is too large (a wide
+  --scan_step or --scan_margin)."""
+  limits.check_object_shape(geometry.object_shape,
+                            "the scan's object (--scan_step, --scan_margin, "
+                            "--probe_size)")
+
+
+# Files that make a folder a training run's (training/run_dir.py): a dataset
+# written there would replace the run's geometry.npz.
+RUN_MARKERS = ("run.json", "model.json", "checkpoint")
+
+
+def check_not_a_run(out_dir):
+  """Raises UserError when out_dir holds a training run (run.json,
+  model.json or checkpoints) rather than a dataset."""
+  if not os.path.isdir(out_dir):
+    return
+  names = os.listdir(out_dir)
+  found = [n for n in RUN_MARKERS if n in names] or [
+      n for n in names if n.startswith("ckpt-")][:1]
+  if found:
+    raise UserError(f"output folder {out_dir} holds a training run "
+                    f"({found[0]}), not a dataset; writing a dataset there "
+                    f"would replace the run's {GEOMETRY_FILE}; use another "
+                    f"--out_dir")
+
+
 def check_out_dir(out_dir, config):
   """Creates out_dir; raises UserError if it is a file or holds a dataset of
   another identity (`config.identity()`)."""
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"output folder {out_dir} is a file; expected a directory")
-  os.makedirs(out_dir, exist_ok=True)
+  check_not_a_run(out_dir)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+  except OSError as e:
+    raise files.write_error(e, out_dir) from None
   info_path = os.path.join(out_dir, INFO_FILE)
   if os.path.exists(info_path):
     try:
@@ -206,8 +286,11 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
   """
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   start_time = time.time()
+  check_simulation(config.simulation)
+  limits.check_count(config.num_shards, "--num_shards", 1, MAX_SHARDS)
   check_out_dir(out_dir, config)
   geometry = geometry_lib.make_geometry(config.simulation.geometry)
+  check_geometry(geometry)
   train_pool, test_pool = images_lib.open_image_pools(config.images)
   # Read one image of each pool up front, so a bad source fails in one line
   # here rather than inside a worker.

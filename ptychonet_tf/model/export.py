@@ -196,7 +196,10 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
   """
   model = float32_copy(model, refine_steps, xla)
   module = ServingModule(model, probe)
-  os.makedirs(export_dir, exist_ok=True)
+  try:
+    os.makedirs(export_dir, exist_ok=True)
+  except OSError as e:
+    raise files.write_error(e, export_dir) from None
   remove_stale_temps(export_dir)
   final = os.path.join(export_dir, str(int(version)))
   tmp = os.path.join(export_dir, temp_name(version))
@@ -205,8 +208,12 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
     tf.saved_model.save(module, tmp, signatures={
         "serving_default": module.serve.get_concrete_function(),
         "geometry": module.geometry.get_concrete_function()})
-  except BaseException:
+  except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
+    # A full or read-only disk: one line naming the folder and the cause.
+    error = files.write_error(e, final)
+    if error is not None:
+      raise error from None
     raise
   return files.replace_dir(tmp, final)
 
