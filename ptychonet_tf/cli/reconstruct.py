@@ -119,6 +119,7 @@ def _check_out(path):
     raise UserError(f"--out folder {parent} does not exist")
   if not path.endswith(".npz"):
     raise UserError(f"--out={path} must end in .npz")
+  files.check_writable(path, "--out")  # a read-only or full disk, now
 
 
 def save_pngs(stem, obj, mask):
