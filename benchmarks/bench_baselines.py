@@ -1,8 +1,8 @@
-r"""DM and ePIE speed for the small and paper geometries, next to their FFT floor.
+r"""DM, ePIE and LSQML speed for the small and paper geometries, next to their FFT floor.
 
   python benchmarks/bench_baselines.py [--configs=small_dense,dense] \
-      [--dm_iterations=100] [--epie_epochs=4] [--batch=1] [--rounds=3] \
-      [--position_groups=0]
+      [--dm_iterations=100] [--epie_epochs=4] [--lsqml_iterations=20] \
+      [--batch=1] [--rounds=3] [--position_groups=0]
 
 Per config (probe size, scan pattern and count from configs/<name>.flags):
 
@@ -14,6 +14,10 @@ Per config (probe size, scan pattern and count from configs/<name>.flags):
 - ePIE: steady-state seconds per epoch (N sequential position updates).
 - ePIE floor: N sequential fft2d + ifft2d pairs of one pattern (per scan of
   the batch), timed alone in a compiled while loop.
+- LSQML: steady-state seconds per iteration (position batches of 10); its
+  floor is DM's (the same two FFTs of N patterns per iteration).
+
+The solvers come from the registry (`ptychonet_tf.reconstructors`).
 
 The ratio column is the gap to the floor: everything else an iteration does
 (gather/scatter of windows, the overlap sums, moduli, error bookkeeping).
@@ -34,8 +38,10 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from ptychonet_tf import reconstructors
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
+from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.physics import forward
@@ -46,6 +52,8 @@ flags.DEFINE_integer("dm_iterations", 100, "DM iterations per timed run (>= 10; 
                      "a first run compiles).")
 flags.DEFINE_integer("epie_epochs", 4, "ePIE epochs per timed run (0 skips "
                      "ePIE; a first run compiles).")
+flags.DEFINE_integer("lsqml_iterations", 20, "LSQML iterations per timed "
+                     "run (0 skips LSQML; >= 10, a first run compiles).")
 flags.DEFINE_integer("batch", 1, "Scans reconstructed together.")
 flags.DEFINE_float("min_seconds", 2.0, "Minimum time spent timing each FFT "
                    "floor, per round.")
@@ -146,16 +154,21 @@ def bench(name):
         f"{'ratio':>6s} [range]")
   solvers = []
   if FLAGS.dm_iterations:
-    solvers.append(("DM (per iteration)", dm.DifferenceMap, dm.DMConfig(
+    solvers.append(("DM (per iteration)", "dm", dm.DMConfig(
         iterations=FLAGS.dm_iterations, chunk=10, progress=False,
         position_groups=FLAGS.position_groups), dm_floor))
   if FLAGS.epie_epochs:
-    solvers.append(("ePIE (per epoch)", epie.EPIE, epie.EPIEConfig(
+    solvers.append(("ePIE (per epoch)", "epie", epie.EPIEConfig(
         iterations=FLAGS.epie_epochs, chunk=1, progress=False), epie_floor))
+  if FLAGS.lsqml_iterations:
+    solvers.append(("LSQML (per iteration)", "lsqml", lsqml.LSQMLConfig(
+        iterations=FLAGS.lsqml_iterations, chunk=10, progress=False),
+                    dm_floor))
   rows = []
-  for label, kind, config, floor in solvers:
-    solver = kind(amps, geometry.probe, geometry.layout,
-                  geometry.object_shape, config)
+  for label, method, config, floor in solvers:
+    solver = reconstructors.build(method, amps, geometry.probe,
+                                  geometry.layout, geometry.object_shape,
+                                  config)
     rows.append((label, rounds(
         lambda s=solver: s.run().seconds_per_iteration,
         lambda f=floor: f(batch, count, h, w, FLAGS.min_seconds))))
@@ -188,6 +201,9 @@ def main(argv):
   if FLAGS.dm_iterations < 0 or 0 < FLAGS.dm_iterations < 10:
     raise UserError(f"--dm_iterations={FLAGS.dm_iterations} must be 0 or >= 10 "
                     f"(one compiled chunk)")
+  if FLAGS.lsqml_iterations < 0 or 0 < FLAGS.lsqml_iterations < 10:
+    raise UserError(f"--lsqml_iterations={FLAGS.lsqml_iterations} must be 0 "
+                    f"or >= 10 (one compiled chunk)")
   if FLAGS.epie_epochs < 0:
     raise UserError(f"--epie_epochs={FLAGS.epie_epochs} must be >= 0")
   if FLAGS.batch < 1:

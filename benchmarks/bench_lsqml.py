@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+from ptychonet_tf import reconstructors
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.cli import experiment_flags
@@ -120,14 +121,14 @@ def main(argv):
       iterations=FLAGS.iterations, batch_size=FLAGS.lsqml_batch_size,
       grouping=FLAGS.lsqml_grouping, noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
       init="ones", progress=False)
-  result = lsqml.lsqml(amplitudes, geometry.probe, geometry.layout, shape,
-                       lsqml_config)
+  result = reconstructors.reconstruct("lsqml", amplitudes, geometry.probe,
+                                      geometry.layout, shape, lsqml_config)
   report(f"LSQML-{FLAGS.iterations} (K={FLAGS.lsqml_batch_size})", result,
          truths, mask, FLAGS.scans)
   if FLAGS.dm:
-    result = dm.difference_map(amplitudes, geometry.probe, geometry.layout,
-                               shape, dm.DMConfig(iterations=FLAGS.iterations,
-                                                  init="ones", progress=False))
+    result = reconstructors.reconstruct(
+        "dm", amplitudes, geometry.probe, geometry.layout, shape,
+        dm.DMConfig(iterations=FLAGS.iterations, init="ones", progress=False))
     report(f"DM-{FLAGS.iterations}", result, truths, mask, FLAGS.scans)
 
 

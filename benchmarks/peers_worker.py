@@ -177,28 +177,23 @@ def run_ours(method, scan, args):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
   # Chunk boundaries (where the monitor reads the clock) fall at the end of
   # the warm-up and of the timed iterations.
   chunk = math.gcd(args.warmup, args.timed)
   inputs = (scan["amplitudes"], scan["probe"], scan["layout"],
             scan["object_shape"])
-  if method == "dm":
-    solver = dm.DifferenceMap(*inputs, dm.DMConfig(
-        iterations=args.iterations, chunk=chunk, progress=False))
-  elif method == "epie":
-    solver = epie.EPIE(*inputs, epie.EPIEConfig(
-        iterations=args.iterations, alpha=args.epie_alpha, chunk=chunk,
-        progress=False))
-  else:
-    try:
-      lsqml = importlib.import_module("ptychonet_tf.baselines.lsqml")
-    except ModuleNotFoundError:
-      raise Unsupported("ptychonet_tf.baselines.lsqml is not in this tree")
-    solver = lsqml.LSQML(*inputs, lsqml.LSQMLConfig(
-        iterations=args.iterations, batch_size=args.lsqml_batch_size,
-        chunk=chunk, progress=False))
+  try:
+    reconstructors = importlib.import_module("ptychonet_tf.reconstructors")
+  except ModuleNotFoundError:
+    raise Unsupported("ptychonet_tf.reconstructors is not in this tree")
+  if method not in reconstructors.NAMES:
+    raise Unsupported(f"ptychonet_tf has no {method} in this tree")
+  settings = dict(iterations=args.iterations, chunk=chunk, progress=False,
+                  batch_size=args.lsqml_batch_size)
+  if method == "epie":
+    settings["alpha"] = args.epie_alpha
+  solver = reconstructors.build(method, *inputs,
+                                reconstructors.configure(method, **settings))
   stamps = {}
   result = solver.run(
       monitor=lambda done, _: stamps.setdefault(done, time.perf_counter()))

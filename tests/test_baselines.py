@@ -1,11 +1,14 @@
-"""DM and ePIE: single steps against numpy references, recovery on tiny noise-free scans."""
+"""DM and ePIE: compiled iterations against numpy references, recovery on tiny noise-free scans.
+
+Their single steps are the operator's (tests/test_operator.py)."""
 import numpy as np
 import pytest
 
-from helpers import np_far, np_fourier_projection, np_stitch, np_windows
+from helpers import np_fourier_projection, np_stitch, np_windows
 
 from ptychonet_tf.evaluation import metrics
-from ptychonet_tf.baselines import common
+from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import base
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import epie
 from ptychonet_tf.utils import machine
@@ -13,7 +16,6 @@ from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
-from ptychonet_tf.physics import windows as windows_lib
 
 
 def tiny_scan(seed=0, count=12, step=1.5, size=16):
@@ -49,108 +51,17 @@ def np_dm(amps, probe, layout, shape, obj, iterations, inertia=1e-6):
   return obj
 
 
-# --- single steps -------------------------------------------------------------
-
-
-def test_fourier_projection_matches_numpy_and_is_a_projection():
-  rng = np.random.default_rng(1)
-  psi = (rng.normal(size=(3, 16, 12)) + 1j * rng.normal(size=(3, 16, 12)))
-  amps = rng.uniform(0, 2, size=(3, 16, 12))
-  out = dm.fourier_projection(psi.astype(np.complex64),
-                              amps.astype(np.float32)).numpy()
-  np.testing.assert_allclose(out, np_fourier_projection(psi, amps), atol=2e-5)
-  # Its far-field modulus is the measured one, and projecting twice changes nothing.
-  np.testing.assert_allclose(np.abs(np_far(out)), amps, atol=2e-5)
-  again = dm.fourier_projection(out, amps.astype(np.float32)).numpy()
-  np.testing.assert_allclose(again, out, atol=2e-5)
-
-
-def test_fourier_update_power_bound_matches_numpy():
-  """The relaxed modulus step on batched spectra [B, N, h, w], bound [B, 1]."""
-  rng = np.random.default_rng(4)
-  shape = (2, 3, 8, 6)
-  spectra = rng.normal(size=shape) + 1j * rng.normal(size=shape)
-  amps = rng.uniform(0, 2, size=shape)
-  pbound = np.array([[0.1], [50.0]])  # scan 0 moves, scan 1 is within it
-  magnitude = np.abs(spectra)
-  deviation = magnitude - amps
-  misfit = (deviation ** 2).mean(axis=(2, 3))
-  renorm = np.sqrt(np.minimum(1.0, pbound / misfit))
-  want = spectra * (amps + deviation * renorm[..., None, None]) / magnitude
-  got = dm.fourier_update(spectra.astype(np.complex64), amps.astype(np.float32),
-                          pbound.astype(np.float32)).numpy()
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(got[1], spectra[1], rtol=1e-5, atol=1e-5)
-  exact = dm.fourier_update(spectra.astype(np.complex64),
-                            amps.astype(np.float32)).numpy()
-  np.testing.assert_allclose(np.abs(exact), amps, rtol=1e-5, atol=1e-5)
-
-
-def test_object_update_matches_numpy():
-  """Batched: two scans with different probes and previous objects."""
-  amps, probe, layout, shape, obj = tiny_scan()
-  windows = windows_lib.Windows(layout, shape, (16, 16))
-  rng = np.random.default_rng(2)
-  size = (2, len(layout), 16, 16)
-  psi = rng.normal(size=size) + 1j * rng.normal(size=size)
-  previous = rng.normal(size=(2, *shape)) + 1j * rng.normal(size=(2, *shape))
-  probes = np.stack([probe, 0.5 * probe.conj()]).astype(np.complex64)
-  out = dm.object_update(psi.astype(np.complex64), probes, windows,
-                         previous.astype(np.complex64), inertia=1e-3).numpy()
-  norm = dm.illumination(probes, windows).numpy()
-  for b in range(2):
-    want = np_overlap(psi[b], probes[b].astype(np.complex128), layout, shape,
-                      previous[b], 1e-3)
-    np.testing.assert_allclose(out[b], want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(norm[b],
-                               windows.coverage(np.abs(probes[b]) ** 2),
-                               rtol=1e-5, atol=1e-6)
-
-
-def test_object_update_returns_the_object_of_consistent_exit_waves():
-  _, probe, layout, shape, obj = tiny_scan()
-  windows = windows_lib.Windows(layout, shape, (16, 16))
-  psi = probe * np_windows(obj, layout)
-  out = dm.object_update(psi, probe, windows, previous=obj,
-                         inertia=1e-6).numpy()
-  np.testing.assert_allclose(out, obj, atol=1e-5)
-
-
-def test_probe_update_matches_numpy_and_recovers_the_probe():
-  _, probe, layout, shape, obj = tiny_scan()
-  windows = windows_lib.Windows(layout, shape, (16, 16))
-  rng = np.random.default_rng(3)
-  psi = rng.normal(size=(len(layout), 16, 16)) + 1j * rng.normal(
-      size=(len(layout), 16, 16))
-  previous = rng.normal(size=(16, 16)) + 1j * rng.normal(size=(16, 16))
-  out = dm.probe_update(psi.astype(np.complex64), obj, windows,
-                        previous.astype(np.complex64), inertia=1e-2).numpy()
-  views = np_windows(obj.astype(np.complex128), layout)
-  norm = (np.abs(views) ** 2).sum(0)
-  eps = 1e-2 * norm.max()
-  want = ((np.conj(views) * psi).sum(0) + eps * previous) / (norm + eps)
-  np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
-  support = common.support_mask((16, 16), 0.5)
-  masked = dm.probe_update(psi.astype(np.complex64), obj, windows,
-                           previous.astype(np.complex64), inertia=1e-2,
-                           support=support).numpy()
-  np.testing.assert_allclose(masked, want * support, rtol=1e-4, atol=1e-5)
-  # Batched [B, N, h, w] exit waves of the true probe give it back per scan.
-  exact = dm.probe_update(np.stack([probe * views, 2 * probe * views]),
-                          np.stack([obj, obj]), windows,
-                          np.stack([probe, probe]), inertia=1e-6).numpy()
-  np.testing.assert_allclose(exact[0], probe, atol=1e-5)
-  np.testing.assert_allclose(exact[1], 2 * probe, atol=2e-5)
+# --- runs ------------------------------------------------------------------
 
 
 def test_compiled_dm_iterations_match_numpy_reference():
   # The loop works in the unshifted frame and carries F(psi) along; it must
   # give the iterates of the textbook algorithm in the detector convention.
   amps, probe, layout, shape, _ = tiny_scan(seed=4)
-  start = dm.initial_objects("random", shape, 1, seed=5)[0]
+  start = base.initial_objects("random", shape, 1, seed=5)[0]
   for jit in (True, False):
     config = dm.DMConfig(iterations=3, jit_compile=jit, progress=False)
-    got = dm.difference_map(amps, probe, layout, shape, config,
+    got = reconstructors.reconstruct("dm", amps, probe, layout, shape, config,
                             initial_object=start)
     want = np_dm(amps.astype(np.float64), probe.astype(np.complex128), layout,
                  shape, start.astype(np.complex128), 3)
@@ -160,7 +71,7 @@ def test_compiled_dm_iterations_match_numpy_reference():
 
 def test_chunks_and_probe_start_split_give_the_same_iterates():
   amps, probe, layout, shape, _ = tiny_scan(seed=6)
-  runs = [dm.difference_map(amps, probe, layout, shape,
+  runs = [reconstructors.reconstruct("dm", amps, probe, layout, shape,
                             dm.DMConfig(iterations=13, chunk=chunk,
                                         refine_probe=True, probe_start=start,
                                         progress=False))
@@ -177,7 +88,7 @@ def test_chunks_and_probe_start_split_give_the_same_iterates():
 def test_dm_recovers_a_noise_free_scan_exactly():
   amps, probe, layout, shape, obj = tiny_scan()
   config = dm.DMConfig(iterations=300, init="random", progress=False)
-  result = dm.difference_map(amps, probe, layout, shape, config)
+  result = reconstructors.reconstruct("dm", amps, probe, layout, shape, config)
   # The pinhole probe is exactly 0 in the windows' corners: score where it lights.
   mask = metrics.illuminated_region(layout, shape, probe, 0.01)
   scores = metrics.complex_metrics(result.object, obj, mask)
@@ -193,11 +104,11 @@ def test_dm_batch_equals_separate_runs():
   amps_a, probe, layout, shape, _ = tiny_scan(seed=7)
   amps_b = tiny_scan(seed=8)[0]
   config = dm.DMConfig(iterations=20, progress=False)
-  batch = dm.difference_map(np.stack([amps_a, amps_b]), probe, layout, shape,
+  batch = reconstructors.reconstruct("dm", np.stack([amps_a, amps_b]), probe, layout, shape,
                             config)
   assert batch.object.shape == (2,) + shape and batch.chi.shape == (20, 2)
   for i, amps in enumerate((amps_a, amps_b)):
-    single = dm.difference_map(amps, probe, layout, shape, config)
+    single = reconstructors.reconstruct("dm", amps, probe, layout, shape, config)
     np.testing.assert_allclose(batch.object[i], single.object, atol=1e-5)
 
 
@@ -221,7 +132,7 @@ def test_reused_solver_reconstructs_the_new_scans():
 
 def test_dm_started_at_the_truth_stays_there():
   amps, probe, layout, shape, obj = tiny_scan()
-  result = dm.difference_map(amps, probe, layout, shape,
+  result = reconstructors.reconstruct("dm", amps, probe, layout, shape,
                              dm.DMConfig(iterations=10, progress=False),
                              initial_object=obj)
   assert result.chi.max() < 1e-4
@@ -233,8 +144,8 @@ def test_probe_refinement_repairs_a_wrong_probe():
   amps, probe, layout, shape, obj = tiny_scan(count=20, step=1.2)
   wrong = probe_lib.make_probe((16, 16), "pinhole", 0.45)  # smaller disk
   base = dict(iterations=150, progress=False, probe_start=5)
-  fixed = dm.difference_map(amps, wrong, layout, shape, dm.DMConfig(**base))
-  refined = dm.difference_map(amps, wrong, layout, shape,
+  fixed = reconstructors.reconstruct("dm", amps, wrong, layout, shape, dm.DMConfig(**base))
+  refined = reconstructors.reconstruct("dm", amps, wrong, layout, shape,
                               dm.DMConfig(refine_probe=True, **base))
   assert refined.fourier_error[-1] < 0.1 * fixed.fourier_error[-1], (
       refined.fourier_error[-1], fixed.fourier_error[-1])
@@ -244,7 +155,7 @@ def test_probe_refinement_repairs_a_wrong_probe():
 def test_fourier_relax_leaves_patterns_within_the_bound_alone():
   amps, probe, layout, shape, obj = tiny_scan()
   # Started at the truth, every misfit is ~0 < bound: nothing moves.
-  result = dm.difference_map(amps, probe, layout, shape,
+  result = reconstructors.reconstruct("dm", amps, probe, layout, shape,
                              dm.DMConfig(iterations=5, fourier_relax=0.05,
                                          progress=False), initial_object=obj)
   assert result.chi.max() < 1e-4
@@ -253,11 +164,11 @@ def test_fourier_relax_leaves_patterns_within_the_bound_alone():
 @pytest.mark.parametrize("jit", [True, False])
 def test_epie_epoch_matches_numpy_reference(jit):
   amps, probe, layout, shape, _ = tiny_scan(seed=9)
-  start = dm.initial_objects("random", shape, 1, seed=3)[0]
+  start = base.initial_objects("random", shape, 1, seed=3)[0]
   config = epie.EPIEConfig(iterations=2, seed=11, progress=False,
                            refine_probe=True, probe_start=1, beta=0.5,
                            jit_compile=jit)
-  got = epie.epie(amps, probe, layout, shape, config, initial_object=start)
+  got = reconstructors.reconstruct("epie", amps, probe, layout, shape, config, initial_object=start)
   rng = np.random.default_rng(11)
   obj = start.astype(np.complex128)
   pr = probe.astype(np.complex128)
@@ -292,7 +203,7 @@ def test_epie_chi_matches_the_objects_of_each_epoch():
 
 def test_epie_recovers_the_well_lit_region():
   amps, probe, layout, shape, obj = tiny_scan()
-  result = epie.epie(amps, probe, layout, shape,
+  result = reconstructors.reconstruct("epie", amps, probe, layout, shape,
                      epie.EPIEConfig(iterations=60, progress=False))
   mask = metrics.illuminated_region(layout, shape, probe, 0.1)
   scores = metrics.complex_metrics(result.object, obj, mask)
@@ -325,7 +236,7 @@ def test_bad_settings_raise_user_errors():
     epie.EPIEConfig(iterations=-1)
   amps, probe, layout, shape, _ = tiny_scan()
   with pytest.raises(UserError, match="initial object has shape"):
-    dm.difference_map(amps, probe, layout, shape,
+    reconstructors.reconstruct("dm", amps, probe, layout, shape,
                       dm.DMConfig(iterations=1, progress=False),
                       initial_object=np.ones((5, 5), np.complex64))
 
@@ -341,7 +252,7 @@ def test_dm_position_groups_give_the_one_loop_result(refine):
   for groups in (1, 3):
     config = dm.DMConfig(iterations=12, chunk=4, position_groups=groups,
                          refine_probe=refine, probe_start=4, progress=False)
-    runs.append(dm.difference_map(amps, probe, layout, shape, config))
+    runs.append(reconstructors.reconstruct("dm", amps, probe, layout, shape, config))
   one, grouped = runs
   np.testing.assert_allclose(grouped.chi[:4], one.chi[:4], rtol=1e-3,
                              atol=1e-6)

@@ -4,7 +4,8 @@ import pytest
 
 from helpers import np_fourier_projection, np_stitch, np_windows
 
-from ptychonet_tf.baselines import common
+from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import base
 from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.physics import forward
@@ -111,32 +112,13 @@ def test_step_lengths_solve_the_least_squares_problem():
   assert none is None
 
 
-def test_poisson_update_matches_numpy_and_vanishes_at_the_data():
-  rng = np.random.default_rng(2)
-  spectra = rng.normal(size=(3, 8, 8)) + 1j * rng.normal(size=(3, 8, 8))
-  amps = rng.uniform(0, 2, size=(3, 8, 8))
-  got = lsqml.exit_wave_update(spectra.astype(np.complex64),
-                               amps.astype(np.float32), "poisson").numpy()
-  power, data = np.abs(spectra) ** 2, amps ** 2
-  ratio = np.maximum(1 - data / power, -lsqml.POISSON_CLIP)
-  step = (np.sum(ratio * (power - data), axis=(1, 2), keepdims=True) /
-          np.sum(ratio ** 2 * (power + data), axis=(1, 2), keepdims=True))
-  want = np.fft.ifft2(-step * ratio * spectra)
-  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-  for model in lsqml.NOISE_MODELS:
-    exact = lsqml.exit_wave_update(spectra.astype(np.complex64),
-                                   np.abs(spectra).astype(np.float32),
-                                   model).numpy()
-    np.testing.assert_allclose(exact, 0, atol=1e-5)
-
-
 def test_compiled_iteration_matches_numpy_reference():
   amps, probe, layout, shape, _ = tiny_scan(seed=4)
-  start = common.initial_objects("random", shape, 1, seed=5)[0]
+  start = base.initial_objects("random", shape, 1, seed=5)[0]
   for jit in (True, False):
     config = lsqml.LSQMLConfig(iterations=1, batch_size=4, jit_compile=jit,
                                progress=False)
-    got = lsqml.lsqml(amps, probe, layout, shape, config,
+    got = reconstructors.reconstruct("lsqml", amps, probe, layout, shape, config,
                       initial_object=start)
     groups = lsqml.position_batches(layout, 4, config.grouping)
     want = np_lsqml_iteration(start.astype(np.complex128),
@@ -154,7 +136,7 @@ def test_compiled_iteration_matches_numpy_reference():
 def test_lsqml_drives_the_misfit_down_and_recovers_the_object():
   amps, probe, layout, shape, obj = tiny_scan()
   config = lsqml.LSQMLConfig(iterations=100, batch_size=3, progress=False)
-  result = lsqml.lsqml(amps, probe, layout, shape, config)
+  result = reconstructors.reconstruct("lsqml", amps, probe, layout, shape, config)
   assert result.fourier_error[-1] < 1e-4 * result.fourier_error[0], (
       result.fourier_error[[0, -1]])
   mask = metrics.illuminated_region(layout, shape, probe, 0.1)
@@ -167,7 +149,7 @@ def test_poisson_model_drives_the_misfit_down():
   amps, probe, layout, shape, _ = tiny_scan()
   config = lsqml.LSQMLConfig(iterations=100, batch_size=3, noise_model="poisson",
                              progress=False)
-  result = lsqml.lsqml(amps, probe, layout, shape, config)
+  result = reconstructors.reconstruct("lsqml", amps, probe, layout, shape, config)
   assert np.all(np.isfinite(result.object))
   assert result.fourier_error[-1] < 1e-3 * result.fourier_error[0], (
       result.fourier_error[[0, -1]])
@@ -179,8 +161,8 @@ def test_probe_refinement_runs_and_does_not_raise_the_misfit():
   # Without XLA: two short runs, cheaper than compiling three loops.
   base = dict(iterations=30, batch_size=3, probe_start=5, jit_compile=False,
               progress=False)
-  fixed = lsqml.lsqml(amps, wrong, layout, shape, lsqml.LSQMLConfig(**base))
-  refined = lsqml.lsqml(amps, wrong, layout, shape,
+  fixed = reconstructors.reconstruct("lsqml", amps, wrong, layout, shape, lsqml.LSQMLConfig(**base))
+  refined = reconstructors.reconstruct("lsqml", amps, wrong, layout, shape,
                         lsqml.LSQMLConfig(refine_probe=True, **base))
   assert np.abs(refined.probe - wrong).max() > 1e-3  # the probe moved
   np.testing.assert_array_equal(fixed.probe, wrong)
@@ -194,7 +176,7 @@ def test_batch_of_scans_and_reused_solver_match_single_runs():
   amps_a, probe, layout, shape, _ = tiny_scan(seed=7)
   amps_b = tiny_scan(seed=8)[0]
   config = lsqml.LSQMLConfig(iterations=10, batch_size=3, progress=False)
-  batch = lsqml.lsqml(np.stack([amps_a, amps_b]), probe, layout, shape, config)
+  batch = reconstructors.reconstruct("lsqml", np.stack([amps_a, amps_b]), probe, layout, shape, config)
   assert batch.object.shape == (2,) + shape and batch.chi.shape == (10, 2)
   solver = lsqml.LSQML(amps_a, probe, layout, shape, config)
   single = [solver.run().object]
@@ -223,7 +205,7 @@ def test_acceptance_small_dense_phase_psnr():
                                   simulator.scan_rng(0, "test", 0),
                                   images.load_image)
   amps = simulator.Simulator(geometry).amplitudes(truth[None])[0]
-  result = lsqml.lsqml(amps, geometry.probe, geometry.layout,
+  result = reconstructors.reconstruct("lsqml", amps, geometry.probe, geometry.layout,
                        geometry.object_shape,
                        lsqml.LSQMLConfig(iterations=300, progress=False))
   mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,

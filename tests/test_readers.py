@@ -189,13 +189,14 @@ def test_dm_with_probe_refinement_fits_the_real_siemens_star(shared_data):
   path = os.path.join(shared_data, STAR)
   if not os.path.isfile(path):
     pytest.skip(f"{path} not present")
+  from ptychonet_tf import reconstructors  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   scan = readers.read_scan(path)
   config = dm.DMConfig(iterations=40, refine_probe=True, probe_start=10,
                        probe_support=0.9, fourier_relax=0.05,
                        object_inertia=0.01, progress=False)
-  result = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                             scan.object_shape, config)
+  result = reconstructors.reconstruct("dm", scan.amplitudes, scan.probe,
+                                      scan.layout, scan.object_shape, config)
   # The initial probe guess explains the data poorly; the refined one well.
   assert result.fourier_error[9] > 0.15
   assert result.fourier_error[-1] < 0.05

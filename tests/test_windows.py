@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ptychonet_tf.baselines import dm
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import layers
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.physics import windows
 from ptychonet_tf.utils.errors import UserError
 
@@ -67,12 +67,15 @@ def layer_variant(method):
   return make
 
 
-def dm_variant(w):
-  """DM's object update with P = 1, no inertia, norm 1: its stitch of psi."""
+def operator_variant(w):
+  """The ptychography operator's object solution (DM's overlap projection,
+  LSQML's and the refinement's directions) with P = 1, no inertia, norm 1:
+  its stitch of psi."""
   ones = tf.ones(w.object_shape, tf.float32)
-  return (w.extract,
-          lambda y: dm.object_update(y, np.ones(PROBE, np.complex64), w,
-                                     inertia=0.0, norm=ones),
+  op = operator_lib.Ptychography(w.layout, w.object_shape, w.probe_shape)
+  return (op.views,
+          lambda y: op.solve_object(y, np.ones(PROBE, np.complex64), 0.0,
+                                    norm=ones),
           np.complex64, 1e-5)
 
 
@@ -95,7 +98,7 @@ VARIANTS = {
     **{f"channels-{m}": channels_variant(m) for m in windows.STITCH_METHODS},
     "forward": forward_variant,
     **{f"layer-{m}": layer_variant(m) for m in layers.STITCH_METHODS},
-    "dm": dm_variant,
+    "dm": operator_variant,
     "epie": epie_variant,
 }
 

@@ -15,25 +15,22 @@ Each epoch records chi = ||O_e - O_{e-1}|| / ||O_e|| over the scanned region
 and the Fourier error sum_j || |F(psi_j)| - A_j ||^2 / sum_j ||A_j||^2 of the
 exit waves met during the epoch (before their update).
 
-FFT convention: as in the DM loop, amplitudes are ifftshifted and scaled by
-sqrt(h*w) once, and each step does a plain fft2d/ifft2d pair of B patterns.
-The epochs run in one XLA-compiled tf.while_loop over positions. The object
-[B, H, W] is loop state; position j reads its window with
+The steps are the ptychography operator's (`physics.operator.Ptychography`):
+`propagate`, `misfit` and `project` (Pi_F in real space), in its unshifted
+frame. The epochs run in one XLA-compiled tf.while_loop over positions. The
+object [B, H, W] is loop state; position j reads its window with
 `physics.windows.Windows.window` (a dynamic slice) and writes its update with
 `Windows.add_to_window` (a dynamic update slice, which XLA does in place), so
 a step costs little more than its two FFTs (benchmarks/bench_baselines.py
-prints the FFT floor next to it). The modulus step is `common.fourier_update`,
-as in DM.
+prints the FFT floor next to it).
 """
 import dataclasses
-import time
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
-from ptychonet_tf.baselines import common
-from ptychonet_tf.physics import windows as windows_lib
+from ptychonet_tf.baselines import base
 from ptychonet_tf.utils.errors import UserError
 
 
@@ -69,9 +66,7 @@ class EPIEConfig:
   def __post_init__(self):
     if self.iterations < 0:
       raise UserError(f"ePIE iterations={self.iterations} must be >= 0")
-    if self.init not in common.INITS:
-      raise UserError(f"initial object {self.init!r} is not one of "
-                      f"{common.INITS}")
+    base.check_init(self.init)
     if self.chunk < 1:
       raise UserError(f"chunk={self.chunk} must be >= 1")
     if not (0 < self.alpha <= 2 and 0 < self.beta <= 2):
@@ -79,50 +74,31 @@ class EPIEConfig:
                       f"must lie in (0, 2]")
 
 
-class EPIE:
-  """ePIE for a batch of scans that share one layout (build once, run often).
+class EPIE(base.IterativeReconstructor):
+  """ePIE for a batch of scans that share one layout (build once, run often)."""
 
-  Args:
-    amplitudes: float32 [N, h, w] or [B, N, h, w], detector convention.
-    probe: complex64 [h, w] (or [B, h, w]).
-    layout: int32 [N, 4].
-    object_shape: (H, W).
-    config: EPIEConfig.
-  """
+  name = "epie"
+  config_class = EPIEConfig
+  unit = "epoch"
 
-  def __init__(self, amplitudes, probe, layout, object_shape,
-               config=EPIEConfig()):
-    (amplitudes, probe, layout, object_shape,
-     self.batched) = common.prepare_inputs(amplitudes, probe, layout,
-                                           object_shape)
-    self.config = config
-    self.object_shape = object_shape
-    self.batch, self.count, h, w = amplitudes.shape
-    self.probe_shape = (h, w)
-    self.probe = probe
-    self._windows = windows_lib.Windows(layout, object_shape, (h, w))
-    self._amplitudes = tf.constant(common.unshifted_amplitudes(amplitudes))
-    self._energy = tf.constant(
-        np.maximum(np.sum(np.square(amplitudes, dtype=np.float64),
-                          axis=(1, 2, 3)) * h * w, 1e-30).astype(np.float32))
-    covered = self._windows.coverage() > 0
-    self._covered_f = tf.constant(covered[None].astype(np.float32))
+  def __init__(self, amplitudes, probe, layout, object_shape, config=None):
+    super().__init__(amplitudes, probe, layout, object_shape, config)
     self._epochs = tf.function(self._run_epochs,
-                               jit_compile=config.jit_compile)
-    self._compiled = set()
+                               jit_compile=self.config.jit_compile)
+    self._rng = None
 
   def _step(self, j, obj, probe, err, refine):
     """Position j's update of the objects [B, H, W] (and probe [B, h, w])."""
-    window = self._windows.window(obj, j)
-    amps = tf.gather(self._amplitudes, j, axis=1)
+    op = self.operator
+    window = op.windows.window(obj, j)
+    amps = tf.gather(self.amplitudes, j, axis=1)
     psi = probe * window
-    spectrum = tf.signal.fft2d(psi)
-    err = err + tf.reduce_sum((tf.abs(spectrum) - amps) ** 2, axis=(1, 2))
-    diff = tf.signal.ifft2d(common.fourier_update(spectrum, amps)) - psi
+    spectrum = op.propagate(psi)
+    err = err + op.misfit(spectrum[:, None], amps[:, None])
+    diff = op.backpropagate(op.modulus_projection(spectrum, amps)) - psi
     probe_power = tf.reduce_max(tf.abs(probe) ** 2, axis=(1, 2), keepdims=True)
     step = tf.cast(self.config.alpha / probe_power, tf.complex64)
-    obj = self._windows.add_to_window(obj, j,
-                                      tf.math.conj(probe) * step * diff)
+    obj = op.windows.add_to_window(obj, j, tf.math.conj(probe) * step * diff)
     if refine:
       window_power = tf.reduce_max(tf.abs(window) ** 2, axis=(1, 2),
                                    keepdims=True)
@@ -145,9 +121,8 @@ class EPIE:
       _, new_obj, probe, err = tf.while_loop(
           lambda k, *_: k < self.count, step,
           (tf.constant(0), obj, probe, tf.zeros([self.batch], tf.float32)))
-      chi = chi.write(e, common.relative_change(new_obj, obj,
-                                                self._covered_f))
-      errs = errs.write(e, err / self._energy)
+      chi = chi.write(e, self.relative_change(new_obj, obj))
+      errs = errs.write(e, err / self._terms["energy"])
       return e + 1, new_obj, probe, chi, errs
 
     chi = tf.TensorArray(tf.float32, size=epochs, element_shape=[self.batch])
@@ -157,48 +132,14 @@ class EPIE:
         (tf.constant(0), obj, probe, chi, errs))
     return obj, probe, chi.stack(), errs.stack()
 
-  def run(self, initial_object=None, iterations=None, monitor=None):
-    """Runs ePIE; returns a common.Reconstruction (chi per epoch).
+  def initial_state(self, obj, probe):
+    # The visiting orders of a run are drawn from config.seed.
+    self._rng = np.random.default_rng(self.config.seed)
+    return (obj, probe)
 
-    Args:
-      initial_object: complex [H, W] or [B, H, W] start; None: config.init.
-      iterations: overrides config.iterations (epochs).
-      monitor: optional callable(done, object) after every compiled chunk,
-        object complex64 numpy [B, H, W] (see `dm.DifferenceMap.run`).
-    """
-    config = self.config
-    iterations = config.iterations if iterations is None else int(iterations)
-    start = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
-    obj = common.initial_objects(config.init, self.object_shape, self.batch,
-                                 config.seed, initial_object)
-    state = [tf.constant(obj), tf.constant(self.probe)]
-
-    def objects():
-      return state[0].numpy()
-
-    def chunk(num, refine):
-      orders = np.stack([rng.permutation(self.count) for _ in range(num)])
-      state[0], state[1], chi, err = self._epochs(
-          state[0], state[1], tf.constant(orders, tf.int32), refine)
-      # One trace per refinement setting and chunk length (the orders' shape).
-      return chi.numpy(), err.numpy(), (refine, num)
-
-    chi, err, seconds, per = common.run_chunks(
-        iterations, config, chunk, objects, self._compiled, self.batch, start,
-        monitor, unit="epoch")
-    result = common.Reconstruction(
-        object=objects(), probe=state[1].numpy(), chi=chi, fourier_error=err,
-        seconds=seconds, seconds_per_iteration=per, method="epie")
-    return common.squeeze_batch(result, self.batched)
-
-
-def epie(amplitudes, probe, layout, object_shape, config=EPIEConfig(),
-         initial_object=None):
-  """Reconstructs objects with ePIE; see `EPIE`.
-
-  Returns:
-    common.Reconstruction (also importable as dm.Reconstruction).
-  """
-  return EPIE(amplitudes, probe, layout, object_shape, config).run(
-      initial_object)
+  def iterate_chunk(self, state, num, refine):
+    orders = np.stack([self._rng.permutation(self.count) for _ in range(num)])
+    obj, probe, chi, err = self._epochs(
+        state[0], state[1], tf.constant(orders, tf.int32), refine)
+    # One trace per refinement setting and chunk length (the orders' shape).
+    return (obj, probe), chi.numpy(), err.numpy(), (refine, num)

@@ -22,8 +22,7 @@ for a batch, all of its positions at once:
 
 the sums running over the batch's positions j in S. "gaussian" is the
 amplitude-based likelihood sum (|Psi| - A)^2, whose gradient step of length
-1 is its exact minimiser, the modulus replacement (`common.fourier_update`, the same step
-as DM's). "poisson" is the likelihood sum |Psi|^2 - A^2 log |Psi|^2; its
+1 is its exact minimiser, the modulus projection (the same step as DM's). "poisson" is the likelihood sum |Psi|^2 - A^2 log |Psi|^2; its
 gradient is r Psi, r = 1 - A^2 / |Psi|^2, and a_j, the step along it per
 pattern, is one Newton step of the likelihood from a = 0:
 
@@ -47,32 +46,26 @@ region and the Fourier error sum_j || |Psi_j| - A_j ||^2 / sum_j ||A_j||^2
 of the exit waves met during the iteration (before their batch's update), as
 ePIE does.
 
-FFT convention: as in DM, the amplitudes are ifftshifted and scaled by
-sqrt(h*w) once (`common.unshifted_amplitudes`), so each batch does a plain
-fft2d / ifft2d pair of its patterns: an iteration costs the two FFTs of N
-patterns that a DM iteration costs. Each batch has its own
-`physics.windows.Windows` (the batch's rows of the layout): extract and
-stitch are the package's one window operator. The batches are unrolled
+Every step is the ptychography operator's (`physics.operator.Ptychography`,
+whose position groups are the batches): `spectra`, `exit_wave_update` (both
+likelihoods), `solve_object` / `solve_probe` (the preconditioned
+directions) and `misfit`, in its unshifted frame, so an iteration costs the
+two FFTs of N patterns that a DM iteration costs. The batches are unrolled
 inside one compiled `tf.while_loop` body over iterations.
 """
 import dataclasses
-import time
 from typing import Optional
 
 import numpy as np
 from scipy import spatial
 import tensorflow as tf
 
-from ptychonet_tf.baselines import common
-from ptychonet_tf.physics import windows as windows_lib
+from ptychonet_tf.baselines import base
+from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.utils.errors import UserError
 
-NOISE_MODELS = ("gaussian", "poisson")
+NOISE_MODELS = operator_lib.NOISE_MODELS
 GROUPINGS = ("sparse", "compact")
-# The Poisson ratio r = 1 - A^2 / |Psi|^2 is clipped below at -POISSON_CLIP:
-# where the model is nearly dark but the data are not, r is huge, and those
-# pixels would dominate the pattern's Newton step (a flat start stalls).
-POISSON_CLIP = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +126,7 @@ class LSQMLConfig:
     if self.grouping not in GROUPINGS:
       raise UserError(f"LSQML grouping {self.grouping!r} is not one of "
                       f"{GROUPINGS}")
-    if self.init not in common.INITS:
-      raise UserError(f"initial object {self.init!r} is not one of "
-                      f"{common.INITS}")
+    base.check_init(self.init)
     if self.chunk < 1 or self.probe_start < 0:
       raise UserError(f"chunk={self.chunk} must be >= 1 and probe_start="
                       f"{self.probe_start} >= 0")
@@ -189,73 +180,7 @@ def position_batches(layout, batch_size, grouping="sparse"):
   raise UserError(f"LSQML grouping {grouping!r} is not one of {GROUPINGS}")
 
 
-# --- The update steps (public; the compiled loop calls these) --------------
-
-
-def exit_wave_update(spectra, amplitudes, noise_model="gaussian"):
-  """chi_j: the exit-wave change that lowers the likelihood, in real space.
-
-  Args:
-    spectra: complex64 [..., h, w] Psi_j = F(psi_j), unshifted frame.
-    amplitudes: float32 [..., h, w] A_j in the same frame.
-    noise_model: "gaussian" (modulus replacement) or "poisson" (gradient
-      step with its Newton step length per pattern).
-
-  Returns:
-    complex64 [..., h, w] chi_j = F^-1(Psi'_j - Psi_j).
-  """
-  spectra = tf.convert_to_tensor(spectra, tf.complex64)
-  if noise_model == "gaussian":
-    return tf.signal.ifft2d(common.fourier_update(spectra, amplitudes) -
-                            spectra)
-  if noise_model != "poisson":
-    raise UserError(f"LSQML noise model {noise_model!r} is not one of "
-                    f"{NOISE_MODELS}")
-  power = tf.abs(spectra) ** 2
-  data = tf.cast(amplitudes, tf.float32) ** 2
-  # Where the model is exactly 0 the gradient r Psi is 0 whatever r is.
-  ratio = tf.maximum(1.0 - tf.math.divide_no_nan(data, power), -POISSON_CLIP)
-  # One Newton step of the likelihood along -r Psi, from a = 0.
-  step = tf.math.divide_no_nan(
-      tf.reduce_sum(ratio * (power - data), axis=(-2, -1), keepdims=True),
-      tf.reduce_sum(ratio ** 2 * (power + data), axis=(-2, -1), keepdims=True))
-  return tf.signal.ifft2d(-tf.cast(step * ratio, tf.complex64) * spectra)
-
-
-def object_direction(chi, probe, windows, reg):
-  """dO = sum_j conj(P) chi_j / (sum_j |P|^2 + d_O) over a batch's windows.
-
-  Args:
-    chi: complex64 [B, K, h, w] exit-wave updates of the batch.
-    probe: complex64 [B, h, w].
-    windows: physics.windows.Windows of the batch's K positions.
-    reg: object_reg.
-
-  Returns:
-    complex64 [B, H, W]; 0 outside the batch's windows.
-  """
-  numerator = windows.stitch(tf.math.conj(probe)[:, None] * chi,
-                             method="segment")
-  power = tf.abs(probe) ** 2
-  norm = windows.stitch(power[:, None] * tf.ones_like(chi, tf.float32),
-                        method="segment")
-  return common.with_inertia(numerator, norm, None, reg)
-
-
-def probe_direction(chi, views, reg):
-  """dP = sum_j conj(O_j) chi_j / (sum_j |O_j|^2 + d_P).
-
-  Args:
-    chi: complex64 [B, K, h, w].
-    views: complex64 [B, K, h, w] the object windows O_j.
-    reg: probe_reg.
-
-  Returns:
-    complex64 [B, h, w].
-  """
-  numerator = tf.reduce_sum(tf.math.conj(views) * chi, axis=1)
-  norm = tf.reduce_sum(tf.abs(views) ** 2, axis=1)
-  return common.with_inertia(numerator, norm, None, reg)
+# --- The step lengths --------------------------------------------------------
 
 
 def _real_dot(a, b):
@@ -300,169 +225,78 @@ def step_lengths(chi, object_term, probe_term=None, step_reg=1e-3,
           tf.reduce_mean(tf.clip_by_value(alpha_p, 0.0, max_step), -1))
 
 
-def batch_update(obj, probe, amplitudes, windows, config, refine):
-  """One LSQML update of a batch of positions (all of them at once).
-
-  Args:
-    obj: complex64 [B, H, W].
-    probe: complex64 [B, h, w].
-    amplitudes: float32 [B, K, h, w] the batch's amplitudes, unshifted frame
-      (`common.unshifted_amplitudes`).
-    windows: physics.windows.Windows of the batch's K positions.
-    config: LSQMLConfig (noise_model, object_reg, probe_reg, step_reg,
-      max_step).
-    refine: also update the probe (a Python bool).
-
-  Returns:
-    (object, probe, misfit float32 [B]): the updated object and probe and
-    sum_j || |Psi_j| - A_j ||^2 of the batch before the update.
-  """
-  views = windows.extract(obj)
-  psi = probe[:, None] * views
-  spectra = tf.signal.fft2d(psi)
-  misfit = tf.reduce_sum((tf.abs(spectra) - amplitudes) ** 2, axis=(1, 2, 3))
-  chi = exit_wave_update(spectra, amplitudes, config.noise_model)
-  d_obj = object_direction(chi, probe, windows, config.object_reg)
-  object_term = probe[:, None] * windows.extract(d_obj)
-  d_probe = probe_term = None
-  if refine:
-    d_probe = probe_direction(chi, views, config.probe_reg)
-    probe_term = d_probe[:, None] * views
-  alpha, beta = step_lengths(chi, object_term, probe_term, config.step_reg,
-                             config.max_step)
-  obj = obj + tf.cast(alpha, tf.complex64)[:, None, None] * d_obj
-  if refine:
-    probe = probe + tf.cast(beta, tf.complex64)[:, None, None] * d_probe
-  return obj, probe, misfit
-
-
-# --- The solver ------------------------------------------------------------
-
-
-class LSQML:
+class LSQML(base.IterativeReconstructor):
   """LSQML for a batch of scans that share one layout (build once, run often).
 
-  Args:
-    amplitudes: float32 [N, h, w] or [B, N, h, w], detector convention.
-    probe: complex64 [h, w] (or [B, h, w]), the known or initial probe.
-    layout: int32 [N, 4].
-    object_shape: (H, W).
-    config: LSQMLConfig.
+  The operator's position groups are the batches of `position_batches`.
   """
 
-  def __init__(self, amplitudes, probe, layout, object_shape,
-               config=LSQMLConfig()):
-    (amplitudes, probe, layout, object_shape,
-     self.batched) = common.prepare_inputs(amplitudes, probe, layout,
-                                           object_shape)
-    self.config = config
-    self.object_shape = object_shape
-    self.layout = layout
-    self.batch, self.count, h, w = amplitudes.shape
-    self.probe_shape = (h, w)
-    self.probe = probe
-    self.groups = position_batches(layout, config.batch_size, config.grouping)
-    self._order = np.concatenate(self.groups)
-    bounds = np.cumsum([0] + [len(g) for g in self.groups])
-    self._slices = list(zip(bounds[:-1], bounds[1:]))
-    self._windows = [windows_lib.Windows(layout[g], object_shape, (h, w))
-                     for g in self.groups]
-    # Variables, not constants: `set_amplitudes` swaps in other scans
-    # without retracing. The positions are stored in batch order.
-    self._amplitudes, self._energy = (
-        tf.Variable(v, trainable=False)
-        for v in self._amplitude_terms(amplitudes))
-    covered = windows_lib.Windows(layout, object_shape, (h, w)).coverage() > 0
-    self._covered_f = tf.constant(covered[None].astype(np.float32))
-    self._chunk = tf.function(self._iterate, jit_compile=config.jit_compile)
-    self._compiled = set()
+  name = "lsqml"
+  config_class = LSQMLConfig
 
-  def _amplitude_terms(self, amplitudes):
-    """(amplitudes [B, N, h, w] in the loop's frame and batch order, energy [B])."""
-    loop = common.unshifted_amplitudes(amplitudes[:, self._order])
-    energy = np.maximum(np.square(loop, dtype=np.float64).sum(axis=(1, 2, 3)),
-                        1e-30).astype(np.float32)
-    return loop, energy
+  def __init__(self, amplitudes, probe, layout, object_shape, config=None):
+    super().__init__(amplitudes, probe, layout, object_shape, config)
+    self.groups = self.operator.groups
+    self._chunk = tf.function(self._iterate,
+                              jit_compile=self.config.jit_compile)
 
-  def set_amplitudes(self, amplitudes):
-    """Reuses this solver (and its compiled iterations) for other scans.
+  def position_groups(self):
+    return position_batches(self.layout, self.config.batch_size,
+                            self.config.grouping)
+
+  def batch_update(self, obj, probe, group, refine):
+    """One LSQML update of position batch `group` (all its positions at once).
 
     Args:
-      amplitudes: float [N, h, w] or [B, N, h, w] of the shape the solver was
-        built with.
+      obj: complex64 [B, H, W].
+      probe: complex64 [B, h, w].
+      group: the batch's index.
+      refine: also update the probe (a Python bool).
+
+    Returns:
+      (object, probe, misfit float32 [B]): the updated object and probe and
+      sum_j || |Psi_j| - A_j ||^2 of the batch before the update.
     """
-    amplitudes = common.replacement_amplitudes(self, amplitudes)
-    for variable, value in zip((self._amplitudes, self._energy),
-                               self._amplitude_terms(amplitudes)):
-      variable.assign(value)
+    op, config = self.operator, self.config
+    amplitudes = op.group_slice(self.amplitudes, group)
+    views = op.views(obj, group)
+    spectra = op.propagate(probe[:, None] * views)
+    misfit = op.misfit(spectra, amplitudes)
+    chi = op.exit_wave_update(spectra, amplitudes, config.noise_model)
+    d_obj = op.solve_object(chi, probe, config.object_reg, group)
+    object_term = probe[:, None] * op.views(d_obj, group)
+    d_probe = probe_term = None
+    if refine:
+      d_probe = op.solve_probe(chi, views, config.probe_reg)
+      probe_term = d_probe[:, None] * views
+    alpha, beta = step_lengths(chi, object_term, probe_term, config.step_reg,
+                               config.max_step)
+    obj = obj + tf.cast(alpha, tf.complex64)[:, None, None] * d_obj
+    if refine:
+      probe = probe + tf.cast(beta, tf.complex64)[:, None, None] * d_probe
+    return obj, probe, misfit
 
   def _iterate(self, obj, probe, num, refine):
     """`num` iterations; returns object, probe and chi, error [num, B]."""
 
     def body(t, obj, probe, chi, err):
       new_obj, misfit = obj, tf.zeros([self.batch], tf.float32)
-      for windows, (start, stop) in zip(self._windows, self._slices):
-        new_obj, probe, part = batch_update(
-            new_obj, probe, self._amplitudes[:, start:stop], windows,
-            self.config, refine)
+      for group in range(len(self.groups)):
+        new_obj, probe, part = self.batch_update(new_obj, probe, group, refine)
         misfit += part
-      chi = chi.write(t, common.relative_change(new_obj, obj,
-                                                self._covered_f))
-      err = err.write(t, misfit / self._energy)
+      chi = chi.write(t, self.relative_change(new_obj, obj))
+      err = err.write(t, misfit / self._terms["energy"])
       return t + 1, new_obj, probe, chi, err
 
-    chi = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
-    err = tf.TensorArray(tf.float32, size=num, element_shape=[self.batch])
+    chi, err = self.records(num)
     _, obj, probe, chi, err = tf.while_loop(
         lambda t, *_: t < num, body, (tf.constant(0), obj, probe, chi, err))
     return obj, probe, chi.stack(), err.stack()
 
-  def run(self, initial_object=None, iterations=None, monitor=None):
-    """Runs LSQML; returns a common.Reconstruction (method "lsqml").
+  def initial_state(self, obj, probe):
+    return (obj, probe)
 
-    Args:
-      initial_object: complex [H, W] or [B, H, W] start; None: config.init.
-      iterations: overrides config.iterations.
-      monitor: optional callable(done, object) after every compiled chunk,
-        object complex64 numpy [B, H, W] (see `dm.DifferenceMap.run`).
-    """
-    config = self.config
-    iterations = config.iterations if iterations is None else int(iterations)
-    start = time.perf_counter()
-    obj = common.initial_objects(config.init, self.object_shape, self.batch,
-                                 config.seed, initial_object)
-    state = [tf.constant(obj), tf.constant(self.probe)]
-
-    def chunk(num, refine):
-      state[0], state[1], chi, err = self._chunk(state[0], state[1],
-                                                 tf.constant(num), refine)
-      return chi.numpy(), err.numpy(), refine
-
-    chi, err, seconds, per = common.run_chunks(
-        iterations, config, chunk, lambda: state[0].numpy(), self._compiled,
-        self.batch, start, monitor)
-    result = common.Reconstruction(
-        object=state[0].numpy(), probe=state[1].numpy(), chi=chi,
-        fourier_error=err, seconds=seconds, seconds_per_iteration=per,
-        method="lsqml")
-    return common.squeeze_batch(result, self.batched)
-
-
-def lsqml(amplitudes, probe, layout, object_shape, config=LSQMLConfig(),
-          initial_object=None):
-  """Reconstructs objects with LSQML; see `LSQML`.
-
-  Args:
-    amplitudes: float32 [N, h, w] or [B, N, h, w], detector convention.
-    probe: complex64 [h, w] (or [B, h, w]).
-    layout: int32 [N, 4].
-    object_shape: (H, W).
-    config: LSQMLConfig.
-    initial_object: optional complex [H, W] or [B, H, W] start; None starts
-      from config.init.
-
-  Returns:
-    common.Reconstruction.
-  """
-  return LSQML(amplitudes, probe, layout, object_shape, config).run(
-      initial_object)
+  def iterate_chunk(self, state, num, refine):
+    obj, probe, chi, err = self._chunk(state[0], state[1], tf.constant(num),
+                                       refine)
+    return (obj, probe), chi.numpy(), err.numpy(), refine

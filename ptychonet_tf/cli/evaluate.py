@@ -38,20 +38,17 @@ angle(O) over the whole object). Seconds per scan: PtychoNet one scan per call
 batch of --dm_batch scans, times the iterations, divided by the batch size
 (LSQML likewise).
 """
+import dataclasses
 import math
 import os
 import sys
 
 from absl import flags
-import tqdm
 
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import doses as doses_lib
-from ptychonet_tf.evaluation import methods
-from ptychonet_tf.evaluation import metrics
-from ptychonet_tf.evaluation import report
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils import limits
 from ptychonet_tf.utils import machine
@@ -130,49 +127,6 @@ def parse_models(specs):
   return models
 
 
-def solver_run(amplitudes, truths, geometry, config, initial, name, mask):
-  """methods.run_dm of a DM or LSQML config, in --dm_batch batches, with a
-  progress bar."""
-  with tqdm.tqdm(total=len(amplitudes) * config.iterations, desc=name,
-                 unit="it", unit_scale=True, leave=True) as bar:
-    return methods.run_dm(amplitudes, truths, geometry, config, initial, mask,
-                          batch=FLAGS.dm_batch, progress=bar)
-
-
-def dm_run(amplitudes, truths, geometry, initial, name, mask, init="random",
-           iterations=None):
-  """DM with the flags' settings (solver_run)."""
-  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  iterations = iterations or FLAGS.dm_iterations
-  config = dm.DMConfig(iterations=iterations, init=init,
-                       seed=FLAGS.dm_seed,
-                       chunk=min(FLAGS.curve_every, iterations),
-                       progress=False)
-  return solver_run(amplitudes, truths, geometry, config, initial, name, mask)
-
-
-def lsqml_run(amplitudes, truths, geometry, name, mask):
-  """LSQML from a flat start with the flags' settings (solver_run)."""
-  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
-  iterations = FLAGS.dm_iterations
-  config = lsqml.LSQMLConfig(iterations=iterations, init="ones",
-                             batch_size=FLAGS.lsqml_batch_size,
-                             chunk=min(FLAGS.curve_every, iterations),
-                             progress=False)
-  return solver_run(amplitudes, truths, geometry, config, None, name, mask)
-
-
-def timed_curve(curve, chi, seconds, offset=0.0):
-  """A DM run's curve with its chi and the seconds per scan at each point.
-
-  seconds: the run's seconds per scan for all --dm_iterations; offset: time
-  spent before DM (the network's, for a learned start).
-  """
-  per_iteration = seconds / FLAGS.dm_iterations
-  return dict(curve, chi=chi,
-              seconds=offset + curve["iterations"] * per_iteration)
-
-
 def dataset_photons(info):
   """The dose a dataset was simulated with (doses_lib.NOISE_FREE if none)."""
   identity = info.identity or {}
@@ -200,53 +154,6 @@ def requested_doses(info):
   return doses
 
 
-def dose_sweep(doses, amplitudes, truths, geometry, mask, models):
-  """Runs the sweep (evaluation.doses.sweep) and writes doses.md, doses.json
-  and doses.png; returns the report section (Markdown)."""
-  methods_ = []
-  for name, path in models:
-    predict = comparison.load_predictor(path, geometry)
-    methods_.append((name, lambda noisy, _, p=predict:
-                     methods.run_learned(p, noisy)))
-  if FLAGS.run_dm:
-    methods_.append((comparison.DM_FLAT, lambda noisy, _: dm_run(
-        noisy, truths, geometry, None, comparison.DM_FLAT, mask,
-        init="ones")[:2]))
-  if FLAGS.run_lsqml:
-    name = f"{comparison.LSQML} ({FLAGS.dm_iterations} it, flat start)"
-    methods_.append((name, lambda noisy, _, name=name: lsqml_run(
-        noisy, truths, geometry, name, mask)[:2]))
-  if models:
-    first = models[0][0]
-
-    def learned_then_dm(noisy, earlier):
-      start, start_seconds = earlier[first]
-      objects, seconds = dm_run(noisy, truths, geometry, start, f"{first}+DM",
-                                mask)[:2]
-      return objects, seconds + start_seconds
-
-    methods_.append((f"{first}+DM", learned_then_dm))
-  rows = doses_lib.sweep(
-      amplitudes, doses, methods_,
-      lambda objects: comparison.score(objects, truths, mask),
-      seed=FLAGS.seed, progress=lambda text: print(f"dose sweep: {text}"))
-  table = report.dose_table(rows)
-  files.write_text(os.path.join(FLAGS.out_dir, "doses.md"), table + "\n")
-  files.write_json(os.path.join(FLAGS.out_dir, "doses.json"), [
-      {"photons": None if math.isinf(r["photons"]) else r["photons"],
-       "dose": doses_lib.label(r["photons"]), "method": r["method"],
-       "seconds": r["seconds"],
-       "mean": report.summarize(r["scores"]["scanned"]),
-       "per_scan": r["scores"]["scanned"]} for r in rows], indent=1)
-  report.save_dose_plot(os.path.join(FLAGS.out_dir, "doses.png"), rows,
-                        title="PSNR against dose")
-  return ("\n## Dose sweep\n\nEach test scan redrawn with Poisson noise at "
-          "each dose (mean photons per pattern, scaled back to noise-free "
-          "units; the same draw for every method), illuminated region, "
-          "constant phase offset removed. DM from the first model adds the "
-          "model's seconds.\n\n" + table + "\n\n![PSNR against dose](doses.png)\n")
-
-
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
@@ -254,106 +161,27 @@ def main(argv):
   cli.require_flags("data_dir", "out_dir")
   if os.path.isfile(FLAGS.out_dir):
     raise UserError(f"--out_dir {FLAGS.out_dir} is a file; expected a directory")
-  if FLAGS.dm_iterations < 1 or FLAGS.curve_every < 1:
-    raise UserError("--dm_iterations and --curve_every must be >= 1")
   check_flags()
+  settings = comparison.ComparisonSettings(
+      data_dir=FLAGS.data_dir, dm_iterations=FLAGS.dm_iterations,
+      dm_batch=FLAGS.dm_batch, dm_seed=FLAGS.dm_seed,
+      curve_every=FLAGS.curve_every, region_fraction=FLAGS.region_fraction,
+      run_dm=FLAGS.run_dm, dm_flat_start=FLAGS.dm_flat_start,
+      dm_equal_time=FLAGS.dm_equal_time, run_lsqml=FLAGS.run_lsqml,
+      lsqml_batch_size=FLAGS.lsqml_batch_size, num_panels=FLAGS.num_panels,
+      seed=FLAGS.seed, command=sys.argv[1:])
   machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)
   if not models and not FLAGS.run_dm and not FLAGS.run_lsqml:
     raise UserError("nothing to evaluate: give --saved_model, --run_dm or "
                     "--run_lsqml")
   experiment_flags.require_dataset(FLAGS.data_dir)
-  amplitudes, truths, info = comparison.read_test_split(FLAGS.data_dir,
-                                                        FLAGS.num_scans)
-  experiment_flags.check_geometry_flags(info.geometry, FLAGS.data_dir)
-  geometry = info.geometry
-  doses = requested_doses(info)
-  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
-                                    geometry.probe, FLAGS.region_fraction)
-  title = FLAGS.title or os.path.basename(os.path.normpath(FLAGS.out_dir))
-  print(f"evaluating {len(truths)} test scans of {FLAGS.data_dir}")
-
-  results, curves = {}, {}
-  for name, path in models:
-    predict = comparison.load_predictor(path, geometry)
-    objects, seconds = methods.run_learned(predict, amplitudes)
-    results[name] = {"objects": objects, "seconds": seconds, "learned": True,
-                     "scores": comparison.score(objects, truths, mask)}
-    print(f"{name}: {seconds * 1e3:.1f} ms per scan")
-  if FLAGS.run_dm:
-    objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, None,
-                                          comparison.DM_RANDOM, mask)
-    results[comparison.DM_RANDOM] = {"objects": objects, "seconds": seconds,
-                     "scores": comparison.score(objects, truths, mask)}
-    curves["random start"] = timed_curve(curve, chi, seconds)
-    if FLAGS.dm_flat_start:
-      objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, None,
-                                            comparison.DM_FLAT, mask,
-                                            init="ones")
-      results[comparison.DM_FLAT] = {"objects": objects, "seconds": seconds,
-                                    "scores": comparison.score(objects, truths, mask)}
-      curves["flat start"] = timed_curve(curve, chi, seconds)
-  if FLAGS.run_lsqml:
-    name = f"{comparison.LSQML} ({FLAGS.dm_iterations} it, flat start)"
-    objects, seconds, chi, curve = lsqml_run(amplitudes, truths, geometry,
-                                             name, mask)
-    results[name] = {"objects": objects, "seconds": seconds,
-                     "scores": comparison.score(objects, truths, mask)}
-    curves["LSQML, flat start"] = dict(timed_curve(curve, chi, seconds),
-                                       label="LSQML from flat start")
-  note = {}
-  if models:
-    first = models[0][0]
-    start = results[first]["objects"]
-    objects, seconds, chi, curve = dm_run(amplitudes, truths, geometry, start,
-                                          f"{first}+DM", mask)
-    results[f"{first}+DM"] = {"objects": objects,
-                              "seconds": seconds + results[first]["seconds"],
-                              "scores": comparison.score(objects, truths, mask)}
-    curves[f"{first} start"] = timed_curve(curve, chi, seconds,
-                                           results[first]["seconds"])
-    if comparison.DM_RANDOM in results:
-      note["speedup"] = results[comparison.DM_RANDOM]["seconds"] / results[first]["seconds"]
-    dm_rows = [r for r in (comparison.DM_FLAT, comparison.DM_RANDOM)
-               if r in results]
-    if dm_rows and FLAGS.dm_equal_time:
-      # DM from a flat start for as many iterations as fit in the learned
-      # model's seconds per scan (DM's steady time per iteration and scan,
-      # measured in this run).
-      per_iteration = results[dm_rows[0]]["seconds"] / FLAGS.dm_iterations
-      count = max(1, int(results[first]["seconds"] // per_iteration))
-      objects, seconds, _, _ = dm_run(amplitudes, truths, geometry, None,
-                                      comparison.DM_EQUAL_TIME, mask,
-                                      init="ones", iterations=count)
-      name = f"{comparison.DM_EQUAL_TIME} ({count} it, flat start)"
-      results[name] = {"objects": objects, "seconds": count * per_iteration,
-                       "scores": comparison.score(objects, truths, mask)}
-      note["equal_time"] = {"model": first, "iterations": count,
-                            "seconds_per_iteration": per_iteration}
-  # Reference: each object replaced by a constant, its own mean amplitude
-  # and phase over the region (the best any featureless guess can score).
-  objects = comparison.mean_objects(truths, mask)
-  results[comparison.MEAN_OBJECT] = {
-      "objects": objects, "seconds": 0.0, "panel": False,
-      "scores": comparison.score(objects, truths, mask)}
-  settings = comparison.ReportSettings(
-      data_dir=FLAGS.data_dir, dm_iterations=FLAGS.dm_iterations,
-      region_fraction=FLAGS.region_fraction, num_panels=FLAGS.num_panels,
-      command=sys.argv[1:])
-  tables = comparison.write_outputs(FLAGS.out_dir, title, info, truths, mask,
-                                    results, curves, note, settings)
-  print(tables)
-  if doses:
-    section = dose_sweep(doses, amplitudes, truths, geometry, mask, models)
-    path = os.path.join(FLAGS.out_dir, "report.md")
-    with open(path) as f:
-      text = f.read()
-    files.write_text(path, text + section)
-    print(section)
-  if "speedup" in note:
-    print(f"PtychoNet is {note['speedup']:.0f}x faster per scan than "
-          f"{FLAGS.dm_iterations} DM iterations")
-  print(f"wrote {os.path.join(FLAGS.out_dir, 'report.md')}")
+  split = comparison.read_test_split(FLAGS.data_dir, FLAGS.num_scans)
+  experiment_flags.check_geometry_flags(split[2].geometry, FLAGS.data_dir)
+  settings = dataclasses.replace(settings,
+                                 doses=tuple(requested_doses(split[2])))
+  comparison.compare(FLAGS.data_dir, FLAGS.out_dir, models, settings,
+                     title=FLAGS.title, split=split)
 
 
 def run():

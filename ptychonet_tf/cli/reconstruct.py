@@ -30,14 +30,14 @@ metrics (`amplitude_psnr`, ...; scanned region, constant phase offset removed),
 which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
 (the box the probe lights, clipped to the 1st..99th percentile).
 """
+import dataclasses
 import os
 
 from absl import flags
 import numpy as np
 
 from ptychonet_tf import cli
-from ptychonet_tf.evaluation import methods
-from ptychonet_tf.model import inference
+from ptychonet_tf import reconstructors
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
@@ -45,7 +45,7 @@ from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 flags.DEFINE_string("scan", None, "Scan file: .npz (this project's or tike's), "
                     ".npz.bz2 (tike) or CXI/HDF5 (.cxi, .h5, .hdf5).")
-flags.DEFINE_enum("method", "dm", methods.METHODS, "Reconstruction method.")
+flags.DEFINE_enum("method", "dm", reconstructors.NAMES, "Reconstruction method.")
 flags.DEFINE_integer("iterations", 300, "DM or LSQML iterations, or ePIE "
                      "epochs.")
 flags.DEFINE_string("saved_model", None, "PtychoNet SavedModel: the export "
@@ -154,32 +154,22 @@ def save_pngs(stem, obj, mask):
 # --- Main --------------------------------------------------------------------
 
 
-def solver_configs(iterations, progress=None):
-  """(DMConfig, EPIEConfig) of the flags, for `iterations` iterations (epochs)."""
-  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
-  dm_config = dm.DMConfig(
-      iterations=iterations, alpha=FLAGS.alpha, refine_probe=FLAGS.refine_probe,
-      probe_start=FLAGS.probe_start, probe_support=FLAGS.probe_support,
-      init=FLAGS.init, seed=FLAGS.seed, object_inertia=FLAGS.object_inertia,
-      fourier_relax=FLAGS.fourier_relax, jit_compile=FLAGS.jit,
-      position_groups=FLAGS.position_groups, progress=progress)
-  epie_config = epie.EPIEConfig(
-      iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
-      refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
-      init=FLAGS.init, seed=FLAGS.seed, progress=progress)
-  return dm_config, epie_config
+def method_config(method, iterations):
+  """The config of `method` from the flags (UserError on a bad value).
 
-
-def lsqml_config(iterations, progress=None):
-  """The LSQMLConfig of the flags (UserError on a bad LSQML flag)."""
-  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
-  return lsqml.LSQMLConfig(
-      iterations=iterations, batch_size=FLAGS.lsqml_batch_size,
-      grouping=FLAGS.lsqml_grouping, noise_model=FLAGS.noise_model,
+  Every flag that names a field of the method's config sets it
+  (`reconstructors.configure`); the others do not apply to the method.
+  """
+  return reconstructors.configure(
+      method, iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
       refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
-      init=FLAGS.init, seed=FLAGS.seed, object_reg=FLAGS.object_reg,
-      probe_reg=FLAGS.probe_reg, jit_compile=FLAGS.jit, progress=progress)
+      probe_support=FLAGS.probe_support, init=FLAGS.init, seed=FLAGS.seed,
+      object_inertia=FLAGS.object_inertia, fourier_relax=FLAGS.fourier_relax,
+      jit_compile=FLAGS.jit, position_groups=FLAGS.position_groups,
+      batch_size=FLAGS.lsqml_batch_size, grouping=FLAGS.lsqml_grouping,
+      noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
+      probe_reg=FLAGS.probe_reg, saved_model=FLAGS.saved_model,
+      allow_other_probe=FLAGS.allow_other_probe)
 
 
 @report_user_errors
@@ -192,32 +182,22 @@ def main(argv):
                     f"--method={FLAGS.method} (0 would return the starting "
                     f"guess)")
   _check_out(FLAGS.out)
-  lsqml_settings = (lsqml_config(FLAGS.iterations) if FLAGS.method == "lsqml"
-                    else None)
-  if FLAGS.method.startswith("ptychonet"):
-    if not FLAGS.saved_model:
-      raise UserError("--saved_model is required by --method=ptychonet and "
-                      "ptychonet+dm (an export dir or one of its version "
-                      "dirs)")
-    saved_model = inference.resolve_saved_model(FLAGS.saved_model)
+  config = method_config(FLAGS.method, FLAGS.iterations)
   auto = EPIE_THREADS if FLAGS.method == "epie" else 0
   machine.set_threads(FLAGS.threads or auto)
   # Imported here so that flag errors come before TensorFlow's start-up.
   from ptychonet_tf.data import readers  # pylint: disable=g-import-not-at-top
-
+  from ptychonet_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
   scan = readers.read_scan(FLAGS.scan, margin=FLAGS.margin,
                             pixel_size=FLAGS.pixel_size,
                             zero_frequency=FLAGS.zero_frequency)
   count, h, w = scan.amplitudes.shape
   print(f"read {FLAGS.scan}: {count} patterns of {h}x{w}, object "
         f"{scan.object_shape[0]}x{scan.object_shape[1]}", flush=True)
-  model = None
-  if FLAGS.method in ("ptychonet", "ptychonet+dm"):
-    model = inference.PtychoNetModel(
-        saved_model, scan, allow_other_probe=FLAGS.allow_other_probe)
-  dm_config, epie_config = solver_configs(FLAGS.iterations)
-  result = methods.reconstruct(scan, FLAGS.method, dm_config, epie_config,
-                               model, lsqml_settings)
+  result = reconstructors.reconstruct(FLAGS.method, scan.amplitudes,
+                                      scan.probe, scan.layout,
+                                      scan.object_shape, config)
+  result = dataclasses.asdict(result)
   arrays = dict(object=result["object"].astype(np.complex64),
                 probe=np.asarray(result["probe"], np.complex64),
                 layout=scan.layout,
@@ -242,7 +222,6 @@ def main(argv):
     tenths = np.array_split(np.asarray(result["chi"], np.float64), 10)
     print("chi, mean of each tenth of the run: " +
           " ".join(f"{np.mean(part):.2e}" for part in tenths))
-  from ptychonet_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
   mask = metrics.scanned_region(scan.layout, scan.object_shape)
   if scan.object is not None:
     scores = metrics.complex_metrics(arrays["object"], scan.object, mask)

@@ -78,6 +78,7 @@ def main(argv):
   dose = None if FLAGS.photons is None else doses.parse_doses(
       [FLAGS.photons])[0]
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf import reconstructors  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.evaluation import comparison  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
@@ -100,8 +101,9 @@ def main(argv):
 
   def run_dm(count, start=None):
     config = dm.DMConfig(iterations=count, init="ones", progress=False)
-    return dm.difference_map(amplitudes, g.probe, g.layout, g.object_shape,
-                             config, initial_object=start)
+    return reconstructors.reconstruct("dm", amplitudes, g.probe, g.layout,
+                                      g.object_shape, config,
+                                      initial_object=start)
 
   print(f"{FLAGS.data_dir}: {len(truths)} test scans, {g.num_positions} "
         f"positions, probe {g.probe_shape[0]}x{g.probe_shape[1]}, object "
@@ -116,11 +118,11 @@ def main(argv):
           scores(result.object))
   if dose is not None:
     from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
-    fitted = lsqml.lsqml(amplitudes, g.probe, g.layout, g.object_shape,
-                         lsqml.LSQMLConfig(
-                             iterations=FLAGS.lsqml_iterations,
-                             noise_model="poisson", object_reg=1.0,
-                             progress=False)).object
+    fitted = reconstructors.reconstruct(
+        "lsqml", amplitudes, g.probe, g.layout, g.object_shape,
+        lsqml.LSQMLConfig(iterations=FLAGS.lsqml_iterations,
+                          noise_model="poisson", object_reg=1.0,
+                          progress=False)).object
     name = f"LSQML-{FLAGS.lsqml_iterations} (Poisson)"
     _line(name, scores(fitted))
     for sigma in sigmas:

@@ -1,19 +1,37 @@
-"""The paper's comparison on a dataset's test split: scores, tables, figures.
+"""The paper's comparison on a dataset's test split: methods, scores, tables, figures.
 
-`python -m ptychonet_tf.evaluate` reads the test split (`read_test_split`),
-runs each method (`evaluation.methods`), scores every reconstruction in both
-conventions (`score`) and writes the report (`write_outputs`). The settings
-that shape the report come in a `ReportSettings`; nothing here reads flags.
+`compare(data_dir, out_dir, models, settings)` is what
+`python -m ptychonet_tf.evaluate` runs, callable from Python: it reads the
+test split (`read_test_split`), reconstructs every test scan with each
+learned model, DM from random and flat starts, LSQML, DM started from the
+first model and DM at equal time (`run_comparison`, methods from the
+registry through `evaluation.methods`), scores every reconstruction in both
+conventions (`score`), writes the report (`write_outputs`) and, with doses,
+the dose sweep (`dose_sweep`). Its settings come in a `ComparisonSettings`;
+nothing here reads flags.
+
+  settings = comparison.ComparisonSettings(dm_iterations=100, run_lsqml=True)
+  results = comparison.compare("tfrecords/small_dense", "reports/x",
+                               [("PtychoNet", "saved_models/small_dense")],
+                               settings)
 """
 import dataclasses
+import math
 import os
 import types
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import numpy as np
+import tqdm
 
+from ptychonet_tf.baselines import dm
+from ptychonet_tf.baselines import lsqml
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.evaluation import doses as doses_lib
+from ptychonet_tf.evaluation import methods as methods_lib
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.evaluation import report
+from ptychonet_tf.model import inference
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
@@ -25,21 +43,57 @@ LSQML = "LSQML"
 
 
 @dataclasses.dataclass(frozen=True)
-class ReportSettings:
-  """What a comparison report says about how it was made.
+class ComparisonSettings:
+  """How a comparison is run and what its report says about it.
 
   Attributes:
     data_dir: the dataset directory (named in the report).
-    dm_iterations: DM iterations of every DM row (and of the LSQML row).
-    region_fraction: the metrics' region (summed illumination threshold).
+    dm_iterations: iterations of every DM row (and of the LSQML row).
+    dm_batch: scans reconstructed together by DM and LSQML.
+    dm_seed: seed of DM's random initial objects.
+    curve_every: the object error is recorded every this many iterations.
+    region_fraction: the metrics' region: pixels whose summed illumination
+      sum_j |P|^2 reaches this fraction of its maximum.
+    run_dm: run DM from a random start (and, with dm_flat_start, from a
+      flat one).
+    dm_flat_start: also run DM from a flat object.
+    dm_equal_time: with a model and DM, add "DM at equal time": DM from a
+      flat start for as many iterations as fit in the first model's
+      seconds per scan.
+    run_lsqml: run LSQML from a flat start for dm_iterations.
+    lsqml_batch_size: LSQML's positions per update.
     num_panels: test objects drawn in the image panels.
+    doses: photons per pattern of a dose sweep (() for none; inf = noise
+      free): every test scan redrawn with Poisson noise at each dose.
+    seed: seed of the sweep's noise.
     command: the command line that produced the report (a list of words).
   """
-  data_dir: str
+  data_dir: str = ""
   dm_iterations: int = 300
+  dm_batch: int = 4
+  dm_seed: int = 0
+  curve_every: int = 10
   region_fraction: float = 0.01
+  run_dm: bool = True
+  dm_flat_start: bool = True
+  dm_equal_time: bool = True
+  run_lsqml: bool = False
+  lsqml_batch_size: int = 10
   num_panels: int = 3
+  doses: Tuple[float, ...] = ()
+  seed: int = 0
   command: Sequence[str] = ()
+
+  def __post_init__(self):
+    if self.dm_iterations < 1 or self.curve_every < 1 or self.dm_batch < 1:
+      raise UserError(f"dm_iterations={self.dm_iterations}, curve_every="
+                      f"{self.curve_every} and dm_batch={self.dm_batch} must "
+                      f"be >= 1")
+    if not 0 < self.region_fraction <= 1:
+      raise UserError(f"region_fraction={self.region_fraction} must be in "
+                      f"(0, 1]")
+    if self.num_panels < 0:
+      raise UserError(f"num_panels={self.num_panels} must be >= 0")
 
 
 def read_test_split(data_dir, limit=0):
@@ -53,7 +107,6 @@ def read_test_split(data_dir, limit=0):
     (amplitudes float32 [S, N, h, w], truth complex64 [S, H, W],
      data.pipeline.DatasetInfo).
   """
-  from ptychonet_tf.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.load_dataset_info(data_dir)
   if info.counts.get("test", 0) == 0:
     raise UserError(f"dataset {data_dir} has no test scans")
@@ -86,7 +139,6 @@ def load_predictor(path, geometry):
   them) are checked against the geometry: float32 [N, h, w] -> complex64
   [H, W].
   """
-  from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
   n, (h, w) = geometry.num_positions, geometry.probe_shape
   shape_of_scan = types.SimpleNamespace(
       amplitudes=np.zeros((n, h, w), np.float32), layout=geometry.layout,
@@ -123,12 +175,12 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
     mask: bool [H, W] the metrics' region.
     methods: dict name -> {"objects", "seconds", "scores", optional "panel"}.
     curves: dict start name -> {"chi", "iterations", "mse", "seconds",
-      "amplitude_psnr", "phase_psnr"} (see methods.run_dm; "seconds" per
+      "amplitude_psnr", "phase_psnr"} (see methods.run_solver; "seconds" per
       scan at each point).
     note: dict, optional "speedup" (DM seconds / network seconds) and
       "equal_time" (model, iterations, seconds_per_iteration of the "DM at
       equal time" row).
-    settings: ReportSettings.
+    settings: ComparisonSettings.
 
   Returns:
     The Markdown tables (str).
@@ -233,3 +285,222 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
                  for k, v in curves.items()},
       "speedup": note.get("speedup"), "equal_time": note.get("equal_time")})
   return tables
+
+
+# --- Running the comparison ------------------------------------------------
+
+
+def _result(objects, seconds, truths, mask, **extra):
+  return dict(objects=objects, seconds=seconds,
+              scores=score(objects, truths, mask), **extra)
+
+
+class Comparison:
+  """The methods of one comparison on one test split (see `compare`).
+
+  Args:
+    amplitudes: float32 [S, N, h, w] the test scans.
+    truths: complex64 [S, H, W] their objects.
+    geometry: physics.geometry.Geometry of the scans.
+    models: [(name, SavedModel dir)]; the first one starts DM.
+    settings: ComparisonSettings.
+  """
+
+  def __init__(self, amplitudes, truths, geometry, models, settings):
+    self.amplitudes = amplitudes
+    self.truths = truths
+    self.geometry = geometry
+    self.models = list(models)
+    self.settings = settings
+    self.mask = metrics.illuminated_region(geometry.layout,
+                                           geometry.object_shape,
+                                           geometry.probe,
+                                           settings.region_fraction)
+
+  def solver(self, config, name, amplitudes=None, initial=None):
+    """An iterative method over the scans in batches, with a progress bar
+    (`methods.run_solver`)."""
+    amplitudes = self.amplitudes if amplitudes is None else amplitudes
+    with tqdm.tqdm(total=len(amplitudes) * config.iterations, desc=name,
+                   unit="it", unit_scale=True, leave=True) as bar:
+      return methods_lib.run_solver(
+          amplitudes, self.truths, self.geometry, config, initial, self.mask,
+          batch=self.settings.dm_batch, progress=bar)
+
+  def dm(self, name, amplitudes=None, initial=None, init="random",
+         iterations=None):
+    """DM with the settings' iterations, seed and curve spacing."""
+    iterations = iterations or self.settings.dm_iterations
+    config = dm.DMConfig(iterations=iterations, init=init,
+                         seed=self.settings.dm_seed,
+                         chunk=min(self.settings.curve_every, iterations),
+                         progress=False)
+    return self.solver(config, name, amplitudes, initial)
+
+  def lsqml(self, name, amplitudes=None):
+    """LSQML from a flat start for the settings' DM iterations."""
+    iterations = self.settings.dm_iterations
+    config = lsqml.LSQMLConfig(iterations=iterations, init="ones",
+                               batch_size=self.settings.lsqml_batch_size,
+                               chunk=min(self.settings.curve_every,
+                                         iterations),
+                               progress=False)
+    return self.solver(config, name, amplitudes)
+
+  def timed_curve(self, curve, chi, seconds, offset=0.0):
+    """A run's curve with its chi and the seconds per scan at each point.
+
+    seconds: the run's seconds per scan for all DM iterations; offset: time
+    spent before it (the network's, for a learned start).
+    """
+    per_iteration = seconds / self.settings.dm_iterations
+    return dict(curve, chi=chi,
+                seconds=offset + curve["iterations"] * per_iteration)
+
+  def run(self):
+    """Every method on the test scans.
+
+    Returns:
+      (results, curves, note) as `write_outputs` takes them.
+    """
+    settings, truths, mask = self.settings, self.truths, self.mask
+    results, curves, note = {}, {}, {}
+    for name, path in self.models:
+      predict = load_predictor(path, self.geometry)
+      objects, seconds = methods_lib.run_learned(predict, self.amplitudes)
+      results[name] = _result(objects, seconds, truths, mask, learned=True)
+      print(f"{name}: {seconds * 1e3:.1f} ms per scan")
+    if settings.run_dm:
+      objects, seconds, chi, curve = self.dm(DM_RANDOM)
+      results[DM_RANDOM] = _result(objects, seconds, truths, mask)
+      curves["random start"] = self.timed_curve(curve, chi, seconds)
+      if settings.dm_flat_start:
+        objects, seconds, chi, curve = self.dm(DM_FLAT, init="ones")
+        results[DM_FLAT] = _result(objects, seconds, truths, mask)
+        curves["flat start"] = self.timed_curve(curve, chi, seconds)
+    if settings.run_lsqml:
+      name = f"{LSQML} ({settings.dm_iterations} it, flat start)"
+      objects, seconds, chi, curve = self.lsqml(name)
+      results[name] = _result(objects, seconds, truths, mask)
+      curves["LSQML, flat start"] = dict(
+          self.timed_curve(curve, chi, seconds), label="LSQML from flat start")
+    if self.models:
+      first = self.models[0][0]
+      start = results[first]["objects"]
+      objects, seconds, chi, curve = self.dm(f"{first}+DM", initial=start)
+      results[f"{first}+DM"] = _result(
+          objects, seconds + results[first]["seconds"], truths, mask)
+      curves[f"{first} start"] = self.timed_curve(curve, chi, seconds,
+                                                  results[first]["seconds"])
+      if DM_RANDOM in results:
+        note["speedup"] = (results[DM_RANDOM]["seconds"] /
+                           results[first]["seconds"])
+      dm_rows = [r for r in (DM_FLAT, DM_RANDOM) if r in results]
+      if dm_rows and settings.dm_equal_time:
+        # DM from a flat start for as many iterations as fit in the learned
+        # model's seconds per scan (DM's steady time per iteration and
+        # scan, measured in this run).
+        per_iteration = (results[dm_rows[0]]["seconds"] /
+                         settings.dm_iterations)
+        count = max(1, int(results[first]["seconds"] // per_iteration))
+        objects = self.dm(DM_EQUAL_TIME, init="ones", iterations=count)[0]
+        name = f"{DM_EQUAL_TIME} ({count} it, flat start)"
+        results[name] = _result(objects, count * per_iteration, truths, mask)
+        note["equal_time"] = {"model": first, "iterations": count,
+                              "seconds_per_iteration": per_iteration}
+    # Reference: each object replaced by a constant, its own mean amplitude
+    # and phase over the region (the best any featureless guess can score).
+    objects = mean_objects(truths, mask)
+    results[MEAN_OBJECT] = _result(objects, 0.0, truths, mask, panel=False)
+    return results, curves, note
+
+  def dose_sweep(self, out_dir):
+    """The dose sweep (`doses.sweep`) of the settings' doses: writes
+    doses.md, doses.json and doses.png; returns the report section."""
+    settings = self.settings
+    runs = []
+    for name, path in self.models:
+      predict = load_predictor(path, self.geometry)
+      runs.append((name, lambda noisy, _, p=predict:
+                   methods_lib.run_learned(p, noisy)))
+    if settings.run_dm:
+      runs.append((DM_FLAT, lambda noisy, _: self.dm(
+          DM_FLAT, noisy, init="ones")[:2]))
+    if settings.run_lsqml:
+      name = f"{LSQML} ({settings.dm_iterations} it, flat start)"
+      runs.append((name, lambda noisy, _, name=name: self.lsqml(
+          name, noisy)[:2]))
+    if self.models:
+      first = self.models[0][0]
+
+      def learned_then_dm(noisy, earlier):
+        start, start_seconds = earlier[first]
+        objects, seconds = self.dm(f"{first}+DM", noisy, initial=start)[:2]
+        return objects, seconds + start_seconds
+
+      runs.append((f"{first}+DM", learned_then_dm))
+    rows = doses_lib.sweep(
+        self.amplitudes, list(settings.doses), runs,
+        lambda objects: score(objects, self.truths, self.mask),
+        seed=settings.seed, progress=lambda text: print(f"dose sweep: {text}"))
+    table = report.dose_table(rows)
+    files.write_text(os.path.join(out_dir, "doses.md"), table + "\n")
+    files.write_json(os.path.join(out_dir, "doses.json"), [
+        {"photons": None if math.isinf(r["photons"]) else r["photons"],
+         "dose": doses_lib.label(r["photons"]), "method": r["method"],
+         "seconds": r["seconds"],
+         "mean": report.summarize(r["scores"]["scanned"]),
+         "per_scan": r["scores"]["scanned"]} for r in rows], indent=1)
+    report.save_dose_plot(os.path.join(out_dir, "doses.png"), rows,
+                          title="PSNR against dose")
+    return ("\n## Dose sweep\n\nEach test scan redrawn with Poisson noise at "
+            "each dose (mean photons per pattern, scaled back to noise-free "
+            "units; the same draw for every method), illuminated region, "
+            "constant phase offset removed. DM from the first model adds the "
+            "model's seconds.\n\n" + table +
+            "\n\n![PSNR against dose](doses.png)\n")
+
+
+def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
+            split=None):
+  """The paper's comparison on a dataset's test split, with its report.
+
+  Args:
+    data_dir: a simulated dataset (tools/make_tfrecords.py).
+    out_dir: where results.json, results.md, report.md and the figures go
+      (and doses.* with settings.doses).
+    models: [(name, SavedModel dir)]; the first one starts DM.
+    settings: ComparisonSettings.
+    title: the report's title (default: out_dir's name).
+    num_scans: the first num_scans test scans; 0 = all.
+    split: (amplitudes, truths, info) already read by `read_test_split`
+      (None: read here).
+
+  Returns:
+    {"results": ..., "curves": ..., "note": ..., "tables": Markdown}.
+  """
+  if not models and not settings.run_dm and not settings.run_lsqml:
+    raise UserError("nothing to evaluate: give a SavedModel, or run DM or "
+                    "LSQML")
+  amplitudes, truths, info = split or read_test_split(data_dir, num_scans)
+  title = title or os.path.basename(os.path.normpath(out_dir))
+  settings = dataclasses.replace(settings, data_dir=data_dir)
+  print(f"evaluating {len(truths)} test scans of {data_dir}")
+  comparison = Comparison(amplitudes, truths, info.geometry, models, settings)
+  results, curves, note = comparison.run()
+  tables = write_outputs(out_dir, title, info, truths, comparison.mask,
+                         results, curves, note, settings)
+  print(tables)
+  if settings.doses:
+    section = comparison.dose_sweep(out_dir)
+    path = os.path.join(out_dir, "report.md")
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+    files.write_text(path, text + section)
+    print(section)
+  if "speedup" in note:
+    print(f"PtychoNet is {note['speedup']:.0f}x faster per scan than "
+          f"{settings.dm_iterations} DM iterations")
+  print(f"wrote {os.path.join(out_dir, 'report.md')}")
+  return {"results": results, "curves": curves, "note": note,
+          "tables": tables}

@@ -1,81 +1,21 @@
-"""The reconstruction methods this package compares, as library calls.
+"""The reconstruction methods over many scans, timed and scored against the truth.
 
-- `reconstruct(scan, method, ...)`: one scan with DM, ePIE, LSQML, a
-  PtychoNet SavedModel, or DM started from the network's output (the paper's
-  section 6); what `python -m ptychonet_tf.reconstruct` runs.
 - `run_learned(predict, amplitudes)`: a learned model over many scans, one
   scan per call, timed.
-- `run_dm(amplitudes, truths, geometry, config, ...)`: DM (or LSQML, given
-  an LSQMLConfig) over many scans in batches, with the object-error curve
-  against the truth; what `python -m ptychonet_tf.evaluate` runs.
+- `run_solver(amplitudes, truths, geometry, config, ...)`: an iterative
+  method (the registry's method of `config`: DM, ePIE or LSQML) over many
+  scans in batches, with the object-error curve against the truth; what
+  `evaluation.comparison` runs.
 
-Settings come in as config objects (`baselines.dm.DMConfig`,
-`baselines.epie.EPIEConfig`, `baselines.lsqml.LSQMLConfig`); nothing here
-reads flags.
+Methods come from the registry (`ptychonet_tf.reconstructors`); settings
+come in as config objects; nothing here reads flags.
 """
 import time
 
 import numpy as np
 
+from ptychonet_tf import reconstructors
 from ptychonet_tf.evaluation import metrics
-
-METHODS = ("dm", "epie", "lsqml", "ptychonet", "ptychonet+dm")
-LEARNED_METHODS = ("ptychonet", "ptychonet+dm")
-
-
-def reconstruct(scan, method, dm_config=None, epie_config=None, model=None,
-                lsqml_config=None):
-  """Runs one method on a scan.
-
-  Args:
-    scan: data.scanfile.Scan.
-    method: one of METHODS.
-    dm_config: baselines.dm.DMConfig for "dm" and "ptychonet+dm".
-    epie_config: baselines.epie.EPIEConfig for "epie".
-    model: a model.inference.PtychoNetModel for "ptychonet" and
-      "ptychonet+dm" (callable float32 [N, h, w] -> complex64 [H, W]).
-    lsqml_config: baselines.lsqml.LSQMLConfig for "lsqml".
-
-  Returns:
-    dict: object complex64 [H, W], probe complex64 [h, w], chi and
-    fourier_error float32 [T] (empty for "ptychonet"), seconds (total),
-    seconds_per_iteration, network_seconds (one warm call of the network).
-  """
-  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  from ptychonet_tf.baselines import epie  # pylint: disable=g-import-not-at-top
-  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
-  if method not in METHODS:
-    raise ValueError(f"method {method!r} is not one of {METHODS}")
-  if method in LEARNED_METHODS and model is None:
-    raise ValueError(f"method {method} needs a model")
-  start = time.perf_counter()
-  result = dict(probe=scan.probe, chi=np.zeros([0], np.float32),
-                fourier_error=np.zeros([0], np.float32),
-                seconds_per_iteration=0.0, network_seconds=0.0)
-  initial = None
-  if method in LEARNED_METHODS:
-    model(scan.amplitudes)  # warm-up (first call traces the graph)
-    tick = time.perf_counter()
-    initial = model(scan.amplitudes)
-    result["network_seconds"] = time.perf_counter() - tick
-    result["object"] = initial
-  run = None
-  if method in ("dm", "ptychonet+dm"):
-    run = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                            scan.object_shape, dm_config or dm.DMConfig(),
-                            initial_object=initial)
-  elif method == "epie":
-    run = epie.epie(scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
-                    epie_config or epie.EPIEConfig())
-  elif method == "lsqml":
-    run = lsqml.lsqml(scan.amplitudes, scan.probe, scan.layout,
-                      scan.object_shape, lsqml_config or lsqml.LSQMLConfig())
-  if run is not None:
-    result.update(object=run.object, probe=run.probe, chi=run.chi,
-                  fourier_error=run.fourier_error,
-                  seconds_per_iteration=run.seconds_per_iteration)
-  result["seconds"] = time.perf_counter() - start
-  return result
 
 
 def run_learned(predict, amplitudes):
@@ -97,9 +37,9 @@ def run_learned(predict, amplitudes):
   return np.stack(objects), float(np.median(seconds))
 
 
-def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
-           batch=4, progress=None):
-  """DM (or LSQML) over many scans in batches of `batch`, with the error curve.
+def run_solver(amplitudes, truths, geometry, config, initial=None, mask=None,
+               batch=4, progress=None):
+  """An iterative method over many scans in batches of `batch`, with the error curve.
 
   After every compiled chunk of `config.chunk` iterations the mean squared
   error |O - O_true|^2 on `mask` and the amplitude and phase PSNR (both
@@ -110,8 +50,9 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     amplitudes: float32 [S, N, h, w].
     truths: complex [S, H, W] ground truth.
     geometry: physics.geometry.Geometry of the scans.
-    config: baselines.dm.DMConfig (iterations, init, seed, chunk, ...), or a
-      baselines.lsqml.LSQMLConfig to run LSQML instead.
+    config: the config of a registered iterative method (e.g.
+      baselines.dm.DMConfig: iterations, init, seed, chunk, ...); the method
+      is the one whose config class it is.
     initial: optional complex [S, H, W] starting objects (None: config.init).
     mask: bool [H, W] region of the error curve (None: every pixel).
     batch: scans reconstructed together.
@@ -123,10 +64,7 @@ def run_dm(amplitudes, truths, geometry, config, initial=None, mask=None,
     is a dict of numpy arrays "iterations" int [K] and, means over scans,
     "mse", "amplitude_psnr", "phase_psnr" float [K].
   """
-  from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
-  from ptychonet_tf.baselines import lsqml  # pylint: disable=g-import-not-at-top
-  solver_class = (lsqml.LSQML if isinstance(config, lsqml.LSQMLConfig)
-                  else dm.DifferenceMap)
+  solver_class = reconstructors.for_config(config)
   batch = max(1, int(batch))
   shape = tuple(geometry.object_shape)
   if mask is None:

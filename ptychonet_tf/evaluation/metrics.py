@@ -53,11 +53,10 @@ def illuminated_region(layout, object_shape, probe, fraction=0.01):
     probe: complex [h, w].
     fraction: threshold relative to the maximum, in (0, 1].
   """
-  # Imported here: this module stays free of TensorFlow at import time.
-  from ptychonet_tf.physics import windows  # pylint: disable=g-import-not-at-top
   probe = np.asarray(probe)
-  total = windows.Windows(layout, object_shape, probe.shape).coverage(
-      np.abs(probe) ** 2)
+  layouts.check_layout(layout, object_shape, probe.shape)
+  total = layouts.coverage(layouts.window_index(layout, object_shape),
+                           object_shape, np.abs(probe) ** 2)
   return total >= fraction * total.max()
 
 

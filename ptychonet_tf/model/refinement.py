@@ -23,14 +23,14 @@ measures it), so K steps of G groups are worth far more than K / G full
 ones.
 
 G_k is the gradient of L_g (with the plain, unnormalised FFT of the solvers'
-unshifted frame); the windows O_j and the sum over j are the package's one
-window operator (`physics.windows.Windows.extract` / `stitch`), F is
-`tf.signal.fft2d`, and the modulus replacement is
-`baselines.common.fourier_update`, the one DM and ePIE use. With one group,
-s_k = 1 and mu_k = 0 a step is the parallel error-reduction (alternating
-projection) update O <- sum_j conj(P) Pi_F(P O_j) / sum_j |P|^2, up to the
-inertia e (tests/test_refinement.py checks it, and a grouped step, against
-numpy).
+unshifted frame), and D_k is LSQML's preconditioned object direction of the
+Gaussian exit-wave update: every piece is a method of the package's one
+ptychography operator (`physics.operator.Ptychography`: `spectra`,
+`exit_wave_update`, `solve_object`, `illumination`), the operator DM, ePIE
+and LSQML call. With one group, s_k = 1 and mu_k = 0 a step is the parallel
+error-reduction (alternating projection) update
+O <- sum_j conj(P) Pi_F(P O_j) / sum_j |P|^2, up to the inertia e
+(tests/test_refinement.py checks it, and a grouped step, against numpy).
 
 Learned per step: the momentum mu_k (initialised to Nesterov's k / (k + 3),
 capped at MOMENTUM_LIMIT), the step size s_k (initialised to 1) and, when
@@ -63,9 +63,8 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from ptychonet_tf.baselines import common
 from ptychonet_tf.physics import layouts
-from ptychonet_tf.physics import windows as windows_lib
+from ptychonet_tf.physics import operator as operator_lib
 
 
 # The initial momenta stop growing here: with position groups, Nesterov's
@@ -145,19 +144,13 @@ class UnrolledRefinement(keras.layers.Layer):
     self.smoothing = int(smoothing)
     self._compiled = None
     probe = self.probe_real + 1j * self.probe_imag
-    h, w = probe.shape
     self._probe = probe.astype(np.complex64)
-    # Per group: its positions, windows and preconditioner 1 / (norm + e).
-    self._members = layouts.interleaved_groups(len(self.layout), self.groups)
-    self._windows, self._inverse_norm = [], []
-    for members in self._members:
-      windows = windows_lib.Windows(self.layout[members], self.object_shape,
-                                    probe.shape)
-      norm = windows.coverage(np.abs(probe) ** 2)
-      self._windows.append(windows)
-      self._inverse_norm.append(
-          (1.0 / (norm + self.inertia * norm.max())).astype(np.float32))
-    self._fft_scale = np.float32(np.sqrt(h * w))
+    self.operator = operator_lib.Ptychography(
+        self.layout, self.object_shape, probe.shape,
+        layouts.interleaved_groups(len(self.layout), self.groups))
+    # Each group's illumination sum_j |P|^2, the preconditioner's norm.
+    self._norms = [self.operator.illumination(self._probe, g).numpy()
+                   for g in range(self.groups)]
     self.corrections = []
     for k in range(self.filters and self.steps):
       self.corrections.append(keras.Sequential([
@@ -189,20 +182,16 @@ class UnrolledRefinement(keras.layers.Layer):
     Args:
       obj: complex64 [B, H, W].
       amplitudes: float32 [B, N_g, h, w], the group's patterns in the
-        unshifted frame (`baselines.common.unshifted_amplitudes`).
+        operator's frame (`Ptychography.loop_amplitudes_tensor`).
       method: the stitch method of sum_j (`Windows.stitch`): the compiled
         steps use "slices" (in place under XLA).
       group: the group's index.
     """
+    op = self.operator
     probe = tf.constant(self._probe)
-    windows = self._windows[group]
-    waves = probe * windows.extract(obj)
-    spectra = tf.signal.fft2d(waves)
-    residual = tf.signal.ifft2d(
-        spectra - common.fourier_update(spectra, amplitudes))
-    gradient = windows.stitch(tf.math.conj(probe) * residual, method=method)
-    return -gradient * tf.cast(tf.constant(self._inverse_norm[group]),
-                               tf.complex64)
+    update = op.exit_wave_update(op.spectra(obj, probe, group), amplitudes)
+    return op.solve_object(update, probe, self.inertia, group,
+                           norm=tf.constant(self._norms[group]), method=method)
 
   def call(self, obj, amplitudes):
     obj = tf.cast(obj, tf.complex64)
@@ -258,14 +247,10 @@ class UnrolledRefinement(keras.layers.Layer):
 
   def _steps(self, obj, amplitudes, momentum, step_size, kernel,
              method="segment"):
-    # Into the solvers' unshifted frame once: every step is a plain FFT.
-    amplitudes = (tf.signal.ifftshift(amplitudes, axes=(-2, -1)) *
-                  self._fft_scale)
-    if self.groups == 1:
-      group_amplitudes = [amplitudes]
-    else:
-      group_amplitudes = [tf.gather(amplitudes, members, axis=1)
-                          for members in self._members]
+    # Into the operator's frame once: every step is a plain FFT.
+    amplitudes = self.operator.loop_amplitudes_tensor(amplitudes)
+    group_amplitudes = [self.operator.group_slice(amplitudes, g)
+                        for g in range(self.groups)]
     # tf.complex, not tf.cast: the gradient of a float -> complex cast casts
     # back and warns about the discarded imaginary part once per step.
     momentum = tf.complex(momentum, tf.zeros_like(momentum))

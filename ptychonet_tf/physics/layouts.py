@@ -165,6 +165,48 @@ def interleaved_groups(count, groups):
   return [np.arange(count)[g::groups] for g in range(groups)]
 
 
+def window_index(layout, object_shape):
+  """int32 numpy [N, h, w]: the raveled object index row * W + col of every
+  window pixel (the window size read from the layout's first row).
+
+  Args:
+    layout: int [N, 4], windows of equal size inside the object (see
+      `check_layout`).
+    object_shape: (H, W).
+  """
+  layout = np.asarray(layout, np.int32)
+  top, bottom, left, right = (int(v) for v in layout[0])
+  rows = layout[:, 0:1] + np.arange(bottom - top, dtype=np.int32)[None, :]
+  cols = layout[:, 2:3] + np.arange(right - left, dtype=np.int32)[None, :]
+  return rows[:, :, None] * int(object_shape[1]) + cols[:, None, :]
+
+
+def coverage(index, object_shape, weights=None):
+  """float64 numpy [H, W]: the window weight covering each object pixel.
+
+  Args:
+    index: int [N, h, w] from `window_index`.
+    object_shape: (H, W).
+    weights: None (every window pixel counts 1) or float [h, w], the weight of
+      a window pixel, the same in every window (e.g. |P|^2).
+
+  Returns:
+    At each pixel the sum of the weights of the window pixels on it (0 where
+    no window is).
+  """
+  index = np.asarray(index)
+  weights = np.ones(index.shape[1:]) if weights is None else weights
+  weights = np.asarray(weights, np.float64)
+  if weights.shape != index.shape[1:]:
+    raise ValueError(f"pixel weights of shape {weights.shape} do not match "
+                     f"the {index.shape[1]}x{index.shape[2]} windows")
+  size = int(object_shape[0]) * int(object_shape[1])
+  total = np.bincount(index.ravel(),
+                      np.broadcast_to(weights, index.shape).ravel(),
+                      minlength=size)
+  return total.reshape(tuple(int(s) for s in object_shape))
+
+
 def scanned_mask(layout, object_shape):
   """bool numpy [H, W]: True where at least one probe window covers the pixel.
 
@@ -172,10 +214,7 @@ def scanned_mask(layout, object_shape):
     layout: int [N, 4], windows of equal size inside the object.
     object_shape: (H, W).
   """
-  # Imported here: this module stays free of TensorFlow at import time, and
-  # `windows` imports this one.
-  from ptychonet_tf.physics import windows  # pylint: disable=g-import-not-at-top
-  return windows.Windows.from_layout(layout, object_shape).coverage() > 0
+  return coverage(window_index(layout, object_shape), object_shape) > 0
 
 
 def overlap_fraction(layout):

@@ -79,10 +79,7 @@ class Windows:
     self.layout = layout.astype(np.int32)
     self.count = len(self.layout)
     self.size = self.object_shape[0] * self.object_shape[1]
-    h, w = self.probe_shape
-    rows = self.layout[:, 0:1] + np.arange(h, dtype=np.int32)[None, :]
-    cols = self.layout[:, 2:3] + np.arange(w, dtype=np.int32)[None, :]
-    self.index = rows[:, :, None] * self.object_shape[1] + cols[:, None, :]
+    self.index = layouts.window_index(self.layout, self.object_shape)
     self.corners = self.layout[:, [0, 2]].copy()
     self._segment_ids = {}
     self._table = None
@@ -256,17 +253,7 @@ class Windows:
       weight there (0 where none does); `stitch` of the weights repeated over
       the N windows.
     """
-    if weights is None:
-      weights = np.ones(self.probe_shape)
-    weights = np.asarray(weights, np.float64)
-    if weights.shape != self.probe_shape:
-      raise ValueError(f"pixel weights of shape {weights.shape} do not match "
-                       f"the {self.probe_shape[0]}x{self.probe_shape[1]} "
-                       f"windows")
-    total = np.bincount(self.index.ravel(),
-                        np.broadcast_to(weights, self.index.shape).ravel(),
-                        minlength=self.size)
-    return total.reshape(self.object_shape)
+    return layouts.coverage(self.index, self.object_shape, weights)
 
   def inverse_coverage(self, weights=None):
     """float64 numpy [H, W]: 1 / coverage(weights), 0 where the coverage is 0.
