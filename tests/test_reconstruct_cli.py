@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from helpers import assert_one_line_error, run_cli
 from ptychonet_tf.data import scanfile
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
@@ -93,8 +94,14 @@ def test_dm_writes_the_object_metrics_and_pngs(scan_path, tmp_path):
   result = run_cli(CLI + [f"--scan={scan_path}", "--method=dm",
                           "--iterations=200", f"--out={out}", "--png"])
   assert result.returncode == 0, result.stderr
-  assert "amplitude PSNR" in result.stdout
+  # Every score line names its region: the package's one illuminated region,
+  # written beside the object.
+  scores = [l for l in result.stdout.splitlines() if "amplitude PSNR" in l]
+  assert scores and scores[0].startswith(metrics.region_name()), scores
   with np.load(out) as f:
+    scan = _tiny_scan()
+    np.testing.assert_array_equal(f["region"], metrics.illuminated_region(
+        scan.layout, scan.object_shape, f["probe"]))
     assert f["object"].dtype == np.complex64
     assert f["object"].shape == tuple(_tiny_scan().object_shape)
     assert f["chi"].shape == (200,) and f["fourier_error"].shape == (200,)

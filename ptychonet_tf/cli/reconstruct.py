@@ -26,9 +26,12 @@ Writes --out (.npz, temp name then rename): `object` complex64 [H, W],
 `probe` complex64 [h, w], `layout` int32 [N, 4], `chi` and `fourier_error`
 float32 [T] (empty for ptychonet), `seconds` (total), `seconds_per_iteration`,
 `network_seconds`, `method`; with a ground-truth `object` in the scan also the
-metrics (`amplitude_psnr`, ...; scanned region, constant phase offset removed),
-which are printed too. --png adds <out>_amplitude.png and <out>_phase.png
-(the box the probe lights, clipped to the 1st..99th percentile).
+metrics (`amplitude_psnr`, ...; constant phase offset removed), which are
+printed too, and `region` bool [H, W]: the illuminated region, where
+sum_j |P|^2 reaches 1% of its maximum, the part of the object the data
+determine and the one region every score of the package is computed on.
+--png adds <out>_amplitude.png and <out>_phase.png (the box the probe
+lights, clipped to the 1st..99th percentile).
 """
 import dataclasses
 import os
@@ -222,12 +225,19 @@ def main(argv):
     tenths = np.array_split(np.asarray(result["chi"], np.float64), 10)
     print("chi, mean of each tenth of the run: " +
           " ".join(f"{np.mean(part):.2e}" for part in tenths))
-  mask = metrics.scanned_region(scan.layout, scan.object_shape)
+  # The part of the object the data determine, written beside it: the
+  # package's one scored region, with the probe the method ended with.
+  mask = metrics.illuminated_region(scan.layout, scan.object_shape,
+                                    arrays["probe"])
+  arrays["region"] = mask
+  print(f"{metrics.region_name()}: {int(mask.sum())} of {mask.size} pixels "
+        f"(saved as `region`); outside it the data barely constrain the "
+        f"object")
   if scan.object is not None:
     scores = metrics.complex_metrics(arrays["object"], scan.object, mask)
     for key, value in scores.items():
       arrays[key] = np.float64(value)
-    print(f"scanned region, phase offset removed: amplitude PSNR "
+    print(f"{metrics.region_name()}, phase offset removed: amplitude PSNR "
           f"{scores['amplitude_psnr']:.2f} dB, SSIM "
           f"{scores['amplitude_ssim']:.4f}; phase PSNR "
           f"{scores['phase_psnr']:.2f} dB, SSIM {scores['phase_ssim']:.4f}")

@@ -73,7 +73,7 @@ class ComparisonSettings:
   dm_batch: int = 4
   dm_seed: int = 0
   curve_every: int = 10
-  region_fraction: float = 0.01
+  region_fraction: float = metrics.REGION_FRACTION
   run_dm: bool = True
   dm_flat_start: bool = True
   dm_equal_time: bool = True

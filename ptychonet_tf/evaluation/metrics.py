@@ -5,8 +5,8 @@ Two conventions:
 - `complex_metrics` (this project's figures): the estimate's constant phase
   offset is removed first (ptychography cannot measure a global phase
   factor), then the amplitude and phase images are compared on a region,
-  normally the scanned region (`scanned_region`), with the data range of the
-  true values in that region.
+  normally the illuminated region (`illuminated_region`, the package's one
+  scored region), with the data range of the true values in that region.
 - `paper_metrics` (the raw convention, for comparison with published tables):
   amplitude |O| and phase angle(O) compared as they are, over the whole
   object, with no offset removal and no mask; data range of the true image.
@@ -19,9 +19,20 @@ import numpy as np
 from scipy import ndimage
 from skimage import metrics as sk_metrics
 
+from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 
 SSIM_WINDOW = 7  # skimage's default window (win_size=7, uniform filter)
+# The region every score of the package is computed on (reconstruct,
+# evaluate, the benchmarks, training's held-out metrics): the pixels whose
+# summed illumination sum_j |P|^2 reaches this fraction of its maximum
+# (`illuminated_region`). Outside it the data barely constrain the object.
+REGION_FRACTION = 0.01
+
+
+def region_name(fraction=REGION_FRACTION):
+  """How printed scores name their region, e.g. in reconstruct's lines."""
+  return f"illuminated region (sum_j |P|^2 >= {fraction:g} of its maximum)"
 
 
 def scanned_region(layout, object_shape, erode=0):
@@ -40,7 +51,7 @@ def scanned_region(layout, object_shape, erode=0):
   return mask
 
 
-def illuminated_region(layout, object_shape, probe, fraction=0.01):
+def illuminated_region(layout, object_shape, probe, fraction=REGION_FRACTION):
   """bool [H, W]: pixels whose total illumination sum_j |P|^2 reaches `fraction` of its maximum.
 
   Where a probe is (nearly) zero, e.g. the corners of a window around a
@@ -182,7 +193,7 @@ def complex_metrics(estimate, truth, mask=None):
 
   Args:
     estimate, truth: complex [H, W].
-    mask: optional bool [H, W] region (normally `scanned_region`); the phase
+    mask: optional bool [H, W] region (normally `illuminated_region`); the phase
       offset is fitted and the metrics computed on it.
 
   Returns:
@@ -228,7 +239,6 @@ def fourier_error(obj, probe, layout, amplitudes):
   """DM's Fourier error of an object and probe on measured amplitudes:
   sum_j || |F(P O_j)| - A_j ||^2 / sum_j ||A_j||^2 (A_j in the scan file's
   convention, zero frequency at (h//2, w//2)); 0 for a perfect fit."""
-  from ptychonet_tf.physics import forward  # pylint: disable=g-import-not-at-top
   amplitudes = np.asarray(amplitudes, np.float64)
   predicted = forward.diffraction_amplitudes(
       np.asarray(obj, np.complex64), np.asarray(probe, np.complex64),

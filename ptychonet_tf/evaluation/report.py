@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ptychonet_tf.evaluation import doses
 from ptychonet_tf.utils import files
 
 METRIC_KEYS = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
@@ -67,7 +68,6 @@ def markdown_table(rows, convention):
 def dose_table(rows, convention="scanned"):
   """A Markdown table of a dose sweep (`evaluation.doses.sweep` rows whose
   "scores" hold per-scan metrics in both conventions)."""
-  from ptychonet_tf.evaluation import doses  # pylint: disable=g-import-not-at-top
   lines = ["| photons / pattern | method | amplitude PSNR (dB) | amplitude SSIM "
            "| phase PSNR (dB) | phase SSIM | seconds / scan |",
            "|---|---|---|---|---|---|---|"]

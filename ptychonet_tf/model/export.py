@@ -36,6 +36,7 @@ import socket
 import numpy as np
 import tensorflow as tf
 
+from ptychonet_tf.model import inference
 from ptychonet_tf.model import network
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
@@ -220,7 +221,6 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
 
 def is_saved_model(path):
   """Whether `path` is a SavedModel version dir or an export dir with one."""
-  from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
   try:
     inference.resolve_saved_model(path)
   except UserError:
@@ -243,14 +243,12 @@ def read_weights(path):
     UserError: not a SavedModel of this package (no geometry signature or
       no recorded variables).
   """
-  from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
   path = inference.resolve_saved_model(path)
   try:
     loaded = tf.saved_model.load(path)
     geometry = loaded.signatures["geometry"]()
     variables = list(loaded._variables)  # pylint: disable=protected-access
-  except (AttributeError, KeyError, OSError, ValueError,
-          tf.errors.OpError) as e:
+  except inference.LOAD_ERRORS + (AttributeError, tf.errors.OpError) as e:
     raise UserError(f"SavedModel {path} is not a PtychoNet export of this "
                     f"package (no geometry signature or weights: "
                     f"{type(e).__name__})") from e
