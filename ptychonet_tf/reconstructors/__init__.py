@@ -17,6 +17,8 @@ Methods:
   dm            difference map (`baselines.dm`)
   epie          ePIE (`baselines.epie`)
   lsqml         least-squares maximum likelihood (`baselines.lsqml`)
+  pnp           plug-and-play: LSQML rounds, each ending in a step of the
+                learned image prior (`baselines.pnp`)
   ptychonet     one pass of a PtychoNet SavedModel (`learned.Learned`)
   ptychonet+dm  DM started from the SavedModel's output, the paper's
                 section 6 (`learned.LearnedThenDM`)
@@ -31,6 +33,7 @@ METHODS = {
     "dm": "ptychonet_tf.baselines.dm:DifferenceMap",
     "epie": "ptychonet_tf.baselines.epie:EPIE",
     "lsqml": "ptychonet_tf.baselines.lsqml:LSQML",
+    "pnp": "ptychonet_tf.baselines.pnp:PnP",
     "ptychonet": "ptychonet_tf.reconstructors.learned:Learned",
     "ptychonet+dm": "ptychonet_tf.reconstructors.learned:LearnedThenDM",
 }

@@ -1,0 +1,161 @@
+r"""Plug-and-play against LSQML and its best linear filter, with the learned prior and BM3D.
+
+  python benchmarks/bench_pnp.py --data_dir=tfrecords/small_dense_photos \
+      [--split=test] [--scans=8] [--photons=1e4] [--iterations=200] \
+      [--chunk=10] [--sigma_start=0.1] [--sigma_end=0.01] \
+      [--domain=complex] [--noise_model=poisson] [--prior=DIR] [--bm3d] \
+      [--blur=0.7,1,1.5,2]
+
+Reads --scans scans of a dataset's split (simulated, with their objects),
+redraws them with Poisson noise at --photons per pattern (`evaluation.doses`;
+0 keeps them as they are), and reconstructs them from a flat start with the
+known probe:
+
+- LSQML for --iterations (the data steps alone), and the same objects
+  blurred with each Gaussian width of --blur (real and imaginary parts): the
+  best linear filter of the maximum-likelihood estimate;
+- plug-and-play (`reconstructors` method "pnp") with the learned prior
+  (--prior, default the shipped one) and, with --bm3d (the `bm3d` package,
+  a benchmark-only dependency), with BM3D as the prior, the same rounds and
+  noise levels.
+
+Prints the CPU, then per method amplitude and phase PSNR and SSIM on the
+illuminated region (constant phase offset removed), mean over the scans, and
+seconds per scan. Tune on a split you do not report (e.g. a train split of
+photographs) and report on the test split.
+"""
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app
+from absl import flags
+import numpy as np
+from scipy import ndimage
+
+from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import pnp
+from ptychonet_tf.data import pipeline
+from ptychonet_tf.evaluation import doses
+from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.utils import machine
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+
+flags.DEFINE_string("data_dir", None, "A simulated dataset (with objects).")
+flags.DEFINE_enum("split", "test", ["train", "test"], "The split to read.")
+flags.DEFINE_integer("scans", 8, "Scans to reconstruct.")
+flags.DEFINE_float("photons", 1e4, "Photons per pattern of the redrawn "
+                   "noise; 0 keeps the scans as they are.")
+flags.DEFINE_integer("iterations", 200, "LSQML data iterations (also PnP's).")
+flags.DEFINE_integer("chunk", 10, "PnP: data iterations per round.")
+flags.DEFINE_float("sigma_start", 0.1, "PnP: first round's noise level.")
+flags.DEFINE_float("sigma_end", 0.01, "PnP: last round's noise level.")
+flags.DEFINE_enum("domain", "complex", list(pnp.DOMAINS), "PnP: what is "
+                  "denoised.")
+flags.DEFINE_enum("noise_model", "poisson", ["gaussian", "poisson"],
+                  "The data steps' likelihood.")
+flags.DEFINE_float("object_reg", 0.1, "LSQML's object regulariser.")
+flags.DEFINE_string("prior", None, "An exported prior; default: the shipped.")
+flags.DEFINE_bool("bm3d", False, "Also run PnP with BM3D as the prior.")
+flags.DEFINE_bool("learned", True, "Run PnP with the learned prior.")
+flags.DEFINE_list("blur", ["0.7", "1", "1.5", "2"], "Gaussian widths (px) "
+                  "of the filtered LSQML rows.")
+flags.DEFINE_integer("seed", 0, "Seed of the redrawn noise.")
+FLAGS = flags.FLAGS
+
+
+def read_split(data_dir, split, limit):
+  """(amplitudes [S, N, h, w], objects [S, H, W], geometry) of a split."""
+  info = pipeline.load_dataset_info(data_dir)
+  if not info.objects or not info.counts.get(split):
+    raise UserError(f"dataset {data_dir} has no simulated {split} scans")
+  amplitudes, objects = [], []
+  for batch in pipeline.make_dataset(data_dir, split, batch_size=4,
+                                     shuffle=False, repeat=False):
+    amplitudes.append(batch["amplitudes"].numpy())
+    objects.append(batch["object_amplitude"].numpy() *
+                   np.exp(1j * batch["object_phase"].numpy()))
+    if sum(len(a) for a in amplitudes) >= limit:
+      break
+  return (np.concatenate(amplitudes)[:limit].astype(np.float32),
+          np.concatenate(objects)[:limit].astype(np.complex64), info.geometry)
+
+
+def bm3d_denoiser(x, sigma):
+  """BM3D (the `bm3d` package) as a prior: callable(x [B, H, W], sigma)."""
+  import bm3d  # pylint: disable=g-import-not-at-top
+  return np.stack([bm3d.bm3d(image.astype(np.float64), sigma)
+                   for image in np.asarray(x)]).astype(np.float32)
+
+
+def blur(objects, sigma):
+  return np.stack([ndimage.gaussian_filter(o.real, sigma) + 1j *
+                   ndimage.gaussian_filter(o.imag, sigma) for o in objects])
+
+
+def line(name, objects, truths, mask, seconds):
+  scores = [metrics.complex_metrics(o, t, mask)
+            for o, t in zip(objects, truths)]
+  mean = {k: np.mean([s[k] for s in scores]) for k in scores[0]}
+  print(f"  {name:40s} {mean['amplitude_psnr']:7.2f} "
+        f"{mean['amplitude_ssim']:6.3f} {mean['phase_psnr']:7.2f} "
+        f"{mean['phase_ssim']:6.3f} {seconds:9.2f}", flush=True)
+  return mean
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}")
+  if not FLAGS.data_dir:
+    raise UserError("--data_dir is required")
+  if FLAGS.scans < 1 or FLAGS.iterations < 1 or FLAGS.chunk < 1:
+    raise UserError("--scans, --iterations and --chunk must be >= 1")
+  amplitudes, truths, geometry = read_split(FLAGS.data_dir, FLAGS.split,
+                                            FLAGS.scans)
+  if FLAGS.photons > 0:
+    amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
+  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
+                                    geometry.probe)
+  print(machine.cpu_description())
+  print(f"{FLAGS.data_dir} ({FLAGS.split}): {len(truths)} scans, "
+        f"{geometry.num_positions} positions, probe "
+        f"{geometry.probe_shape[0]}x{geometry.probe_shape[1]}, photons "
+        f"{FLAGS.photons:g}; {metrics.region_name()}, phase offset removed")
+  print(f"  {'method':40s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
+        f"{'SSIM':>6s} {'s / scan':>9s}")
+  inputs = (amplitudes, geometry.probe, geometry.layout,
+            geometry.object_shape)
+  settings = dict(iterations=FLAGS.iterations, chunk=FLAGS.chunk,
+                  noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
+                  progress=False)
+  tick = time.perf_counter()
+  fitted = reconstructors.reconstruct(
+      "lsqml", *inputs, reconstructors.configure("lsqml", **settings)).object
+  seconds = (time.perf_counter() - tick) / len(truths)
+  line(f"LSQML-{FLAGS.iterations} ({FLAGS.noise_model})", fitted, truths,
+       mask, seconds)
+  for width in FLAGS.blur:
+    line(f"  + Gaussian blur {float(width):g} px", blur(fitted, float(width)),
+         truths, mask, seconds)
+  priors = []
+  if FLAGS.learned:
+    priors.append(("learned prior", None))
+  if FLAGS.bm3d:
+    priors.append(("BM3D", bm3d_denoiser))
+  for name, denoiser in priors:
+    config = reconstructors.configure(
+        "pnp", sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end,
+        domain=FLAGS.domain, prior=FLAGS.prior, denoiser=denoiser, **settings)
+    solver = reconstructors.build("pnp", *inputs, config)
+    tick = time.perf_counter()
+    objects = solver.run().object
+    seconds = (time.perf_counter() - tick) / len(truths)
+    line(f"PnP, {name} ({FLAGS.chunk} it/round, sigma "
+         f"{FLAGS.sigma_start:g}->{FLAGS.sigma_end:g})", objects, truths,
+         mask, seconds)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,161 @@
+"""Plug-and-play ptychography: LSQML data steps alternated with a denoiser prior.
+
+Rounds of `chunk` LSQML iterations on the data (`baselines.lsqml`: the
+operator's Gaussian or Poisson likelihood) each end in one prior step: the
+object's two real images (its real and imaginary parts, or its amplitude and
+phase, `domain`) are each scaled to about [0, 1] on the illuminated region
+(their 1st and 99th percentiles there map to 0 and 1), denoised at noise
+level sigma_r, scaled back and put in place on the illuminated region; the
+rest of the object is left to the data. The noise level falls geometrically
+over the R rounds, sigma_r = sigma_start * (sigma_end / sigma_start)^(r/(R-1)):
+early rounds let the prior shape the object that the data leave open, late
+ones only remove what the data steps added.
+
+The prior is any denoiser callable(x float32 [B, H, W], sigma float) ->
+[B, H, W] (`denoiser`), by default the package's learned prior
+(`ptychonet_tf.prior.load`, trained on images alone, so it serves any
+geometry and probe); `prior` names another exported one. The benchmarks
+plug BM3D in the same way.
+
+The result records chi and the Fourier error of every data iteration, as
+LSQML's; the steps of one round run in one compiled call.
+"""
+import dataclasses
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf import prior as prior_lib
+from ptychonet_tf.baselines import lsqml
+from ptychonet_tf.utils.errors import UserError
+
+DOMAINS = ("complex", "amplitude_phase")
+# The prior acts where the summed illumination reaches this fraction of its
+# maximum (the package's scored region).
+LIT_FRACTION = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class PnPConfig:
+  """Settings of a plug-and-play run.
+
+  Attributes:
+    iterations: LSQML data iterations in all.
+    chunk: data iterations per round (one prior step ends each round).
+    sigma_start, sigma_end: the prior's noise level in the first and the
+      last round, on images scaled to [0, 1].
+    domain: "complex" (denoise the real and imaginary parts) or
+      "amplitude_phase".
+    prior: an exported prior (a train_prior --export_dir); None: the
+      package's shipped prior.
+    denoiser: a callable(x float32 [B, H, W], sigma) -> [B, H, W] used
+      instead of a prior (e.g. BM3D in the benchmarks).
+    noise_model, batch_size, grouping, object_reg, probe_reg, step_reg,
+      max_step, refine_probe, probe_start, init, seed, jit_compile,
+      progress: the data steps' LSQML settings (`lsqml.LSQMLConfig`).
+  """
+  iterations: int = 200
+  chunk: int = 10
+  sigma_start: float = 0.1
+  sigma_end: float = 0.01
+  domain: str = "complex"
+  prior: Optional[str] = None
+  denoiser: Any = None
+  noise_model: str = "gaussian"
+  batch_size: int = 10
+  grouping: str = "sparse"
+  object_reg: float = 0.1
+  probe_reg: float = 0.1
+  step_reg: float = 1e-3
+  max_step: float = 10.0
+  refine_probe: bool = False
+  probe_start: int = 10
+  init: str = "ones"
+  seed: int = 0
+  jit_compile: bool = True
+  progress: Optional[bool] = None
+
+  def __post_init__(self):
+    # The data steps' settings are LSQML's, checked there.
+    self.lsqml_config()
+    if not 0 < self.sigma_end <= self.sigma_start:
+      raise UserError(f"PnP noise levels sigma_start={self.sigma_start} and "
+                      f"sigma_end={self.sigma_end} must satisfy "
+                      f"0 < sigma_end <= sigma_start")
+    if self.domain not in DOMAINS:
+      raise UserError(f"PnP domain {self.domain!r} is not one of {DOMAINS}")
+
+  def lsqml_config(self):
+    """The LSQMLConfig of the data steps."""
+    fields = {f.name for f in dataclasses.fields(lsqml.LSQMLConfig)}
+    return lsqml.LSQMLConfig(**{k: v for k, v in dataclasses.asdict(
+        self).items() if k in fields and k != "denoiser"})
+
+  @property
+  def rounds(self):
+    return -(-self.iterations // self.chunk)
+
+  def sigma(self, round_index):
+    """The prior's noise level in round `round_index` (0-based)."""
+    if self.rounds == 1:
+      return float(self.sigma_end)
+    ratio = self.sigma_end / self.sigma_start
+    return float(self.sigma_start * ratio ** (round_index /
+                                              (self.rounds - 1)))
+
+
+def _robust_range(images, mask):
+  """(low, scale) per image [B]: the 1st and 99th percentiles on mask."""
+  values = images[:, mask]
+  low = np.percentile(values, 1, axis=1)
+  high = np.percentile(values, 99, axis=1)
+  return low, np.maximum(high - low, 1e-6)
+
+
+class PnP(lsqml.LSQML):
+  """Plug-and-play: LSQML rounds, each ending in a prior step (module doc)."""
+
+  name = "pnp"
+  config_class = PnPConfig
+
+  def __init__(self, amplitudes, probe, layout, object_shape, config=None):
+    super().__init__(amplitudes, probe, layout, object_shape, config)
+    self.denoiser = self.config.denoiser
+    if self.denoiser is None:
+      self.denoiser = prior_lib.load(self.config.prior)
+    norm = self.operator.illumination(self.probe).numpy()
+    self._lit = norm >= LIT_FRACTION * norm.max(axis=(1, 2), keepdims=True)
+    self._round = 0
+
+  def initial_state(self, obj, probe):
+    self._round = 0
+    return super().initial_state(obj, probe)
+
+  def iterate_chunk(self, state, num, refine):
+    (obj, probe), chi, err, key = super().iterate_chunk(state, num, refine)
+    sigma = self.config.sigma(self._round)
+    self._round += 1
+    return (tf.constant(self.prior_step(obj.numpy(), sigma)), probe), chi, \
+        err, key
+
+  def prior_step(self, obj, sigma):
+    """The object after one denoising at noise level sigma ([B, H, W])."""
+    if self.config.domain == "complex":
+      parts = [obj.real, obj.imag]
+    else:
+      parts = [np.abs(obj), np.angle(obj)]
+    out = []
+    for part in parts:
+      denoised = np.empty_like(part)
+      for b in range(len(part)):
+        lit = self._lit[b]
+        low, scale = _robust_range(part[b:b + 1], lit)
+        scaled = (part[b] - low[0]) / scale[0]
+        result = np.asarray(self.denoiser(scaled[None].astype(np.float32),
+                                          sigma))[0]
+        denoised[b] = np.where(lit, result * scale[0] + low[0], part[b])
+      out.append(denoised)
+    if self.config.domain == "complex":
+      return (out[0] + 1j * out[1]).astype(np.complex64)
+    return (out[0] * np.exp(1j * out[1])).astype(np.complex64)

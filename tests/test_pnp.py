@@ -1,0 +1,116 @@
+"""Plug-and-play (baselines/pnp.py): its schedule, its prior step, its data steps."""
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import pnp
+from ptychonet_tf.evaluation import doses
+from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.utils.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def scan():
+  """A 16x16-probe Fermat scan of a smooth object (a blurred random one)."""
+  probe = probe_lib.make_probe((16, 16), "zone_plate", 0.6)
+  layout, shape = layouts.layout_from_positions(layouts.fermat_spiral(20, 2.0),
+                                                (16, 16))
+  rng = np.random.default_rng(0)
+  amplitude = ndimage.gaussian_filter(rng.uniform(0.5, 1, shape), 2)
+  phase = ndimage.gaussian_filter(rng.uniform(-1, 0, shape), 2)
+  obj = (amplitude * np.exp(1j * phase)).astype(np.complex64)
+  amps = forward.diffraction_amplitudes(obj, probe, layout).numpy()
+  return amps, probe, layout, shape, obj
+
+
+def identity(x, sigma):
+  del sigma
+  return np.asarray(x)
+
+
+def blur(x, sigma):
+  """A linear stand-in prior: a Gaussian blur whose width follows sigma."""
+  return np.stack([ndimage.gaussian_filter(i, 20 * sigma) for i in x])
+
+
+def test_noise_levels_fall_geometrically():
+  config = pnp.PnPConfig(iterations=50, chunk=10, sigma_start=0.1,
+                         sigma_end=0.001, denoiser=identity)
+  assert config.rounds == 5
+  levels = [config.sigma(r) for r in range(5)]
+  np.testing.assert_allclose(levels, [0.1, 0.1 ** 1.5, 0.01, 0.1 ** 2.5,
+                                      0.001], rtol=1e-9)
+  assert pnp.PnPConfig(iterations=5, chunk=10, denoiser=identity).sigma(0) == (
+      pytest.approx(0.01))
+
+
+def test_identity_prior_gives_lsqml(scan):
+  """With a prior that changes nothing, PnP is its data steps: LSQML."""
+  amps, probe, layout, shape, _ = scan
+  settings = dict(iterations=20, chunk=5, batch_size=5, progress=False)
+  alone = reconstructors.reconstruct(
+      "lsqml", amps, probe, layout, shape,
+      reconstructors.configure("lsqml", **settings))
+  for domain in pnp.DOMAINS:
+    plugged = reconstructors.reconstruct(
+        "pnp", amps, probe, layout, shape,
+        reconstructors.configure("pnp", denoiser=identity, domain=domain,
+                                 **settings))
+    assert plugged.method == "pnp" and plugged.chi.shape == (20,)
+    np.testing.assert_allclose(plugged.object, alone.object, rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_prior_step_acts_on_the_lit_region_only(scan):
+  amps, probe, layout, shape, obj = scan
+  solver = pnp.PnP(amps, probe, layout, shape,
+                   pnp.PnPConfig(denoiser=lambda x, s: np.zeros_like(x)))
+  lit = metrics.illuminated_region(layout, shape, probe)
+  out = solver.prior_step(obj[None], 0.05)[0]
+  np.testing.assert_array_equal(out[~lit], obj[~lit])
+  # The zero image maps back to each part's 1st percentile on the region.
+  assert np.ptp(out.real[lit]) < 1e-6 and np.ptp(out.imag[lit]) < 1e-6
+  assert out.real[lit][0] == pytest.approx(np.percentile(obj.real[lit], 1),
+                                           abs=1e-5)
+
+
+def test_a_smoothing_prior_beats_the_data_alone_at_low_dose(scan):
+  amps, probe, layout, shape, obj = scan
+  noisy = doses.noisy_scans(amps[None], 300.0)[0]
+  mask = metrics.illuminated_region(layout, shape, probe, 0.1)
+  settings = dict(iterations=60, chunk=10, batch_size=5, progress=False,
+                  noise_model="poisson")
+  alone = reconstructors.reconstruct(
+      "lsqml", noisy, probe, layout, shape,
+      reconstructors.configure("lsqml", **settings)).object
+  plugged = reconstructors.reconstruct(
+      "pnp", noisy, probe, layout, shape,
+      reconstructors.configure("pnp", denoiser=blur, sigma_start=0.08,
+                               sigma_end=0.03, **settings)).object
+  before = metrics.complex_metrics(alone, obj, mask)
+  after = metrics.complex_metrics(plugged, obj, mask)
+  assert after["amplitude_psnr"] > before["amplitude_psnr"] + 1, (before,
+                                                                  after)
+  assert after["phase_psnr"] > before["phase_psnr"] + 1, (before, after)
+
+
+@pytest.mark.parametrize("settings, fragment", [
+    (dict(sigma_start=0.01, sigma_end=0.1), "sigma_end <= sigma_start"),
+    (dict(sigma_end=0.0), "sigma_end <= sigma_start"),
+    (dict(domain="fourier"), "domain"),
+    (dict(iterations=0), "iterations"),
+    (dict(noise_model="laplace"), "noise model"),
+])
+def test_bad_settings_are_one_line_errors(settings, fragment):
+  with pytest.raises(UserError, match=fragment):
+    pnp.PnPConfig(denoiser=identity, **settings)
+
+
+def test_missing_prior_is_one_line(scan, tmp_path):
+  amps, probe, layout, shape, _ = scan
+  with pytest.raises(UserError, match="holds no prior.json"):
+    pnp.PnP(amps, probe, layout, shape, pnp.PnPConfig(prior=str(tmp_path)))
