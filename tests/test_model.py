@@ -182,7 +182,7 @@ def test_weighted_model_config_round_trip(geometry):
   assert clone.network_config.stitch_weighting == "probe"
   uniform = small_model(geometry, stitch_weighting="uniform")
   assert uniform.stitch_weights is None and uniform.stitch.pixel_weights is None
-  with pytest.raises(UserError, match="stitch weighting"):
+  with pytest.raises(UserError, match="stitch_weighting .flat. is not one of"):
     small_model(geometry, stitch_weighting="flat")
 
 

@@ -23,6 +23,7 @@ from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.cli import train  # noqa: F401  (defines the flags)
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import writer
+from ptychonet_tf.model import export as export_lib
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import simulator
@@ -30,6 +31,7 @@ from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import trainer
+from ptychonet_tf.utils import locks
 from ptychonet_tf.utils.errors import UserError
 
 
@@ -210,7 +212,7 @@ def test_config_validation():
                         (dict(epochs=0), "epochs=0"),
                         (dict(learning_rate=0.0), "learning_rate"),
                         (dict(beta1=1.0), "beta1"),
-                        (dict(loss="l1"), "loss=l1"),
+                        (dict(loss="l1"), "loss 'l1' is not one of"),
                         (dict(model_dir=""), "model_dir")):
     with pytest.raises(UserError, match=fragment):
       config_lib.TrainConfig(**dict(base, **bad)).validate()
@@ -221,12 +223,12 @@ def test_cosine_schedule_decays_the_network_rate_to_zero(data_dir, tmp_path):
                      lr_schedule="cosine", learning_rate=1e-3)
   optimizer = tr.optimizer
   rates = []
-  for step in (0, 4, 8, 20):
-    optimizer.iterations.assign(step)
+  for step in (0, 4, 8, 20):  # a function of the checkpointed global step
+    tr.global_step.assign(step)
     rates.append(float(np.asarray(optimizer.learning_rate)))
   np.testing.assert_allclose(rates, [1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
   constant = quick_trainer(data_dir, tmp_path / "run2")
-  constant.optimizer.iterations.assign(8)
+  constant.global_step.assign(8)
   assert float(np.asarray(constant.optimizer.learning_rate)) == pytest.approx(
       2e-4)
   with pytest.raises(UserError, match="lr_schedule 'step' is not one of"):
@@ -285,10 +287,22 @@ def test_damaged_shard_is_named_in_training_and_evaluation(data_dir, tmp_path):
     tr.evaluator()()
 
 
+def untrained_run(data_dir, model_dir, step=1, **kw):
+  """A run directory as a run of `step` steps leaves it, without training:
+  the Trainer's own files and a checkpoint of its untrained model."""
+  tr = quick_trainer(data_dir, model_dir, **kw)
+  with run_dir.locked(str(model_dir)):
+    tr.prepare_run_dir()
+    run_dir.save_model_files(str(model_dir), tr.model, tr.geometry)
+    tr.global_step.assign(step)
+    tr.save()
+  return tr
+
+
 def test_model_dir_of_another_dataset_is_refused(data_dir, other_data_dir,
                                                  tmp_path):
   model_dir = tmp_path / "run"
-  quick_trainer(data_dir, model_dir).train()
+  untrained_run(data_dir, model_dir)
   (model_dir / "flags.txt").write_text("--the first run's flags\n")
   with open(model_dir / run_dir.RUN_FILE) as f:
     run = json.load(f)
@@ -315,15 +329,17 @@ def test_model_dir_of_another_dataset_is_refused(data_dir, other_data_dir,
                   ).prepare_run_dir()
   assert "\n" not in str(raised.value)
   assert snapshot(model_dir) == before
-  # The same dataset and network: it resumes.
-  assert quick_trainer(data_dir, model_dir, epochs=2).prepare_run_dir() == 1
+  # The same dataset and network: it resumes, at the checkpointed step.
+  again = quick_trainer(data_dir, model_dir, epochs=2)
+  assert again.prepare_run_dir() == 1 and again.step == 1
 
 
 def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
                                                       tmp_path):
   model_dir = tmp_path / "run"
-  quick_trainer(data_dir, model_dir).train()
+  untrained_run(data_dir, model_dir)
   before = snapshot(model_dir)
+  del before[locks.LOCK_NAME]  # the lock stays where it is
   old_model, _, old_step = run_dir.load_trained_model(str(model_dir))
   assert old_step == 1
   # --fine_tune: the old weights, a fresh optimizer at step 0, the new dataset.
@@ -335,7 +351,7 @@ def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
   assert len(previous) == 1
   assert snapshot(previous[0]) == before  # the old run, whole and unchanged
   assert sorted(os.listdir(model_dir)) == sorted(
-      ["run.json", os.path.basename(previous[0])])
+      ["run.json", locks.LOCK_NAME, os.path.basename(previous[0])])
   with open(model_dir / run_dir.RUN_FILE) as f:
     run = json.load(f)
   assert run["dataset"]["data_dir"] == os.path.abspath(other_data_dir)
@@ -344,8 +360,8 @@ def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
                                                               "ckpt-1")
   assert run["fine_tuned_from"]["dataset"]["data_dir"] == os.path.abspath(
       data_dir)
-  tr.train()
-  assert tr.step == 1 and os.path.isfile(model_dir / "ckpt-1.index")
+  tr.global_step.assign(1)  # as after its first step
+  tr.save()
   # The same command again (say after a kill) resumes the fine-tuned run.
   again = quick_trainer(other_data_dir, model_dir, fine_tune=True, epochs=2)
   assert again.prepare_run_dir() == 1
@@ -366,7 +382,7 @@ def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
 def test_fine_tune_refuses_weights_that_do_not_fit(data_dir, other_data_dir,
                                                    wide_data_dir, tmp_path):
   model_dir = tmp_path / "run"
-  quick_trainer(data_dir, model_dir).train()
+  untrained_run(data_dir, model_dir)
   before = snapshot(model_dir)
   with pytest.raises(UserError, match=(
       r"--fine_tune: the run in .* was trained on 16x16 patterns, .* has "
@@ -389,11 +405,10 @@ def test_fine_tune_refuses_weights_that_do_not_fit(data_dir, other_data_dir,
   assert not os.path.exists(tmp_path / "empty")
 
 
-@pytest.mark.slow
 def test_init_from_starts_a_new_run_from_another_runs_weights(
     data_dir, other_data_dir, tmp_path):
   source = tmp_path / "source"
-  quick_trainer(data_dir, source).train()
+  untrained_run(data_dir, source)
   before = snapshot(source)
   old_model, _, _ = run_dir.load_trained_model(str(source))
   model_dir = tmp_path / "run"
@@ -409,12 +424,14 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
   assert run["initialized_from"]["step"] == 1
   assert run["initialized_from"]["dataset"]["data_dir"] == os.path.abspath(
       data_dir)
-  scalars = tr.train()
-  assert tr.step == 1 and snapshot(source) == before  # the source untouched
-  assert np.isfinite(scalars["misfit"]) and scalars["misfit"] > 0
-  # The same command again (say after a kill) resumes the run it started.
-  resumed = quick_trainer(other_data_dir, model_dir, init_from=str(source),
-                          loss="physics", epochs=2)
+  assert snapshot(source) == before  # the source untouched
+  tr.global_step.assign(1)  # as after its first step
+  tr.save()
+  # The same command again (say after a kill) resumes the run it started,
+  # however the source is spelled.
+  resumed = quick_trainer(other_data_dir, model_dir,
+                          init_from=str(source) + "/", loss="physics",
+                          epochs=2)
   assert resumed.prepare_run_dir() == 1
   # From another source there, it is refused ...
   with pytest.raises(UserError, match="--init_from starts a new run, but "
@@ -430,7 +447,7 @@ def test_init_from_starts_a_new_run_from_another_runs_weights(
 
 def test_init_from_refusals(data_dir, tmp_path):
   source = tmp_path / "source"
-  quick_trainer(data_dir, source).train()
+  untrained_run(data_dir, source)
   with pytest.raises(UserError, match="is not a directory"):
     quick_trainer(data_dir, tmp_path / "a", init_from=str(tmp_path / "nope")
                   ).prepare_run_dir()
@@ -455,8 +472,8 @@ def test_init_from_a_saved_model_export(data_dir, other_data_dir,
                                         wide_data_dir, tmp_path, capsys):
   source = tmp_path / "source"
   exports = tmp_path / "exports"
-  quick_trainer(data_dir, source, export=True, export_dir=str(exports)
-                ).train()
+  tr = untrained_run(data_dir, source)
+  export_lib.export_saved_model(tr.model, tr.geometry.probe, str(exports), 1)
   old_model, _, _ = run_dir.load_trained_model(str(source))
   for given in (exports, exports / "1"):  # an export dir or one version
     model_dir = tmp_path / f"run-{given.name}"
@@ -485,13 +502,13 @@ def test_init_from_a_saved_model_export(data_dir, other_data_dir,
 def test_older_run_dir_without_run_json_is_adopted(data_dir, wide_data_dir,
                                                    tmp_path, capsys):
   model_dir = tmp_path / "run"
-  quick_trainer(data_dir, model_dir).train()
+  untrained_run(data_dir, model_dir)
   os.remove(model_dir / run_dir.RUN_FILE)  # as runs before run.json were
   tr = quick_trainer(data_dir, model_dir, epochs=2, verbose=True)
   assert tr.prepare_run_dir() == 1
   out = capsys.readouterr().out
   assert (f"note: model_dir {model_dir} has no run.json (an older run); "
-          f"recording {data_dir} as its dataset") in out
+          f"recording {os.path.abspath(data_dir)} as its dataset") in out
   with open(model_dir / run_dir.RUN_FILE) as f:
     assert json.load(f)["dataset"]["data_dir"] == os.path.abspath(data_dir)
   # An older run whose geometry.npz is not the dataset's is not adopted.
@@ -527,4 +544,6 @@ def test_cli_fine_tune_moves_the_old_run_aside(data_dir, other_data_dir, tmp_pat
   assert "resuming" not in result.stdout
   assert os.path.isfile(model_dir / "ckpt-3.index")  # 6 scans / 2 per step
   (previous,) = glob.glob(str(model_dir / "previous-*"))
+  del before[locks.LOCK_NAME]  # the lock stays in model_dir
   assert snapshot(previous) == before
+  assert os.path.isfile(model_dir / locks.LOCK_NAME)

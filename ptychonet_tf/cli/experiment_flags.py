@@ -3,9 +3,13 @@
 Every entry point that accepts a ``--flagfile=configs/X.flags`` calls
 `define_experiment_flags()` at import, so one flagfile describes a whole
 experiment; `export` only needs the run-directory flags
-(`define_run_dir_flags()`). `*_config()` turn the parsed flags into the
-frozen config dataclasses the library takes, and `check_geometry_flags`
-compares geometry flags given on the command line with a dataset's.
+(`define_run_dir_flags()`). The network and training flags are not written
+here: `define_setting_flags` derives one from each setting of
+`NetworkConfig` and `TrainConfig` (`ptychonet_tf.settings`), and
+`config_from_flags` builds those configs from the parsed flags. The other
+`*_config()` turn the parsed flags into the frozen config dataclasses the
+library takes, and `check_geometry_flags` compares geometry flags given on
+the command line with a dataset's.
 """
 import math
 import os
@@ -13,8 +17,10 @@ import sys
 
 from absl import flags
 
+from ptychonet_tf import settings
 from ptychonet_tf.evaluation import doses
-from ptychonet_tf.model import losses
+from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.training.config import TrainConfig
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
@@ -48,6 +54,34 @@ def define_run_dir_flags():
                       "SavedModel base directory (TF Serving layout "
                       "<export_dir>/<version>/); default <model_dir>/export.")
   _register_group(RUN_DIR, before)
+
+
+_DEFINE = {int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           bool: flags.DEFINE_bool, str: flags.DEFINE_string}
+
+
+def define_setting_flags(config_class, command=None):
+  """Defines a flag for each setting of `config_class` (`settings.setting`)
+  whose `flag` is True, or `command` (a command's own flags); a flag of that
+  name already defined (e.g. --seed) is left as it is."""
+  for item in settings.settings_of(config_class):
+    wanted = item.flag is True if command is None else item.flag == command
+    if not wanted or item.name in FLAGS:
+      continue
+    if item.choices:
+      flags.DEFINE_enum(item.name, item.default, list(item.choices),
+                        item.help)
+    else:
+      _DEFINE[item.type](item.name, item.default, item.help)
+
+
+def config_from_flags(config_class, **given):
+  """A `config_class` of the parsed flags of its settings, plus `given`
+  (fields without a flag of their own)."""
+  values = {item.name: FLAGS[item.name].value
+            for item in settings.settings_of(config_class)
+            if item.flag and item.name not in given and item.name in FLAGS}
+  return config_class(**values, **given)
 
 
 def define_experiment_flags():
@@ -109,38 +143,8 @@ def define_experiment_flags():
   # Training.
   flags.DEFINE_string("data_dir", None,
                       "Dataset directory written by tools/make_tfrecords.py.")
-  flags.DEFINE_integer("epochs", 10, "Training epochs (passes over the train split).")
-  flags.DEFINE_integer("batch_size", 4,
-                       "Global batch size in scans' worth of patterns: each "
-                       "step trains on batch_size * N single patterns mixed "
-                       "across scans, split over the replicas.")
-  flags.DEFINE_integer("shuffle_scans", 16,
-                       "Training patterns are shuffled across scans in a buffer "
-                       "of this many scans' worth of patterns; 0 = batches of "
-                       "whole scans (worse; for comparison).")
-  flags.DEFINE_integer("steps_per_epoch", 0,
-                       "Steps per epoch; 0 = train scans // batch_size.")
-  flags.DEFINE_float("learning_rate", 2e-4, "Adam learning rate.")
-  flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine"],
-                    "Network learning rate: constant (the paper) or a half "
-                    "cosine from --learning_rate to 0 over the --epochs.")
-  flags.DEFINE_float("beta1", 0.5, "Adam beta_1.")
-  flags.DEFINE_enum("loss", "mse", list(losses.LOSSES),
-                    "mse: amplitude and phase MSE (eq. 5); dse: MSE + "
-                    "dse_lambda * DFT loss (eqs. 6-7); physics: "
-                    "self-supervised, the misfit of the measured amplitudes "
-                    "and those of the model's patches, then of its final "
-                    "object (no true object used; see --physics_noise); "
-                    "mse+physics: MSE + dse_lambda * that misfit.")
-  flags.DEFINE_float("dse_lambda", 1.0, "Weight of the data term in dse and "
-                     "mse+physics.")
-  flags.DEFINE_enum("physics_noise", "gaussian", list(losses.NOISE_MODELS),
-                    "The misfit of --loss=physics and mse+physics: gaussian "
-                    "(amplitude MSE) or poisson (Poisson deviance of the "
-                    "intensities, for photon-counting data).")
-  flags.DEFINE_bool("mixed_precision", False,
-                    "Compute in bfloat16 (Keras policy mixed_bfloat16); "
-                    "variables, losses and stitching stay float32.")
+  define_setting_flags(NetworkConfig)
+  define_setting_flags(TrainConfig)
   flags.DEFINE_enum("distribution", "auto",
                     ["auto", "none", "mirrored", "multi_worker"],
                     "auto: multi_worker if TF_CONFIG names several workers, "
@@ -148,72 +152,6 @@ def define_experiment_flags():
   flags.DEFINE_integer("cpu_devices", 1,
                        "Split the CPU into this many logical devices (to try "
                        "--distribution=mirrored without GPUs).")
-  flags.DEFINE_integer("base_channels", 32,
-                       "Channels of the first encoder layer (doubling per layer).")
-  flags.DEFINE_integer("depth", 4, "Encoder (and decoder) layers.")
-  flags.DEFINE_enum("architecture", "paper",
-                    ["paper", "global", "residual", "two_decoders"],
-                    "Per-pattern network: 'paper' (Figure 1 exactly), "
-                    "'global' (plus a fully connected layer at the lowest "
-                    "resolution), 'residual' (plus a residual block after "
-                    "every stage) or 'two_decoders' (separate amplitude and "
-                    "phase decoders).")
-  flags.DEFINE_enum("input_norm", "log", ["log", "pattern"],
-                    "Network input: log(1 + A / s) (log), or that "
-                    "standardised per pattern (pattern).")
-  flags.DEFINE_integer("refine_steps", 0,
-                       "Physics-unrolled refinement steps after stitching "
-                       "(learned accelerated gradient steps with the known "
-                       "probe, inside the model and its SavedModel); 0 = the "
-                       "paper's PtychoNet.")
-  flags.DEFINE_integer("refine_filters", 0,
-                       "Width of each refinement step's learned CNN "
-                       "correction (0 = learned step sizes only).")
-  flags.DEFINE_integer("refine_groups", 1,
-                       "Interleaved position groups of the refinement steps: "
-                       "step k uses group k mod G, so a step costs 1/G of a "
-                       "full one and the object moves after every group (1 = "
-                       "every step uses all positions).")
-  flags.DEFINE_float("refine_inertia", 1e-3,
-                     "Preconditioner floor of the refinement steps, relative "
-                     "to the peak illumination: larger damps the steps where "
-                     "few photons fall (noisy data: e.g. 0.3).")
-  flags.DEFINE_integer("refine_smoothing", 0,
-                       "Odd size of a learned linear filter on the refined "
-                       "object, initialised to the identity (noisy data: "
-                       "e.g. 7); 0 = none.")
-  flags.DEFINE_float("refine_learning_rate", 1e-2,
-                     "Adam learning rate of the refinement's own variables "
-                     "(step sizes, momenta, CNN corrections).")
-  flags.DEFINE_bool("refine_train_network", False,
-                    "In the refinement epochs also update the per-pattern "
-                    "network through the refinement steps (default: only the "
-                    "refinement's own variables learn there).")
-  flags.DEFINE_integer("refine_steps_per_epoch", 0,
-                       "Steps of a refinement epoch (0 = as the pattern "
-                       "epochs).")
-  flags.DEFINE_integer("refine_batch_size", 0,
-                       "Scans per step of the refinement epochs (0 = "
-                       "--batch_size); lower it where memory is short.")
-  flags.DEFINE_integer("refine_epochs", 0,
-                       "With --refine_steps > 0: epochs of end-to-end "
-                       "training on whole scans (final-object MSE) after "
-                       "--epochs of per-pattern training.")
-  flags.DEFINE_integer("max_channels", 256, "Channel cap of the encoder layers.")
-  flags.DEFINE_enum("stitch_weighting", "probe", ["probe", "uniform"],
-                    "How patches are averaged into the object (and weighted in "
-                    "the MSE loss): probe = by the probe intensity |P|^2; "
-                    "uniform = every window pixel counts once (the paper's "
-                    "Algorithm 1).")
-  flags.DEFINE_integer("eval_scans", 0,
-                       "Held-out scans evaluated each epoch; 0 = the whole test split.")
-  flags.DEFINE_integer("num_images", 3,
-                       "Test objects shown as image panels in TensorBoard.")
-  flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept in model_dir.")
-  flags.DEFINE_integer("checkpoint_secs", 600,
-                       "Also checkpoint within an epoch after this many seconds "
-                       "(0 = only at epoch ends).")
-  flags.DEFINE_bool("export", True, "Export a SavedModel when training ends.")
   flags.DEFINE_bool("eval_only", False,
                     "Evaluate the latest checkpoint of model_dir on the test "
                     "split and exit.")

@@ -17,8 +17,13 @@ or with other network settings is refused before anything is written, unless
 --restart (start over; the old run is moved to <model_dir>/previous-<time>/)
 or --fine_tune (start from the old run's weights on the new dataset, at step 0;
 the old run is moved aside too). --init_from=RUN_DIR (or a SavedModel
-export) starts a new run from another run's weights.
+export) starts a new run from another run's weights. --restart and
+--fine_tune refuse a model_dir that holds a dataset or files no run wrote.
+
+While it runs, train holds <model_dir>/.lock: a second train on the same
+model_dir is refused in one line naming the first one's PID.
 """
+import contextlib
 import os
 
 from absl import flags
@@ -33,58 +38,18 @@ from ptychonet_tf.training import run_dir
 from ptychonet_tf.training.config import TrainConfig
 
 experiment_flags.define_experiment_flags()
-flags.DEFINE_bool("restart", False,
-                  "Start a fresh run in a model_dir that holds one; the old "
-                  "run is moved to <model_dir>/previous-<time>/ (nothing is "
-                  "deleted).")
-flags.DEFINE_bool("fine_tune", False,
-                  "model_dir holds a run on another dataset: start from its "
-                  "latest weights (same pattern size) with a fresh optimizer "
-                  "at step 0 and record the new dataset; the old run is moved "
-                  "to <model_dir>/previous-<time>/. On its own dataset the "
-                  "run resumes.")
-flags.DEFINE_string("init_from", None,
-                    "The --model_dir of an earlier run or a SavedModel "
-                    "export (--export_dir or a version of it): start this "
-                    "new run from its weights with a fresh optimizer at step "
-                    "0 (the flags must build the same network), e.g. "
-                    "--loss=physics on data without objects.")
+experiment_flags.define_setting_flags(TrainConfig, command="train")
 FLAGS = flags.FLAGS
 
 
 def train_config():
   """The TrainConfig of the parsed flags."""
-  network = NetworkConfig(base_channels=FLAGS.base_channels, depth=FLAGS.depth,
-                          max_channels=FLAGS.max_channels,
-                          stitch_weighting=FLAGS.stitch_weighting,
-                          amplitude_range=(FLAGS.amp_min, FLAGS.amp_max),
-                          phase_range=(FLAGS.phase_min, FLAGS.phase_max),
-                          refine_steps=FLAGS.refine_steps,
-                          refine_filters=FLAGS.refine_filters,
-                          refine_groups=FLAGS.refine_groups,
-                          refine_inertia=FLAGS.refine_inertia,
-                          refine_smoothing=FLAGS.refine_smoothing,
-                          architecture=FLAGS.architecture,
-                          input_norm=FLAGS.input_norm)
-  return TrainConfig(
-      data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
-      export_dir=FLAGS.export_dir, network=network, epochs=FLAGS.epochs,
-      refine_epochs=FLAGS.refine_epochs,
-      refine_learning_rate=FLAGS.refine_learning_rate,
-      refine_train_network=FLAGS.refine_train_network,
-      refine_steps_per_epoch=FLAGS.refine_steps_per_epoch,
-      refine_batch_size=FLAGS.refine_batch_size,
-      batch_size=FLAGS.batch_size, shuffle_scans=FLAGS.shuffle_scans,
-      steps_per_epoch=FLAGS.steps_per_epoch,
-      learning_rate=FLAGS.learning_rate, lr_schedule=FLAGS.lr_schedule,
-      beta1=FLAGS.beta1, loss=FLAGS.loss,
-      dse_lambda=FLAGS.dse_lambda, physics_noise=FLAGS.physics_noise,
-      mixed_precision=FLAGS.mixed_precision,
-      seed=FLAGS.seed, eval_scans=FLAGS.eval_scans,
-      num_images=FLAGS.num_images, keep_checkpoints=FLAGS.keep_checkpoints,
-      checkpoint_secs=FLAGS.checkpoint_secs, export=FLAGS.export,
-      restart=FLAGS.restart, fine_tune=FLAGS.fine_tune,
-      init_from=FLAGS.init_from)
+  network = experiment_flags.config_from_flags(
+      NetworkConfig, amplitude_range=(FLAGS.amp_min, FLAGS.amp_max),
+      phase_range=(FLAGS.phase_min, FLAGS.phase_max))
+  return experiment_flags.config_from_flags(
+      TrainConfig, data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
+      export_dir=FLAGS.export_dir, network=network)
 
 
 @report_user_errors
@@ -117,13 +82,17 @@ def main(argv):
     job.evaluate()
     return
   # Refuses a model_dir of another dataset or network before anything is
-  # written (flags.txt included); moves an old run aside on --restart.
-  job.prepare_run_dir()
-  if job.is_chief:
-    os.makedirs(config.model_dir, exist_ok=True)
-    files.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),
-                     FLAGS.flags_into_string())
-  job.train()
+  # written (the lock file and flags.txt included) ...
+  job.prepare_run_dir(dry_run=True)
+  # ... then, holding model_dir's lock (a second train there is refused),
+  # checks again, moves an old run aside on --restart and trains.
+  with run_dir.locked(config.model_dir) if job.is_chief else (
+      contextlib.nullcontext()):
+    job.prepare_run_dir()
+    if job.is_chief:
+      files.write_text(os.path.join(config.model_dir, run_dir.FLAGS_FILE),
+                       FLAGS.flags_into_string())
+    job.train()
 
 
 def run():

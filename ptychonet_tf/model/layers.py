@@ -7,14 +7,9 @@ pixel is divided by the summed weight of the windows that cover it (0 where
 no window does). With w = 1 (`weighting="uniform"`) this is exactly the
 paper's sum / max(count, 1). With `weighting="probe"`, w = |P|^2 / max|P|^2 +
 1e-3: a pattern only carries information about the illuminated part of its
-window, so its guesses in the dark corners barely count. For the 64x64
-windows of configs/small_dense.flags, whose probe lights 40% of the window,
-this matters a lot: `tools/stitch_ceiling.py` stitches perfect predictions
-inside the lit part (and the mean outside) and gets 20.3 / 18.0 dB amplitude /
-phase with uniform weights against 37.6 / 35.5 dB with probe weights
-(tests/test_model.py::test_probe_weighting_ignores_dark_corners checks the
-effect). The layout and weights are fixed, so the normalisation is a
-constant. The layer computes `physics.windows.Windows.normalized_stitch`, the
+window, so its guesses in the dark corners barely count (what that is worth,
+measured with `tools/stitch_ceiling.py`: docs/training.md, "Two departures").
+The layout and weights are fixed, so the normalisation is a constant. The layer computes `physics.windows.Windows.normalized_stitch`, the
 package's one window operator.
 """
 import numpy as np

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from ptychonet_tf import settings
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
 from ptychonet_tf.model import refinement as refinement_lib
@@ -62,47 +63,65 @@ INPUT_NORMS = ("log", "pattern")
 
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
-  """Width, depth, output ranges and precision of the per-pattern network.
+  """Width, depth, output ranges, precision and refinement of the network.
 
-  Attributes:
-    base_channels: channels of the first encoder convolution.
-    depth: encoder (and decoder) stages; h and w must be divisible by
-      2**depth.
-    max_channels: cap on the channels of a stage.
-    amplitude_range, phase_range: (low, high) the sigmoid outputs map to.
-    stitch_method: one of layers.STITCH_METHODS.
-    stitch_weighting: one of layers.STITCH_WEIGHTINGS.
-    mixed_precision: compute the encoder-decoder in bfloat16 (policy
-      "mixed_bfloat16"; variables stay float32); False = float32. Set per
-      model; the global Keras policy is left alone.
-    refine_steps: K physics-unrolled refinement steps after stitching
-      (`refinement.UnrolledRefinement`); 0 = the paper's PtychoNet.
-    refine_filters: width of each refinement step's CNN correction (0 =
-      learned step sizes and momenta only).
-    refine_groups: interleaved position groups of the refinement steps
-      (step k uses group k mod G; 1 = every step uses all positions).
-    refine_inertia: the steps' relative preconditioner floor (larger damps
-      them where the probe is faint; for noisy data).
-    refine_smoothing: odd size of the learned filter on the refined object
-      (0 = none).
-    architecture: one of ARCHITECTURES.
-    input_norm: one of INPUT_NORMS.
+  Each field is one setting (`ptychonet_tf.settings`): its help, default and
+  choices are written here once; the flags of `train`, the keys of
+  model.json (`PtychoNet.get_config`) and the run directory's compatibility
+  check derive from them.
   """
-  base_channels: int = 32
-  depth: int = 4
-  max_channels: int = 256
-  amplitude_range: Tuple[float, float] = (0.5, 1.0)
-  phase_range: Tuple[float, float] = (-math.pi / 3, 0.0)
-  stitch_method: str = "scatter"
-  stitch_weighting: str = "probe"
-  mixed_precision: bool = False
-  refine_steps: int = 0
-  refine_filters: int = 0
-  refine_groups: int = 1
-  refine_inertia: float = 1e-3
-  refine_smoothing: int = 0
-  architecture: str = "paper"
-  input_norm: str = "log"
+  base_channels: int = settings.setting(
+      32, "Channels of the first encoder layer (doubling per layer).")
+  depth: int = settings.setting(
+      4, "Encoder (and decoder) layers; the pattern size must be divisible "
+      "by 2**depth.")
+  max_channels: int = settings.setting(
+      256, "Channel cap of the encoder layers.")
+  amplitude_range: Tuple[float, float] = settings.setting(
+      (0.5, 1.0), "(low, high) the sigmoid's amplitude channel maps to "
+      "(from --amp_min/--amp_max or the dataset).", flag=False)
+  phase_range: Tuple[float, float] = settings.setting(
+      (-math.pi / 3, 0.0), "(low, high) the sigmoid's phase channel maps to "
+      "(from --phase_min/--phase_max or the dataset).", flag=False)
+  stitch_method: str = settings.setting(
+      "scatter", "How patches are summed into the object.",
+      choices=layers_lib.STITCH_METHODS, flag=False)
+  stitch_weighting: str = settings.setting(
+      "probe", "How patches are averaged into the object (and weighted in "
+      "the MSE loss): probe = by the probe intensity |P|^2; uniform = every "
+      "window pixel counts once (the paper's Algorithm 1).",
+      choices=layers_lib.STITCH_WEIGHTINGS, saved=False)
+  mixed_precision: bool = settings.setting(
+      False, "Compute the encoder-decoder in bfloat16 (policy "
+      "mixed_bfloat16; variables stay float32). The run's setting "
+      "(TrainConfig.mixed_precision); the global Keras policy is left alone.",
+      flag=False, saved=False, compared=False)
+  refine_steps: int = settings.setting(
+      0, "Physics-unrolled refinement steps after stitching (learned "
+      "accelerated gradient steps with the known probe, inside the model and "
+      "its SavedModel); 0 = the paper's PtychoNet.")
+  refine_filters: int = settings.setting(
+      0, "Width of each refinement step's learned CNN correction (0 = "
+      "learned step sizes only).")
+  refine_groups: int = settings.setting(
+      1, "Interleaved position groups of the refinement steps: step k uses "
+      "group k mod G, so a step costs 1/G of a full one and the object moves "
+      "after every group (1 = every step uses all positions).")
+  refine_inertia: float = settings.setting(
+      1e-3, "Preconditioner floor of the refinement steps, relative to the "
+      "peak illumination: larger damps the steps where few photons fall "
+      "(noisy data: e.g. 0.3).")
+  refine_smoothing: int = settings.setting(
+      0, "Odd size of a learned linear filter on the refined object, "
+      "initialised to the identity (noisy data: e.g. 7); 0 = none.")
+  architecture: str = settings.setting(
+      "paper", "Per-pattern network: 'paper' (Figure 1 exactly), 'global' "
+      "(plus a fully connected layer at the lowest resolution), 'residual' "
+      "(plus a residual block after every stage) or 'two_decoders' (separate "
+      "amplitude and phase decoders).", choices=ARCHITECTURES)
+  input_norm: str = settings.setting(
+      "log", "Network input: log(1 + A / s) (log), or that standardised per "
+      "pattern (pattern).", choices=INPUT_NORMS)
 
   @property
   def compute_policy(self):
@@ -120,15 +139,7 @@ class NetworkConfig:
     if any(s % factor for s in probe_shape):
       raise UserError(f"the {probe_shape[0]}x{probe_shape[1]} patterns are not "
                       f"divisible by 2**depth = {factor}; use a smaller depth")
-    if self.stitch_method not in layers_lib.STITCH_METHODS:
-      raise UserError(f"stitch method {self.stitch_method!r} is not one of "
-                      f"{layers_lib.STITCH_METHODS}")
-    if self.architecture not in ARCHITECTURES:
-      raise UserError(f"architecture {self.architecture!r} is not one of "
-                      f"{ARCHITECTURES}")
-    if self.input_norm not in INPUT_NORMS:
-      raise UserError(f"input_norm {self.input_norm!r} is not one of "
-                      f"{INPUT_NORMS}")
+    settings.check_choices(self)
     if self.refine_steps < 0 or self.refine_filters < 0:
       raise UserError(f"refine_steps={self.refine_steps} and refine_filters="
                       f"{self.refine_filters} must be >= 0")
@@ -140,10 +151,21 @@ class NetworkConfig:
                                      self.refine_smoothing % 2 == 0):
       raise UserError(f"refine_smoothing={self.refine_smoothing} must be 0 "
                       f"(none) or an odd filter size")
-    if self.stitch_weighting not in layers_lib.STITCH_WEIGHTINGS:
-      raise UserError(f"stitch weighting {self.stitch_weighting!r} is not one "
-                      f"of {layers_lib.STITCH_WEIGHTINGS}")
     return self
+
+  def model_settings(self):
+    """{name: value} of the settings PtychoNet takes and model.json saves."""
+    return settings.values(self, lambda item: item.saved)
+
+  @classmethod
+  def from_model_settings(cls, saved, stitch_weighting, mixed_precision):
+    """The config of a PtychoNet's saved settings (a model.json's keys; a
+    missing key takes its default) and its weighting and precision."""
+    given = {item.name: settings.coerce(item, saved[item.name])
+             for item in settings.settings_of(cls)
+             if item.saved and item.name in saved}
+    return cls(stitch_weighting=stitch_weighting,
+               mixed_precision=mixed_precision, **given)
 
 
 def input_scale(probe):
@@ -251,30 +273,25 @@ class PtychoNet(keras.Model):
     object_shape: (H, W).
     probe_shape: (h, w).
     input_scale: s in the input transform log(1 + A / s).
-    base_channels, depth, max_channels, amplitude_range, phase_range,
-    stitch_method: see NetworkConfig.
     stitch_weights: None (uniform, the paper) or float [h, w] per-pixel
       weights of a window, used by the stitching and by the MSE loss
       (`layers.stitch_weights` makes them from the probe).
     compute_policy: Keras dtype policy of the encoder-decoder, one of
-      COMPUTE_POLICIES: "float32" (the default, also for model.json files
-      written before this argument existed) or "mixed_bfloat16".
+      COMPUTE_POLICIES: "float32" (the default) or "mixed_bfloat16".
     probe_real, probe_imag: float [h, w] the known probe, needed when
       refine_steps > 0 (None otherwise).
-    refine_steps, refine_filters, refine_groups, refine_inertia,
-      refine_smoothing, architecture, input_norm: see NetworkConfig; 0 steps,
-      "paper" and "log" (the defaults, also for older model.json files) are
-      the paper's network.
+    **kwargs: the saved settings of NetworkConfig
+      (`NetworkConfig.model_settings`: base_channels, depth, ...,
+      refine_steps, ...; a missing one takes its default), then Keras'
+      arguments (name, dtype, ...). Each setting is also an attribute
+      (`model.refine_steps`), and `network_config` holds them all.
   """
 
   def __init__(self, layout, object_shape, probe_shape, input_scale=1.0,
-               base_channels=32, depth=4, max_channels=256,
-               amplitude_range=(0.5, 1.0), phase_range=(-math.pi / 3, 0.0),
-               stitch_method="scatter", stitch_weights=None,
-               compute_policy="float32", probe_real=None, probe_imag=None,
-               refine_steps=0, refine_filters=0, architecture="paper",
-               input_norm="log", refine_groups=1, refine_inertia=1e-3,
-               refine_smoothing=0, **kwargs):
+               stitch_weights=None, compute_policy="float32", probe_real=None,
+               probe_imag=None, **kwargs):
+    saved = {name: kwargs.pop(name)
+             for name in NetworkConfig().model_settings() if name in kwargs}
     # The wrapper stays float32 (no autocast of the amplitudes); the
     # encoder-decoder inside computes in `compute_policy`.
     kwargs.setdefault("dtype", "float32")
@@ -283,25 +300,17 @@ class PtychoNet(keras.Model):
     self.object_shape = tuple(int(s) for s in object_shape)
     self.probe_shape = tuple(int(s) for s in probe_shape)
     self.input_scale = float(input_scale)
-    self.base_channels = int(base_channels)
-    self.depth = int(depth)
-    self.max_channels = int(max_channels)
-    self.amplitude_range = tuple(float(v) for v in amplitude_range)
-    self.phase_range = tuple(float(v) for v in phase_range)
-    self.stitch_method = stitch_method
     self.stitch_weights = (None if stitch_weights is None
                            else np.asarray(stitch_weights, np.float32))
     if compute_policy not in COMPUTE_POLICIES:
       raise UserError(f"compute policy {compute_policy!r} is not one of "
                       f"{COMPUTE_POLICIES}")
     self.compute_policy = compute_policy
-    self.refine_steps = int(refine_steps)
-    self.refine_filters = int(refine_filters)
-    self.refine_groups = int(refine_groups)
-    self.refine_inertia = float(refine_inertia)
-    self.refine_smoothing = int(refine_smoothing)
-    self.architecture = architecture
-    self.input_norm = input_norm
+    self.network_config = NetworkConfig.from_model_settings(
+        saved, "uniform" if self.stitch_weights is None else "probe",
+        compute_policy == "mixed_bfloat16")
+    for name, value in self.network_config.model_settings().items():
+      setattr(self, name, value)
     self.probe_real = (None if probe_real is None
                        else np.asarray(probe_real, np.float32))
     self.probe_imag = (None if probe_imag is None
@@ -310,7 +319,7 @@ class PtychoNet(keras.Model):
     self.patch_network = build_patch_network(self.network_config,
                                              self.probe_shape)
     self.stitch = layers_lib.StitchPatches(
-        self.layout, self.object_shape, method=stitch_method,
+        self.layout, self.object_shape, method=self.stitch_method,
         pixel_weights=self.stitch_weights, name="stitch")
     self.refinement = None
     if self.refine_steps:
@@ -325,24 +334,6 @@ class PtychoNet(keras.Model):
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo
-
-  @property
-  def network_config(self):
-    return NetworkConfig(base_channels=self.base_channels, depth=self.depth,
-                         max_channels=self.max_channels,
-                         amplitude_range=self.amplitude_range,
-                         phase_range=self.phase_range,
-                         stitch_method=self.stitch_method,
-                         stitch_weighting=("uniform" if self.stitch_weights is None
-                                           else "probe"),
-                         mixed_precision=self.compute_policy == "mixed_bfloat16",
-                         refine_steps=self.refine_steps,
-                         refine_filters=self.refine_filters,
-                         refine_groups=self.refine_groups,
-                         refine_inertia=self.refine_inertia,
-                         refine_smoothing=self.refine_smoothing,
-                         architecture=self.architecture,
-                         input_norm=self.input_norm)
 
   @property
   def num_positions(self):
@@ -442,11 +433,6 @@ class PtychoNet(keras.Model):
     config = super().get_config()
     config.update(layout=self.layout.tolist(), object_shape=list(self.object_shape),
                   probe_shape=list(self.probe_shape), input_scale=self.input_scale,
-                  base_channels=self.base_channels, depth=self.depth,
-                  max_channels=self.max_channels,
-                  amplitude_range=list(self.amplitude_range),
-                  phase_range=list(self.phase_range),
-                  stitch_method=self.stitch_method,
                   stitch_weights=(None if self.stitch_weights is None
                                   else self.stitch_weights.tolist()),
                   compute_policy=self.compute_policy,
@@ -454,13 +440,7 @@ class PtychoNet(keras.Model):
                               else self.probe_real.tolist()),
                   probe_imag=(None if self.probe_imag is None
                               else self.probe_imag.tolist()),
-                  refine_steps=self.refine_steps,
-                  refine_filters=self.refine_filters,
-                  refine_groups=self.refine_groups,
-                  refine_inertia=self.refine_inertia,
-                  refine_smoothing=self.refine_smoothing,
-                  architecture=self.architecture,
-                  input_norm=self.input_norm)
+                  **settings.to_json(self.network_config.model_settings()))
     return config
 
 
@@ -477,22 +457,11 @@ def build_model(config, geometry):
   return PtychoNet(layout=geometry.layout, object_shape=geometry.object_shape,
                    probe_shape=geometry.probe_shape,
                    input_scale=input_scale(geometry.probe),
-                   base_channels=config.base_channels, depth=config.depth,
-                   max_channels=config.max_channels,
-                   amplitude_range=config.amplitude_range,
-                   phase_range=config.phase_range,
-                   stitch_method=config.stitch_method,
                    stitch_weights=(
                        None if config.stitch_weighting == "uniform" else
                        layers_lib.stitch_weights(geometry.probe,
                                                  config.stitch_weighting)),
                    compute_policy=config.compute_policy,
                    probe_real=np.real(geometry.probe),
-                   probe_imag=np.imag(geometry.probe),
-                   refine_steps=config.refine_steps,
-                   refine_filters=config.refine_filters,
-                   refine_groups=config.refine_groups,
-                   refine_inertia=config.refine_inertia,
-                   refine_smoothing=config.refine_smoothing,
-                   architecture=config.architecture,
-                   input_norm=config.input_norm, name="ptychonet")
+                   probe_imag=np.imag(geometry.probe), name="ptychonet",
+                   **config.model_settings())

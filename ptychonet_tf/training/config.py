@@ -2,6 +2,7 @@
 import dataclasses
 from typing import Optional
 
+from ptychonet_tf import settings
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import losses
 from ptychonet_tf.model.network import NetworkConfig
@@ -14,99 +15,106 @@ LR_SCHEDULES = ("constant", "cosine")
 class TrainConfig:
   """Everything the training loop needs.
 
+  Each field but the paths and `network` is one setting
+  (`ptychonet_tf.settings`): its help, default and choices are written here
+  once, and the flags of `train` derive from them.
+
   Attributes:
     data_dir: dataset directory (tools/make_tfrecords.py).
     model_dir: run directory: checkpoints, TensorBoard logs, model.json.
     export_dir: SavedModel base directory; None = <model_dir>/export.
-    network: width, depth and output ranges of the network.
-    epochs: passes over the train split with batches of single patterns
-      (the per-pattern network's training).
-    refine_epochs: then, when the network refines (network.refine_steps >
-      0), passes over whole scans training everything end to end on the
-      final object (`evaluator.scan_batch_loss`); ignored without
-      refinement.
-    batch_size: global batch in scans' worth of patterns (batch_size * N
-      single patterns, mixed across scans; split over the replicas).
-    shuffle_scans: pattern shuffle buffer of the training input, in scans
-      (0 = batches of whole scans, for comparison).
-    steps_per_epoch: 0 = train scans // batch_size.
-    learning_rate, beta1: Adam.
-    lr_schedule: "constant" (the paper) or "cosine": the network's learning
-      rate decays from learning_rate to 0 along a half cosine over the
-      pattern epochs (epochs x steps per epoch), then stays at 0.
-    refine_learning_rate: Adam learning rate of the refinement's own
-      variables (step sizes, momenta, corrections) in the refinement epochs.
-    refine_batch_size: scans per step of a refinement epoch; 0 = batch_size
-      (each scan's K steps are kept for the gradient: lower it where memory
-      is short).
-    refine_steps_per_epoch: steps of a refinement epoch; 0 = as the pattern
-      epochs (train scans // batch_size). The refinement's few scalars
-      need far fewer steps than the network.
-    refine_train_network: in the refinement epochs also update the
-      per-pattern network (at learning_rate, BatchNorm in inference mode)
-      through the refinement steps; False keeps it as the pattern epochs
-      left it (measured better: docs/training.md).
-    loss: one of `losses.LOSSES`: "mse" (eq. 5), "dse" (plus dse_lambda
-      times the DFT loss), "physics" (self-supervised: the data misfit of
-      the patches, then of the final object; reads no true object) or
-      "mse+physics" (MSE plus dse_lambda times that misfit).
-    physics_noise: the misfit of "physics" and "mse+physics": "gaussian"
-      (amplitude MSE) or "poisson" (Poisson deviance of the intensities).
-    mixed_precision: compute the encoder-decoder in bfloat16 (its policy
-      mixed_bfloat16; variables, losses and stitching stay float32). The
-      setting of a run: the Trainer copies it into the network config
-      (`network.mixed_precision` must not contradict it).
-    seed: input shuffling seed; also the initialisation seed, with which the
-      entry point (cli/train.py) seeds Keras before building the Trainer.
-    eval_scans: held-out scans evaluated per epoch (0 = all).
-    num_images: test objects shown in TensorBoard image panels.
-    keep_checkpoints: checkpoints kept.
-    checkpoint_secs: checkpoint within an epoch after this long (0 = never).
-    export: write a SavedModel at the end.
-    verbose: print progress to the console.
-    restart: start a fresh run in a model_dir that holds one (of this or
-      another dataset); the old run is moved to model_dir/previous-<time>/.
-    fine_tune: when model_dir holds a run on another dataset, start from its
-      latest weights (the same pattern size, so the model fits) with a fresh
-      optimizer at step 0, recording the new dataset; the old run is moved to
-      model_dir/previous-<time>/. On the run's own dataset it resumes.
-    init_from: another run directory or a SavedModel export (an
-      --export_dir or one version of it): start this new run (model_dir
-      empty, or with `restart`) from that run's latest weights or the
-      export's, with a fresh optimizer at step 0 (e.g. a self-supervised
-      fine-tune on measured data); the network flags must build the same
-      network (an export keeps the refinement steps it was exported with).
+    network: the network's settings (`network.NetworkConfig`).
   """
   data_dir: str
   model_dir: str
   export_dir: Optional[str] = None
   network: NetworkConfig = NetworkConfig()
-  epochs: int = 10
-  refine_epochs: int = 0
-  batch_size: int = 4
-  shuffle_scans: int = 16
-  steps_per_epoch: int = 0
-  learning_rate: float = 2e-4
-  lr_schedule: str = "constant"
-  beta1: float = 0.5
-  refine_learning_rate: float = 1e-2
-  refine_train_network: bool = False
-  refine_steps_per_epoch: int = 0
-  refine_batch_size: int = 0
-  loss: str = "mse"
-  dse_lambda: float = 1.0
-  physics_noise: str = "gaussian"
-  mixed_precision: bool = False
-  seed: int = 0
-  eval_scans: int = 0
-  num_images: int = 3
-  keep_checkpoints: int = 3
-  checkpoint_secs: float = 600.0
-  export: bool = True
-  verbose: bool = True
-  restart: bool = False
-  fine_tune: bool = False
-  init_from: Optional[str] = None
+  epochs: int = settings.setting(
+      10, "Training epochs (passes over the train split with batches of "
+      "single patterns: the per-pattern network's training).")
+  refine_epochs: int = settings.setting(
+      0, "With --refine_steps > 0: epochs of end-to-end training on whole "
+      "scans (the final object's loss) after --epochs of per-pattern "
+      "training; ignored without refinement.")
+  batch_size: int = settings.setting(
+      4, "Global batch size in scans' worth of patterns: each step trains on "
+      "batch_size * N single patterns mixed across scans, split over the "
+      "replicas.")
+  shuffle_scans: int = settings.setting(
+      16, "Training patterns are shuffled across scans in a buffer of this "
+      "many scans' worth of patterns; 0 = batches of whole scans (worse; for "
+      "comparison).")
+  steps_per_epoch: int = settings.setting(
+      0, "Steps per epoch; 0 = train scans // batch_size.")
+  learning_rate: float = settings.setting(2e-4, "Adam learning rate.")
+  lr_schedule: str = settings.setting(
+      "constant", "Network learning rate: constant (the paper) or a half "
+      "cosine from --learning_rate to 0 over the --epochs (then 0).",
+      choices=LR_SCHEDULES)
+  beta1: float = settings.setting(0.5, "Adam beta_1.")
+  refine_learning_rate: float = settings.setting(
+      1e-2, "Adam learning rate of the refinement's own variables (step "
+      "sizes, momenta, CNN corrections) in the refinement epochs.")
+  refine_train_network: bool = settings.setting(
+      False, "In the refinement epochs also update the per-pattern network "
+      "through the refinement steps (at --learning_rate, BatchNorm in "
+      "inference mode); default: only the refinement's own variables learn "
+      "there.")
+  refine_steps_per_epoch: int = settings.setting(
+      0, "Steps of a refinement epoch (0 = as the pattern epochs).")
+  refine_batch_size: int = settings.setting(
+      0, "Scans per step of the refinement epochs (0 = --batch_size); each "
+      "scan's K steps are kept for the gradient, so lower it where memory is "
+      "short.")
+  loss: str = settings.setting(
+      "mse", "mse: amplitude and phase MSE (eq. 5); dse: MSE + dse_lambda * "
+      "DFT loss (eqs. 6-7); physics: self-supervised, the misfit of the "
+      "measured amplitudes and those of the model's patches, then of its "
+      "final object (no true object used; see --physics_noise); mse+physics: "
+      "MSE + dse_lambda * that misfit.", choices=losses.LOSSES)
+  dse_lambda: float = settings.setting(
+      1.0, "Weight of the data term in dse and mse+physics.")
+  physics_noise: str = settings.setting(
+      "gaussian", "The misfit of --loss=physics and mse+physics: gaussian "
+      "(amplitude MSE) or poisson (Poisson deviance of the intensities, for "
+      "photon-counting data).", choices=losses.NOISE_MODELS)
+  mixed_precision: bool = settings.setting(
+      False, "Compute the encoder-decoder in bfloat16 (its policy "
+      "mixed_bfloat16); variables, losses and stitching stay float32. The "
+      "Trainer copies it into the network config.")
+  seed: int = settings.setting(
+      0, "Random seed: input shuffling, and the initialisation seed with "
+      "which the entry point seeds Keras before building the Trainer.")
+  eval_scans: int = settings.setting(
+      0, "Held-out scans evaluated each epoch; 0 = the whole test split.")
+  num_images: int = settings.setting(
+      3, "Test objects shown as image panels in TensorBoard.")
+  keep_checkpoints: int = settings.setting(
+      3, "Checkpoints kept in model_dir.")
+  checkpoint_secs: float = settings.setting(
+      600.0, "Also checkpoint within an epoch after this many seconds (0 = "
+      "only at epoch ends).")
+  export: bool = settings.setting(
+      True, "Export a SavedModel when training ends.")
+  verbose: bool = settings.setting(
+      True, "Print progress to the console.", flag=False)
+  restart: bool = settings.setting(
+      False, "Start a fresh run in a model_dir that holds one; the old run "
+      "is moved to <model_dir>/previous-<time>/ (nothing is deleted). "
+      "Refused where model_dir holds a dataset or files that are not a "
+      "run's.", flag="train")
+  fine_tune: bool = settings.setting(
+      False, "model_dir holds a run on another dataset: start from its "
+      "latest weights (same pattern size) with a fresh optimizer at step 0 "
+      "and record the new dataset; the old run is moved to "
+      "<model_dir>/previous-<time>/. On its own dataset the run resumes.",
+      flag="train")
+  init_from: Optional[str] = settings.setting(
+      None, "The --model_dir of an earlier run or a SavedModel export "
+      "(--export_dir or a version of it): start this new run (model_dir "
+      "empty, or with --restart) from its weights with a fresh optimizer at "
+      "step 0 (the flags must build the same network), e.g. --loss=physics "
+      "on data without objects.", flag="train")
 
   @property
   def loss_spec(self):
@@ -132,21 +140,14 @@ class TrainConfig:
       raise UserError(f"keep_checkpoints={self.keep_checkpoints} must be >= 1")
     if not self.learning_rate > 0:
       raise UserError(f"learning_rate={self.learning_rate} must be > 0")
-    if self.lr_schedule not in LR_SCHEDULES:
-      raise UserError(f"lr_schedule {self.lr_schedule!r} is not one of "
-                      f"{LR_SCHEDULES}")
     if not self.refine_learning_rate > 0:
       raise UserError(f"refine_learning_rate={self.refine_learning_rate} "
                       f"must be > 0")
+    settings.check_choices(self)
     if not 0 <= self.beta1 < 1:
       raise UserError(f"beta1={self.beta1} must be in [0, 1)")
-    if self.loss not in losses.LOSSES:
-      raise UserError(f"loss={self.loss} is not one of {losses.LOSSES}")
     if self.dse_lambda < 0:
       raise UserError(f"dse_lambda={self.dse_lambda} must be >= 0")
-    if self.physics_noise not in losses.NOISE_MODELS:
-      raise UserError(f"physics_noise={self.physics_noise} is not one of "
-                      f"{losses.NOISE_MODELS}")
     if self.init_from and self.fine_tune:
       raise UserError("--init_from and --fine_tune exclude each other: "
                       "init_from starts a new run from another run's weights, "

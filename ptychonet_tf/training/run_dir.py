@@ -1,27 +1,39 @@
-"""The run directory (model_dir) of a training run.
+"""The run directory (model_dir) of a training run, and its rules.
 
   run.json           the dataset this run trains on (written at its first
-                     start); a start on another dataset is refused
+                     start) and where its starting weights came from
   flags.txt          the resolved flags of the latest start (cli/train.py)
   model.json         PtychoNet.get_config(): geometry layout, ranges, width
   geometry.npz       probe, layout and object shape of the training data
   checkpoint, ckpt-STEP.*   tf.train.CheckpointManager checkpoints
   train/, eval/      TensorBoard event files
+  results.json       the final held-out metrics
   export/<version>/  SavedModel (default export location)
   previous-<time>/   an earlier run, moved aside by --restart or --fine_tune
+  .lock              held by the training job that runs in it (`locked`)
 
-`load_trained_model` rebuilds the model from model.json and restores the
-latest checkpoint, so export needs nothing but the run directory.
+The rules of a start are `plan` (which reads files and writes none, so it is
+tested without training a model): resume, start afresh, start from other
+weights (`--init_from`, `--fine_tune`), move the old run aside, or refuse in
+one line; `apply` then does the file part. `load_trained_model` rebuilds the
+model from model.json and restores the latest checkpoint, so export needs
+nothing but the run directory.
 """
+import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import time
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 
+from ptychonet_tf import settings
+from ptychonet_tf.data import writer
 from ptychonet_tf.utils import files
+from ptychonet_tf.utils import locks
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import network
 from ptychonet_tf.physics.geometry import Geometry
@@ -30,19 +42,23 @@ MODEL_FILE = "model.json"
 GEOMETRY_FILE = "geometry.npz"
 FLAGS_FILE = "flags.txt"
 RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
 PREVIOUS_PREFIX = "previous-"
-# The settings of model.json that a checkpoint depends on or that change what
-# the network computes; compute_policy (mixed precision) may change on resume.
-NETWORK_KEYS = ("base_channels", "depth", "max_channels", "stitch_method",
-                "stitch_weighting", "amplitude_range", "phase_range",
-                "probe_shape", "num_positions", "object_shape",
-                "refine_steps", "refine_filters", "refine_groups",
-                "refine_inertia", "refine_smoothing",
-                "architecture", "input_norm")
-# What model.json files written before a setting existed mean by its absence.
-NETWORK_DEFAULTS = {"refine_steps": 0, "refine_filters": 0, "refine_groups": 1,
-                    "refine_inertia": 1e-3, "refine_smoothing": 0,
-                    "architecture": "paper", "input_norm": "log"}
+# What a run writes into model_dir (besides EXPORT_DIR_NAME and the
+# checkpoints); anything else is not a run's, and --restart will not move it.
+RUN_FILES = (RUN_FILE, FLAGS_FILE, MODEL_FILE, GEOMETRY_FILE, RESULTS_FILE,
+             "checkpoint", "train", "eval", "export")
+# Name prefixes of checkpoints (and their temp files) and of the scratch
+# folders of non-chief workers.
+RUN_PREFIXES = ("ckpt-", "checkpoint.", ".scratch-")
+# The geometry keys of model.json a run depends on.
+GEOMETRY_KEYS = ("probe_shape", "num_positions", "object_shape")
+# The settings of model.json a checkpoint depends on or that change what the
+# network computes: the compared settings of NetworkConfig (not its
+# precision, which may change on resume) and the geometry.
+NETWORK_KEYS = tuple(
+    item.name for item in settings.settings_of(network.NetworkConfig)
+    if item.compared) + GEOMETRY_KEYS
 
 
 def save_model_files(model_dir, model, geometry):
@@ -216,14 +232,20 @@ def write_run_file(model_dir, record, **extra):
 
 
 def network_settings(model_config):
-  """The NETWORK_KEYS of a PtychoNet config (model.json), JSON-normalised."""
-  config = json.loads(json.dumps(model_config))
-  settings = {k: config.get(k, NETWORK_DEFAULTS.get(k)) for k in NETWORK_KEYS}
-  settings["stitch_weighting"] = (
-      "uniform" if config.get("stitch_weights") is None else "probe")
+  """The NETWORK_KEYS of a PtychoNet config (model.json), JSON-normalised;
+  a setting model.json lacks takes its default."""
+  config = settings.to_json(model_config)
+  weighting = "uniform" if config.get("stitch_weights") is None else "probe"
+  try:
+    net = network.NetworkConfig.from_model_settings(config, weighting, False)
+  except (TypeError, ValueError) as e:
+    raise UserError(f"{MODEL_FILE} holds a setting of the wrong type ({e}); "
+                    f"use --restart or a new --model_dir") from None
+  out = settings.to_json(settings.values(net, lambda item: item.compared))
+  out.update({key: config.get(key) for key in GEOMETRY_KEYS})
   if config.get("layout") is not None:
-    settings["num_positions"] = len(config["layout"])
-  return settings
+    out["num_positions"] = len(config["layout"])
+  return out
 
 
 def read_model_file(model_dir):
@@ -233,9 +255,12 @@ def read_model_file(model_dir):
     return None
   try:
     with open(path) as f:
-      return json.load(f)
+      config = json.load(f)
   except (OSError, ValueError) as e:
-    raise UserError(f"{path} is unreadable ({e})")
+    raise UserError(f"{path} is unreadable ({e})") from None
+  if not isinstance(config, dict):
+    raise UserError(f"{path} is not a model config (a JSON object)")
+  return config
 
 
 def network_differences(stored_config, new_config):
@@ -248,11 +273,42 @@ def network_differences(stored_config, new_config):
 
 def run_entries(model_dir):
   """The names in model_dir that belong to its current run (not the
-  previous-* folders of earlier runs); [] when it does not exist."""
+  previous-* folders of earlier runs, nor the lock); [] when it does not
+  exist."""
   if not os.path.isdir(model_dir):
     return []
   return sorted(n for n in os.listdir(model_dir)
-                if not n.startswith((PREVIOUS_PREFIX, "." + PREVIOUS_PREFIX)))
+                if not n.startswith((PREVIOUS_PREFIX, "." + PREVIOUS_PREFIX))
+                and n != locks.LOCK_NAME)
+
+
+def foreign_entries(model_dir):
+  """The names of `run_entries` that no training run writes (a dataset's
+  files, a user's), which --restart must not move aside."""
+  def is_run_file(name):
+    name = name[:-len(".tmp")] if name.endswith(".tmp") else name
+    return name in RUN_FILES or name.startswith(RUN_PREFIXES)
+  return [n for n in run_entries(model_dir) if not is_run_file(n)]
+
+
+def _check_movable(model_dir):
+  """Raises UserError unless everything of model_dir's current run is a
+  training run's (so that moving it aside moves nothing else)."""
+  names = run_entries(model_dir)
+  shards = [n for n in names if n.endswith(".tfrecord")]
+  if writer.INFO_FILE in names or shards:
+    found = ", ".join(([writer.INFO_FILE] if writer.INFO_FILE in names
+                       else []) + shards[:1])
+    raise UserError(f"model_dir {model_dir} holds a dataset ({found}); "
+                    f"--restart and --fine_tune move a run aside, never a "
+                    f"dataset: use another --model_dir")
+  foreign = foreign_entries(model_dir)
+  if foreign:
+    more = ", ..." if len(foreign) > 3 else ""
+    raise UserError(f"model_dir {model_dir} holds files that are not a "
+                    f"training run's ({', '.join(foreign[:3])}{more}); "
+                    f"--restart and --fine_tune move only runs aside: move "
+                    f"them away or use another --model_dir")
 
 
 def interrupted_move(model_dir):
@@ -292,3 +348,226 @@ def move_run_aside(model_dir):
     suffix += 1
   os.replace(partial, final)
   return final
+
+
+# The rules of a start.
+
+
+def same_path(a, b):
+  """Whether two paths name one folder (`dir/` and `dir`, relative and
+  absolute, through links)."""
+  return os.path.realpath(a) == os.path.realpath(b)
+
+
+@dataclasses.dataclass
+class Start:
+  """What a start of training in model_dir does (`plan`).
+
+  Attributes:
+    resume: the checkpoint of this run to restore and continue from, or None.
+    weights_from: where the starting weights come from (`warm_start.load`:
+      a run directory, a checkpoint prefix or a SavedModel), or None; the
+      optimizer starts afresh at step 0.
+    weights_flag: "--init_from" or "--fine_tune": the request, for errors.
+    weights_dataset: the dataset record of the run the weights come from
+      (--fine_tune; None: read from the source's run.json).
+    record: whether run.json is (re)written for a new run.
+    record_key: the run.json entry ("initialized_from", "fine_tuned_from")
+      that records where the weights came from; None for none.
+    record_extra: more entries of that record (the --init_from request).
+    move_aside: move the current run to previous-<time>/ first.
+    notes: lines to print.
+  """
+  resume: Optional[str] = None
+  weights_from: Optional[str] = None
+  weights_flag: Optional[str] = None
+  weights_dataset: Optional[dict] = None
+  record: bool = False
+  record_key: Optional[str] = None
+  record_extra: dict = dataclasses.field(default_factory=dict)
+  move_aside: bool = False
+  notes: list = dataclasses.field(default_factory=list)
+
+
+def _recorded_weights(started):
+  """The checkpoint or SavedModel an "initialized_from" record names, when
+  it still exists (where the weights are after a move aside)."""
+  checkpoint = started.get("checkpoint")
+  if checkpoint and os.path.isfile(checkpoint + ".index"):
+    return checkpoint
+  saved_model = started.get("saved_model")
+  if saved_model and os.path.isdir(saved_model):
+    return saved_model
+  return None
+
+
+def plan(model_dir, dataset, model_config, restart=False, fine_tune=False,
+         init_from=None):
+  """Decides what a start of training in model_dir does; writes nothing.
+
+  Args:
+    model_dir: the run directory (need not exist).
+    dataset: the `dataset_record` of the dataset to train on.
+    model_config: the config (as model.json holds it) of the network the
+      flags build.
+    restart, fine_tune, init_from: the requests of TrainConfig.
+
+  Returns:
+    A Start.
+
+  Raises:
+    UserError (one line) for a model_dir that is a file or holds a dataset;
+    a move aside that was interrupted (unless `restart`); a run on another
+    dataset (unless `restart` or `fine_tune`); other network settings than
+    its model.json on the same dataset; --init_from where a run of another
+    source is (unless `restart`); --fine_tune without a checkpoint; and
+    --restart or --fine_tune where model_dir holds files that are not a
+    run's.
+  """
+  if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+    raise UserError(f"model_dir {model_dir} is a file; expected a directory")
+  names = run_entries(model_dir)
+  if writer.INFO_FILE in names:
+    raise UserError(f"model_dir {model_dir} holds a dataset "
+                    f"({writer.INFO_FILE}); a run must not write into it: "
+                    f"use another --model_dir")
+  partial = interrupted_move(model_dir)
+  if partial and not restart:
+    raise UserError(f"model_dir {model_dir} holds {partial}, an old run "
+                    f"whose move aside was interrupted; re-run with "
+                    f"--restart to finish it (nothing is deleted)")
+  recorded_run = read_run_file(model_dir) or {}
+  recorded = recorded_run.get("dataset")
+  checkpoint = latest_checkpoint(model_dir)
+  stored_model = read_model_file(model_dir)
+  holds_run = (recorded is not None or checkpoint is not None or
+               stored_model is not None)
+  start = Start()
+  started = recorded_run.get("initialized_from") or {}
+  # A run this --init_from started resumes like any other (the same command
+  # after a kill); one killed before its first checkpoint starts again from
+  # the weights it started from.
+  same_init = bool(init_from and started.get("run") and
+                   same_path(started["run"], init_from))
+  if init_from and (restart or not same_init or checkpoint is None):
+    if holds_run and not restart and not same_init:
+      raise UserError(
+          f"--init_from starts a new run, but model_dir {model_dir} holds "
+          f"one; use a new --model_dir, or --restart to move it aside")
+    start.weights_from = init_from
+    if same_init and not restart:
+      start.weights_from = _recorded_weights(started) or init_from
+    start.weights_flag = "--init_from"
+    start.record, start.record_key = True, "initialized_from"
+    start.record_extra = {"run": os.path.abspath(init_from)}
+    start.move_aside = restart and bool(names or partial)
+  elif restart:
+    start.record, start.move_aside = True, bool(names or partial)
+  elif not holds_run:
+    if fine_tune:
+      raise UserError(f"--fine_tune: model_dir {model_dir} holds no "
+                      f"checkpoint to start from")
+    start.record = True  # a new run
+  else:
+    if recorded is not None:
+      differences = dataset_differences(recorded, dataset)
+    else:  # from before run.json: adopt it if its geometry is this one's
+      differences = older_run_differences(model_dir, dataset)
+    if not differences:
+      if recorded is None:
+        start.notes.append(
+            f"note: model_dir {model_dir} has no {RUN_FILE} (an older run); "
+            f"recording {dataset['data_dir']} as its dataset")
+        start.record = True
+      if stored_model is not None:
+        changed = network_differences(stored_model, model_config)
+        if changed:
+          raise UserError(
+              f"model_dir {model_dir} was trained with other network "
+              f"settings ({'; '.join(changed[:3])}); use the flags in its "
+              f"{FLAGS_FILE}, a new --model_dir, or --restart")
+      start.resume = checkpoint
+    elif fine_tune:
+      if checkpoint is None:
+        raise UserError(f"--fine_tune: model_dir {model_dir} holds no "
+                        f"checkpoint to start from")
+      start.weights_from, start.weights_flag = checkpoint, "--fine_tune"
+      start.weights_dataset = recorded
+      start.record, start.record_key = True, "fine_tuned_from"
+      start.move_aside = True
+    else:
+      where = (recorded or {}).get("data_dir") or "another dataset"
+      more = ", ..." if len(differences) > 2 else ""
+      raise UserError(
+          f"model_dir {model_dir} holds a run on another dataset ({where}; "
+          f"{', '.join(differences[:2])}{more}); use a new --model_dir, "
+          f"--fine_tune to start from its weights, or --restart to start "
+          f"over (both keep the old run in {PREVIOUS_PREFIX}<time>/)")
+  if start.move_aside:
+    _check_movable(model_dir)
+  return start
+
+
+def _relocate(path, model_dir, aside):
+  """`path` after model_dir's current run moved into `aside`: the same
+  file there when it lay in that run, else unchanged."""
+  if not path:
+    return path
+  relative = os.path.relpath(os.path.realpath(path),
+                             os.path.realpath(model_dir))
+  first = relative.split(os.sep)[0]
+  if relative.startswith(os.pardir) or first in (os.curdir, locks.LOCK_NAME) \
+      or first.startswith((PREVIOUS_PREFIX, "." + PREVIOUS_PREFIX)):
+    return path
+  return os.path.join(aside, relative)
+
+
+def apply(model_dir, start, dataset, source=None):
+  """The file part of a Start: moves the old run aside and writes run.json.
+
+  Args:
+    model_dir: the run directory.
+    start: the Start of `plan`.
+    dataset: the `dataset_record` of the dataset to train on.
+    source: the record of the starting weights (`warm_start.load`), or None.
+
+  Returns:
+    Lines to print (where the old run went).
+  """
+  notes = []
+  record = dict(start.record_extra, **(source or {}))
+  if start.move_aside:
+    aside = move_run_aside(model_dir)
+    if aside:
+      notes.append(f"moved the old run to {aside}")
+      # The weights' files that lay in the old run are there now, not
+      # where the new run writes its own.
+      for key in ("checkpoint", "saved_model"):
+        if record.get(key):
+          record[key] = _relocate(record[key], model_dir, aside)
+  if start.record:
+    extra = {start.record_key: record} if start.record_key else {}
+    write_run_file(model_dir, dataset, **extra)
+  return notes
+
+
+@contextlib.contextmanager
+def locked(model_dir):
+  """Holds model_dir's lock (`utils.locks`, purpose "train") while inside.
+
+  A second job on the same model_dir is refused in one line naming this
+  one's PID. A model_dir this call created is removed again when the job
+  inside fails before writing anything into it.
+  """
+  created = not os.path.exists(model_dir)
+  try:
+    with locks.hold(model_dir, "train"):
+      try:
+        yield
+      except BaseException:
+        if created and os.listdir(model_dir) == [locks.LOCK_NAME]:
+          os.remove(locks.lock_path(model_dir))
+        raise
+  finally:
+    if created and os.path.isdir(model_dir) and not os.listdir(model_dir):
+      os.rmdir(model_dir)
