@@ -19,6 +19,7 @@ from absl import logging
 
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
 experiment_flags.define_run_dir_flags()
@@ -43,6 +44,7 @@ def main(argv):
   export_dir = FLAGS.export_dir or os.path.join(FLAGS.model_dir, "export")
   if os.path.exists(export_dir) and not os.path.isdir(export_dir):
     raise UserError(f"--export_dir={export_dir} is a file; expected a directory")
+  files.check_writable_dir(export_dir, "--export_dir")  # before the model loads
   logging.set_verbosity(logging.WARNING)
   from ptychonet_tf.model import export as export_lib  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.training import run_dir  # pylint: disable=g-import-not-at-top

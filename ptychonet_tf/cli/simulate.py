@@ -15,6 +15,8 @@ from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.data import images as images_lib
 from ptychonet_tf.data import scanfile
+from ptychonet_tf.data import writer
+from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
@@ -42,7 +44,10 @@ def main(argv):
     raise UserError(f"--out folder {out_dir} does not exist"
                     if not os.path.exists(out_dir) else
                     f"--out={FLAGS.out}: {out_dir} is a file, not a folder")
+  writer.check_simulation(config)  # flag ranges, before any allocation
+  files.check_writable(FLAGS.out, "--out")
   geometry = geometry_lib.make_geometry(config.geometry)
+  writer.check_geometry(geometry)
   phase = objects.random_view(images_lib.read_image_file(FLAGS.phase_image),
                               geometry.object_shape)
   amplitude = None

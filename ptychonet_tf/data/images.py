@@ -99,18 +99,24 @@ def read_image_file(path):
   if not os.path.isfile(path):
     raise UserError(f"image file {path} does not exist")
   from PIL import Image  # pylint: disable=g-import-not-at-top
+  # The size is checked here, from the header and against a lower limit
+  # than PIL's (limits.MAX_IMAGE_PIXELS), before a pixel is decoded; PIL's
+  # own check is off meanwhile so that it does not refuse first with its
+  # decompression-bomb error.
+  pil_limit = Image.MAX_IMAGE_PIXELS
   try:
+    Image.MAX_IMAGE_PIXELS = None
     with warnings.catch_warnings():
-      # The size is checked below, against a lower limit than PIL's.
       warnings.simplefilter("ignore", Image.DecompressionBombWarning)
       with Image.open(path) as im:
-        # The header's size, before a pixel is decoded.
         limits.check_image_pixels(im.height, im.width, f"image file {path}")
         image = to_gray(np.asarray(im))
   except Image.DecompressionBombError as e:
     raise UserError(f"image file {path} is too large to read ({e})") from None
   except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as e:
     raise UserError(f"image file {path} cannot be read as an image ({e})")
+  finally:
+    Image.MAX_IMAGE_PIXELS = pil_limit
   return check_image_size(image, path)
 
 

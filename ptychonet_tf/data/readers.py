@@ -250,8 +250,11 @@ def _layout(positions, probe_shape, margin, name):
   """The layout and object of positions [N, 2] (pixels), after checking that
   the object they span is one the solvers can hold (a stray position far
   from the others would make a huge object)."""
-  positions = scanfile.real_array(positions, f"{name}: positions",
-                                  finite=False).astype(np.float64)
+  positions = np.asarray(positions)
+  if positions.dtype.kind not in "biuf":
+    raise UserError(f"{name}: positions have dtype {positions.dtype}; "
+                    f"expected real numbers")
+  positions = positions.astype(np.float64)
   if positions.ndim != 2 or positions.shape[1] != 2 or len(positions) == 0:
     raise UserError(f"{name}: positions have shape {positions.shape}; "
                     f"expected [N, 2] (vertical, horizontal) with N >= 1")
@@ -375,7 +378,9 @@ def _read_dataset(f, key, path, copies=1, what=None):
   if dtype.kind not in "biufc" or dtype.names or dtype.subdtype:
     raise UserError(f"{name} has dtype {dtype}; expected numbers")
   shape = node.shape if node.shape is not None else ()
-  limits.check_allocation(shape, max(dtype.itemsize, 4), name, copies=copies)
+  # Read as stored, then converted to float32 (at least 4 bytes a value).
+  limits.check_allocation(shape, dtype if dtype.itemsize >= 4 else np.float32,
+                          name, copies=copies)
   try:
     return np.asarray(node[()])
   except HDF5_ERRORS as e:

@@ -176,7 +176,8 @@ def check_simulation(config):
                                      0 < scan.step <= MAX_PROBE_SIDE):
     raise UserError(f"--scan_step={scan.step} must be in (0, "
                     f"{MAX_PROBE_SIDE}] pixels")
-  limits.check_count(scan.margin, "--scan_margin", 0, MAX_MARGIN)
+  # A negative margin is the layout's own check ("falls outside").
+  limits.check_count(scan.margin, "--scan_margin", -MAX_MARGIN, MAX_MARGIN)
   limits.check_photons([config.photons])
   limits.check_allocation((count, *size), np.complex64,
                           f"a scan of {count} positions of {size[0]}x{size[1]}"

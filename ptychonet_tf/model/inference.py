@@ -18,6 +18,16 @@ from ptychonet_tf.utils.errors import UserError
 PROBE_TOLERANCE = 1e-3
 
 
+# What tf.saved_model.load raises for a damaged export (truncated
+# saved_model.pb: protobuf's DecodeError; truncated variables: OpError).
+try:
+  from google.protobuf.message import DecodeError as _DecodeError  # pylint: disable=g-import-not-at-top
+except ImportError:  # pragma: no cover
+  _DecodeError = ValueError
+LOAD_ERRORS = (OSError, ValueError, RuntimeError, KeyError, TypeError,
+               IndexError, _DecodeError)
+
+
 def resolve_saved_model(path):
   """The version dir of a SavedModel in TF Serving layout.
 
@@ -91,7 +101,7 @@ class PtychoNetModel:
     self.path = resolve_saved_model(path)
     try:
       loaded = tf.saved_model.load(self.path)
-    except (OSError, ValueError, RuntimeError, tf.errors.OpError) as e:
+    except LOAD_ERRORS + (tf.errors.OpError,) as e:
       raise UserError(f"SavedModel {self.path} cannot be loaded "
                       f"({str(e).splitlines()[0] if str(e) else type(e).__name__})")
     self._loaded = loaded  # keeps the variables alive

@@ -117,12 +117,12 @@ def write_error(error, path):
   errors = getattr(tf, "errors", None)
   if errors is None or not isinstance(error, errors.OpError):
     return None
-  if type(error).__name__ not in _TF_WRITE_ERRORS:
-    return None
   message = str(getattr(error, "message", error))
   for phrase, cause in _CAUSES:
     if phrase.lower() in message.lower():
       return UserError(f"cannot write {path}: {cause}")
+  if type(error).__name__ not in _TF_WRITE_ERRORS:
+    return None
   if type(error).__name__ in ("ResourceExhaustedError", "PermissionDeniedError"):
     first = message.strip().splitlines()[0][:200] if message.strip() else ""
     return UserError(f"cannot write {path}: {first or type(error).__name__}")
