@@ -1,9 +1,12 @@
 """PtychoNet layers and network: shapes, serialization, stitching against numpy."""
+from absl import flags
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from ptychonet_tf.cli import experiment_flags
+from ptychonet_tf.training import run_dir
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import export
 from ptychonet_tf.model import layers
@@ -397,3 +400,29 @@ def test_pattern_input_norm_standardises_each_pattern(geometry):
   assert np.abs(seen["log"].mean(axis=(1, 2, 3))).min() > 0.1
   with pytest.raises(UserError, match="input_norm 'max' is not one of"):
     network.NetworkConfig(input_norm="max").validate(PROBE)
+
+
+def test_batchnorm_momentum_is_one_setting(geometry):
+  """--batchnorm_momentum: declared once in NetworkConfig, it reaches every
+  BatchNorm layer, model.json (a model.json without it means 0.9), the flags
+  and the run directory's compatibility check."""
+  model = small_model(geometry, batchnorm_momentum=0.5,
+                      architecture="residual")
+  norms = [l for l in model.patch_network.layers
+           if isinstance(l, keras.layers.BatchNormalization)]
+  assert norms and {l.momentum for l in norms} == {0.5}
+  config = model.get_config()
+  assert config["batchnorm_momentum"] == 0.5
+  assert network.PtychoNet.from_config(config).batchnorm_momentum == 0.5
+  default = small_model(geometry, architecture="residual").get_config()
+  del default["batchnorm_momentum"]  # as model.json files before it
+  assert network.PtychoNet.from_config(default).batchnorm_momentum == 0.9
+  assert "batchnorm_momentum" in run_dir.NETWORK_KEYS
+  assert run_dir.network_differences(default, config) == [
+      "batchnorm_momentum: 0.9 there, 0.5 here"]
+  experiment_flags.define_experiment_flags()
+  flag = flags.FLAGS["batchnorm_momentum"]
+  assert flag.default == 0.9 and "BatchNorm" in flag.help
+  with pytest.raises(UserError, match=r"batchnorm_momentum=1.0 must be in "
+                     r"\[0, 1\)"):
+    network.NetworkConfig(batchnorm_momentum=1.0).validate((16, 16))

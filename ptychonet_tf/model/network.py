@@ -9,8 +9,7 @@ convolutional encoder-decoder (Guan et al., BMVC 2019):
            then Conv2DTranspose 4x4 stride 2 to 2 channels -> sigmoid,
            mapped linearly to the amplitude and phase ranges.
 
-BatchNorm uses momentum 0.9 (PyTorch's default; Keras' 0.99 leaves the
-moving statistics stale for the first few hundred steps of a short run) and
+BatchNorm uses momentum `batchnorm_momentum` (0.9 by default) and
 is synchronised over the replicas of a distribution strategy: batch
 statistics are those of the global batch, and every replica and worker keeps
 the same moving statistics (a no-op on one device). The
@@ -122,6 +121,10 @@ class NetworkConfig:
   input_norm: str = settings.setting(
       "log", "Network input: log(1 + A / s) (log), or that standardised per "
       "pattern (pattern).", choices=INPUT_NORMS)
+  batchnorm_momentum: float = settings.setting(
+      0.9, "Momentum of the BatchNorm moving statistics, in [0, 1): 0.9 is "
+      "PyTorch's default; Keras' 0.99 leaves them stale for the first few "
+      "hundred steps of a short run.")
 
   @property
   def compute_policy(self):
@@ -143,6 +146,9 @@ class NetworkConfig:
     if self.refine_steps < 0 or self.refine_filters < 0:
       raise UserError(f"refine_steps={self.refine_steps} and refine_filters="
                       f"{self.refine_filters} must be >= 0")
+    if not 0 <= self.batchnorm_momentum < 1:
+      raise UserError(f"batchnorm_momentum={self.batchnorm_momentum} must be "
+                      f"in [0, 1)")
     if self.refine_groups < 1:
       raise UserError(f"refine_groups={self.refine_groups} must be >= 1")
     if self.refine_inertia <= 0:
@@ -199,11 +205,10 @@ def build_patch_network(config, probe_shape, name="patch_network"):
   for i, c in enumerate(widths):
     x = keras.layers.Conv2D(c, 4, strides=2, padding="same", use_bias=False,
                             dtype=policy, name=f"enc{i}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
-                                        dtype=policy, name=f"enc{i}_bn")(x)
+    x = _batch_norm(config, f"enc{i}_bn")(x)
     x = keras.layers.LeakyReLU(0.2, dtype=policy, name=f"enc{i}_act")(x)
     if config.architecture == "residual":
-      x = _residual_block(x, c, policy, f"enc{i}_res")
+      x = _residual_block(x, c, config, f"enc{i}_res")
   if config.architecture == "global":
     # [b, h', w', c] -> every position sees the whole pattern, residually.
     low = (h >> config.depth, w >> config.depth, widths[-1])
@@ -223,12 +228,20 @@ def build_patch_network(config, probe_shape, name="patch_network"):
   return keras.Model(inputs, outputs, name=name)
 
 
-def _residual_block(x, channels, policy, name):
+def _batch_norm(config, name):
+  """A BatchNormalization of the network: config's momentum and precision,
+  synchronised over the replicas."""
+  return keras.layers.BatchNormalization(
+      momentum=config.batchnorm_momentum, synchronized=True,
+      dtype=config.compute_policy, name=name)
+
+
+def _residual_block(x, channels, config, name):
   """x + conv3x3(relu(bn(conv3x3(x)))): refines a stage at its resolution."""
+  policy = config.compute_policy
   y = keras.layers.Conv2D(channels, 3, padding="same", use_bias=False,
                           dtype=policy, name=f"{name}_conv1")(x)
-  y = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
-                                      dtype=policy, name=f"{name}_bn")(y)
+  y = _batch_norm(config, f"{name}_bn")(y)
   y = keras.layers.ReLU(dtype=policy, name=f"{name}_act")(y)
   y = keras.layers.Conv2D(channels, 3, padding="same", dtype=policy,
                           name=f"{name}_conv2")(y)
@@ -242,12 +255,10 @@ def _decoder(x, widths, outputs, config, prefix):
     x = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
                                      use_bias=False, dtype=policy,
                                      name=f"{prefix}dec{i + 1}_conv")(x)
-    x = keras.layers.BatchNormalization(momentum=0.9, synchronized=True,
-                                        dtype=policy,
-                                        name=f"{prefix}dec{i + 1}_bn")(x)
+    x = _batch_norm(config, f"{prefix}dec{i + 1}_bn")(x)
     x = keras.layers.ReLU(dtype=policy, name=f"{prefix}dec{i + 1}_act")(x)
     if config.architecture == "residual":
-      x = _residual_block(x, c, policy, f"{prefix}dec{i + 1}_res")
+      x = _residual_block(x, c, config, f"{prefix}dec{i + 1}_res")
   x = keras.layers.Conv2DTranspose(outputs, 4, strides=2, padding="same",
                                    dtype=policy, name=f"{prefix}out_conv")(x)
   return keras.layers.Activation("sigmoid", dtype="float32",
