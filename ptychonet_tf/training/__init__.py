@@ -1,1 +1,1 @@
-"""Training of PtychoNet: config, distribution strategies, the custom loop, held-out evaluation, run directories."""
+"""Training of PtychoNet: the task (model, optimizers, steps), the loop, the run directory's rules, warm starts, config, distribution strategies, held-out evaluation."""
