@@ -717,7 +717,7 @@ CASES = [
     Case("full disk under evaluate (found before computing)",
          ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
           "--out_dir={root}/full_report"], file_size=1000, limited=True,
-         phrase="cannot write {root}/full_report/.probe: File too large"),
+         phrase="cannot write {root}/full_report: File too large"),
     # Class 6: folders that hold something else.
     Case("make_tfrecords into a training run's folder",
          MAKE + ["--out_dir={run_a}"], limited=True,

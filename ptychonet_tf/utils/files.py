@@ -164,7 +164,12 @@ def check_writable_dir(folder, what="output folder"):
   named as such."""
   if os.path.exists(folder) and not os.path.isdir(folder):
     raise UserError(f"{what} {folder} is a file; expected a directory")
-  return os.path.dirname(check_writable(os.path.join(folder, ".probe"), what))
+  try:
+    check_writable(os.path.join(folder, ".probe"), what)
+  except UserError as e:  # name the folder, not the probe file
+    raise UserError(str(e).replace(os.path.join(folder, ".probe"), folder)
+                    ) from None
+  return folder
 
 
 def dataset_file(folder, name, what):
