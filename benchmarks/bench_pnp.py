@@ -85,8 +85,9 @@ def read_split(data_dir, split, limit):
 def bm3d_denoiser(x, sigma):
   """BM3D (the `bm3d` package) as a prior: callable(x [B, H, W], sigma)."""
   import bm3d  # pylint: disable=g-import-not-at-top
-  return np.stack([bm3d.bm3d(image.astype(np.float64), sigma)
-                   for image in np.asarray(x)]).astype(np.float32)
+  return np.stack([bm3d.bm3d(image.astype(np.float64), float(s))
+                   for image, s in zip(np.asarray(x), np.asarray(sigma))]
+                  ).astype(np.float32)
 
 
 def blur(objects, sigma):

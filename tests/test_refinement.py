@@ -387,3 +387,65 @@ def test_compiled_steps_export_with_a_free_batch_axis(tmp_path):
   # cross-process test above).
   np.testing.assert_allclose(got, want, atol=5e-3)
   assert np.abs(got - want).mean() < 1e-4
+
+
+def _export_tiny_prior(folder, seed=0):
+  """An exported prior (prior.json + prior.npz) of a tiny random denoiser."""
+  from ptychonet_tf.prior import config as prior_config  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.prior import training as prior_training  # pylint: disable=g-import-not-at-top
+  settings = prior_config.NetworkSettings(channels=(4, 8), blocks=1)
+  layer = settings.build()
+  layer.build((None, None, None))
+  rng = np.random.default_rng(seed)
+  for w in layer.weights:
+    w.assign(0.1 * rng.standard_normal(w.shape).astype(np.float32))
+  config = prior_config.PriorTrainConfig(
+      model_dir=str(folder / "run"), export_dir=str(folder / "export"),
+      images="procedural:4", network=settings, mixed_precision=False)
+  prior_training.export(layer, config, config.export_dir)
+  return config.export_dir
+
+
+def test_prior_steps_sit_between_the_physics_steps(tmp_path):
+  """With a prior, every prior_every-th step ends in a denoising step on the
+  lit region, at learned noise levels (geometric at initialisation); the
+  denoiser is part of the layer, its config names the prior."""
+  from ptychonet_tf.prior import objects as prior_objects  # pylint: disable=g-import-not-at-top
+  probe, layout, shape, obj, amps = _scan()
+  path = _export_tiny_prior(tmp_path)
+  start = tf.constant(np.ones((1, *shape), np.complex64))
+  layer = refinement.UnrolledRefinement(
+      layout, shape, probe.real, probe.imag, 4, groups=2, prior=path,
+      prior_sigma=(0.1, 0.05))
+  layer.build()
+  assert layer.prior_steps == 2 and layer.prior_every == 2
+  np.testing.assert_allclose(np.exp(layer.prior_log_sigma.numpy()),
+                             [0.1, 0.05], rtol=1e-6)
+  # The same steps by hand (without momentum): two physics steps, a prior
+  # step, two more and another prior step.
+  layer.momentum.assign(np.zeros(4, np.float32))
+  got = layer(start, amps[None]).numpy()
+  plain = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
+                                        2, groups=2, jit_compile=False)
+  plain.build()
+  plain.momentum.assign(np.zeros(2, np.float32))
+  lit = metrics.illuminated_region(layout, shape, probe).astype(np.float32)
+  x = start
+  for sigma in (0.1, 0.05):
+    x = plain(x, amps[None])
+    x = prior_objects.denoise_object(layer.denoiser, x, lit, sigma)
+  np.testing.assert_allclose(got, x.numpy(), rtol=1e-3, atol=1e-4)
+  assert any("prior_denoiser" in w.path for w in layer.weights)
+  config = layer.get_config()
+  assert config["prior"] == path and config["prior_every"] == 2
+  again = refinement.UnrolledRefinement.from_config(config)
+  again.build()
+  again.momentum.assign(np.zeros(4, np.float32))
+  np.testing.assert_allclose(again(start, amps[None]).numpy(), got,
+                             rtol=1e-5, atol=1e-6)
+  # The noise levels get gradients through the compiled steps.
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.abs(layer(start, amps[None]) - obj) ** 2)
+  grad = tape.gradient(loss, layer.prior_log_sigma)
+  assert grad is not None and np.all(np.isfinite(grad.numpy()))
+  assert np.any(grad.numpy() != 0)

@@ -1,10 +1,10 @@
 """Plug-and-play ptychography: LSQML data steps alternated with a denoiser prior.
 
 Rounds of `chunk` LSQML iterations on the data (`baselines.lsqml`: the
-operator's Gaussian or Poisson likelihood) each end in one prior step: the
-object's two real images (its real and imaginary parts, or its amplitude and
-phase, `domain`) are each scaled to about [0, 1] on the illuminated region
-(their 1st and 99th percentiles there map to 0 and 1), denoised at noise
+operator's Gaussian or Poisson likelihood) each end in one prior step
+(`prior.objects.denoise_object`): the object's two real images (its real
+and imaginary parts, or its amplitude and phase, `domain`) are each scaled
+to the prior's [0, 1] units on the illuminated region, denoised at noise
 level sigma_r, scaled back and put in place on the illuminated region; the
 rest of the object is left to the data. The noise level falls geometrically
 over the R rounds, sigma_r = sigma_start * (sigma_end / sigma_start)^(r/(R-1)):
@@ -27,10 +27,11 @@ import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf import prior as prior_lib
+from ptychonet_tf.prior import objects as prior_objects
 from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.utils.errors import UserError
 
-DOMAINS = ("complex", "amplitude_phase")
+DOMAINS = prior_objects.DOMAINS
 # The prior acts where the summed illumination reaches this fraction of its
 # maximum (the package's scored region).
 LIT_FRACTION = 0.01
@@ -49,8 +50,9 @@ class PnPConfig:
       "amplitude_phase".
     prior: an exported prior (a train_prior --export_dir); None: the
       package's shipped prior.
-    denoiser: a callable(x float32 [B, H, W], sigma) -> [B, H, W] used
-      instead of a prior (e.g. BM3D in the benchmarks).
+    denoiser: a callable(x float32 [B, H, W], sigma float32 [B]) ->
+      [B, H, W] used instead of a prior (e.g. BM3D in the benchmarks); it
+      runs eagerly.
     noise_model, batch_size, grouping, object_reg, probe_reg, step_reg,
       max_step, refine_probe, probe_start, init, seed, jit_compile,
       progress: the data steps' LSQML settings (`lsqml.LSQMLConfig`).
@@ -105,14 +107,6 @@ class PnPConfig:
                                               (self.rounds - 1)))
 
 
-def _robust_range(images, mask):
-  """(low, scale) per image [B]: the 1st and 99th percentiles on mask."""
-  values = images[:, mask]
-  low = np.percentile(values, 1, axis=1)
-  high = np.percentile(values, 99, axis=1)
-  return low, np.maximum(high - low, 1e-6)
-
-
 class PnP(lsqml.LSQML):
   """Plug-and-play: LSQML rounds, each ending in a prior step (module doc)."""
 
@@ -122,10 +116,15 @@ class PnP(lsqml.LSQML):
   def __init__(self, amplitudes, probe, layout, object_shape, config=None):
     super().__init__(amplitudes, probe, layout, object_shape, config)
     self.denoiser = self.config.denoiser
+    step = self._denoise
     if self.denoiser is None:
       self.denoiser = prior_lib.load(self.config.prior)
+      # The learned prior is TensorFlow: its step compiles.
+      step = tf.function(step, jit_compile=self.config.jit_compile)
+    self._step = step
     norm = self.operator.illumination(self.probe).numpy()
-    self._lit = norm >= LIT_FRACTION * norm.max(axis=(1, 2), keepdims=True)
+    self._lit = (norm >= LIT_FRACTION * norm.max(axis=(1, 2), keepdims=True)
+                 ).astype(np.float32)
     self._round = 0
 
   def initial_state(self, obj, probe):
@@ -136,26 +135,13 @@ class PnP(lsqml.LSQML):
     (obj, probe), chi, err, key = super().iterate_chunk(state, num, refine)
     sigma = self.config.sigma(self._round)
     self._round += 1
-    return (tf.constant(self.prior_step(obj.numpy(), sigma)), probe), chi, \
-        err, key
+    return (self.prior_step(obj, sigma), probe), chi, err, key
 
   def prior_step(self, obj, sigma):
-    """The object after one denoising at noise level sigma ([B, H, W])."""
-    if self.config.domain == "complex":
-      parts = [obj.real, obj.imag]
-    else:
-      parts = [np.abs(obj), np.angle(obj)]
-    out = []
-    for part in parts:
-      denoised = np.empty_like(part)
-      for b in range(len(part)):
-        lit = self._lit[b]
-        low, scale = _robust_range(part[b:b + 1], lit)
-        scaled = (part[b] - low[0]) / scale[0]
-        result = np.asarray(self.denoiser(scaled[None].astype(np.float32),
-                                          sigma))[0]
-        denoised[b] = np.where(lit, result * scale[0] + low[0], part[b])
-      out.append(denoised)
-    if self.config.domain == "complex":
-      return (out[0] + 1j * out[1]).astype(np.complex64)
-    return (out[0] * np.exp(1j * out[1])).astype(np.complex64)
+    """The objects [B, H, W] after one denoising at noise level sigma."""
+    return self._step(tf.convert_to_tensor(obj, tf.complex64),
+                      tf.constant(sigma, tf.float32))
+
+  def _denoise(self, obj, sigma):
+    return prior_objects.denoise_object(self.denoiser, obj, self._lit, sigma,
+                                        self.config.domain)

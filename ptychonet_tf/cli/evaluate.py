@@ -93,6 +93,13 @@ flags.DEFINE_bool("run_lsqml", False,
                   "of --dm_batch scans: the row 'LSQML (N it, flat start)'.")
 flags.DEFINE_integer("lsqml_batch_size", 10, "LSQML: positions updated "
                      "together.")
+flags.DEFINE_bool("run_pnp", False,
+                  "Also run plug-and-play (LSQML rounds with the learned "
+                  "image prior, method pnp) from a flat start for "
+                  "--dm_iterations data iterations: the row 'PnP (N it, "
+                  "learned prior)', and a row of the dose sweep.")
+flags.DEFINE_string("prior", None, "The exported prior of --run_pnp (a "
+                    "train_prior --export_dir); default: the shipped one.")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores. Timings in the "
                      "report are taken with it.")
@@ -168,13 +175,14 @@ def main(argv):
       curve_every=FLAGS.curve_every, region_fraction=FLAGS.region_fraction,
       run_dm=FLAGS.run_dm, dm_flat_start=FLAGS.dm_flat_start,
       dm_equal_time=FLAGS.dm_equal_time, run_lsqml=FLAGS.run_lsqml,
-      lsqml_batch_size=FLAGS.lsqml_batch_size, num_panels=FLAGS.num_panels,
+      lsqml_batch_size=FLAGS.lsqml_batch_size, run_pnp=FLAGS.run_pnp,
+      prior=FLAGS.prior, num_panels=FLAGS.num_panels,
       seed=FLAGS.seed, command=sys.argv[1:])
   machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)
-  if not models and not FLAGS.run_dm and not FLAGS.run_lsqml:
-    raise UserError("nothing to evaluate: give --saved_model, --run_dm or "
-                    "--run_lsqml")
+  if not (models or FLAGS.run_dm or FLAGS.run_lsqml or FLAGS.run_pnp):
+    raise UserError("nothing to evaluate: give --saved_model, --run_dm, "
+                    "--run_lsqml or --run_pnp")
   experiment_flags.require_dataset(FLAGS.data_dir)
   split = comparison.read_test_split(FLAGS.data_dir, FLAGS.num_scans)
   experiment_flags.check_geometry_flags(split[2].geometry, FLAGS.data_dir)

@@ -19,13 +19,14 @@ import dataclasses
 import math
 import os
 import types
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
 
 from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import lsqml
+from ptychonet_tf.baselines import pnp
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.evaluation import doses as doses_lib
 from ptychonet_tf.evaluation import methods as methods_lib
@@ -40,6 +41,7 @@ DM_RANDOM = "DM (random start)"
 DM_FLAT = "DM (flat start)"
 DM_EQUAL_TIME = "DM at equal time"
 LSQML = "LSQML"
+PNP = "PnP"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,9 @@ class ComparisonSettings:
       seconds per scan.
     run_lsqml: run LSQML from a flat start for dm_iterations.
     lsqml_batch_size: LSQML's positions per update.
+    run_pnp: run plug-and-play (`baselines.pnp`, its default settings) from
+      a flat start for dm_iterations data iterations.
+    prior: the exported prior of the PnP row; None: the shipped one.
     num_panels: test objects drawn in the image panels.
     doses: photons per pattern of a dose sweep (() for none; inf = noise
       free): every test scan redrawn with Poisson noise at each dose.
@@ -79,6 +84,8 @@ class ComparisonSettings:
   dm_equal_time: bool = True
   run_lsqml: bool = False
   lsqml_batch_size: int = 10
+  run_pnp: bool = False
+  prior: Optional[str] = None
   num_panels: int = 3
   doses: Tuple[float, ...] = ()
   seed: int = 0
@@ -347,6 +354,16 @@ class Comparison:
                                progress=False)
     return self.solver(config, name, amplitudes)
 
+  def pnp(self, name, amplitudes=None):
+    """Plug-and-play from a flat start for the settings' DM iterations."""
+    iterations = self.settings.dm_iterations
+    config = pnp.PnPConfig(iterations=iterations, prior=self.settings.prior,
+                           progress=False)
+    return self.solver(config, name, amplitudes)
+
+  def pnp_name(self):
+    return f"{PNP} ({self.settings.dm_iterations} it, learned prior)"
+
   def timed_curve(self, curve, chi, seconds, offset=0.0):
     """A run's curve with its chi and the seconds per scan at each point.
 
@@ -384,6 +401,12 @@ class Comparison:
       results[name] = _result(objects, seconds, truths, mask)
       curves["LSQML, flat start"] = dict(
           self.timed_curve(curve, chi, seconds), label="LSQML from flat start")
+    if settings.run_pnp:
+      objects, seconds, chi, curve = self.pnp(self.pnp_name())
+      results[self.pnp_name()] = _result(objects, seconds, truths, mask)
+      curves["PnP, flat start"] = dict(
+          self.timed_curve(curve, chi, seconds),
+          label="PnP (learned prior) from flat start")
     if self.models:
       first = self.models[0][0]
       start = results[first]["objects"]
@@ -430,6 +453,9 @@ class Comparison:
       name = f"{LSQML} ({settings.dm_iterations} it, flat start)"
       runs.append((name, lambda noisy, _, name=name: self.lsqml(
           name, noisy)[:2]))
+    if settings.run_pnp:
+      runs.append((self.pnp_name(), lambda noisy, _: self.pnp(
+          self.pnp_name(), noisy)[:2]))
     if self.models:
       first = self.models[0][0]
 
@@ -479,9 +505,10 @@ def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
   Returns:
     {"results": ..., "curves": ..., "note": ..., "tables": Markdown}.
   """
-  if not models and not settings.run_dm and not settings.run_lsqml:
-    raise UserError("nothing to evaluate: give a SavedModel, or run DM or "
-                    "LSQML")
+  if not (models or settings.run_dm or settings.run_lsqml or
+          settings.run_pnp):
+    raise UserError("nothing to evaluate: give a SavedModel, or run DM, "
+                    "LSQML or PnP")
   amplitudes, truths, info = split or read_test_split(data_dir, num_scans)
   title = title or os.path.basename(os.path.normpath(out_dir))
   settings = dataclasses.replace(settings, data_dir=data_dir)

@@ -113,6 +113,20 @@ class NetworkConfig:
   refine_smoothing: int = settings.setting(
       0, "Odd size of a learned linear filter on the refined object, "
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
+  refine_prior: str = settings.setting(
+      "", "Learned image prior between the refinement steps: 'default' (the "
+      "package's shipped prior), the folder of an exported prior "
+      "(train_prior --export_dir), or '' (none). Its denoiser becomes part "
+      "of the model and its SavedModel.")
+  refine_prior_every: int = settings.setting(
+      0, "Refinement steps between prior steps (0 = --refine_groups: one "
+      "prior step per pass over the positions).")
+  refine_prior_sigma: Tuple[float, float] = settings.setting(
+      (0.1, 0.01), "(first, last) noise levels of the prior steps at "
+      "initialisation, geometric in between; learned end to end.")
+  refine_prior_train: bool = settings.setting(
+      False, "Also train the prior's denoiser end to end (else only its "
+      "noise levels are learned).")
   architecture: str = settings.setting(
       "paper", "Per-pattern network: 'paper' (Figure 1 exactly), 'global' "
       "(plus a fully connected layer at the lowest resolution), 'residual' "
@@ -341,7 +355,10 @@ class PtychoNet(keras.Model):
           self.layout, self.object_shape, self.probe_real, self.probe_imag,
           self.refine_steps, self.refine_filters,
           groups=self.refine_groups, inertia=self.refine_inertia,
-          smoothing=self.refine_smoothing, name="refinement")
+          smoothing=self.refine_smoothing, prior=self.refine_prior,
+          prior_every=self.refine_prior_every,
+          prior_sigma=self.refine_prior_sigma,
+          prior_train=self.refine_prior_train, name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo

@@ -47,6 +47,18 @@ so is their step. On noisy data a larger inertia (`--refine_inertia`, e.g.
 the network's estimate there instead of fitting the noise
 (docs/training.md measures it at 1e4 photons per pattern).
 
+With a learned image prior (`prior`: the package's shipped prior or an
+exported one, `ptychonet_tf.prior`), every `prior_every`-th step (default:
+one per pass over the position groups) ends in a prior step,
+O <- D_sigma_p(O) on the lit region (`prior.objects.denoise_object`: the
+real and imaginary parts scaled to the prior's units, denoised at noise
+level sigma_p, scaled back), after which the momentum restarts. The noise
+levels sigma_p are learned (stored as log sigma, initialised geometric from
+`prior_sigma`); the denoiser is a sub-layer, so its weights are the model's
+and the SavedModel's, frozen unless `prior_train`. The physics steps move
+the object towards the data, the prior steps towards what images look
+like: plug-and-play (`baselines/pnp.py`) unrolled and tuned end to end.
+
 With `smoothing` = k > 0, the refined object then passes a learned k x k
 linear filter S (one kernel for its real and imaginary parts, reflected at
 the border), initialised to the identity, O_out = S * O_K: on noisy data
@@ -63,8 +75,10 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from ptychonet_tf import prior as prior_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import operator as operator_lib
+from ptychonet_tf.prior import objects as prior_objects
 
 
 # The initial momenta stop growing here: with position groups, Nesterov's
@@ -74,6 +88,9 @@ MOMENTUM_LIMIT = 0.85
 
 # The smoothing kernel is stored divided by this (see the module doc).
 SMOOTHING_GAIN = 2.0
+# The prior steps act where the summed illumination reaches this fraction of
+# its maximum.
+LIT_FRACTION = 0.01
 
 
 def initial_momentum(steps):
@@ -106,6 +123,17 @@ class UnrolledRefinement(keras.layers.Layer):
     filters: width of each step's CNN correction; 0 = none.
     inertia: relative preconditioner floor e / max(sum_j |P|^2).
     smoothing: odd size k of the learned output filter; 0 = none.
+    prior: "" (none), "default" (the package's shipped image prior) or the
+      folder of an exported prior (`python -m ptychonet_tf.train_prior`):
+      its denoiser runs as a prior step after every `prior_every` steps
+      (see the module doc); its weights become the layer's (and the
+      SavedModel's).
+    prior_every: steps between prior steps; 0 = `groups` (one prior step
+      per pass over the positions).
+    prior_sigma: (first, last) noise levels of the prior steps at
+      initialisation, geometric in between; learned end to end.
+    prior_train: also train the denoiser's weights end to end (else they
+      stay as loaded).
     jit_compile: run the K steps as one XLA-compiled function (also in the
       exported SavedModel). On CPU this makes the steps faster (the window
       gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
@@ -117,7 +145,8 @@ class UnrolledRefinement(keras.layers.Layer):
 
   def __init__(self, layout, object_shape, probe_real, probe_imag, steps,
                filters=0, inertia=1e-3, jit_compile=True, groups=1,
-               smoothing=0, **kwargs):
+               smoothing=0, prior="", prior_every=0, prior_sigma=(0.1, 0.01),
+               prior_train=False, **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
@@ -142,6 +171,14 @@ class UnrolledRefinement(keras.layers.Layer):
     self.jit_compile = bool(jit_compile)
     self.groups = int(groups)
     self.smoothing = int(smoothing)
+    self.prior = str(prior or "")
+    self.prior_every = int(prior_every) or self.groups
+    self.prior_sigma = tuple(float(s) for s in prior_sigma)
+    self.prior_train = bool(prior_train)
+    if self.prior_every < 1 or not 0 < self.prior_sigma[1] <= self.prior_sigma[0]:
+      raise ValueError(f"prior_every={prior_every} must be >= 0 and "
+                       f"prior_sigma={prior_sigma} (first, last) with "
+                       f"0 < last <= first")
     self._compiled = None
     probe = self.probe_real + 1j * self.probe_imag
     self._probe = probe.astype(np.complex64)
@@ -151,6 +188,15 @@ class UnrolledRefinement(keras.layers.Layer):
     # Each group's illumination sum_j |P|^2, the preconditioner's norm.
     self._norms = [self.operator.illumination(self._probe, g).numpy()
                    for g in range(self.groups)]
+    total = sum(self._norms)
+    self._lit = (total >= LIT_FRACTION * total.max()).astype(np.float32)
+    self.denoiser = None
+    self.prior_steps = 0
+    if self.prior:
+      self.denoiser = prior_lib.load(
+          None if self.prior == "default" else self.prior,
+          trainable=self.prior_train, name="prior_denoiser")
+      self.prior_steps = self.steps // self.prior_every
     self.corrections = []
     for k in range(self.filters and self.steps):
       self.corrections.append(keras.Sequential([
@@ -173,6 +219,14 @@ class UnrolledRefinement(keras.layers.Layer):
           initializer="zeros")
     for correction in self.corrections:
       correction.build((None, *self.object_shape, 4))
+    self.prior_log_sigma = None
+    if self.prior_steps:
+      first, last = self.prior_sigma
+      levels = first * (last / first) ** (
+          np.arange(self.prior_steps) / max(self.prior_steps - 1, 1))
+      self.prior_log_sigma = self.add_weight(
+          name="prior_log_sigma", shape=(self.prior_steps,),
+          initializer=keras.initializers.Constant(np.log(levels)))
     self.built = True
 
   def direction(self, obj, amplitudes, method="segment", group=0):
@@ -203,14 +257,17 @@ class UnrolledRefinement(keras.layers.Layer):
     step_size = tf.convert_to_tensor(self.step_size)
     kernel = (tf.zeros([0, 0]) if self.smoothing_delta is None else
               self._kernel(tf.convert_to_tensor(self.smoothing_delta)))
+    sigma = (tf.zeros([0]) if self.prior_log_sigma is None else
+             tf.exp(tf.convert_to_tensor(self.prior_log_sigma)))
     # (Captured Keras sub-layers lose their gradients the same way, so steps
-    # with CNN corrections run as ordinary ops.)
-    if self.jit_compile and not self.corrections:
+    # with CNN corrections or a trained denoiser run as ordinary ops.)
+    if self.jit_compile and not self.corrections and not self.prior_train:
       if self._compiled is None:
         self._compiled = tf.function(
             functools.partial(self._steps, method="slices"), jit_compile=True)
-      return self._compiled(obj, amplitudes, momentum, step_size, kernel)
-    return self._steps(obj, amplitudes, momentum, step_size, kernel)
+      return self._compiled(obj, amplitudes, momentum, step_size, kernel,
+                            sigma)
+    return self._steps(obj, amplitudes, momentum, step_size, kernel, sigma)
 
   def _identity(self):
     identity = np.zeros([self.smoothing] * 2, np.float32)
@@ -245,7 +302,7 @@ class UnrolledRefinement(keras.layers.Layer):
     real, imag = tf.split(out, 2, axis=0)
     return tf.complex(real, imag)
 
-  def _steps(self, obj, amplitudes, momentum, step_size, kernel,
+  def _steps(self, obj, amplitudes, momentum, step_size, kernel, sigma,
              method="segment"):
     # Into the operator's frame once: every step is a plain FFT.
     amplitudes = self.operator.loop_amplitudes_tensor(amplitudes)
@@ -267,6 +324,11 @@ class UnrolledRefinement(keras.layers.Layer):
                              tf.math.real(step), tf.math.imag(step)], -1)
         delta = self.corrections[k](features)
         obj += tf.complex(delta[..., 0], delta[..., 1])
+      if self.prior_steps and (k + 1) % self.prior_every == 0:
+        obj = prior_objects.denoise_object(
+            self.denoiser, obj, self._lit, sigma[(k + 1) // self.prior_every
+                                                 - 1])
+        previous = obj  # the momentum restarts after a prior step
     if self.smoothing:
       obj = self.smooth(obj, kernel)
     return obj
@@ -279,5 +341,8 @@ class UnrolledRefinement(keras.layers.Layer):
                   probe_imag=self.probe_imag.tolist(), steps=self.steps,
                   filters=self.filters, inertia=self.inertia,
                   jit_compile=self.jit_compile, groups=self.groups,
-                  smoothing=self.smoothing)
+                  smoothing=self.smoothing, prior=self.prior,
+                  prior_every=self.prior_every,
+                  prior_sigma=list(self.prior_sigma),
+                  prior_train=self.prior_train)
     return config
