@@ -659,9 +659,6 @@ CASES = [
     Case("CXI file declaring 100000x2048x2048 patterns",
          RECONSTRUCT + ["--scan={cxi_huge}"], limited=True,
          phrase="entry_1/data_1/data is 100000x2048x2048 float32 (1.5 TiB)"),
-    Case(".npz whose header declares 6 TiB", RECONSTRUCT + ["--scan={npz_6tib}"],
-         limited=True, phrase="array 'amplitudes' declares 100000x4096x4096 "
-                              "float32 (6.1 TiB) but holds"),
     Case("50000x50000 PNG (a decompression bomb)",
          SIMULATE + ["--amplitude_image={png_bomb}", "--phase_image={image}",
                      "--out={root}/s.npz"], limited=True,
@@ -670,13 +667,7 @@ CASES = [
          MAKE + ["--out_dir={root}/o5", "--probe_size=100000,100000"],
          limited=True, phrase="--probe_size=100000,100000 must be two sizes "
                               "in [1, 4096] pixels"),
-    Case("--scan_count=2000000000",
-         MAKE + ["--out_dir={root}/o5", "--scan_count=2000000000"],
-         limited=True, phrase="--scan_count=2000000000 must be in [1, 100000]"),
     # Class 2: values out of range.
-    Case("--photons=1e300 for a dataset",
-         MAKE + ["--out_dir={root}/o5", "--photons=1e300"], limited=True,
-         phrase="--photons value 1e+300 must be in [0, 1e+15]"),
     Case("--photons=1e300 for a dose sweep",
          ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
           "--out_dir={root}/r_dose", "--photons=1e3,1e300"], limited=True,
@@ -699,12 +690,6 @@ CASES = [
          phrase="cannot write {root}/full_data/train-00000-of-00001.tfrecord: "
                 "file too large", check=lambda p, r: _no_temp(p["root"] +
                                                               "/full_data")),
-    Case("full disk under make_tfrecords --scans",
-         ["tools/make_tfrecords.py", "--scans={scan}", "--probe_iterations=0",
-          "--out_dir={root}/full_measured"], file_size=6000, limited=True,
-         phrase="cannot write {root}/full_measured/train-00000-of-00001."
-                "tfrecord: file too large",
-         check=lambda p, r: _no_temp(p["root"] + "/full_measured")),
     Case("full disk under export",
          ["-m", "ptychonet_tf.export", "--model_dir={run_a}",
           "--export_dir={root}/full_export"], file_size=20000, limited=True,
@@ -721,11 +706,8 @@ CASES = [
     # Class 6: folders that hold something else.
     Case("make_tfrecords into a training run's folder",
          MAKE + ["--out_dir={run_a}"], limited=True,
-         phrase="output folder {run_a} holds a training run", check=_run_a_untouched),
-    Case("dataset.json naming a shard outside the dataset",
-         ["tools/check_tfrecords.py", "--data_dir={dataset_outside}"],
-         limited=True, phrase="'../outside/x.tfrecord' points outside the "
-                              "dataset folder"),
+         phrase="output folder {run_a} holds a training run",
+         check=_run_a_untouched),
 ]
 
 
