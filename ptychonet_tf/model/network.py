@@ -121,9 +121,12 @@ class NetworkConfig:
   refine_prior_every: int = settings.setting(
       0, "Refinement steps between prior steps (0 = --refine_groups: one "
       "prior step per pass over the positions).")
-  refine_prior_sigma: Tuple[float, float] = settings.setting(
-      (0.1, 0.01), "(first, last) noise levels of the prior steps at "
-      "initialisation, geometric in between; learned end to end.")
+  refine_prior_sigma_start: float = settings.setting(
+      0.1, "Noise level of the first prior step at initialisation (the "
+      "levels fall geometrically to --refine_prior_sigma_end; learned end "
+      "to end).")
+  refine_prior_sigma_end: float = settings.setting(
+      0.01, "Noise level of the last prior step at initialisation.")
   refine_prior_train: bool = settings.setting(
       False, "Also train the prior's denoiser end to end (else only its "
       "noise levels are learned).")
@@ -357,7 +360,8 @@ class PtychoNet(keras.Model):
           groups=self.refine_groups, inertia=self.refine_inertia,
           smoothing=self.refine_smoothing, prior=self.refine_prior,
           prior_every=self.refine_prior_every,
-          prior_sigma=self.refine_prior_sigma,
+          prior_sigma=(self.refine_prior_sigma_start,
+                       self.refine_prior_sigma_end),
           prior_train=self.refine_prior_train, name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
