@@ -30,8 +30,10 @@ from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 
 EXAMPLES = int(os.environ.get("PTYCHONET_FUZZ_EXAMPLES", "25"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-                suppress_health_check=list(HealthCheck))
+# Deterministic (the same examples on every run of a setting) and without
+# Hypothesis' example database in the repository.
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                database=None, suppress_health_check=list(HealthCheck))
 # What the readers may allocate while fuzzed (PTYCHONET_MEMORY_LIMIT), and
 # the peak growth of the process's memory (ru_maxrss) every property must
 # stay under.

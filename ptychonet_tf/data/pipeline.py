@@ -105,7 +105,8 @@ def _counts_and_shards(info, data_dir, info_path):
   if not isinstance(counts, dict) or not isinstance(shards, dict) or not all(
       isinstance(n, int) and not isinstance(n, bool) and n >= 0
       for n in counts.values()) or not all(
-          isinstance(v, list) for v in shards.values()):
+          isinstance(v, list) for v in shards.values()) or not set(
+              shards) <= set(counts):
     raise UserError(f"{info_path} is damaged: expected counts {{split: "
                     f"scans}} and shards {{split: [file names]}}; re-run "
                     f"tools/make_tfrecords.py")
