@@ -18,8 +18,10 @@ import sys
 from absl import flags
 
 from ptychonet_tf import settings
+from ptychonet_tf.data import schema
 from ptychonet_tf.evaluation import doses
 from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.training import strategy as strategy_lib
 from ptychonet_tf.training.config import TrainConfig
 from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.physics import geometry as geometry_lib
@@ -134,7 +136,8 @@ def define_experiment_flags():
   flags.DEFINE_integer("num_test", 20, "Test scans.")
   flags.DEFINE_integer("seed", 0, "Random seed.")
   flags.DEFINE_integer("num_shards", 4, "TFRecord shards per split (at most).")
-  flags.DEFINE_enum("amplitude_dtype", "float32", ["float32", "float16"],
+  flags.DEFINE_enum("amplitude_dtype", "float32",
+                    list(schema.AMPLITUDE_DTYPES),
                     "Storage dtype of amplitudes in TFRecords.")
   flags.DEFINE_enum("compression", "none", ["none", "gzip"],
                     "TFRecord compression.")
@@ -145,8 +148,7 @@ def define_experiment_flags():
                       "Dataset directory written by tools/make_tfrecords.py.")
   define_setting_flags(NetworkConfig)
   define_setting_flags(TrainConfig)
-  flags.DEFINE_enum("distribution", "auto",
-                    ["auto", "none", "mirrored", "multi_worker"],
+  flags.DEFINE_enum("distribution", "auto", list(strategy_lib.DISTRIBUTIONS),
                     "auto: multi_worker if TF_CONFIG names several workers, "
                     "mirrored if there are several GPUs, else none.")
   flags.DEFINE_integer("cpu_devices", 1,
