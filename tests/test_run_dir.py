@@ -6,6 +6,7 @@ geometry.npz, a checkpoint state file with empty ckpt-STEP files, train/.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -395,3 +396,31 @@ def test_a_second_train_on_one_model_dir_is_refused(tmp_path):
   assert first.returncode == 0, err[-3000:]
   assert "epoch 20/20" in out and "final held-out" in out
   assert os.path.isfile(model_dir / "ckpt-80.index")
+
+
+@pytest.mark.parametrize("text,phrase", [
+    ("[1, 2]", "is not a model config (a JSON object)"),
+    ('{"base_channels": "wide"', "is unreadable"),
+])
+def test_a_damaged_model_json_is_named(run, text, phrase):
+  model_dir, record = run
+  path = os.path.join(model_dir, run_dir.MODEL_FILE)
+  with open(path, "w") as f:
+    f.write(text)
+  for read in (lambda: plan(model_dir, record),
+               lambda: run_dir.load_trained_model(model_dir)):
+    with one_line_error(re.escape(phrase)) as raised:
+      read()
+    assert path in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_model_json_of_wrong_types_is_named(run):
+  model_dir, record = run
+  path = os.path.join(model_dir, run_dir.MODEL_FILE)
+  with open(path, "w") as f:
+    json.dump(model_config(base_channels="wide"), f)
+  with one_line_error(re.escape(path) + " holds a setting of the wrong type"):
+    plan(model_dir, record)
+  with one_line_error("model.json is not a network config this package "
+                      "builds"):
+    run_dir.load_trained_model(model_dir)

@@ -99,9 +99,15 @@ def load_trained_model(model_dir):
   geometry = Geometry.load(os.path.join(model_dir, GEOMETRY_FILE))
   # float32 compute whatever the run trained in (the variables are float32
   # in both policies, so its checkpoints fit).
-  model = network.PtychoNet.from_config(dict(config, compute_policy="float32"))
-  n, (h, w) = model.num_positions, model.probe_shape
-  model(np.zeros([1, n, h, w], np.float32))
+  try:
+    model = network.PtychoNet.from_config(
+        dict(config, compute_policy="float32"))
+    n, (h, w) = model.num_positions, model.probe_shape
+    model(np.zeros([1, n, h, w], np.float32))
+  except (TypeError, ValueError, KeyError, IndexError) as e:
+    raise UserError(f"{model_path} is not a network config this package "
+                    f"builds ({type(e).__name__}: "
+                    f"{str(e).splitlines()[0] if str(e) else ''})") from None
   try:
     status = tf.train.Checkpoint(model=model).read(path)
     status.assert_existing_objects_matched()
@@ -231,15 +237,16 @@ def write_run_file(model_dir, record, **extra):
   return run
 
 
-def network_settings(model_config):
+def network_settings(model_config, source=MODEL_FILE):
   """The NETWORK_KEYS of a PtychoNet config (model.json), JSON-normalised;
-  a setting model.json lacks takes its default."""
+  a setting model.json lacks takes its default. `source` names the config
+  in errors."""
   config = settings.to_json(model_config)
   weighting = "uniform" if config.get("stitch_weights") is None else "probe"
   try:
     net = network.NetworkConfig.from_model_settings(config, weighting, False)
   except (TypeError, ValueError) as e:
-    raise UserError(f"{MODEL_FILE} holds a setting of the wrong type ({e}); "
+    raise UserError(f"{source} holds a setting of the wrong type ({e}); "
                     f"use --restart or a new --model_dir") from None
   out = settings.to_json(settings.values(net, lambda item: item.compared))
   out.update({key: config.get(key) for key in GEOMETRY_KEYS})
@@ -263,9 +270,11 @@ def read_model_file(model_dir):
   return config
 
 
-def network_differences(stored_config, new_config):
-  """"key: A there, B here" for each network setting that differs."""
-  old, new = network_settings(stored_config), network_settings(new_config)
+def network_differences(stored_config, new_config, source=MODEL_FILE):
+  """"key: A there, B here" for each network setting that differs
+  (`source` names the stored config in errors)."""
+  old = network_settings(stored_config, source)
+  new = network_settings(new_config)
   return [f"{k}: {_short(old[k]) or '...'} there, "
           f"{_short(new[k]) or '...'} here"
           for k in NETWORK_KEYS if old[k] != new[k]]
@@ -480,7 +489,9 @@ def plan(model_dir, dataset, model_config, restart=False, fine_tune=False,
             f"recording {dataset['data_dir']} as its dataset")
         start.record = True
       if stored_model is not None:
-        changed = network_differences(stored_model, model_config)
+        changed = network_differences(
+            stored_model, model_config,
+            os.path.join(model_dir, MODEL_FILE))
         if changed:
           raise UserError(
               f"model_dir {model_dir} was trained with other network "
