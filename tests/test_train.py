@@ -334,6 +334,25 @@ def test_model_dir_of_another_dataset_is_refused(data_dir, other_data_dir,
   assert again.prepare_run_dir() == 1 and again.step == 1
 
 
+def test_checkpoints_that_cannot_resume_are_named(data_dir, tmp_path):
+  """A checkpoint without the global step (an older release's) or with a
+  truncated data file ends in one line naming it."""
+  model_dir = tmp_path / "run"
+  tr = untrained_run(data_dir, model_dir)
+  data = glob.glob(str(model_dir / "ckpt-1.data-*"))[0]
+  with open(data, "r+b") as f:
+    f.truncate(16)
+  with pytest.raises(UserError, match=r"checkpoint .*ckpt-1 cannot be read "
+                     r"\(truncated or damaged\)") as raised:
+    quick_trainer(data_dir, model_dir).prepare_run_dir()
+  assert "\n" not in str(raised.value)
+  older = tf.train.Checkpoint(model=tr.model, optimizer=tr.optimizer)
+  older.write(str(model_dir / "ckpt-1"))
+  with pytest.raises(UserError, match=r"checkpoint .*ckpt-1 holds no step "
+                     r"counter \(an older release wrote it\)"):
+    quick_trainer(data_dir, model_dir).prepare_run_dir()
+
+
 def test_fine_tune_and_restart_move_the_old_run_aside(data_dir, other_data_dir,
                                                       tmp_path):
   model_dir = tmp_path / "run"

@@ -59,6 +59,12 @@ GEOMETRY_KEYS = ("probe_shape", "num_positions", "object_shape")
 NETWORK_KEYS = tuple(
     item.name for item in settings.settings_of(network.NetworkConfig)
     if item.compared) + GEOMETRY_KEYS
+# What reading a checkpoint that does not fit, or is truncated, raises.
+CHECKPOINT_ERRORS = (tf.errors.OpError, ValueError, AssertionError,
+                     IndexError)
+# Of those, what a truncated or damaged checkpoint raises.
+DAMAGED_CHECKPOINT_ERRORS = (IndexError, tf.errors.DataLossError,
+                             tf.errors.OutOfRangeError)
 
 
 def save_model_files(model_dir, model, geometry):
@@ -112,7 +118,7 @@ def load_trained_model(model_dir):
     status = tf.train.Checkpoint(model=model).read(path)
     status.assert_existing_objects_matched()
     status.expect_partial()
-  except (tf.errors.OpError, ValueError, AssertionError):
+  except CHECKPOINT_ERRORS:
     raise UserError(f"checkpoint {path} does not fit the network of "
                     f"{model_path} (files of two runs mixed?)")
   return model, geometry, checkpoint_step(path)

@@ -193,8 +193,16 @@ class Trainer:
       status = self.task.checkpoint.read(path)
       status.assert_existing_objects_matched()
       status.expect_partial()  # save_counter: not needed
-    except (tf.errors.OpError, ValueError, AssertionError):
-      names = [name for name, _ in tf.train.list_variables(path)]
+    except run_dir.CHECKPOINT_ERRORS as e:
+      try:
+        names = [name for name, _ in tf.train.list_variables(path)]
+      except run_dir.CHECKPOINT_ERRORS:
+        names = None
+      if names is None or isinstance(e, run_dir.DAMAGED_CHECKPOINT_ERRORS):
+        raise UserError(
+            f"checkpoint {path} cannot be read (truncated or damaged); "
+            f"remove it to resume from the one before, or start over with "
+            f"--restart") from None
       if not any(name.startswith("step/") for name in names):
         raise UserError(
             f"checkpoint {path} holds no step counter (an older release "

@@ -34,7 +34,7 @@ def _from_checkpoint(model, checkpoint, dataset, flag, source, data_dir):
     status = tf.train.Checkpoint(model=model).read(checkpoint)
     status.assert_existing_objects_matched()
     status.expect_partial()  # the optimizers and the step start afresh
-  except (tf.errors.OpError, ValueError, AssertionError):
+  except run_dir.CHECKPOINT_ERRORS:
     raise UserError(
         f"{flag}: checkpoint {checkpoint} does not fit the network these "
         f"flags build (other --base_channels, --depth, --max_channels or "
