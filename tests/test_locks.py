@@ -70,3 +70,22 @@ def test_a_file_in_place_of_the_folder(tmp_path):
   with pytest.raises(UserError, match=f"cannot lock {path}"):
     with locks.hold(str(path), "make_tfrecords"):
       pass
+
+
+def test_a_folder_made_for_the_lock_is_removed_when_nothing_was_written(
+    tmp_path):
+  folder = str(tmp_path / "new")
+  with pytest.raises(UserError, match="refused"):
+    with locks.hold(folder, "make_tfrecords"):
+      raise UserError("refused before writing")
+  assert not os.path.exists(folder)
+  with locks.hold(folder, "make_tfrecords"):
+    with open(os.path.join(folder, "dataset.json"), "w") as f:
+      f.write("{}")
+  assert sorted(os.listdir(folder)) == [locks.LOCK_NAME, "dataset.json"]
+  # A folder that existed before is never removed.
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with locks.hold(str(empty), "make_tfrecords"):
+    pass
+  assert empty.is_dir()

@@ -17,7 +17,9 @@ names them:
 
 Locks are per process and not re-entrant across processes; inside one
 process a nested `hold` of the same folder is allowed (the outer one holds
-it). Folders on file systems without flock support (some network mounts)
+it). A folder that `hold` created and that holds nothing but the lock file
+when the job ends (a job refused before it wrote anything) is removed
+again. Folders on file systems without flock support (some network mounts)
 are refused with their OSError's cause named.
 """
 import contextlib
@@ -74,21 +76,9 @@ def hold(folder, purpose):
     finally:
       _held[key] -= 1
     return
+  created = not os.path.isdir(folder)
+  handle = _acquire(folder)
   try:
-    os.makedirs(folder, exist_ok=True)
-    handle = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
-  except OSError as e:
-    raise UserError(f"cannot lock {folder}: {e.strerror or e}") from None
-  try:
-    try:
-      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-      if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
-        raise UserError(f"cannot lock {folder}: {e.strerror or e}") from None
-      who = holder(folder)
-      name = f"{who[1]} (PID {who[0]})" if who else "another job"
-      raise UserError(f"{folder} is in use by {name}; wait for it to finish, "
-                      f"or use another folder") from None
     try:
       os.ftruncate(handle, 0)
       os.write(handle, f"{os.getpid()} {purpose}\n".encode())
@@ -99,5 +89,50 @@ def hold(folder, purpose):
       yield
     finally:
       del _held[key]
+      if created:
+        _remove_if_empty(folder)
   finally:
     os.close(handle)  # releases the flock
+
+
+def _acquire(folder):
+  """An open descriptor of folder's lock file, flock'ed exclusively.
+
+  A lock file that its holder removed (an empty folder it had created, see
+  `_remove_if_empty`) between our open and our flock is not the lock any
+  more: then the lock file is opened again.
+  """
+  while True:
+    try:
+      os.makedirs(folder, exist_ok=True)
+      handle = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+      raise UserError(f"cannot lock {folder}: {e.strerror or e}") from None
+    try:
+      fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      os.close(handle)
+      if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+        raise UserError(f"cannot lock {folder}: {e.strerror or e}") from None
+      who = holder(folder)
+      name = f"{who[1]} (PID {who[0]})" if who else "another job"
+      raise UserError(f"{folder} is in use by {name}; wait for it to finish, "
+                      f"or use another folder") from None
+    try:
+      current = os.stat(lock_path(folder)).st_ino
+    except OSError:
+      current = None
+    if current == os.fstat(handle).st_ino:
+      return handle
+    os.close(handle)  # removed meanwhile: take the new one
+
+
+def _remove_if_empty(folder):
+  """Removes a folder that `hold` created and that holds only the lock file
+  (a job refused before it wrote anything), the lock still held."""
+  try:
+    if os.listdir(folder) == [LOCK_NAME]:
+      os.remove(lock_path(folder))
+      os.rmdir(folder)
+  except OSError:
+    pass  # written to meanwhile, or not ours to remove
