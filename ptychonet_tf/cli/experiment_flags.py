@@ -73,14 +73,26 @@ def define_setting_flags(config_class, command=None):
     if item.choices:
       flags.DEFINE_enum(item.name, item.default, list(item.choices),
                         item.help)
+    elif item.type is tuple:  # numbers, comma-separated
+      flags.DEFINE_list(item.name, [str(v) for v in item.default], item.help)
     else:
       _DEFINE[item.type](item.name, item.default, item.help)
+
+
+def _flag_value(item):
+  """The parsed flag of a setting, as the setting's type."""
+  value = FLAGS[item.name].value
+  try:
+    return settings.coerce(item, value)
+  except ValueError:
+    raise UserError(f"--{item.name}={','.join(value)} is not a list of "
+                    f"numbers") from None
 
 
 def config_from_flags(config_class, **given):
   """A `config_class` of the parsed flags of its settings, plus `given`
   (fields without a flag of their own)."""
-  values = {item.name: FLAGS[item.name].value
+  values = {item.name: _flag_value(item)
             for item in settings.settings_of(config_class)
             if item.flag and item.name not in given and item.name in FLAGS}
   return config_class(**values, **given)
