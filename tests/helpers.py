@@ -101,3 +101,12 @@ def np_stitch(patches, layout, shape):
   for patch, (t, b, l, r) in zip(patches, layout):
     out[t:b, l:r] += patch
   return out
+
+
+def np_overlap(psi, probe, layout, shape, previous, inertia):
+  """The inertia-regularised object of exit waves (DM's overlap projection)."""
+  num = np_stitch(np.conj(probe) * psi, layout, shape)
+  norm = np_stitch(np.broadcast_to(np.abs(probe) ** 2, psi.shape), layout,
+                   shape)
+  eps = inertia * norm.max()
+  return (num + eps * previous) / (norm + eps)

@@ -4,7 +4,7 @@ Their single steps are the operator's (tests/test_operator.py)."""
 import numpy as np
 import pytest
 
-from helpers import np_fourier_projection, np_stitch, np_windows
+from helpers import np_fourier_projection, np_overlap, np_windows
 
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf import reconstructors
@@ -31,14 +31,6 @@ def tiny_scan(seed=0, count=12, step=1.5, size=16):
 
 
 # --- numpy references (detector convention, float64) ------------------------
-
-
-def np_overlap(psi, probe, layout, shape, previous, inertia):
-  num = np_stitch(np.conj(probe) * psi, layout, shape)
-  norm = np_stitch(np.broadcast_to(np.abs(probe) ** 2, psi.shape), layout,
-                   shape)
-  eps = inertia * norm.max()
-  return (num + eps * previous) / (norm + eps)
 
 
 def np_dm(amps, probe, layout, shape, obj, iterations, inertia=1e-6):

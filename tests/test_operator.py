@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import np_far, np_fourier_projection, np_stitch, np_windows
+from helpers import (np_far, np_fourier_projection, np_overlap, np_stitch,
+                     np_windows)
 
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import operator as operator_lib
@@ -40,14 +41,6 @@ def np_misfit(obj, probe, layout, loop_amps):
   """sum_j || |fft2(P O_j)| - A_j ||^2 in float64 (the loop frame)."""
   spectra = np.fft.fft2(probe * np_windows(obj, layout))
   return float(np.sum((np.abs(spectra) - loop_amps) ** 2))
-
-
-def np_overlap(psi, probe, layout, shape, previous, inertia):
-  num = np_stitch(np.conj(probe) * psi, layout, shape)
-  norm = np_stitch(np.broadcast_to(np.abs(probe) ** 2, psi.shape), layout,
-                   shape)
-  eps = inertia * norm.max()
-  return (num + eps * previous) / (norm + eps)
 
 
 def test_exit_waves_and_backproject_are_adjoint():
