@@ -161,3 +161,24 @@ def test_summarize_leaves_out_exact_agreement():
   assert s["phase_psnr"] == {"mean": 30.0, "std": 0.0, "exact": 1}
 
 
+
+
+def test_compare_runs_from_python_with_a_pnp_row(setup, tmp_path):
+  """comparison.compare is the evaluation without a subprocess: the model,
+  DM, LSQML and PnP (here with an identity prior: its rows equal LSQML's)."""
+  data_dir, export, _ = setup
+  settings = comparison.ComparisonSettings(
+      dm_iterations=4, curve_every=2, dm_batch=2, dm_equal_time=False,
+      run_lsqml=True, lsqml_batch_size=5, run_pnp=True)
+  out = comparison.compare(data_dir, str(tmp_path / "report"),
+                           [("net", export)], settings,
+                           denoiser=lambda x, sigma: x)
+  results = out["results"]
+  pnp_row = f"{comparison.PNP} (4 it, learned prior)"
+  lsqml_row = f"{comparison.LSQML} (4 it, flat start)"
+  assert {"net", "DM (random start)", "DM (flat start)", lsqml_row, pnp_row,
+          "net+DM", comparison.MEAN_OBJECT} == set(results)
+  np.testing.assert_allclose(results[pnp_row]["objects"],
+                             results[lsqml_row]["objects"], atol=1e-5)
+  assert os.path.isfile(tmp_path / "report" / "report.md")
+  assert pnp_row in out["tables"]

@@ -19,6 +19,9 @@ intensities become centred amplitudes. Methods:
   epie          ePIE, --iterations epochs
   lsqml         least-squares maximum likelihood (Odstrcil et al. 2018) from
                 --init, --lsqml_batch_size positions per update
+  pnp           plug-and-play: LSQML rounds of 10 iterations, each ending in a
+                step of the learned image prior (--prior, --sigma_start,
+                --sigma_end)
   ptychonet     one pass of a PtychoNet SavedModel (--saved_model)
   ptychonet+dm  DM started from the network's output (the paper's section 6)
 
@@ -90,6 +93,12 @@ flags.DEFINE_float("object_reg", 0.1, "LSQML: regulariser of the object "
                    "update's denominator, relative to max(sum_j |P|^2).")
 flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
                    "update's denominator, relative to max(sum_j |O_j|^2).")
+flags.DEFINE_string("prior", None, "pnp: an exported image prior (a "
+                    "train_prior --export_dir); default: the shipped one.")
+flags.DEFINE_float("sigma_start", 0.1, "pnp: the prior's noise level in the "
+                   "first round (images scaled to [0, 1]).")
+flags.DEFINE_float("sigma_end", 0.01, "pnp: the prior's noise level in the "
+                   "last round (geometric in between).")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools; the process is pinned to that many "
                      "cores); 0 = auto: 1 for --method=epie (one scan's ePIE "
@@ -172,7 +181,8 @@ def method_config(method, iterations):
       batch_size=FLAGS.lsqml_batch_size, grouping=FLAGS.lsqml_grouping,
       noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
       probe_reg=FLAGS.probe_reg, saved_model=FLAGS.saved_model,
-      allow_other_probe=FLAGS.allow_other_probe)
+      allow_other_probe=FLAGS.allow_other_probe, prior=FLAGS.prior,
+      sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end)
 
 
 @report_user_errors

@@ -64,8 +64,8 @@ class ComparisonSettings:
       seconds per scan.
     run_lsqml: run LSQML from a flat start for dm_iterations.
     lsqml_batch_size: LSQML's positions per update.
-    run_pnp: run plug-and-play (`baselines.pnp`, its default settings) from
-      a flat start for dm_iterations data iterations.
+    run_pnp: run plug-and-play (`baselines.pnp`, its default settings and
+      lsqml_batch_size) from a flat start for dm_iterations data iterations.
     prior: the exported prior of the PnP row; None: the shipped one.
     num_panels: test objects drawn in the image panels.
     doses: photons per pattern of a dose sweep (() for none; inf = noise
@@ -311,9 +311,13 @@ class Comparison:
     geometry: physics.geometry.Geometry of the scans.
     models: [(name, SavedModel dir)]; the first one starts DM.
     settings: ComparisonSettings.
+    denoiser: the PnP row's prior as a callable (x, sigma) -> x (None: the
+      settings' exported prior, or the shipped one).
   """
 
-  def __init__(self, amplitudes, truths, geometry, models, settings):
+  def __init__(self, amplitudes, truths, geometry, models, settings,
+               denoiser=None):
+    self.denoiser = denoiser
     self.amplitudes = amplitudes
     self.truths = truths
     self.geometry = geometry
@@ -358,6 +362,8 @@ class Comparison:
     """Plug-and-play from a flat start for the settings' DM iterations."""
     iterations = self.settings.dm_iterations
     config = pnp.PnPConfig(iterations=iterations, prior=self.settings.prior,
+                           denoiser=self.denoiser,
+                           batch_size=self.settings.lsqml_batch_size,
                            progress=False)
     return self.solver(config, name, amplitudes)
 
@@ -488,7 +494,7 @@ class Comparison:
 
 
 def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
-            split=None):
+            split=None, denoiser=None):
   """The paper's comparison on a dataset's test split, with its report.
 
   Args:
@@ -501,6 +507,7 @@ def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
     num_scans: the first num_scans test scans; 0 = all.
     split: (amplitudes, truths, info) already read by `read_test_split`
       (None: read here).
+    denoiser: the PnP row's prior as a callable (see `Comparison`).
 
   Returns:
     {"results": ..., "curves": ..., "note": ..., "tables": Markdown}.
@@ -509,11 +516,14 @@ def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
           settings.run_pnp):
     raise UserError("nothing to evaluate: give a SavedModel, or run DM, "
                     "LSQML or PnP")
+  if num_scans < 0:
+    raise UserError(f"num_scans={num_scans} must be >= 0 (0: all)")
   amplitudes, truths, info = split or read_test_split(data_dir, num_scans)
   title = title or os.path.basename(os.path.normpath(out_dir))
   settings = dataclasses.replace(settings, data_dir=data_dir)
   print(f"evaluating {len(truths)} test scans of {data_dir}")
-  comparison = Comparison(amplitudes, truths, info.geometry, models, settings)
+  comparison = Comparison(amplitudes, truths, info.geometry, models, settings,
+                          denoiser)
   results, curves, note = comparison.run()
   tables = write_outputs(out_dir, title, info, truths, comparison.mask,
                          results, curves, note, settings)

@@ -79,6 +79,7 @@ from ptychonet_tf import prior as prior_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.prior import objects as prior_objects
+from ptychonet_tf.utils import machine
 
 
 # The initial momenta stop growing here: with position groups, Nesterov's
@@ -180,6 +181,7 @@ class UnrolledRefinement(keras.layers.Layer):
                        f"prior_sigma={prior_sigma} (first, last) with "
                        f"0 < last <= first")
     self._compiled = None
+    self._segments = {}
     probe = self.probe_real + 1j * self.probe_imag
     self._probe = probe.astype(np.complex64)
     self.operator = operator_lib.Ptychography(
@@ -193,9 +195,11 @@ class UnrolledRefinement(keras.layers.Layer):
     self.denoiser = None
     self.prior_steps = 0
     if self.prior:
+      # bfloat16 where the CPU computes it natively (machine.fast_policy).
       self.denoiser = prior_lib.load(
           None if self.prior == "default" else self.prior,
-          trainable=self.prior_train, name="prior_denoiser")
+          dtype=machine.fast_policy(), trainable=self.prior_train,
+          name="prior_denoiser")
       self.prior_steps = self.steps // self.prior_every
     self.corrections = []
     for k in range(self.filters and self.steps):
@@ -262,12 +266,30 @@ class UnrolledRefinement(keras.layers.Layer):
     # (Captured Keras sub-layers lose their gradients the same way, so steps
     # with CNN corrections or a trained denoiser run as ordinary ops.)
     if self.jit_compile and not self.corrections and not self.prior_train:
+      if self.prior_steps:
+        # The physics between prior steps compiles; the denoiser runs as
+        # ordinary ops (TensorFlow's own convolutions are several times
+        # faster on CPU than XLA's).
+        return self._steps(obj, amplitudes, momentum, step_size, kernel,
+                           sigma, method="slices",
+                           segment=self._compiled_segment)
       if self._compiled is None:
         self._compiled = tf.function(
             functools.partial(self._steps, method="slices"), jit_compile=True)
       return self._compiled(obj, amplitudes, momentum, step_size, kernel,
                             sigma)
     return self._steps(obj, amplitudes, momentum, step_size, kernel, sigma)
+
+  def _compiled_segment(self, obj, previous, group_amplitudes, momentum,
+                        step_size, start, method):
+    """`_segment` as an XLA-compiled function, one per (first group, length)."""
+    key = (start % self.groups, int(momentum.shape[0]), method)
+    if key not in self._segments:
+      self._segments[key] = tf.function(
+          functools.partial(self._segment, start=start, method=method),
+          jit_compile=True)
+    return self._segments[key](obj, previous, group_amplitudes, momentum,
+                               step_size)
 
   def _identity(self):
     identity = np.zeros([self.smoothing] * 2, np.float32)
@@ -303,35 +325,52 @@ class UnrolledRefinement(keras.layers.Layer):
     return tf.complex(real, imag)
 
   def _steps(self, obj, amplitudes, momentum, step_size, kernel, sigma,
-             method="segment"):
+             method="segment", segment=None):
+    """The K steps (prior steps between segments of physics steps)."""
     # Into the operator's frame once: every step is a plain FFT.
     amplitudes = self.operator.loop_amplitudes_tensor(amplitudes)
     group_amplitudes = [self.operator.group_slice(amplitudes, g)
                         for g in range(self.groups)]
+    segment = segment or self._segment
+    every = self.prior_every if self.prior_steps else self.steps
+    previous = obj
+    for start in range(0, self.steps, every):
+      stop = min(start + every, self.steps)
+      obj, previous = segment(obj, previous, group_amplitudes,
+                              momentum[start:stop], step_size[start:stop],
+                              start=start, method=method)
+      if self.prior_steps and stop % every == 0:
+        obj = prior_objects.denoise_object(self.denoiser, obj, self._lit,
+                                           sigma[stop // every - 1])
+        previous = obj  # the momentum restarts after a prior step
+    if self.smoothing:
+      obj = self.smooth(obj, kernel)
+    return obj
+
+  def _segment(self, obj, previous, group_amplitudes, momentum, step_size,
+               start, method="segment"):
+    """Physics steps start .. start + len(momentum) - 1.
+
+    Returns:
+      (object, the object before the last step) for the momentum.
+    """
     # tf.complex, not tf.cast: the gradient of a float -> complex cast casts
     # back and warns about the discarded imaginary part once per step.
     momentum = tf.complex(momentum, tf.zeros_like(momentum))
     step_size = tf.complex(step_size, tf.zeros_like(step_size))
-    previous = obj
-    for k in range(self.steps):
-      ahead = obj + momentum[k] * (obj - previous)
+    for i in range(int(momentum.shape[0])):
+      k = start + i
+      ahead = obj + momentum[i] * (obj - previous)
       previous = obj
       group = k % self.groups
       step = self.direction(ahead, group_amplitudes[group], method, group)
-      obj = ahead + step_size[k] * step
+      obj = ahead + step_size[i] * step
       if self.corrections:
         features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),
                              tf.math.real(step), tf.math.imag(step)], -1)
         delta = self.corrections[k](features)
         obj += tf.complex(delta[..., 0], delta[..., 1])
-      if self.prior_steps and (k + 1) % self.prior_every == 0:
-        obj = prior_objects.denoise_object(
-            self.denoiser, obj, self._lit, sigma[(k + 1) // self.prior_every
-                                                 - 1])
-        previous = obj  # the momentum restarts after a prior step
-    if self.smoothing:
-      obj = self.smooth(obj, kernel)
-    return obj
+    return obj, previous
 
   def get_config(self):
     config = super().get_config()
