@@ -7,6 +7,7 @@ geometry.npz, a checkpoint state file with empty ckpt-STEP files, train/.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -370,32 +371,38 @@ def test_locked_removes_a_model_dir_it_created_for_a_failed_job(tmp_path):
 @pytest.mark.slow
 def test_a_second_train_on_one_model_dir_is_refused(tmp_path):
   """Two `train` on one --model_dir: the second is refused in one line naming
-  the first's PID, and the first finishes normally."""
+  the first's PID, and the first finishes normally. The first is paused
+  while it holds the lock, so the second surely tries it while it runs."""
   data_dir = write_tiny(str(tmp_path / "data"))
   model_dir = tmp_path / "run"
   args = ["-m", "ptychonet_tf.train", *GEOMETRY_FLAGS, *SMALL_NET,
           f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-          "--batch_size=2", "--noexport", "--eval_scans=1", "--num_images=0"]
+          "--batch_size=2", "--noexport", "--eval_scans=1", "--num_images=0",
+          "--epochs=2"]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-  first = subprocess.Popen([sys.executable, *args, "--epochs=20"], cwd=REPO,
-                           env=env, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+  first = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
   try:
     deadline = time.time() + 120
-    while time.time() < deadline and not (model_dir / "run.json").exists():
-      time.sleep(0.2)  # run.json is written under the lock
-    assert first.poll() is None, first.communicate()[1][-2000:]
-    second = run_cli([*args, "--epochs=1"])
+    while (locks.holder(str(model_dir)) or (None,))[0] != first.pid:
+      assert first.poll() is None and time.time() < deadline, (
+          first.communicate())
+      time.sleep(0.1)
+    first.send_signal(signal.SIGSTOP)
+    try:
+      second = run_cli(args)
+    finally:
+      first.send_signal(signal.SIGCONT)
     assert_one_line_error(second, f"{model_dir} is in use by train (PID "
                                   f"{first.pid})")
-    assert first.poll() is None, "the first run ended before the second's refusal"
     out, err = first.communicate(timeout=300)
   finally:
     if first.poll() is None:
       first.kill()
   assert first.returncode == 0, err[-3000:]
-  assert "epoch 20/20" in out and "final held-out" in out
-  assert os.path.isfile(model_dir / "ckpt-80.index")
+  assert "epoch 2/2" in out and "final held-out" in out
+  assert os.path.isfile(model_dir / "ckpt-8.index")
 
 
 @pytest.mark.parametrize("text,phrase", [
