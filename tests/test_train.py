@@ -346,6 +346,10 @@ def test_checkpoints_that_cannot_resume_are_named(data_dir, tmp_path):
                      r"\(truncated or damaged\)") as raised:
     quick_trainer(data_dir, model_dir).prepare_run_dir()
   assert "\n" not in str(raised.value)
+  with pytest.raises(UserError, match=r"--init_from: checkpoint .*ckpt-1 "
+                     r"cannot be read \(truncated or damaged\)"):
+    quick_trainer(data_dir, tmp_path / "new", init_from=str(model_dir)
+                  ).prepare_run_dir()
   older = tf.train.Checkpoint(model=tr.model, optimizer=tr.optimizer)
   older.write(str(model_dir / "ckpt-1"))
   with pytest.raises(UserError, match=r"checkpoint .*ckpt-1 holds no step "

@@ -34,6 +34,9 @@ def _from_checkpoint(model, checkpoint, dataset, flag, source, data_dir):
     status = tf.train.Checkpoint(model=model).read(checkpoint)
     status.assert_existing_objects_matched()
     status.expect_partial()  # the optimizers and the step start afresh
+  except run_dir.DAMAGED_CHECKPOINT_ERRORS:
+    raise UserError(f"{flag}: checkpoint {checkpoint} cannot be read "
+                    f"(truncated or damaged)") from None
   except run_dir.CHECKPOINT_ERRORS:
     raise UserError(
         f"{flag}: checkpoint {checkpoint} does not fit the network these "
