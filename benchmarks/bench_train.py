@@ -117,17 +117,16 @@ def bench(name, data_dir, precision, batch_size, base_channels, refine_steps):
       batch_size=batch_size, steps_per_epoch=1, epochs=1, refine_epochs=1,
       mixed_precision=precision == "mixed_bfloat16", export=False,
       verbose=False)
-  trainer = trainer.Trainer(config, tf.distribute.get_strategy())
-  patterns = trainer.patterns_per_step
-  # pylint: disable=protected-access
+  run = trainer.Trainer(config, tf.distribute.get_strategy())
+  patterns = run.patterns_per_step
+  task = run.task
   if refine_steps:  # the end-to-end step of the refinement epochs
-    epoch, step = config.epochs, trainer._make_refine_step()
+    epoch, step = config.epochs, task.make_refine_step()
   else:
-    epoch, step = 0, trainer._train_step
-  # pylint: enable=protected-access
-  iterator = iter(trainer.train_dataset(epoch))
+    epoch, step = 0, task.pattern_step
+  iterator = iter(task.train_dataset(epoch))
   # The same step on one batch held in memory: no input pipeline at all.
-  batch = next(iter(trainer.train_dataset(epoch)))
+  batch = next(iter(task.train_dataset(epoch)))
   batch = tf.nest.map_structure(tf.identity, batch)
   bare_iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
   pipeline_rate = bare_rate = 0.0
@@ -137,7 +136,7 @@ def bench(name, data_dir, precision, batch_size, base_channels, refine_steps):
         lambda: float(step(iterator)), FLAGS.steps, warmup) * patterns)
     bare_rate = max(bare_rate, _rate(
         lambda: float(step(bare_iterator)), FLAGS.steps, warmup) * patterns)
-  model = trainer.model
+  model = run.model
   n, (h, w) = model.num_positions, model.probe_shape
   scan = tf.reshape(batch["amplitudes"], [-1, n, h, w])[:1]  # one scan
   amplitudes = tf.tile(scan, [FLAGS.infer_batch, 1, 1, 1])

@@ -323,7 +323,7 @@ def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):
                                           config.loss_spec, probe, False, mask)
   assert per_scan.shape == (2,) and np.all(np.isfinite(per_scan.numpy()))
   before = held_out_misfit()
-  step = job._make_refine_step()  # pylint: disable=protected-access
+  step = job.task.make_refine_step()
   batches = iter(job.train_dataset(config.epochs))
   for _ in range(6):
     step(batches)

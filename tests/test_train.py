@@ -111,7 +111,7 @@ def test_one_step_lowers_the_loss(data_dir, tmp_path, loss, noise):
     return float(tf.reduce_mean(per_pattern))
 
   before = batch_loss()
-  tr._train_step(  # pylint: disable=protected-access
+  tr.task.pattern_step(
       iter(tf.data.Dataset.from_tensors(batch)))
   assert tr.step == 1
   after = batch_loss()
@@ -254,7 +254,7 @@ def test_mixed_precision_trainer_leaves_the_global_policy(data_dir, tmp_path):
   assert set(layers.values()) == {"bfloat16"}, layers
   assert {v.dtype for v in model.variables} == {"float32"}
   batch = next(iter(tr.train_dataset(0)))
-  loss = tr._train_step(iter(tf.data.Dataset.from_tensors(batch)))  # pylint: disable=protected-access
+  loss = tr.task.pattern_step(iter(tf.data.Dataset.from_tensors(batch)))
   assert loss.dtype == tf.float32 and tf.math.is_finite(loss)
   n = tr.geometry.num_positions
   out = model(batch["amplitudes"][:n][None])

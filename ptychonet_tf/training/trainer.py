@@ -156,15 +156,6 @@ class Trainer:
     """The global step."""
     return self.task.step
 
-  # What the task and the schedule know, by their old names.
-
-  @property
-  def _train_step(self):
-    return self.task.pattern_step
-
-  def _make_refine_step(self):
-    return self.task.make_refine_step()
-
   def train_dataset(self, epoch):
     """The distributed, repeated train input of one epoch."""
     return self.task.train_dataset(epoch)
