@@ -11,7 +11,7 @@ TRANSFER_IMAGES ?=
 # Photographs the demo's test scans are simulated from (never trained on).
 TEST_IMAGES ?= ../shared/data/imagenet-sample-gray/images
 
-.PHONY: install demo data train export tensorboard test test-fast bench siemens-star
+.PHONY: install demo data train export tensorboard test test-fast bench siemens-star prior bench-prior
 
 install:
 	$(PIP) install -q -e ".[cpu,test]"
@@ -36,6 +36,17 @@ export:
 
 tensorboard:
 	tensorboard --logdir=runs
+
+# The learned image prior shipped in ptychonet_tf/prior/weights/, trained
+# only on redistributable images (embedded defaults and procedural ones);
+# about an hour on 2 cores. Resumes when re-run; docs/prior.md.
+prior: install
+	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior.flags
+
+# Its denoising PSNR on held-out photos next to a Gaussian filter and BM3D.
+bench-prior: install
+	$(PIP) install -q -e ".[bench]"
+	$(PYTHON) benchmarks/bench_prior.py --images=$(TEST_IMAGES)
 
 # Two tiers: `make test-fast` runs the in-process unit tests (tiny shapes,
 # under a minute); `make test` adds the end-to-end tests marked slow
