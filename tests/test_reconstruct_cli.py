@@ -126,6 +126,22 @@ def test_epie(scan_path, tmp_path):
       result.stdout)
 
 
+def test_pnp_with_the_shipped_prior(scan_path, tmp_path):
+  out = str(tmp_path / "pnp.npz")
+  result = run_cli(CLI + [f"--scan={scan_path}", "--method=pnp",
+                          "--iterations=20", "--lsqml_batch_size=4",
+                          "--sigma_start=0.05", "--sigma_end=0.01",
+                          f"--out={out}"])
+  assert result.returncode == 0, result.stderr
+  with np.load(out) as f:
+    assert str(f["method"]) == "pnp" and f["chi"].shape == (20,)
+    assert f["fourier_error"][-1] < 0.1 * f["fourier_error"][0]
+  bad = run_cli(CLI + [f"--scan={scan_path}", "--method=pnp",
+                       "--sigma_start=0.01", "--sigma_end=0.1",
+                       f"--out={out}"])
+  assert_one_line_error(bad, "sigma_end <= sigma_start")
+
+
 def test_lsqml_with_its_flags(scan_path, tmp_path):
   out = str(tmp_path / "lsqml.npz")
   result = run_cli(CLI + [f"--scan={scan_path}", "--method=lsqml",

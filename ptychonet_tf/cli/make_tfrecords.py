@@ -47,10 +47,10 @@ def measured_job():
   """--scans: reads and checks the scans; returns job(out_dir), which
   refines the probe and writes the dataset."""
   # pylint: disable=g-import-not-at-top
+  from ptychonet_tf import reconstructors
   from ptychonet_tf.baselines import dm
   from ptychonet_tf.data import measured
   from ptychonet_tf.data import readers
-  from ptychonet_tf.evaluation import methods
   # pylint: enable=g-import-not-at-top
   if FLAGS.probe_iterations < 0:
     raise UserError(f"--probe_iterations={FLAGS.probe_iterations} must be "
@@ -63,10 +63,12 @@ def measured_job():
       return scans[0].probe
     print(f"refining the probe: {FLAGS.probe_iterations} DM iterations on "
           f"{FLAGS.scans[0]}")
-    return methods.reconstruct(scans[0], "dm", dm_config=dm.DMConfig(
-        iterations=FLAGS.probe_iterations, refine_probe=True,
-        probe_start=min(10, FLAGS.probe_iterations // 2),
-        progress=FLAGS.progress))["probe"]
+    scan = scans[0]
+    return reconstructors.reconstruct(
+        "dm", scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
+        dm.DMConfig(iterations=FLAGS.probe_iterations, refine_probe=True,
+                    probe_start=min(10, FLAGS.probe_iterations // 2),
+                    progress=FLAGS.progress)).probe
   config = measured.MeasuredConfig(
       files=tuple(FLAGS.scans),
       sha256=tuple(measured.file_sha256(p) for p in FLAGS.scans),

@@ -47,9 +47,10 @@ import numpy as np
 from PIL import Image
 
 from ptychonet_tf import cli
+from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import dm
 from ptychonet_tf.cli.stages import Stages, fmt
 from ptychonet_tf.evaluation import metrics
-from ptychonet_tf.baselines import dm
 from ptychonet_tf.data import readers
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError, report_user_errors
@@ -263,10 +264,9 @@ def learned(scan, dm_result):
                                         scan.layout, scan.amplitudes),
                   tuned_objects[0]))
   tick = time.perf_counter()
-  from_learned = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                                   scan.object_shape,
-                                   dm_config(FLAGS.iterations),
-                                   initial_object=start)
+  from_learned = reconstructors.reconstruct(
+      "dm", scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
+      dm_config(FLAGS.iterations), initial_object=start)
   print(f"DM from the learned model: {time.perf_counter() - tick:.1f} s")
   target = float(dm_result.fourier_error[-1])
   runs, rows = {}, []
@@ -350,8 +350,9 @@ def main(argv):
   if FLAGS.learned and not os.path.isfile("configs/base.flags"):
     raise UserError("--learned runs the package's commands on configs/: run "
                     "it from the repository root")
-  result = dm.difference_map(scan.amplitudes, scan.probe, scan.layout,
-                             scan.object_shape, dm_config(FLAGS.iterations))
+  result = reconstructors.reconstruct(
+      "dm", scan.amplitudes, scan.probe, scan.layout, scan.object_shape,
+      dm_config(FLAGS.iterations))
   print(f"DM: {result.seconds:.1f} s, {result.seconds_per_iteration:.3f} s per "
         f"iteration; chi {result.chi[-1]:.2e}, Fourier error "
         f"{result.fourier_error[-1]:.2e}")

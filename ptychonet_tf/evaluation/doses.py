@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ptychonet_tf.physics import forward
+from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
 
 NOISE_FREE = math.inf
@@ -35,7 +36,7 @@ def parse_doses(values):
     doses.append(NOISE_FREE if dose == 0 else dose)
   if len(set(doses)) < len(doses):
     raise UserError(f"--photons repeats a dose: {','.join(values)}")
-  return doses
+  return limits.check_photons(doses)
 
 
 def label(dose):
