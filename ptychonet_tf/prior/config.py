@@ -74,7 +74,7 @@ class PriorTrainConfig:
     images: image source spec (`data.images.open_image_pools`); its train
       pool is trained on, its test pool gives the validation crops.
     network: NetworkSettings.
-    patches: data.PatchConfig.
+    patches: PatchConfig.
     batch_size: patches per step.
     steps: training steps in all (a resumed run stops at the same step).
     learning_rate: peak learning rate of Adam.

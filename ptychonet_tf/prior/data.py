@@ -22,7 +22,6 @@ import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.data import images as images_lib
-from ptychonet_tf.prior.config import PatchConfig  # pylint: disable=unused-import
 from ptychonet_tf.utils.errors import UserError
 
 

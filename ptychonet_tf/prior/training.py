@@ -22,7 +22,6 @@ At the end the weights are exported (`export`) to `export_dir`:
 import json
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
@@ -30,7 +29,6 @@ import tensorflow as tf
 import keras
 
 from ptychonet_tf.prior import data as data_lib
-from ptychonet_tf.prior.config import LOSSES, NetworkSettings, PriorTrainConfig  # pylint: disable=unused-import
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
