@@ -436,6 +436,10 @@ def test_prior_steps_sit_between_the_physics_steps(tmp_path):
     x = prior_objects.denoise_object(layer.denoiser, x, lit, sigma)
   np.testing.assert_allclose(got, x.numpy(), rtol=1e-3, atol=1e-4)
   assert any("prior_denoiser" in w.path for w in layer.weights)
+  # The denoiser's weights are the layer's but stay as loaded: only the
+  # noise levels (and the steps' scalars) train.
+  assert {v.name for v in layer.trainable_variables} == {
+      "momentum", "step_size", "prior_log_sigma"}
   config = layer.get_config()
   assert config["prior"] == path and config["prior_every"] == 2
   again = refinement.UnrolledRefinement.from_config(config)

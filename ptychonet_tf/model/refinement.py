@@ -181,7 +181,9 @@ class UnrolledRefinement(keras.layers.Layer):
                        f"prior_sigma={prior_sigma} (first, last) with "
                        f"0 < last <= first")
     self._compiled = None
-    self._segments = {}
+    # A cache of compiled functions, not state: kept out of Keras' (and the
+    # SavedModel's) tracking.
+    object.__setattr__(self, "_segments", {})
     probe = self.probe_real + 1j * self.probe_imag
     self._probe = probe.astype(np.complex64)
     self.operator = operator_lib.Ptychography(
@@ -200,6 +202,10 @@ class UnrolledRefinement(keras.layers.Layer):
           None if self.prior == "default" else self.prior,
           dtype=machine.fast_policy(), trainable=self.prior_train,
           name="prior_denoiser")
+      # Each variable's own flag decides what an enclosing model trains (the
+      # layer's flag does not reach its sub-layers' variables).
+      for variable in self.denoiser.weights:
+        variable.trainable = self.prior_train
       self.prior_steps = self.steps // self.prior_every
     self.corrections = []
     for k in range(self.filters and self.steps):
