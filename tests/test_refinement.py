@@ -26,6 +26,7 @@ from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.training import trainer
+from ptychonet_tf.utils import machine
 
 
 def _scan(seed=0, size=16):
@@ -453,3 +454,27 @@ def test_prior_steps_sit_between_the_physics_steps(tmp_path):
   grad = tape.gradient(loss, layer.prior_log_sigma)
   assert grad is not None and np.all(np.isfinite(grad.numpy()))
   assert np.any(grad.numpy() != 0)
+
+
+@pytest.mark.slow
+def test_a_model_with_a_prior_exports_with_its_denoiser(tmp_path):
+  """The SavedModel holds the denoiser: one call, the model's objects."""
+  probe, layout, shape, _, amps = _scan()
+  path = _export_tiny_prior(tmp_path)
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=tuple(shape))
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=4,
+                    refine_groups=2, refine_prior=path), geometry)
+  x = amps[None].astype(np.float32)
+  reference = {k: v.numpy() for k, v in model(x).items()}
+  base = export_lib.export_saved_model(model, probe, str(tmp_path / "e"), 1)
+  shutil.rmtree(path)  # the export needs nothing but itself
+  served = tf.saved_model.load(base).signatures["serving_default"](
+      amplitudes=tf.constant(x))
+  # The denoiser computes in bfloat16 where the CPU does so natively
+  # (machine.fast_policy): a few 1e-3 apart from graph to graph.
+  atol = 2e-2 if machine.fast_policy() == "mixed_bfloat16" else 1e-4
+  for key in ("amplitude", "phase"):
+    np.testing.assert_allclose(served[key].numpy(), reference[key],
+                               atol=atol)
