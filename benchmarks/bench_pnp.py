@@ -49,13 +49,14 @@ flags.DEFINE_float("photons", 1e4, "Photons per pattern of the redrawn "
                    "noise; 0 keeps the scans as they are.")
 flags.DEFINE_integer("iterations", 200, "LSQML data iterations (also PnP's).")
 flags.DEFINE_integer("chunk", 10, "PnP: data iterations per round.")
-flags.DEFINE_float("sigma_start", 0.1, "PnP: first round's noise level.")
-flags.DEFINE_float("sigma_end", 0.01, "PnP: last round's noise level.")
+flags.DEFINE_float("sigma_start", 0.4, "PnP: first round's noise level.")
+flags.DEFINE_float("sigma_end", 0.2, "PnP: last round's noise level.")
 flags.DEFINE_enum("domain", "complex", list(pnp.DOMAINS), "PnP: what is "
                   "denoised.")
 flags.DEFINE_enum("noise_model", "poisson", ["gaussian", "poisson"],
                   "The data steps' likelihood.")
-flags.DEFINE_float("object_reg", 0.1, "LSQML's object regulariser.")
+flags.DEFINE_float("object_reg", 1.0, "LSQML's object regulariser (of the "
+                   "LSQML rows and PnP's data steps).")
 flags.DEFINE_string("prior", None, "An exported prior; default: the shipped.")
 flags.DEFINE_bool("bm3d", False, "Also run PnP with BM3D as the prior.")
 flags.DEFINE_bool("learned", True, "Run PnP with the learned prior.")

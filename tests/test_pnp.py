@@ -53,7 +53,8 @@ def test_noise_levels_fall_geometrically():
 def test_identity_prior_gives_lsqml(scan):
   """With a prior that changes nothing, PnP is its data steps: LSQML."""
   amps, probe, layout, shape, _ = scan
-  settings = dict(iterations=20, chunk=5, batch_size=5, progress=False)
+  settings = dict(iterations=20, chunk=5, batch_size=5, object_reg=0.1,
+                  progress=False)
   alone = reconstructors.reconstruct(
       "lsqml", amps, probe, layout, shape,
       reconstructors.configure("lsqml", **settings))

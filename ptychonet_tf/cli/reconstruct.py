@@ -89,16 +89,19 @@ flags.DEFINE_enum("lsqml_grouping", "sparse", ["sparse", "compact"], "LSQML: "
                   "neighbours (compact).")
 flags.DEFINE_enum("noise_model", "gaussian", ["gaussian", "poisson"], "LSQML: "
                   "likelihood of the data (gaussian: amplitude least squares).")
-flags.DEFINE_float("object_reg", 0.1, "LSQML: regulariser of the object "
-                   "update's denominator, relative to max(sum_j |P|^2).")
+flags.DEFINE_float("object_reg", None, "LSQML, pnp: regulariser of the "
+                   "object update's denominator, relative to max(sum_j "
+                   "|P|^2) (default: the method's, 0.1 for LSQML, 1.0 for "
+                   "pnp).")
 flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
                    "update's denominator, relative to max(sum_j |O_j|^2).")
 flags.DEFINE_string("prior", None, "pnp: an exported image prior (a "
                     "train_prior --export_dir); default: the shipped one.")
-flags.DEFINE_float("sigma_start", 0.1, "pnp: the prior's noise level in the "
-                   "first round (images scaled to [0, 1]).")
-flags.DEFINE_float("sigma_end", 0.01, "pnp: the prior's noise level in the "
-                   "last round (geometric in between).")
+flags.DEFINE_float("sigma_start", None, "pnp: the prior's noise level in the "
+                   "first round (images scaled to [0, 1]; default: "
+                   "PnPConfig's).")
+flags.DEFINE_float("sigma_end", None, "pnp: the prior's noise level in the "
+                   "last round (geometric in between; default: PnPConfig's).")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools; the process is pinned to that many "
                      "cores); 0 = auto: 1 for --method=epie (one scan's ePIE "
@@ -169,11 +172,12 @@ def save_pngs(stem, obj, mask):
 def method_config(method, iterations):
   """The config of `method` from the flags (UserError on a bad value).
 
-  Every flag that names a field of the method's config sets it
-  (`reconstructors.configure`); the others do not apply to the method.
+  Every flag that names a field of the method's config and is set (not
+  None) sets it (`reconstructors.configure`); the others do not apply to
+  the method.
   """
-  return reconstructors.configure(
-      method, iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
+  settings = dict(
+      iterations=iterations, alpha=FLAGS.alpha, beta=FLAGS.beta,
       refine_probe=FLAGS.refine_probe, probe_start=FLAGS.probe_start,
       probe_support=FLAGS.probe_support, init=FLAGS.init, seed=FLAGS.seed,
       object_inertia=FLAGS.object_inertia, fourier_relax=FLAGS.fourier_relax,
@@ -183,6 +187,9 @@ def method_config(method, iterations):
       probe_reg=FLAGS.probe_reg, saved_model=FLAGS.saved_model,
       allow_other_probe=FLAGS.allow_other_probe, prior=FLAGS.prior,
       sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end)
+  # A flag left unset (None) leaves the method's own default.
+  return reconstructors.configure(
+      method, **{k: v for k, v in settings.items() if v is not None})
 
 
 @report_user_errors
