@@ -46,8 +46,9 @@ def test_noise_levels_fall_geometrically():
   levels = [config.sigma(r) for r in range(5)]
   np.testing.assert_allclose(levels, [0.1, 0.1 ** 1.5, 0.01, 0.1 ** 2.5,
                                       0.001], rtol=1e-9)
-  assert pnp.PnPConfig(iterations=5, chunk=10, denoiser=identity).sigma(0) == (
-      pytest.approx(0.01))
+  # One round: the last level.
+  one = pnp.PnPConfig(iterations=5, chunk=10, denoiser=identity)
+  assert one.rounds == 1 and one.sigma(0) == pytest.approx(one.sigma_end)
 
 
 def test_identity_prior_gives_lsqml(scan):
