@@ -34,11 +34,13 @@ from absl import flags
 import numpy as np
 from scipy import ndimage
 
+from ptychonet_tf import prior
 from ptychonet_tf import reconstructors
 from ptychonet_tf.baselines import pnp
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.prior import objects as prior_objects
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
@@ -64,6 +66,14 @@ flags.DEFINE_bool("lsqml", True, "Run LSQML alone and its blurred rows.")
 flags.DEFINE_list("blur", ["0.7", "1", "1.5", "2"], "Gaussian widths (px) "
                   "of the filtered LSQML rows.")
 flags.DEFINE_integer("seed", 0, "Seed of the redrawn noise.")
+flags.DEFINE_float("white_noise", 0.0, "Instead of reconstructing: add "
+                   "complex white Gaussian noise of this standard deviation "
+                   "(per part) to the true objects and compare the Gaussian "
+                   "blurs with one pass of the prior at each --prior_sigmas: "
+                   "how good the prior is on these objects, apart from the "
+                   "noise a reconstruction leaves.")
+flags.DEFINE_list("prior_sigmas", ["0.1", "0.2", "0.3", "0.4"], "The prior's "
+                  "noise levels of the --white_noise rows.")
 FLAGS = flags.FLAGS
 
 
@@ -97,6 +107,24 @@ def blur(objects, sigma):
                    ndimage.gaussian_filter(o.imag, sigma) for o in objects])
 
 
+def white_noise_rows(truths, mask):
+  """The true objects plus white noise: blurs against one prior pass."""
+  rng = np.random.default_rng(FLAGS.seed)
+  noisy = truths + FLAGS.white_noise * (rng.standard_normal(truths.shape) +
+                                        1j * rng.standard_normal(truths.shape))
+  line(f"truth + white noise {FLAGS.white_noise:g}", noisy, truths, mask, 0)
+  for width in FLAGS.blur:
+    line(f"  + Gaussian blur {float(width):g} px", blur(noisy, float(width)),
+         truths, mask, 0)
+  denoiser = prior.load(FLAGS.prior, dtype=machine.fast_policy())
+  for sigma in FLAGS.prior_sigmas:
+    tick = time.perf_counter()
+    out = prior_objects.denoise_object(denoiser, noisy, mask.astype(
+        np.float32), float(sigma)).numpy()
+    line(f"  + learned prior, sigma {float(sigma):g}", out, truths, mask,
+         (time.perf_counter() - tick) / len(truths))
+
+
 def line(name, objects, truths, mask, seconds):
   scores = [metrics.complex_metrics(o, t, mask)
             for o, t in zip(objects, truths)]
@@ -128,6 +156,9 @@ def main(argv):
         f"{FLAGS.photons:g}; {metrics.region_name()}, phase offset removed")
   print(f"  {'method':40s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
         f"{'SSIM':>6s} {'s / scan':>9s}")
+  if FLAGS.white_noise > 0:
+    white_noise_rows(truths, mask)
+    return
   inputs = (amplitudes, geometry.probe, geometry.layout,
             geometry.object_shape)
   settings = dict(iterations=FLAGS.iterations, chunk=FLAGS.chunk,
