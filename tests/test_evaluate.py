@@ -165,6 +165,7 @@ def test_summarize_leaves_out_exact_agreement():
 
 
 
+@pytest.mark.slow
 def test_compare_runs_from_python_with_a_pnp_row(setup, tmp_path):
   """comparison.compare is the evaluation without a subprocess: the model,
   DM, LSQML and PnP (here with an identity prior: LSQML with PnP's object

@@ -54,7 +54,7 @@ def test_noise_levels_fall_geometrically():
 def test_identity_prior_gives_lsqml(scan):
   """With a prior that changes nothing, PnP is its data steps: LSQML."""
   amps, probe, layout, shape, _ = scan
-  settings = dict(iterations=20, chunk=5, batch_size=5, object_reg=0.1,
+  settings = dict(iterations=10, chunk=5, batch_size=5, object_reg=0.1,
                   progress=False)
   alone = reconstructors.reconstruct(
       "lsqml", amps, probe, layout, shape,
@@ -64,7 +64,7 @@ def test_identity_prior_gives_lsqml(scan):
         "pnp", amps, probe, layout, shape,
         reconstructors.configure("pnp", denoiser=identity, domain=domain,
                                  **settings))
-    assert plugged.method == "pnp" and plugged.chi.shape == (20,)
+    assert plugged.method == "pnp" and plugged.chi.shape == (10,)
     np.testing.assert_allclose(plugged.object, alone.object, rtol=1e-4,
                                atol=1e-5)
 
@@ -83,6 +83,7 @@ def test_prior_step_acts_on_the_lit_region_only(scan):
     np.testing.assert_allclose(got[lit], want, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_smoothing_prior_beats_the_data_alone_at_low_dose(scan):
   amps, probe, layout, shape, obj = scan
   noisy = doses.noisy_scans(amps[None], 300.0)[0]
