@@ -11,7 +11,7 @@ TRANSFER_IMAGES ?=
 # Photographs the demo's test scans are simulated from (never trained on).
 TEST_IMAGES ?= ../shared/data/imagenet-sample-gray/images
 
-.PHONY: install demo data train export tensorboard test test-fast bench siemens-star prior bench-prior
+.PHONY: install demo data train export tensorboard test test-fast test-release bench siemens-star prior bench-prior
 
 install:
 	$(PIP) install -q -e ".[cpu,test]"
@@ -55,11 +55,18 @@ bench-prior: install
 # fixtures are built once); TEST_JOBS=0 runs in one process.
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 TEST_JOBS ?= auto
+PYTEST_ARGS ?= -m "not release"
 test: install
 	$(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
-test-fast: PYTEST_ARGS = -m "not slow"
+test-fast: PYTEST_ARGS = -m "not slow and not release"
 test-fast: test
+
+# Everything, for release checks: also the command-line rows marked release
+# (tests/test_bad_inputs.py), and the reader fuzz test at 2000 examples.
+test-release: PYTEST_ARGS = -m ""
+test-release: export PTYCHONET_FUZZ_EXAMPLES = 2000
+test-release: test
 
 bench: install
 	$(PYTHON) benchmarks/bench_data.py

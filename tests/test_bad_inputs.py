@@ -55,6 +55,9 @@ class Case:
   limited: bool = False  # run under ADDRESS_SPACE (prlimit --as)
   file_size: Optional[int] = None  # a file-size limit (a full disk)
   env: Optional[dict] = None  # extra environment variables
+  # Release checks only (`make test-release`): a command-line row whose
+  # check a fast in-process row (LIBRARY_CASES) already makes.
+  release: bool = False
 
 
 # --- Hostile files (issue 25): each maker writes one file under a folder and
@@ -667,20 +670,21 @@ CASES = [
     Case("--probe_size=100000,100000",
          MAKE + ["--out_dir={root}/o5", "--probe_size=100000,100000"],
          limited=True, phrase="--probe_size=100000,100000 must be two sizes "
-                              "in [1, 4096] pixels"),
+                              "in [1, 4096] pixels", release=True),
     # Class 2: values out of range.
     Case("--photons=1e300 for a dose sweep",
          ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
           "--out_dir={root}/r_dose", "--photons=1e3,1e300"], limited=True,
-         phrase="--photons value 1e+300 must be in [0, 1e+15]"),
+         phrase="--photons value 1e+300 must be in [0, 1e+15]", release=True),
     Case("evaluate --region_fraction=2",
          ["-m", "ptychonet_tf.evaluate", "--data_dir={data}",
           "--out_dir={root}/r", "--region_fraction=2"],
-         phrase="flag --region_fraction=2.0: must be in (0, 1]"),
+         phrase="flag --region_fraction=2.0: must be in (0, 1]", release=True),
     Case("SavedModel with truncated variables (TensorFlow's logs on)",
          RECONSTRUCT + ["--scan={scan}", "--method=ptychonet",
                         "--saved_model={truncated_export}"], limited=True,
-         env={"TF_CPP_MIN_LOG_LEVEL": "0"}, phrase="cannot be loaded"),
+         env={"TF_CPP_MIN_LOG_LEVEL": "0"}, phrase="cannot be loaded",
+         release=True),
     # Class 4: full disks (a file-size limit: writes past it fail with EFBIG).
     Case("full disk under make_tfrecords",
          MAKE + ["--out_dir={root}/full_data"], file_size=8000, limited=True,
@@ -690,12 +694,14 @@ CASES = [
     Case("full disk under export",
          ["-m", "ptychonet_tf.export", "--model_dir={run_a}",
           "--export_dir={root}/full_export"], file_size=20000, limited=True,
-         phrase="cannot write {root}/full_export", check=_run_a_untouched),
+         phrase="cannot write {root}/full_export", check=_run_a_untouched,
+         release=True),
     Case("full disk under reconstruct (found before computing)",
          RECONSTRUCT[:-1] + ["--scan={scan}", "--out={root}/rec_full.npz"],
          file_size=1000, limited=True,
          phrase="cannot write {root}/rec_full.npz: File too large",
-         check=lambda p, r: _no_file(p["root"] + "/rec_full.npz")),
+         check=lambda p, r: _no_file(p["root"] + "/rec_full.npz"),
+         release=True),
     # Class 6: folders that hold something else.
     Case("make_tfrecords into a training run's folder",
          MAKE + ["--out_dir={run_a}"], limited=True,
@@ -733,7 +739,9 @@ def _run(args, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=[pytest.mark.release] if c.release else [])
+    for c in CASES], ids=[c.name for c in CASES])
 def test_bad_input(paths, case):
   args = [a.format(**paths) for a in case.args]
   result = _run(args, case)
