@@ -37,7 +37,7 @@ from scipy import ndimage
 from ptychonet_tf import prior
 from ptychonet_tf import reconstructors
 from ptychonet_tf.baselines import pnp
-from ptychonet_tf.data import pipeline
+from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.prior import objects as prior_objects
@@ -75,23 +75,6 @@ flags.DEFINE_float("white_noise", 0.0, "Instead of reconstructing: add "
 flags.DEFINE_list("prior_sigmas", ["0.1", "0.2", "0.3", "0.4"], "The prior's "
                   "noise levels of the --white_noise rows.")
 FLAGS = flags.FLAGS
-
-
-def read_split(data_dir, split, limit):
-  """(amplitudes [S, N, h, w], objects [S, H, W], geometry) of a split."""
-  info = pipeline.load_dataset_info(data_dir)
-  if not info.objects or not info.counts.get(split):
-    raise UserError(f"dataset {data_dir} has no simulated {split} scans")
-  amplitudes, objects = [], []
-  for batch in pipeline.make_dataset(data_dir, split, batch_size=4,
-                                     shuffle=False, repeat=False):
-    amplitudes.append(batch["amplitudes"].numpy())
-    objects.append(batch["object_amplitude"].numpy() *
-                   np.exp(1j * batch["object_phase"].numpy()))
-    if sum(len(a) for a in amplitudes) >= limit:
-      break
-  return (np.concatenate(amplitudes)[:limit].astype(np.float32),
-          np.concatenate(objects)[:limit].astype(np.complex64), info.geometry)
 
 
 def bm3d_denoiser(x, sigma):
@@ -143,8 +126,9 @@ def main(argv):
     raise UserError("--data_dir is required")
   if FLAGS.scans < 1 or FLAGS.iterations < 1 or FLAGS.chunk < 1:
     raise UserError("--scans, --iterations and --chunk must be >= 1")
-  amplitudes, truths, geometry = read_split(FLAGS.data_dir, FLAGS.split,
-                                            FLAGS.scans)
+  amplitudes, truths, info = comparison.read_test_split(
+      FLAGS.data_dir, FLAGS.scans, split=FLAGS.split)
+  geometry = info.geometry
   if FLAGS.photons > 0:
     amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
   mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,

@@ -29,13 +29,11 @@ import tensorflow as tf
 from ptychonet_tf import prior as prior_lib
 from ptychonet_tf.prior import objects as prior_objects
 from ptychonet_tf.baselines import lsqml
+from ptychonet_tf.physics import layouts
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError
 
 DOMAINS = prior_objects.DOMAINS
-# The prior acts where the summed illumination reaches this fraction of its
-# maximum (the package's scored region).
-LIT_FRACTION = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,9 +126,10 @@ class PnP(lsqml.LSQML):
       # TensorFlow's own convolutions are several times faster on CPU).
       step = tf.function(step)
     self._step = step
-    norm = self.operator.illumination(self.probe).numpy()
-    self._lit = (norm >= LIT_FRACTION * norm.max(axis=(1, 2), keepdims=True)
-                 ).astype(np.float32)
+    # The prior acts on the lit region of each scan's probe.
+    self._lit = np.stack([
+        layouts.illuminated_region(self.layout, self.object_shape, probe)
+        for probe in self.probe]).astype(np.float32)
     self._round = 0
 
   def initial_state(self, obj, probe):

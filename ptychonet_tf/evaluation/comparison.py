@@ -103,20 +103,21 @@ class ComparisonSettings:
       raise UserError(f"num_panels={self.num_panels} must be >= 0")
 
 
-def read_test_split(data_dir, limit=0):
-  """The test split of a dataset as arrays.
+def read_test_split(data_dir, limit=0, split="test"):
+  """The test split (or another `split`) of a dataset as arrays.
 
   Args:
     data_dir: a dataset directory (tools/make_tfrecords.py).
     limit: the first `limit` scans; 0 = all.
+    split: "test", or "train" (e.g. to tune on scans that are not scored).
 
   Returns:
     (amplitudes float32 [S, N, h, w], truth complex64 [S, H, W],
      data.pipeline.DatasetInfo).
   """
   info = pipeline.load_dataset_info(data_dir)
-  if info.counts.get("test", 0) == 0:
-    raise UserError(f"dataset {data_dir} has no test scans")
+  if info.counts.get(split, 0) == 0:
+    raise UserError(f"dataset {data_dir} has no {split} scans")
   if not info.objects:
     raise UserError(f"dataset {data_dir} holds measured scans without "
                     f"objects, so there is nothing to score against; "
@@ -124,8 +125,8 @@ def read_test_split(data_dir, limit=0):
                     f"ptychonet_tf.reconstruct")
   amplitudes, truths = [], []
   # A damaged record ends in one line naming its shard, not a DataLossError.
-  with pipeline.naming_damaged_records(data_dir, "test"):
-    for batch in pipeline.make_dataset(data_dir, "test", batch_size=8,
+  with pipeline.naming_damaged_records(data_dir, split):
+    for batch in pipeline.make_dataset(data_dir, split, batch_size=8,
                                        shuffle=False, repeat=False):
       amplitudes.append(batch["amplitudes"].numpy())
       truths.append(batch["object_amplitude"].numpy()

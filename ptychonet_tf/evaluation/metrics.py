@@ -27,7 +27,7 @@ SSIM_WINDOW = 7  # skimage's default window (win_size=7, uniform filter)
 # evaluate, the benchmarks, training's held-out metrics): the pixels whose
 # summed illumination sum_j |P|^2 reaches this fraction of its maximum
 # (`illuminated_region`). Outside it the data barely constrain the object.
-REGION_FRACTION = 0.01
+REGION_FRACTION = layouts.REGION_FRACTION
 
 
 def region_name(fraction=REGION_FRACTION):
@@ -51,24 +51,9 @@ def scanned_region(layout, object_shape, erode=0):
   return mask
 
 
-def illuminated_region(layout, object_shape, probe, fraction=REGION_FRACTION):
-  """bool [H, W]: pixels whose total illumination sum_j |P|^2 reaches `fraction` of its maximum.
-
-  Where a probe is (nearly) zero, e.g. the corners of a window around a
-  pinhole probe, the data say nothing about the object; this region leaves
-  such pixels out.
-
-  Args:
-    layout: int [N, 4].
-    object_shape: (H, W).
-    probe: complex [h, w].
-    fraction: threshold relative to the maximum, in (0, 1].
-  """
-  probe = np.asarray(probe)
-  layouts.check_layout(layout, object_shape, probe.shape)
-  total = layouts.coverage(layouts.window_index(layout, object_shape),
-                           object_shape, np.abs(probe) ** 2)
-  return total >= fraction * total.max()
+# The scored region is the physics' lit region (`layouts.illuminated_region`):
+# one definition for the metrics, plug-and-play and the refinement's priors.
+illuminated_region = layouts.illuminated_region
 
 
 def _region(shape, mask):

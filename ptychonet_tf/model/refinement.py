@@ -89,9 +89,6 @@ MOMENTUM_LIMIT = 0.85
 
 # The smoothing kernel is stored divided by this (see the module doc).
 SMOOTHING_GAIN = 2.0
-# The prior steps act where the summed illumination reaches this fraction of
-# its maximum.
-LIT_FRACTION = 0.01
 
 
 def initial_momentum(steps):
@@ -192,8 +189,9 @@ class UnrolledRefinement(keras.layers.Layer):
     # Each group's illumination sum_j |P|^2, the preconditioner's norm.
     self._norms = [self.operator.illumination(self._probe, g).numpy()
                    for g in range(self.groups)]
-    total = sum(self._norms)
-    self._lit = (total >= LIT_FRACTION * total.max()).astype(np.float32)
+    # The prior steps act on the lit region.
+    self._lit = layouts.illuminated_region(
+        self.layout, self.object_shape, self._probe).astype(np.float32)
     self.denoiser = None
     self.prior_steps = 0
     if self.prior:

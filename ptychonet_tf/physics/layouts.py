@@ -17,6 +17,10 @@ from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
+# The lit region: pixels whose summed illumination sum_j |P|^2 reaches this
+# fraction of its maximum (`illuminated_region`); the data determine the
+# object there. The package scores on it and applies its image prior on it.
+REGION_FRACTION = 0.01
 
 
 def fermat_spiral(count, step):
@@ -205,6 +209,26 @@ def coverage(index, object_shape, weights=None):
                       np.broadcast_to(weights, index.shape).ravel(),
                       minlength=size)
   return total.reshape(tuple(int(s) for s in object_shape))
+
+
+def illuminated_region(layout, object_shape, probe, fraction=REGION_FRACTION):
+  """bool [H, W]: pixels whose total illumination sum_j |P|^2 reaches `fraction` of its maximum.
+
+  Where a probe is (nearly) zero, e.g. the corners of a window around a
+  pinhole probe, the data say nothing about the object; this region leaves
+  such pixels out.
+
+  Args:
+    layout: int [N, 4].
+    object_shape: (H, W).
+    probe: complex [h, w].
+    fraction: threshold relative to the maximum, in (0, 1].
+  """
+  probe = np.asarray(probe)
+  check_layout(layout, object_shape, probe.shape)
+  total = coverage(window_index(layout, object_shape), object_shape,
+                   np.abs(probe) ** 2)
+  return total >= fraction * total.max()
 
 
 def scanned_mask(layout, object_shape):

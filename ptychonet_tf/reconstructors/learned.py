@@ -67,6 +67,11 @@ class Learned(base.Reconstructor):
           self.config.saved_model, scan,
           allow_other_probe=self.config.allow_other_probe)
 
+  def amplitude_terms(self, loop_amplitudes):
+    """None: the SavedModel reads the detector amplitudes (`_scans`)."""
+    del loop_amplitudes
+    return {}
+
   def set_amplitudes(self, amplitudes):
     super().set_amplitudes(amplitudes)
     self._scans = np.asarray(amplitudes, np.float32).reshape(
