@@ -50,7 +50,8 @@ bench-prior: install
 
 # Two tiers: `make test-fast` runs the in-process unit tests (tiny shapes,
 # under a minute); `make test` adds the end-to-end tests marked slow
-# (subprocesses, training, SIGKILL, multi-worker, CLI runs). Test files are
+# (subprocesses, training, SIGKILL, multi-worker, CLI runs, and unit tests of
+# more than about 3.5 s). Test files are
 # spread over the cores with pytest-xdist (one file per worker, so module
 # fixtures are built once); TEST_JOBS=0 runs in one process.
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
@@ -63,9 +64,12 @@ test-fast: PYTEST_ARGS = -m "not slow and not release"
 test-fast: test
 
 # Everything, for release checks: also the command-line rows marked release
-# (tests/test_bad_inputs.py), and the reader fuzz test at 2000 examples.
+# (tests/test_bad_inputs.py), the reader fuzz test at 2000 examples, and every
+# command line in a fresh interpreter (make test forks them from one process
+# that has imported TensorFlow: tests/zygote.py).
 test-release: PYTEST_ARGS = -m ""
 test-release: export PTYCHONET_FUZZ_EXAMPLES = 2000
+test-release: export PTYCHONET_TEST_FRESH = 1
 test-release: test
 
 bench: install

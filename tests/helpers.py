@@ -1,7 +1,9 @@
 """Helpers shared by the tests (the one module tests import helpers from).
 
 - `REPO`, `SHARED_DATA`: paths;
-- `run_cli(args)`: `python ARGS...` in a subprocess from the repository root;
+- `run_cli(args, limits=, env=)`: `python ARGS...` from the repository root,
+  as a fork of a process that has imported TensorFlow (tests/zygote.py), or
+  in a fresh interpreter under PTYCHONET_TEST_FRESH=1 (`make test-release`);
 - `assert_one_line_error(result, *fragments)`: a failed run that printed one
   `error: ...` line and no traceback;
 - `snapshot(folder)`: every file under a folder, to show it stayed unchanged;
@@ -12,12 +14,16 @@
   (float64): `np_far`, `np_inv_far`, `np_fourier_projection`, `np_windows`,
   `np_stitch`.
 """
+import atexit
 import hashlib
 import os
+import resource
 import subprocess
 import sys
 
 import numpy as np
+
+import zygote
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
@@ -27,12 +33,33 @@ GEOMETRY_FLAGS = ["--probe_size=16,16", "--scan=fermat", "--scan_count=10",
 SMALL_NET = ["--base_channels=4", "--depth=2"]
 
 
-def run_cli(args, timeout=300, **kwargs):
-  """Runs `python ARGS...` from the repo root; returns CompletedProcess (text)."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout,
-                        **kwargs)
+_ZYGOTE = None
+
+
+def run_cli(args, timeout=300, limits=None, env=None):
+  """Runs `python ARGS...` from the repo root; returns CompletedProcess (text).
+
+  `limits`: {"as": bytes, "fsize": bytes} resource limits of the command;
+  `env`: extra environment variables, read at TensorFlow's import (so the
+  command runs in a fresh interpreter).
+  """
+  global _ZYGOTE
+  full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+  if env or os.environ.get("PTYCHONET_TEST_FRESH") == "1":
+    full_env.update(env or {})
+    resources = [(getattr(resource, zygote.LIMITS[k]), (v, v))
+                 for k, v in (limits or {}).items()]
+
+    def limit():
+      for key, value in resources:
+        resource.setrlimit(key, value)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout,
+                          preexec_fn=limit)
+  if _ZYGOTE is None:
+    _ZYGOTE = zygote.Zygote(REPO, full_env)
+    atexit.register(_ZYGOTE.close)
+  return _ZYGOTE.run(args, REPO, full_env, timeout, limits)
 
 
 def assert_one_line_error(result, *fragments):

@@ -2,14 +2,16 @@
 
 Two tables:
 
-- `CASES` (slow tier): every row runs one command as a user would type it (a
-  subprocess from the repository root) on files the fixture makes, and
+- `CASES` (slow tier): every row runs one command as a user would type it
+  (`python ARGS` from the repository root, by `run_cli`: a fork of a process
+  that has imported TensorFlow, or a fresh interpreter under `make
+  test-release`) on files the fixture makes, and
   checks its exit status and, for refusals, that stderr ends in one line
   `error: ...` holding the expected phrase, with no traceback; rows that may
   go on check for a one-line `warning: ...` instead. Rows of hostile files,
   resource bombs and full disks run under a 6 GB address-space limit
-  (`prlimit --as=6000000000`) and, for full disks, a file-size limit (a
-  write past it fails with EFBIG, as on a full disk).
+  (RLIMIT_AS, as `prlimit --as=6000000000`) and, for full disks, a file-size
+  limit (a write past it fails with EFBIG, as on a full disk).
 - `LIBRARY_CASES` (fast tier): the library check behind a row, called
   in-process on a file the row makes (one UserError holding the phrase).
 
@@ -723,19 +725,12 @@ def _no_temp(folder):
 
 def _run(args, case):
   """`python ARGS` as run_cli does, under the row's limits and environment."""
-  if not (case.limited or case.file_size or case.env):
-    return run_cli(args)
-
-  def limit():
-    if case.limited:
-      resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    if case.file_size:
-      resource.setrlimit(resource.RLIMIT_FSIZE, (case.file_size,) * 2)
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-  env.update(case.env or {})
-  return subprocess.run([sys.executable, *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=300,
-                        preexec_fn=limit)
+  limits = {}
+  if case.limited:
+    limits["as"] = ADDRESS_SPACE
+  if case.file_size:
+    limits["fsize"] = case.file_size
+  return run_cli(args, limits=limits, env=case.env)
 
 
 @pytest.mark.slow

@@ -61,6 +61,7 @@ def test_compiled_dm_iterations_match_numpy_reference():
     assert got.chi.shape == (3,) and got.fourier_error.shape == (3,)
 
 
+@pytest.mark.slow
 def test_chunks_and_probe_start_split_give_the_same_iterates():
   amps, probe, layout, shape, _ = tiny_scan(seed=6)
   runs = [reconstructors.reconstruct("dm", amps, probe, layout, shape,
@@ -92,6 +93,7 @@ def test_dm_recovers_a_noise_free_scan_exactly():
   assert result.object.dtype == np.complex64 and result.object.shape == shape
 
 
+@pytest.mark.slow
 def test_dm_batch_equals_separate_runs():
   amps_a, probe, layout, shape, _ = tiny_scan(seed=7)
   amps_b = tiny_scan(seed=8)[0]
@@ -132,6 +134,7 @@ def test_dm_started_at_the_truth_stays_there():
   np.testing.assert_allclose(result.object[mask], obj[mask], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_probe_refinement_repairs_a_wrong_probe():
   amps, probe, layout, shape, obj = tiny_scan(count=20, step=1.2)
   wrong = probe_lib.make_probe((16, 16), "pinhole", 0.45)  # smaller disk
@@ -233,6 +236,7 @@ def test_bad_settings_raise_user_errors():
                       initial_object=np.ones((5, 5), np.complex64))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("refine", [False, True])
 def test_dm_position_groups_give_the_one_loop_result(refine):
   """Groups' half-steps side by side = one compiled loop, up to rounding;

@@ -66,6 +66,7 @@ def test_stages_time_each_command_and_name_a_failed_one(capsys):
   assert stages_lib.fmt(187) == "3m07s"
 
 
+@pytest.mark.slow
 def test_siemens_star_learned_figure_has_a_panel_per_method(tmp_path):
   """tools/siemens_star.py --learned's figure: the misfit curves with a
   marker per single-pass method, and one phase panel per object (run in a

@@ -51,6 +51,7 @@ def exported(trained, tmp_path_factory):
   return export_dir
 
 
+@pytest.mark.slow
 def test_export_in_process_reproduces_the_model(tmp_path):
   """Fast tier: an untrained tiny model, exported and reloaded in-process."""
   model, probe = tiny_model()

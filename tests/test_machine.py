@@ -54,6 +54,7 @@ def test_pin_to_all_cores_changes_nothing():
   assert machine.usable_cores() == cores
 
 
+@pytest.mark.slow
 @MULTI_CORE
 def test_set_threads_caps_the_pools_and_pins():
   out = _python(

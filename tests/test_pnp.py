@@ -51,6 +51,7 @@ def test_noise_levels_fall_geometrically():
   assert one.rounds == 1 and one.sigma(0) == pytest.approx(one.sigma_end)
 
 
+@pytest.mark.slow
 def test_identity_prior_gives_lsqml(scan):
   """With a prior that changes nothing, PnP is its data steps: LSQML."""
   amps, probe, layout, shape, _ = scan

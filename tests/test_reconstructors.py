@@ -67,6 +67,7 @@ def test_dm_and_epie_reach_the_truth(scan):
     assert result.network_seconds == 0.0
 
 
+@pytest.mark.slow
 def test_lsqml_reaches_the_truth_and_runs_over_scans(scan):
   config = lsqml.LSQMLConfig(iterations=40, batch_size=4, chunk=20,
                              progress=False)

@@ -163,6 +163,7 @@ def test_position_groups_interleave_and_cover_every_position():
     NetworkConfig(refine_steps=2, refine_inertia=0.0).validate((16, 16))
 
 
+@pytest.mark.slow
 def test_grouped_steps_converge_faster_than_full_ones_per_fft():
   """Two group steps cost what one full step costs (the same windows and
   FFTs); on an overlapping scan they get closer to the object."""
@@ -188,6 +189,7 @@ def test_initial_momentum_is_nesterov_up_to_its_limit():
   np.testing.assert_allclose(momentum[:10], np.arange(10) / (np.arange(10) + 3))
 
 
+@pytest.mark.slow
 def test_steps_converge_from_a_perturbed_start():
   probe, layout, shape, obj, amps = _scan()
   covered = layouts.scanned_mask(layout, shape)
@@ -266,6 +268,7 @@ def test_config_round_trip_and_truncated_copies():
     export_lib.float32_copy(model, refine_steps=4)
 
 
+@pytest.mark.slow
 def test_training_with_refinement_epochs(tmp_path):
   """Pattern epochs, then an end-to-end epoch; model.json records K."""
   data_dir = write_tiny(str(tmp_path / "data"))
@@ -292,8 +295,8 @@ def test_training_with_refinement_epochs(tmp_path):
                              job.model.refinement.step_size.numpy())
 
 
-@pytest.mark.parametrize("noise", [
-    "gaussian", pytest.param("poisson", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
 def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):
   """--loss=physics: end-to-end steps read only the amplitudes and lower the
   final object's data misfit on held-out scans."""
@@ -368,6 +371,7 @@ def test_exported_steps_run_in_saved_model_cli_and_a_fresh_process(tmp_path):
   np.testing.assert_allclose(np.load(tmp_path / "fresh.npy"), want, atol=5e-3)
 
 
+@pytest.mark.slow
 def test_compiled_steps_export_with_a_free_batch_axis(tmp_path):
   """The recommended refinement (no CNN corrections) runs XLA-compiled; its
   SavedModel signature has batch None, and the in-place window additions
@@ -407,6 +411,7 @@ def _export_tiny_prior(folder, seed=0):
   return config.export_dir
 
 
+@pytest.mark.slow
 def test_prior_steps_sit_between_the_physics_steps(tmp_path):
   """With a prior, every prior_every-th step ends in a denoising step on the
   lit region, at learned noise levels (geometric at initialisation); the

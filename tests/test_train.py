@@ -491,6 +491,7 @@ def test_init_from_refusals(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_init_from_a_saved_model_export(data_dir, other_data_dir,
                                         wide_data_dir, tmp_path, capsys):
   source = tmp_path / "source"
