@@ -14,7 +14,7 @@ TEST_IMAGES ?= ../shared/data/imagenet-sample-gray/images
 .PHONY: install demo data train export tensorboard test test-fast test-release bench siemens-star prior bench-prior
 
 install:
-	$(PIP) install -q -e ".[cpu,test]"
+	$(PIP) install -q -e ".[cpu,test,beam]"
 
 data: install
 	$(PYTHON) tools/make_tfrecords.py --flagfile=configs/$(CONFIG).flags --out_dir=$(DATA_DIR)

@@ -5,7 +5,9 @@ r"""Precomputes simulated scans into sharded TFRecords.
       --images=default --seed=0 --num_shards=8 --workers=2]
 
 Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
-(see ptychonet_tf/data/writer.py). Deterministic for a seed; killed part-way
+(see ptychonet_tf/data/writer.py). `--runner=beam` writes the same shards with
+an Apache Beam pipeline (DirectRunner with --workers processes by default;
+`--beam_options=...` for Flink, Spark or Dataflow: docs/datasets.md). Deterministic for a seed; killed part-way
 and re-run with the same flags, it keeps finished shards and writes the rest.
 
 Measured scans (any file `reconstruct` reads: scan .npz, tike, CXI) go into
@@ -16,6 +18,7 @@ the same layout without objects, for `train --loss=physics`
   python tools/make_tfrecords.py --scans=scan1.npz,scan2.npz \
       --out_dir=tfrecords/measured [--probe_iterations=100 --num_test=1]
 """
+import functools
 import os
 
 from absl import flags
@@ -30,6 +33,16 @@ flags.DEFINE_string("out_dir", None, "Dataset directory to write; default "
                     "--data_dir (which configs/<name>.flags set to "
                     "tfrecords/<name>).")
 flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+flags.DEFINE_enum("runner", "local", ["local", "beam"],
+                  "Who writes the shards: a process pool on this machine, or "
+                  "an Apache Beam pipeline (the `beam` extra; "
+                  "ptychonet_tf/data/beam_writer.py); the same bytes.")
+flags.DEFINE_string("beam_options", None,
+                    "--runner=beam: Beam's pipeline options as one string, "
+                    "e.g. \"--runner=DirectRunner --direct_num_workers=2 "
+                    "--direct_running_mode=multi_processing\" (the default, "
+                    "with --workers processes) or a Flink/Spark/Dataflow "
+                    "runner's options (docs/datasets.md).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_list("scans", [], "Measured scan files (as `reconstruct "
                   "--scan` reads them) to write as a dataset without objects "
@@ -94,6 +107,8 @@ def simulated_job():
                       f"{'>= 1' if name == 'num_shards' else '>= 0'}")
   if FLAGS.workers is not None and FLAGS.workers < 1:
     raise UserError(f"--workers={FLAGS.workers} must be >= 1")
+  if FLAGS.beam_options is not None and FLAGS.runner != "beam":
+    raise UserError("--beam_options needs --runner=beam")
   from ptychonet_tf.data import writer  # pylint: disable=g-import-not-at-top
   config = writer.WriteConfig(
       simulation=experiment_flags.simulation_config(), images=FLAGS.images,
@@ -101,11 +116,18 @@ def simulated_job():
       num_shards=FLAGS.num_shards, amplitude_dtype=FLAGS.amplitude_dtype,
       compression=FLAGS.compression)
   writer.check_simulation(config.simulation)
+  write = functools.partial(writer.write_dataset, workers=FLAGS.workers)
+  if FLAGS.runner == "beam":
+    from ptychonet_tf.data import beam_writer  # pylint: disable=g-import-not-at-top
+    workers = FLAGS.workers or os.cpu_count() or 1
+    write = functools.partial(beam_writer.write_dataset,
+                              options=beam_writer.pipeline_options(
+                                  FLAGS.beam_options or
+                                  beam_writer.default_options(workers)))
 
   def job(out_dir):
-    stats = writer.write_dataset(config, out_dir, workers=FLAGS.workers,
-                                 flags_string=FLAGS.flags_into_string(),
-                                 progress=FLAGS.progress)
+    stats = write(config, out_dir, flags_string=FLAGS.flags_into_string(),
+                  progress=FLAGS.progress)
     print(f"{out_dir}: {config.num_train} train + {config.num_test} test "
           f"scans; {stats['written']} shards written, {stats['kept']} kept "
           f"from an earlier run, {stats['seconds']:.1f} s"

@@ -15,6 +15,8 @@ Scan i of a split is simulated from a generator seeded by (seed, split, i)
 settings, not on the number of workers or on interruptions. A shard is written
 to a temp name (`utils.files`) and renamed when complete; a re-run keeps shards whose framing
 checks out and rewrites the rest, so a killed job resumes where it stopped.
+The shards are written by a process pool here or by an Apache Beam pipeline
+(beam_writer.py) from the same plan and the same shard function.
 The tfds metadata are removed while shards are being (re)written and written
 again, from the shard lengths, once every shard is complete.
 """
@@ -73,7 +75,7 @@ class WriteConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class _ShardTask:
+class ShardTask:
   split: str
   index: int
   count: int
@@ -81,11 +83,11 @@ class _ShardTask:
   stop: int
 
 
-# Per-process state of pool workers (set by _init_worker).
+# Per-process state of pool workers (set by init_worker).
 _WORKER = {}
 
 
-def _init_worker(config, geometry, pools, out_dir, ticks, threads):
+def init_worker(config, geometry, pools, out_dir, ticks, threads):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -98,7 +100,7 @@ def _init_worker(config, geometry, pools, out_dir, ticks, threads):
                                                 config.simulation.photons))
 
 
-def _write_shard(task):
+def write_shard(task):
   """Simulates and writes one shard (temp name, then rename). Returns its path."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   w = _WORKER
@@ -270,7 +272,8 @@ def _write_info(out_dir, config, geometry, shards, complete, flags_string):
              images=config.images, seed=config.seed)
 
 
-def write_dataset(config, out_dir, workers=None, flags_string="", progress=True):
+def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
+                  execute=None):
   """Simulates the train and test splits of `config` into `out_dir`.
 
   Args:
@@ -279,6 +282,10 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
     workers: parallel processes (default: all cores). 1 runs in-process.
     flags_string: the resolved flags, stored in dataset.json.
     progress: show a tqdm progress bar.
+    execute: what writes the planned shards, execute(tasks, config,
+      geometry, pools, out_dir, bar) with `write_shard` per task; default
+      a process pool of `workers` on this machine (beam_writer.py passes an
+      Apache Beam pipeline).
 
   Returns:
     dict with "written" and "kept" shard counts, "tfds_metadata" (whether
@@ -314,7 +321,7 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
             continue
         except records.CorruptShard:
           pass  # rewritten below
-      tasks.append(_ShardTask(split, i, len(ranges), a, b))
+      tasks.append(ShardTask(split, i, len(ranges), a, b))
   if tasks:  # tfds must not read the folder while shards are missing
     tfds_info.remove_metadata(out_dir)
   _write_info(out_dir, config, geometry, shards, False, flags_string)
@@ -324,19 +331,22 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True)
   pools = {"train": train_pool, "test": test_pool}
   bar = tqdm(total=todo, unit="scan", desc=f"simulating into {out_dir}",
              disable=not progress or todo == 0)
-  if workers == 1:
+  if execute is not None:
+    if tasks:
+      execute(tasks, config, geometry, pools, out_dir, bar)
+  elif workers == 1:
     ticks = queue_lib.SimpleQueue()
-    _init_worker(config, geometry, pools, out_dir, ticks, 0)
+    init_worker(config, geometry, pools, out_dir, ticks, 0)
     for task in tasks:
-      _write_shard(task)
+      write_shard(task)
       while not ticks.empty():
         bar.update(ticks.get())
   elif tasks:
     ctx = multiprocessing.get_context("spawn")
     ticks = ctx.Manager().Queue()
-    with ctx.Pool(workers, _init_worker,
+    with ctx.Pool(workers, init_worker,
                   (config, geometry, pools, out_dir, ticks, 1)) as pool:
-      result = pool.map_async(_write_shard, tasks, chunksize=1)
+      result = pool.map_async(write_shard, tasks, chunksize=1)
       while not result.ready():
         try:
           bar.update(ticks.get(timeout=0.2))
