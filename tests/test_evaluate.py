@@ -169,7 +169,7 @@ def test_summarize_leaves_out_exact_agreement():
 def test_compare_runs_from_python_with_a_pnp_row(setup, tmp_path):
   """comparison.compare is the evaluation without a subprocess: the model,
   DM, LSQML and PnP (here with an identity prior: LSQML with PnP's object
-  regulariser)."""
+  regulariser and Poisson noise model)."""
   data_dir, export, _ = setup
   settings = comparison.ComparisonSettings(
       dm_iterations=4, curve_every=2, dm_batch=2, dm_equal_time=False,
@@ -186,7 +186,7 @@ def test_compare_runs_from_python_with_a_pnp_row(setup, tmp_path):
   plain = methods.run_solver(
       amplitudes, truths, info.geometry,
       lsqml.LSQMLConfig(iterations=4, batch_size=5, object_reg=1.0,
-                        progress=False), batch=2)[0]
+                        noise_model="poisson", progress=False), batch=2)[0]
   np.testing.assert_allclose(results[pnp_row]["objects"], plain, atol=1e-5)
   assert os.path.isfile(tmp_path / "report" / "report.md")
   assert pnp_row in out["tables"]

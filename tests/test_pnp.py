@@ -56,6 +56,7 @@ def test_identity_prior_gives_lsqml(scan):
   """With a prior that changes nothing, PnP is its data steps: LSQML."""
   amps, probe, layout, shape, _ = scan
   settings = dict(iterations=10, chunk=5, batch_size=5, object_reg=0.1,
+                  noise_model="gaussian",
                   progress=False)
   alone = reconstructors.reconstruct(
       "lsqml", amps, probe, layout, shape,

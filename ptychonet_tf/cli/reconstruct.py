@@ -87,8 +87,10 @@ flags.DEFINE_integer("lsqml_batch_size", 10, "LSQML: positions updated "
 flags.DEFINE_enum("lsqml_grouping", "sparse", ["sparse", "compact"], "LSQML: "
                   "batches spread over the scan (sparse) or patches of "
                   "neighbours (compact).")
-flags.DEFINE_enum("noise_model", "gaussian", ["gaussian", "poisson"], "LSQML: "
-                  "likelihood of the data (gaussian: amplitude least squares).")
+flags.DEFINE_enum("noise_model", None, ["gaussian", "poisson"], "LSQML, "
+                  "pnp: likelihood of the data (gaussian: amplitude least "
+                  "squares; default: the method's, gaussian for LSQML, "
+                  "poisson for pnp).")
 flags.DEFINE_float("object_reg", None, "LSQML, pnp: regulariser of the "
                    "object update's denominator, relative to max(sum_j "
                    "|P|^2) (default: the method's, 0.1 for LSQML, 1.0 for "
