@@ -163,6 +163,14 @@ def test_summarize_leaves_out_exact_agreement():
   assert s["phase_psnr"] == {"mean": 30.0, "std": 0.0, "exact": 1}
 
 
+def test_speed_words_say_slower_below_one():
+  # A model slower than DM (DM seconds / model seconds 0.62, as a sparse
+  # model with prior steps measured) was reported "1x faster".
+  assert comparison.speed_words(0.62) == "1.6x slower"
+  assert comparison.speed_words(1.34) == "1.3x faster"
+  assert comparison.speed_words(12.7) == "13x faster"
+
+
 
 
 @pytest.mark.slow

@@ -171,6 +171,16 @@ def mean_objects(truths, mask):
                    for t in truths])
 
 
+def speed_words(speedup):
+  """The first model against DM from `speedup` (DM seconds / model seconds):
+  "12x faster", "1.3x faster" or, below 1, "1.6x slower"."""
+  if speedup >= 10:
+    return f"{speedup:.0f}x faster"
+  if speedup >= 1:
+    return f"{speedup:.1f}x faster"
+  return f"{1 / speedup:.1f}x slower"
+
+
 def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
                   settings):
   """results.json, results.md, report.md and the figures.
@@ -263,9 +273,9 @@ def write_outputs(out_dir, title, info, truths, mask, methods, curves, note,
               f"{e['seconds_per_iteration'] * 1e3:.2f} ms per iteration and "
               f"scan (measured in this run).\n")
   if note.get("speedup"):
-    speed += (f"\nPtychoNet is **{note['speedup']:.0f}x** faster per scan than "
-             f"{settings.dm_iterations} DM iterations (same machine, same "
-             f"run).\n")
+    speed += (f"\nPtychoNet is **{speed_words(note['speedup'])}** per scan "
+              f"than {settings.dm_iterations} DM iterations (same machine, "
+              f"same run).\n")
   body = [f"# {title}\n", setup + "\n", tables + "\n", speed,
           "Mean ± standard deviation over the test scans. Conventions: the "
           "\"scanned\" tables compare only the pixels the probe illuminates "
@@ -537,7 +547,7 @@ def compare(data_dir, out_dir, models, settings, title=None, num_scans=0,
     files.write_text(path, text + section)
     print(section)
   if "speedup" in note:
-    print(f"PtychoNet is {note['speedup']:.0f}x faster per scan than "
+    print(f"PtychoNet is {speed_words(note['speedup'])} per scan than "
           f"{settings.dm_iterations} DM iterations")
   print(f"wrote {os.path.join(out_dir, 'report.md')}")
   return {"results": results, "curves": curves, "note": note,
