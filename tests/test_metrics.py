@@ -56,6 +56,22 @@ def test_phase_is_compared_modulo_two_pi():
   np.testing.assert_allclose(aligned, np.angle(truth) + 0.02, atol=1e-12)
 
 
+def test_a_zero_estimate_does_not_score_the_true_phase():
+  # A diverged model that returned O = 0 scored phase PSNR inf, SSIM 1.
+  truth = _object(4)
+  scores = metrics.complex_metrics(np.zeros_like(truth), truth)
+  assert scores["phase_psnr"] == pytest.approx(metrics.psnr(
+      np.zeros(truth.shape), np.angle(truth)), abs=1e-9)
+  assert scores["phase_psnr"] < 10 and scores["phase_ssim"] < 0.5
+  # A zero pixel has phase 0; the others keep theirs.
+  estimate = truth.copy()
+  estimate[0, 0] = 0
+  aligned = metrics.aligned_phase(estimate, truth)
+  assert aligned[0, 0] == pytest.approx(0.0, abs=1e-12)
+  np.testing.assert_allclose(aligned.ravel()[1:], np.angle(truth).ravel()[1:],
+                             atol=1e-12)
+
+
 def test_region_limits_psnr_ssim_and_the_offset_fit():
   truth = _object(1)
   mask = np.zeros(truth.shape, bool)

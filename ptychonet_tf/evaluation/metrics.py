@@ -95,12 +95,24 @@ def remove_phase_offset(estimate, truth, mask=None):
 def aligned_phase(estimate, truth):
   """The estimate's phase unwrapped against the truth: angle(t) + angle(e conj(t)).
 
+  Both are taken at unit modulus first, a zero pixel as phase 0 (numpy's
+  angle(0)): a pixel the estimate leaves at 0 has phase 0, not the truth's
+  (e conj(t) = 0 would give it angle(t), so an all-zero estimate would
+  score perfect phase).
+
   Returns:
     float64 [H, W].
   """
-  estimate = np.asarray(estimate, np.complex128)
-  truth = np.asarray(truth, np.complex128)
+  estimate = _unit(estimate)
+  truth = _unit(truth)
   return np.angle(truth) + np.angle(estimate * np.conj(truth))
+
+
+def _unit(values):
+  """values / |values| as complex128, 1 where |values| is 0."""
+  values = np.asarray(values, np.complex128)
+  modulus = np.abs(values)
+  return np.where(modulus > 0, values / np.where(modulus > 0, modulus, 1), 1)
 
 
 def default_range(values):
