@@ -25,6 +25,7 @@ from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.training import config as config_lib
 from ptychonet_tf.training import evaluator
 from ptychonet_tf.training import run_dir
+from ptychonet_tf.training import task as task_lib
 from ptychonet_tf.training import trainer
 from ptychonet_tf.utils import machine
 
@@ -483,3 +484,38 @@ def test_a_model_with_a_prior_exports_with_its_denoiser(tmp_path):
   for key in ("amplitude", "phase"):
     np.testing.assert_allclose(served[key].numpy(), reference[key],
                                atol=atol)
+
+
+@pytest.mark.slow
+def test_a_trained_prior_learns_at_its_own_rate(tmp_path):
+  """--refine_prior_train: the denoiser's weights get an optimizer of their
+  own at refine_prior_learning_rate; at the refinement's rate (1e-2, meant
+  for step sizes) a sparse model's end-to-end epoch diverged to inf."""
+  data_dir = write_tiny(str(tmp_path / "data"))
+  path = _export_tiny_prior(tmp_path)
+  config = config_lib.TrainConfig(
+      data_dir=data_dir, model_dir=str(tmp_path / "run"),
+      network=NetworkConfig(base_channels=4, depth=2, refine_steps=2,
+                            refine_prior=path, refine_prior_every=1,
+                            refine_prior_train=True),
+      epochs=1, refine_epochs=1, batch_size=2, refine_learning_rate=0.05,
+      refine_prior_learning_rate=1e-4, num_images=0, export=False,
+      verbose=False)
+  keras.utils.set_random_seed(0)
+  job = trainer.Trainer(config, tf.distribute.get_strategy())
+  own, denoiser = task_lib.refine_variables(job.model.refinement)
+  assert denoiser and {v.path for v in own}.isdisjoint(
+      {v.path for v in denoiser})
+  assert len(own) + len(denoiser) == len(
+      job.model.refinement.trainable_variables)
+  before = [v.numpy().copy() for v in denoiser]
+  step_size = job.model.refinement.step_size.numpy().copy()
+  step = job.task.make_refine_step()
+  loss = step(iter(job.train_dataset(config.epochs)))
+  assert np.isfinite(float(loss))
+  moved = max(float(np.max(np.abs(v.numpy() - b)))
+              for v, b in zip(denoiser, before))
+  # Adam's first step moves each weight by about its learning rate.
+  assert 0 < moved <= 1.01e-4, moved
+  assert np.max(np.abs(job.model.refinement.step_size.numpy() - step_size)
+                ) == pytest.approx(0.05, rel=0.01)

@@ -55,6 +55,10 @@ class TrainConfig:
   refine_learning_rate: float = settings.setting(
       1e-2, "Adam learning rate of the refinement's own variables (step "
       "sizes, momenta, CNN corrections) in the refinement epochs.")
+  refine_prior_learning_rate: float = settings.setting(
+      1e-4, "With --refine_prior_train: Adam learning rate of the prior's "
+      "denoiser weights in the refinement epochs (at --refine_learning_rate "
+      "they diverge).")
   refine_train_network: bool = settings.setting(
       False, "In the refinement epochs also update the per-pattern network "
       "through the refinement steps (at --learning_rate, BatchNorm in "
@@ -143,6 +147,9 @@ class TrainConfig:
     if not self.refine_learning_rate > 0:
       raise UserError(f"refine_learning_rate={self.refine_learning_rate} "
                       f"must be > 0")
+    if not self.refine_prior_learning_rate > 0:
+      raise UserError(f"refine_prior_learning_rate="
+                      f"{self.refine_prior_learning_rate} must be > 0")
     settings.check_choices(self)
     if not 0 <= self.beta1 < 1:
       raise UserError(f"beta1={self.beta1} must be in [0, 1)")

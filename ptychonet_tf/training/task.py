@@ -4,9 +4,10 @@ One `PtychoTask` per run holds what is PtychoNet's in a training run (the
 loop around it is `training.loop`, the run directory's rules are
 `training.run_dir`):
 
-- the model (`network.build_model`) and two Adam optimizers: the network's
-  (`learning_rate`, constant or a half cosine of the global step), and the
-  refinement's own variables' (`refine_learning_rate`);
+- the model (`network.build_model`) and its Adam optimizers: the network's
+  (`learning_rate`, constant or a half cosine of the global step), the
+  refinement's own variables' (`refine_learning_rate`) and, with a trained
+  prior (`refine_prior_train`), its denoiser's (`refine_prior_learning_rate`);
 - `global_step`, a tf.Variable counted by every step, which the checkpoint
   holds with the model and the optimizers;
 - the pattern step (per-pattern loss -> `tf.nn.compute_average_loss` over the
@@ -25,6 +26,17 @@ from ptychonet_tf.data import pipeline
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import network
 from ptychonet_tf.training import evaluator as evaluator_lib
+
+
+def refine_variables(refinement):
+  """The trainable variables of an `UnrolledRefinement`, split by optimizer:
+  (its own: step sizes, momenta, corrections, noise levels, filter; the
+  prior's denoiser weights, non-empty only with prior_train)."""
+  denoiser = (list(refinement.denoiser.trainable_variables)
+              if refinement.denoiser is not None else [])
+  ids = {id(v) for v in denoiser}
+  own = [v for v in refinement.trainable_variables if id(v) not in ids]
+  return own, denoiser
 
 
 class PtychoTask:
@@ -66,15 +78,24 @@ class PtychoTask:
       # The refinement's own variables (momenta, step sizes, corrections)
       # learn at their own rate: its scalars need far larger steps than
       # the network's weights.
-      self.refine_optimizer = None
+      self.refine_optimizer = self.prior_optimizer = None
       if self.model.refinement is not None:
+        own, denoiser = refine_variables(self.model.refinement)
         self.refine_optimizer = keras.optimizers.Adam(
             learning_rate=config.refine_learning_rate, beta_1=config.beta1)
-        self.refine_optimizer.build(
-            self.model.refinement.trainable_variables)
+        self.refine_optimizer.build(own)
+        # A trained denoiser (--refine_prior_train) has network weights, not
+        # scalars: it learns at a network's rate.
+        if denoiser:
+          self.prior_optimizer = keras.optimizers.Adam(
+              learning_rate=config.refine_prior_learning_rate,
+              beta_1=config.beta1)
+          self.prior_optimizer.build(denoiser)
     optimizers = {"optimizer": self.optimizer}
     if self.refine_optimizer is not None:
       optimizers["refine_optimizer"] = self.refine_optimizer
+    if self.prior_optimizer is not None:
+      optimizers["prior_optimizer"] = self.prior_optimizer
     self.checkpoint = tf.train.Checkpoint(model=self.model,
                                           step=self.global_step, **optimizers)
     self.probe = tf.constant(self.geometry.probe, tf.complex64)
@@ -158,13 +179,14 @@ class PtychoTask:
     """The end-to-end step of the refinement epochs: whole scans, the final
     object's loss."""
     model, optimizer = self.model, self.optimizer
-    refine_optimizer = self.refine_optimizer
+    refine_optimizer, prior_optimizer = (self.refine_optimizer,
+                                         self.prior_optimizer)
     config, probe, mask = self.config, self.probe, self.mask
     # The network learns in these epochs only on request
     # (TrainConfig.refine_train_network).
     weights = (model.patch_network.trainable_variables
                if config.refine_train_network else [])
-    refinement = model.refinement.trainable_variables
+    refinement, denoiser = refine_variables(model.refinement)
 
     def step_fn(batch):
       with tf.GradientTape() as tape:
@@ -174,10 +196,13 @@ class PtychoTask:
             model, batch, config.loss_spec, probe, False, mask)
         loss = tf.nn.compute_average_loss(
             per_scan, global_batch_size=config.scan_batch_size)
-      grads = tape.gradient(loss, weights + refinement)
+      grads = tape.gradient(loss, weights + refinement + denoiser)
+      first, last = len(weights), len(weights) + len(refinement)
       if weights:
-        optimizer.apply_gradients(zip(grads[:len(weights)], weights))
-      refine_optimizer.apply_gradients(zip(grads[len(weights):], refinement))
+        optimizer.apply_gradients(zip(grads[:first], weights))
+      refine_optimizer.apply_gradients(zip(grads[first:last], refinement))
+      if denoiser:
+        prior_optimizer.apply_gradients(zip(grads[last:], denoiser))
       return loss
 
     return self._distributed(step_fn)
