@@ -15,8 +15,9 @@ refinement steps in 4 groups) and reduced counts, each in its own process:
 2. `benchmarks/bench_train.py` on those scans: steady-state training
    patterns/s of the pattern epochs (K = 0, batch 1 scan), seconds per
    end-to-end refinement step (K = 40 on one whole scan) and serving scans/s;
-3. `train` (--train_steps steps of the pattern epoch, --refine_train_steps
-   of the end-to-end epoch, then export), `evaluate` (the model and DM with
+3. `train` (--train_steps steps of the pattern epoch at --batch_size scans'
+   worth of patterns, --refine_train_steps of the end-to-end epoch, then
+   export), `evaluate` (the model and DM with
    --dm_iterations on --eval_scans test scans) and serving through
    `saved_model_cli run` (the TF Serving signature, on one scan).
 
@@ -49,8 +50,17 @@ flags.DEFINE_integer("num_train", 4, "Training scans to simulate.")
 flags.DEFINE_integer("num_test", 2, "Test scans to simulate.")
 flags.DEFINE_integer("workers", 2, "Writer processes (local and Beam).")
 flags.DEFINE_integer("train_steps", 2, "Steps of the pattern epoch of `train`.")
+flags.DEFINE_integer("batch_size", 1,
+                     "`train`'s batch in scans' worth of patterns: dense.flags "
+                     "asks for 8 (2,832 patterns of 128x128 per step), which "
+                     "a 24 GB CPU machine cannot hold (killed at 23.6 GB).")
 flags.DEFINE_integer("refine_train_steps", 2,
                      "Steps of the end-to-end epoch of `train`.")
+flags.DEFINE_integer("refine_steps", 20,
+                     "`train`'s refinement steps K: dense.flags asks for 40, "
+                     "whose end-to-end epoch a 24 GB CPU machine cannot hold "
+                     "inside `train` (killed at 24.4 GB; bench_train's bare "
+                     "K=40 step peaks at 21.4 GB).")
 flags.DEFINE_integer("bench_steps", 2, "Timed steps of bench_train.")
 flags.DEFINE_integer("eval_scans", 1, "Test scans `evaluate` scores.")
 flags.DEFINE_integer("dm_iterations", 300, "DM iterations in `evaluate`.")
@@ -91,7 +101,8 @@ def run(name, args, log_dir):
   if proc.returncode:
     with open(log) as f:
       tail = f.read()[-2000:]
-    sys.exit(f"error: {name} failed ({' '.join(args)}):\n{tail}")
+    sys.exit(f"error: {name} failed with status {proc.returncode} "
+             f"({' '.join(args)}):\n{proc.stdout[-1500:]}\n{tail}")
   peak = re.search(r"@@peak_kib (\d+)", proc.stdout)
   peak_gb = int(peak.group(1)) * 1024 / 1e9 if peak else float("nan")
   return wall, peak_gb, proc.stdout
@@ -185,11 +196,14 @@ def main(argv):
   wall, peak, _ = run("train", [
       "-m", "ptychonet_tf.train", flagfile, f"--data_dir={local}",
       f"--model_dir={run_dir}", f"--export_dir={export}", "--epochs=1",
+      f"--batch_size={FLAGS.batch_size}",
+      f"--refine_steps={FLAGS.refine_steps}",
       f"--steps_per_epoch={FLAGS.train_steps}",
       f"--refine_steps_per_epoch={FLAGS.refine_train_steps}",
       "--eval_scans=1"], logs)
   row(f"train ({FLAGS.train_steps} + {FLAGS.refine_train_steps} steps, "
-      f"export)", wall, peak)
+      f"batch {FLAGS.batch_size}, K={FLAGS.refine_steps}, export)", wall,
+      peak)
 
   wall, peak, _ = run("evaluate", [
       "-m", "ptychonet_tf.evaluate", f"--data_dir={local}",
