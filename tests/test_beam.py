@@ -126,3 +126,32 @@ def test_beam_flags_are_checked_before_the_folder_is_touched(tmp_path):
                     "--beam_options=--runner=DirectRunner --nope=1"])
   assert_one_line_error(result, "Beam knows no option --nope")
   assert not out.exists()
+
+
+def test_a_workers_error_is_named_in_one_line():
+  error = RuntimeError(
+      "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+      "ptychonet_tf.utils.errors.UserError: cannot write a.tfrecord: no space "
+      "left on the disk [while running 'SimulateAndWrite']")
+  assert beam_writer.worker_error(error) == (
+      "cannot write a.tfrecord: no space left on the disk [while running "
+      "'SimulateAndWrite']")
+  assert beam_writer.worker_error(RuntimeError("x\nValueError: bad")) == (
+      "ValueError: bad")
+  assert beam_writer.worker_error(RuntimeError("plain text")) == "plain text"
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_beam_is_one_line_and_resumes(tmp_path):
+  out = tmp_path / "full"
+  # Shards of 1.8 MB against a 1 MB file-size limit (Beam's own files fit).
+  args = ["tools/make_tfrecords.py", "--flagfile=configs/small_dense.flags",
+          "--num_train=2", "--num_test=1", "--num_shards=2", "--noprogress",
+          f"--out_dir={out}", *BEAM]
+  result = run_cli(args, limits={"fsize": 1_000_000}, timeout=240)
+  assert_one_line_error(result, "cannot write", "file too large",
+                        "run the same command again to resume")
+  assert not [n for n in os.listdir(out) if n.endswith(".error")]
+  assert not [n for n in os.listdir(out) if ".tmp" in n]
+  result = run_cli(args)
+  assert result.returncode == 0, result.stderr[-3000:]

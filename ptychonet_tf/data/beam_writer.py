@@ -10,10 +10,10 @@ re-run (finished shards are kept, the rest are planned again).
 
 Pipeline options pass through unchanged (`--beam_options`, parsed by Beam's
 PipelineOptions); by default the DirectRunner on this machine, in separate
-processes, its workers logging errors only:
+processes, its workers silent (a failure ends in one line naming the worker's error):
 
   --runner=DirectRunner --direct_num_workers=N --direct_running_mode=multi_processing
-  --default_sdk_harness_log_level=ERROR
+  --default_sdk_harness_log_level=CRITICAL
 
 The same pipeline runs on Flink, Spark or Dataflow with their options, e.g.
 `--runner=FlinkRunner --flink_master=HOST:8081 --environment_type=LOOPBACK`
@@ -32,7 +32,7 @@ from ptychonet_tf.utils.errors import UserError
 # Beam logs its optional cloud clients at import (on the root logger) and
 # every stage of a run at INFO or WARNING; the progress bar and errors are
 # what a user needs.
-logging.getLogger("apache_beam").setLevel(logging.ERROR)
+logging.getLogger("apache_beam").setLevel(logging.CRITICAL)
 _root_level = logging.getLogger().level
 logging.getLogger().setLevel(logging.ERROR)
 try:
@@ -44,9 +44,13 @@ finally:
   logging.getLogger().setLevel(_root_level)
 
 
+# A worker's refusal for shard X is left in X + ERROR_SUFFIX for `run`.
+ERROR_SUFFIX = ".error"
+
+
 def default_options(workers):
   """Beam's options for the DirectRunner with `workers` processes."""
-  quiet = "--default_sdk_harness_log_level=ERROR"
+  quiet = "--default_sdk_harness_log_level=CRITICAL"
   if workers <= 1:
     return f"--runner=DirectRunner --direct_running_mode=in_memory {quiet}"
   return (f"--runner=DirectRunner --direct_num_workers={workers} "
@@ -95,9 +99,28 @@ def _shard_writer(config, geometry, pools, out_dir):
       writer.init_worker(config, geometry, pools, out_dir, None, threads)
 
     def process(self, task):
-      yield writer.write_shard(task)
+      try:
+        yield writer.write_shard(task)
+      except UserError as e:
+        # Not raised: Beam would print the worker's traceback. The
+        # launching process names it (`run`).
+        path = os.path.join(out_dir, writer.shard_name(task.split, task.index,
+                                                       task.count))
+        with open(path + ERROR_SUFFIX, "w") as f:
+          f.write(str(e))
 
   return WriteShard()
+
+
+def worker_error(error):
+  """The last `SomeError: message` line of a Beam error's text (the
+  worker's own error, with the package's UserError shown as its message)."""
+  found = None
+  for line in str(error).splitlines():
+    head, sep, message = line.strip().partition(": ")
+    if sep and head.split(".")[-1].endswith(("Error", "Exception")):
+      found = message if head.endswith("UserError") else line.strip()
+  return found or str(error).strip().splitlines()[0]
 
 
 def _stamp(path):
@@ -151,6 +174,9 @@ def run(tasks, config, geometry, pools, out_dir, bar, options):
   paths = [os.path.join(out_dir, writer.shard_name(t.split, t.index, t.count))
            for t in tasks]
   sizes = {p: t.stop - t.start for p, t in zip(paths, tasks)}
+  for path in paths:  # a refusal left by an earlier run
+    if os.path.exists(path + ERROR_SUFFIX):
+      os.remove(path + ERROR_SUFFIX)
   before = {p: _stamp(p) for p in paths}
   stop = threading.Event()
   watcher = threading.Thread(target=_watch, args=(sizes, before, bar, stop),
@@ -163,9 +189,26 @@ def run(tasks, config, geometry, pools, out_dir, bar, options):
            | "Reshuffle" >> beam.Reshuffle()
            | "SimulateAndWrite" >> beam.ParDo(
                _shard_writer(config, geometry, pools, out_dir)))
+  except UserError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    # Beam re-raises a worker's error inside its own, with the worker's
+    # traceback as text: name the worker's error in one line.
+    raise UserError(f"the Beam pipeline failed: {worker_error(e)}; finished "
+                    f"shards are kept: run the same command again to "
+                    f"resume") from None
   finally:
     stop.set()
     watcher.join()
+  refusals = []
+  for path in paths:
+    if os.path.exists(path + ERROR_SUFFIX):
+      with open(path + ERROR_SUFFIX) as f:
+        refusals.append(f.read().strip())
+      os.remove(path + ERROR_SUFFIX)
+  if refusals:
+    raise UserError(f"{refusals[0]}; finished shards are kept: run the same "
+                    f"command again to resume")
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
     raise UserError(f"the Beam pipeline ended without writing {missing[0]}; "
