@@ -7,8 +7,9 @@ r"""Precomputes simulated scans into sharded TFRecords.
 Writes {train,test}-NNNNN-of-NNNNN.tfrecord, geometry.npz and dataset.json
 (see ptychonet_tf/data/writer.py). `--runner=beam` writes the same shards with
 an Apache Beam pipeline (DirectRunner with --workers processes by default;
-`--beam_options=...` for Flink, Spark or Dataflow: docs/datasets.md). Deterministic for a seed; killed part-way
-and re-run with the same flags, it keeps finished shards and writes the rest.
+`--beam_options=...` for Flink or Spark: docs/datasets.md). Deterministic for
+a seed; killed part-way and re-run with the same flags, it keeps finished
+shards and writes the rest.
 
 Measured scans (any file `reconstruct` reads: scan .npz, tike, CXI) go into
 the same layout without objects, for `train --loss=physics`
@@ -41,7 +42,7 @@ flags.DEFINE_string("beam_options", None,
                     "--runner=beam: Beam's pipeline options as one string, "
                     "e.g. \"--runner=DirectRunner --direct_num_workers=2 "
                     "--direct_running_mode=multi_processing\" (the default, "
-                    "with --workers processes) or a Flink/Spark/Dataflow "
+                    "with --workers processes) or a Flink or Spark "
                     "runner's options (docs/datasets.md).")
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.DEFINE_list("scans", [], "Measured scan files (as `reconstruct "
