@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 PRELOAD = ("numpy", "tensorflow", "keras", "absl.app", "absl.flags", "h5py",
            "PIL.Image", "scipy.ndimage")
@@ -47,7 +48,6 @@ class Zygote:
 
   def run(self, args, cwd, env, timeout, limits=None, tmp_dir=None):
     """`python ARGS` as a fork; a subprocess.CompletedProcess (text)."""
-    import tempfile  # pylint: disable=g-import-not-at-top
     if self._proc is None or self._proc.poll() is not None:
       self._start()
     with tempfile.TemporaryDirectory(dir=tmp_dir) as folder:

@@ -120,11 +120,10 @@ def simulated_job():
   write = functools.partial(writer.write_dataset, workers=FLAGS.workers)
   if FLAGS.runner == "beam":
     from ptychonet_tf.data import beam_writer  # pylint: disable=g-import-not-at-top
-    workers = FLAGS.workers or os.cpu_count() or 1
     write = functools.partial(beam_writer.write_dataset,
                               options=beam_writer.pipeline_options(
                                   FLAGS.beam_options or
-                                  beam_writer.default_options(workers)))
+                                  beam_writer.default_options(FLAGS.workers)))
 
   def job(out_dir):
     stats = write(config, out_dir, flags_string=FLAGS.flags_into_string(),

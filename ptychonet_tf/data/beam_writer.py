@@ -48,8 +48,10 @@ finally:
 ERROR_SUFFIX = ".error"
 
 
-def default_options(workers):
-  """Beam's options for the DirectRunner with `workers` processes."""
+def default_options(workers=None):
+  """Beam's options for the DirectRunner with `workers` processes (default:
+  all cores, as the local writer)."""
+  workers = workers or os.cpu_count() or 1
   quiet = "--default_sdk_harness_log_level=CRITICAL"
   if workers <= 1:
     return f"--runner=DirectRunner --direct_running_mode=in_memory {quiet}"
