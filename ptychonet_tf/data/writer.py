@@ -21,7 +21,6 @@ The tfds metadata are removed while shards are being (re)written and written
 again, from the shard lengths, once every shard is complete.
 """
 import dataclasses
-import functools
 import json
 import multiprocessing
 import os
@@ -273,32 +272,6 @@ def _write_info(out_dir, config, geometry, shards, complete, flags_string):
              images=config.images, seed=config.seed)
 
 
-def _run_local(tasks, config, geometry, pools, out_dir, bar, workers):
-  """Writes the shards of `tasks` in this process (workers == 1) or in a
-  pool of `workers` processes; advances `bar` by scans."""
-  if workers == 1:
-    ticks = queue_lib.SimpleQueue()
-    init_worker(config, geometry, pools, out_dir, ticks, 0)
-    for task in tasks:
-      write_shard(task)
-      while not ticks.empty():
-        bar.update(ticks.get())
-    return
-  ctx = multiprocessing.get_context("spawn")
-  ticks = ctx.Manager().Queue()
-  with ctx.Pool(workers, init_worker,
-                (config, geometry, pools, out_dir, ticks, 1)) as pool:
-    result = pool.map_async(write_shard, tasks, chunksize=1)
-    while not result.ready():
-      try:
-        bar.update(ticks.get(timeout=0.2))
-      except queue_lib.Empty:
-        pass
-    result.get()  # re-raises a worker's error here
-    while not ticks.empty():
-      bar.update(ticks.get())
-
-
 def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
                   execute=None):
   """Simulates the train and test splits of `config` into `out_dir`.
@@ -358,9 +331,30 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
   pools = {"train": train_pool, "test": test_pool}
   bar = tqdm(total=todo, unit="scan", desc=f"simulating into {out_dir}",
              disable=not progress or todo == 0)
-  if tasks:
-    execute = execute or functools.partial(_run_local, workers=workers)
-    execute(tasks, config, geometry, pools, out_dir, bar)
+  if execute is not None:
+    if tasks:
+      execute(tasks, config, geometry, pools, out_dir, bar)
+  elif workers == 1:
+    ticks = queue_lib.SimpleQueue()
+    init_worker(config, geometry, pools, out_dir, ticks, 0)
+    for task in tasks:
+      write_shard(task)
+      while not ticks.empty():
+        bar.update(ticks.get())
+  elif tasks:
+    ctx = multiprocessing.get_context("spawn")
+    ticks = ctx.Manager().Queue()
+    with ctx.Pool(workers, init_worker,
+                  (config, geometry, pools, out_dir, ticks, 1)) as pool:
+      result = pool.map_async(write_shard, tasks, chunksize=1)
+      while not result.ready():
+        try:
+          bar.update(ticks.get(timeout=0.2))
+        except queue_lib.Empty:
+          pass
+      result.get()  # re-raises a worker's error here
+      while not ticks.empty():
+        bar.update(ticks.get())
   bar.close()
   _WORKER.clear()
   _write_info(out_dir, config, geometry, shards, True, flags_string)
