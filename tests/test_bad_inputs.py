@@ -1038,6 +1038,37 @@ def test_serving_client_saves_a_good_response(tmp_path, server):
   assert sorted(os.listdir(tmp_path)) == ["rec.npz", "scan_ok.npz"]
 
 
+def test_serving_client_any_scan_sends_positions_and_probe(tmp_path, server):
+  """--signature=any_scan: positions and probe planes in the request; the
+  answer covers the scanned rectangle and is saved placed in the scan's
+  object (here with 2 unscanned pixels above and left of it)."""
+  arrays = _scan_arrays()
+  arrays["layout"] = arrays["layout"] + np.array([2, 2, 2, 2], np.int32)
+  arrays["object_shape"] = np.array([28, 28], np.int32)
+  arrays["probe"] = (arrays["probe"] * (1 + 0.5j)).astype(np.complex64)
+  scan = _npz("scan_ok.npz", **arrays)(str(tmp_path))
+  result = _client([scan, "--signature=any_scan"])
+  assert result.returncode == 0, result.stderr
+  request = json.loads(result.stdout)
+  assert request["signature_name"] == "any_scan"
+  inputs = request["inputs"]
+  np.testing.assert_array_equal(np.asarray(inputs["positions"])[0],
+                                arrays["layout"][:, [0, 2]])
+  np.testing.assert_array_equal(np.asarray(inputs["probe"])[..., 1], 0.5)
+  assert np.asarray(inputs["amplitudes"]).shape == (1, 9, 16, 16)
+  server.body = _outputs((1, 26, 26))
+  out = tmp_path / "rec.npz"
+  result = _client([scan, "--signature=any_scan", f"--out={out}",
+                    f"--url=http://127.0.0.1:{server.server_port}/p"])
+  assert result.returncode == 0, result.stderr
+  with np.load(out) as f:
+    assert f["amplitude"].shape == (1, 28, 28)
+    assert np.all(f["amplitude"][0, 2:, 2:] == 0.5)
+    assert not f["amplitude"][0, :2].any() and not f["phase"][0, :, :2].any()
+  result = _client([scan, scan, "--signature=any_scan"])
+  assert result.returncode == 2 and "one scan per request" in result.stderr
+
+
 @pytest.mark.parametrize("args,phrase", [
     (["--url=file:///etc/passwd"], "is not an http:// or https:// URL"),
     (["--url=http://127.0.0.1:{port}/p", "--out={tmp}"], "is a directory"),

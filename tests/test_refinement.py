@@ -101,6 +101,34 @@ def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
   assert np.abs(full(start[None], amps[None]).numpy()[0] - got).max() > 1e-3
 
 
+def test_steps_on_a_scan_given_as_tensors_are_the_numpy_ones():
+  """refine_scan with the physics of a scan known only inside a graph
+  (unknown N and object size): the grouped error-reduction steps of the
+  numpy reference on that scan, whatever layout the layer was built with."""
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(4)
+  start = (obj * np.exp(0.2j * rng.standard_normal(shape))).astype(np.complex64)
+  other, _ = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
+  layer = _layer(probe, other, (26, 26), 2, groups=2)
+  layer.momentum.assign(np.zeros(2, np.float32))
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([1, None, None], tf.complex64),
+      tf.TensorSpec([1, None, 16, 16], tf.float32),
+      tf.TensorSpec([None, 2], tf.int32), tf.TensorSpec([2], tf.int32)])
+  def refine(start, amps, corners, object_shape):
+    physics = refinement.ScanPhysics.of_scan(corners, object_shape, probe, 2)
+    return layer.refine_scan(start, amps, physics)
+
+  got = refine(start[None], amps[None], layout[:, [0, 2]],
+               np.asarray(shape, np.int32)).numpy()[0]
+  want = start.astype(np.complex128)
+  for k in range(2):
+    want = _numpy_error_reduction(want, probe, layout[k::2], amps[k::2],
+                                  layer.inertia)
+  np.testing.assert_allclose(got, want, atol=5e-5)
+
+
 def test_inertia_sets_the_preconditioner_floor():
   """A larger inertia is the same error-reduction step with a larger e."""
   probe, layout, shape, obj, amps = _scan()

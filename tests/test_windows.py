@@ -230,3 +230,37 @@ def test_slices_stitch_and_window_take_an_unknown_batch(ops):
                              rtol=1e-5, atol=1e-5)
   t, b, l, r = ops.layout[1]
   np.testing.assert_array_equal(window, canvas.numpy()[:, t:b, l:r])
+
+
+def test_windows_of_corners_in_a_graph_are_the_layouts(ops):
+  """Windows.of_corners (a layout known only inside a graph) extracts and
+  stitches as the layout's Windows; scan_frame places positions as
+  layouts.layout_from_positions does."""
+  rng = np.random.default_rng(5)
+  obj = random(rng, (BATCH,) + ops.object_shape, np.complex64)
+  patches = random(rng, (BATCH, ops.count) + PROBE + (2,), np.float32)
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, 2], tf.int32), tf.TensorSpec([2], tf.int32),
+      tf.TensorSpec([None, None, None], tf.complex64),
+      tf.TensorSpec([None, None] + list(PROBE) + [2], tf.float32)])
+  def run(corners, object_shape, obj, patches):
+    symbolic = windows.Windows.of_corners(corners, object_shape, PROBE)
+    weights = tf.constant(np.linspace(0.1, 1, np.prod(PROBE)).reshape(PROBE),
+                          tf.float32)
+    return (symbolic.extract(obj),
+            symbolic.stitch(patches, "scatter", channels=1),
+            symbolic.normalized_stitch(patches, weights, channels=1))
+
+  weights = np.linspace(0.1, 1, np.prod(PROBE)).reshape(PROBE)
+  got = run(ops.corners, np.asarray(ops.object_shape, np.int32), obj, patches)
+  np.testing.assert_allclose(got[0], ops.extract(obj), atol=1e-6)
+  np.testing.assert_allclose(got[1], ops.stitch(patches, channels=1),
+                             atol=1e-5)
+  np.testing.assert_allclose(
+      got[2], ops.normalized_stitch(patches, weights, channels=1), atol=1e-5)
+  positions = layouts.fermat_spiral(6, 3.3) + 100.25
+  corners, shape = windows.scan_frame(tf.constant(positions), PROBE)
+  layout, want = layouts.layout_from_positions(positions, PROBE)
+  np.testing.assert_array_equal(corners.numpy(), layout[:, [0, 2]])
+  assert tuple(shape.numpy()) == want

@@ -12,8 +12,17 @@ or posts it and saves the reconstruction:
 The request is TF Serving's columnar form, {"signature_name":
 "serving_default", "inputs": {"amplitudes": [batch, N, h, w]}}; the response's
 "outputs" hold "amplitude" and "phase" [batch, H, W], saved by --out as float32
-arrays (plus "object" = amplitude * exp(i phase), complex64). Needs only
-numpy and absl (no TensorFlow, no project import).
+arrays (plus "object" = amplitude * exp(i phase), complex64).
+
+`--signature=any_scan` serves a scan of any positions and probe (a model
+exported by this package reconstructs it without retraining,
+docs/serving.md): one scan per request, whose inputs are "amplitudes" [1, N,
+h, w], "positions" [1, N, 2] (the (top, left) of the scan file's layout
+rows) and "probe" [h, w, 2] (real and imaginary planes). The model answers
+the object that just covers the positions; --out saves it placed in the
+scan file's object (0 outside the scanned rectangle), as serving_default's.
+
+Needs only numpy and absl (no TensorFlow, no project import).
 
 The server is not trusted: only http(s) URLs are posted to; the response
 body is read up to a cap (--max_response_mb, and no more than the numbers
@@ -112,6 +121,65 @@ def load_scan(path):
     raise ClientError(f"scan file {path}: amplitudes hold NaN or infinite "
                       f"values")
   return amplitudes, tuple(int(s) for s in object_shape)
+
+
+def load_geometry(path, count, probe_shape, object_shape):
+  """(float32 [N, 2] window corners, float32 [h, w, 2] probe planes) of a
+  scan .npz, what the any_scan signature takes besides the amplitudes."""
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      for key in ("layout", "probe"):
+        if key not in f:
+          raise ClientError(f"scan file {path} has no {key!r} array, which "
+                            f"--signature=any_scan sends")
+        _member_shape(f, key, path)
+      layout, probe = np.asarray(f["layout"]), np.asarray(f["probe"])
+  except ClientError:
+    raise
+  except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+    raise ClientError(f"scan file {path} is not a readable .npz file ({e})")
+  if (layout.shape != (count, 4) or layout.dtype.kind not in "iu" or
+      np.any(layout < 0) or np.any(layout[:, [1, 3]] > np.asarray(
+          object_shape))):
+    raise ClientError(f"scan file {path}: layout is {layout.shape} "
+                      f"{layout.dtype}; expected integer rows (top, bottom, "
+                      f"left, right) inside the {list(object_shape)} object "
+                      f"for its {count} patterns")
+  if probe.shape != tuple(probe_shape) or probe.dtype.kind not in "fc":
+    raise ClientError(f"scan file {path}: probe is {probe.shape} "
+                      f"{probe.dtype}; expected numbers of the pattern size "
+                      f"{list(probe_shape)}")
+  if not np.all(np.isfinite(probe)):
+    raise ClientError(f"scan file {path}: probe holds NaN or infinite values")
+  probe = probe.astype(np.complex64)
+  return (layout[:, [0, 2]].astype(np.float32),
+          np.stack([probe.real, probe.imag], -1).astype(np.float32))
+
+
+def any_scan_request(path):
+  """(request, layout corner of the response, object shape) for one scan
+  file and the any_scan signature."""
+  amplitudes, object_shape = load_scan(path)
+  corners, probe = load_geometry(path, len(amplitudes), amplitudes.shape[1:],
+                                 object_shape)
+  request = {"signature_name": "any_scan",
+             "inputs": {"amplitudes": amplitudes[None].tolist(),
+                        "positions": corners[None].tolist(),
+                        "probe": probe.tolist()}}
+  origin = corners.min(axis=0).astype(int)
+  span = corners.max(axis=0).astype(int) - origin + amplitudes.shape[1:]
+  return request, tuple(origin), tuple(int(s) for s in span), object_shape
+
+
+def place(arrays, origin, object_shape):
+  """[1, H', W'] arrays of the scanned rectangle -> [1, H, W], 0 outside."""
+  top, left = origin
+  placed = []
+  for array in arrays:
+    canvas = np.zeros((1, *object_shape), np.float32)
+    canvas[:, top:top + array.shape[1], left:left + array.shape[2]] = array
+    placed.append(canvas)
+  return placed
 
 
 def load_amplitudes(path):
@@ -214,10 +282,14 @@ def outputs_of(response, shape):
   return arrays
 
 
-def save_response(response, path, shape):
+def save_response(response, path, shape, origin=None, object_shape=None):
   """Writes the checked outputs to path (temp name in its folder, then
-  rename); returns their shape."""
+  rename); returns their shape. With `origin`, the outputs cover the
+  scanned rectangle at origin (an any_scan answer) and are placed in
+  `object_shape`."""
   amplitude, phase = outputs_of(response, shape)
+  if origin is not None:
+    amplitude, phase = place((amplitude, phase), origin, object_shape)
   check_out(path)
   folder = os.path.dirname(os.path.abspath(path))
   handle, tmp = tempfile.mkstemp(prefix=".serving-", suffix=".npz.tmp",
@@ -248,20 +320,28 @@ def main(argv):
     if not FLAGS.max_response_mb > 0:
       raise ClientError(f"--max_response_mb={FLAGS.max_response_mb} must be "
                         f"> 0")
-    amplitudes, object_shape = read_scans(argv[1:])
-    request = request_for(amplitudes, FLAGS.signature)
+    origin = None
+    if FLAGS.signature == "any_scan":
+      if len(argv) != 2:
+        raise ClientError(f"--signature=any_scan sends one scan per request; "
+                          f"got {len(argv) - 1} files")
+      request, origin, span, object_shape = any_scan_request(argv[1])
+      shape = (1, *span)
+    else:
+      amplitudes, object_shape = read_scans(argv[1:])
+      request = request_for(amplitudes, FLAGS.signature)
+      shape = (len(amplitudes), *object_shape)
     if not FLAGS.url:
       json.dump(request, sys.stdout)
       sys.stdout.write("\n")
       return
-    shape = (len(amplitudes), *object_shape)
     needed = 2 * int(np.prod(shape)) * BYTES_PER_NUMBER + (1 << 16)
     max_bytes = int(min(FLAGS.max_response_mb * 1e6, needed))
     response = post(FLAGS.url, request, FLAGS.timeout, max_bytes)
     outputs_of(response, shape)
     if FLAGS.out:
-      save_response(response, FLAGS.out, shape)
-      print(f"wrote {FLAGS.out}: amplitude and phase {list(shape)}")
+      saved = save_response(response, FLAGS.out, shape, origin, object_shape)
+      print(f"wrote {FLAGS.out}: amplitude and phase {list(saved)}")
     else:
       json.dump(response, sys.stdout)
       sys.stdout.write("\n")

@@ -5,11 +5,20 @@ variables/) with two signatures:
 
   serving_default: amplitudes float32 [batch, N, h, w]
                    -> amplitude, phase float32 [batch, H, W]
+  any_scan:        amplitudes float32 [1, N', h, w], positions float32
+                   [1, N', 2] (y, x pixels, fractional allowed), probe
+                   float32 [h, w, 2] (real, imaginary)
+                   -> amplitude, phase float32 [1, H', W']
   geometry:        () -> probe_real, probe_imag float32 [h, w],
                    layout int32 [N, 4], object_shape int32 [2]
 
-The probe scale and the layout of the training geometry are baked into the
-graph as constants; the graph uses only core TF ops (no custom ops), so
+serving_default serves the training geometry: its probe scale and layout
+are baked into the graph as constants. any_scan serves a scan of any
+positions, count and probe of the model's pattern size, one scan per call
+(`PtychoNet.reconstruct_scan`: windows, stitching weights and the
+refinement's physics from the inputs; the object returned just covers the
+positions, the smallest at (0, 0)). Both use only core TF ops (no custom
+ops), so
 `tf.saved_model.load` in a process that never imports this package and
 `saved_model_cli run` can execute it. The paper's network (no refinement
 steps) never needs XLA. A model with refinement steps runs them as one
@@ -66,12 +75,24 @@ class ServingModule(tf.Module):
       return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
               "phase": tf.identity(out["phase"], name="phase")}
 
+    @tf.function(input_signature=[
+        tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
+        tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
+        tf.TensorSpec([h, w, 2], tf.float32, name="probe")],
+                 jit_compile=False)
+    def any_scan(amplitudes, positions, probe):
+      out = self.model.reconstruct_scan(
+          amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]))
+      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
+              "phase": tf.identity(out["phase"], name="phase")}
+
     @tf.function(input_signature=[])
     def geometry():
       return {"probe_real": self._probe_real, "probe_imag": self._probe_imag,
               "layout": self._layout, "object_shape": self._object_shape}
 
     self.serve = serve
+    self.any_scan = any_scan
     self.geometry = geometry
 
 
@@ -208,6 +229,7 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
   try:
     tf.saved_model.save(module, tmp, signatures={
         "serving_default": module.serve.get_concrete_function(),
+        "any_scan": module.any_scan.get_concrete_function(),
         "geometry": module.geometry.get_concrete_function()})
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -81,11 +81,15 @@ class PtychoNetModel:
   [batch, N, h, w] (detector convention) and returns `amplitude` and `phase`
   float32 [batch, H, W]; the object is amplitude * exp(i phase). When the
   model also has a `geometry` signature (every export of this package has),
-  its layout must equal the scan's, and its probe the scan's probe: a
-  network trained with one probe says nothing reliable about patterns made
-  with another, so a relative difference ||P_scan - P_model|| / ||P_model||
-  above `probe_tolerance` is refused, or only warned about (one line on
-  stderr) with `allow_other_probe`.
+  a scan of its layout runs through `serving_default`; a scan of other
+  positions (any count, any object size) through the `any_scan` signature
+  (`PtychoNet.reconstruct_scan`: positions and probe as inputs; exports
+  before it had none and refuse such scans). Its probe must be the scan's
+  probe: a network trained with one probe says nothing reliable about
+  patterns made with another, so a relative difference ||P_scan - P_model||
+  / ||P_model|| above `probe_tolerance` is refused, or only warned about
+  (one line on stderr) with `allow_other_probe` (and then `any_scan`
+  runs, with the scan's probe in its physics).
 
   Args:
     path: see `resolve_saved_model`.
@@ -117,7 +121,26 @@ class PtychoNetModel:
     count, h, w = scan.amplitudes.shape
     big_h, big_w = scan.object_shape
     dims = _spec_dims(inputs["amplitudes"])
-    if len(dims) != 4 or not _dims_match(dims[1:], [count, h, w]):
+    if len(dims) != 4 or not _dims_match(dims[2:], [h, w]):
+      raise UserError(f"SavedModel {self.path} takes amplitudes {dims}; the "
+                      f"scan has [batch, {count}, {h}, {w}] (N positions, "
+                      f"h x w patterns)")
+    self.any_scan = None
+    self.scan = scan
+    geometry = (loaded.signatures["geometry"]()
+                if "geometry" in loaded.signatures else {})
+    layout = geometry.get("layout")
+    same_layout = (layout is not None and
+                   np.array_equal(layout.numpy(), scan.layout) and
+                   "object_shape" in geometry and
+                   tuple(geometry["object_shape"].numpy()) == (big_h, big_w))
+    if layout is not None and not same_layout:
+      if "any_scan" not in loaded.signatures:
+        raise UserError(f"SavedModel {self.path} was trained on a different "
+                        f"scan layout than the scan's and has no any_scan "
+                        f"signature (export it again with this version)")
+      self.any_scan = loaded.signatures["any_scan"]
+    elif dims[1] is not None and dims[1] != count:
       raise UserError(f"SavedModel {self.path} takes amplitudes {dims}; the "
                       f"scan has [batch, {count}, {h}, {w}] (N positions, "
                       f"h x w patterns)")
@@ -127,17 +150,11 @@ class PtychoNetModel:
         raise UserError(f"SavedModel {self.path} returns {sorted(outputs)}; "
                         f"expected 'amplitude' and 'phase'")
       out_dims = _spec_dims(outputs[key])
-      if len(out_dims) != 3 or not _dims_match(out_dims[1:], [big_h, big_w]):
+      if self.any_scan is None and (
+          len(out_dims) != 3 or not _dims_match(out_dims[1:], [big_h, big_w])):
         raise UserError(f"SavedModel {self.path} returns {key} {out_dims}; "
                         f"the scan's object is [batch, {big_h}, {big_w}]")
-    if "geometry" in loaded.signatures:
-      geometry = loaded.signatures["geometry"]()
-      layout = geometry.get("layout")
-      if layout is not None and not np.array_equal(layout.numpy(),
-                                                   scan.layout):
-        raise UserError(f"SavedModel {self.path} was trained on a different "
-                        f"scan layout than the scan's (same N={count}, other "
-                        f"positions)")
+    if geometry:
       if "probe_real" in geometry and "probe_imag" in geometry:
         probe = (geometry["probe_real"].numpy().astype(np.float64) +
                  1j * geometry["probe_imag"].numpy().astype(np.float64))
@@ -151,13 +168,41 @@ class PtychoNetModel:
                             f"anyway")
           print(f"warning: {message}; its output may be wrong",
                 file=sys.stderr)
+          if "any_scan" in loaded.signatures:
+            self.any_scan = loaded.signatures["any_scan"]
+
+  def _call_any_scan(self, amplitudes):
+    """(amplitude, phase) float64 [H, W] of the scan through any_scan, the
+    answer (the scanned rectangle) placed in the scan's object."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    corners = self.scan.layout[:, [0, 2]].astype(np.float32)
+    probe = np.asarray(self.scan.probe, np.complex64)
+    try:
+      out = self.any_scan(
+          amplitudes=tf.constant(amplitudes[None], tf.float32),
+          positions=tf.constant(corners[None]),
+          probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
+    except tf.errors.InvalidArgumentError as e:
+      raise UserError(f"SavedModel {self.path} refused the scan "
+                      f"({e.message.splitlines()[0]})") from None
+    top, left = (int(v) for v in corners.min(axis=0))
+    placed = []
+    for key in ("amplitude", "phase"):
+      part = out[key].numpy()[0].astype(np.float64)
+      canvas = np.zeros(self.object_shape)
+      canvas[top:top + part.shape[0], left:left + part.shape[1]] = part
+      placed.append(canvas)
+    return placed
 
   def __call__(self, amplitudes):
     """float32 [N, h, w] -> complex64 [H, W]."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    out = self.fn(amplitudes=tf.constant(amplitudes[None], tf.float32))
-    amplitude = out["amplitude"].numpy()[0].astype(np.float64)
-    phase = out["phase"].numpy()[0].astype(np.float64)
+    if self.any_scan is not None:
+      amplitude, phase = self._call_any_scan(amplitudes)
+    else:
+      out = self.fn(amplitudes=tf.constant(amplitudes[None], tf.float32))
+      amplitude = out["amplitude"].numpy()[0].astype(np.float64)
+      phase = out["phase"].numpy()[0].astype(np.float64)
     for name, image in (("amplitude", amplitude), ("phase", phase)):
       if image.shape != self.object_shape:
         raise UserError(f"SavedModel {self.path} returned {name} of shape "

@@ -42,6 +42,7 @@ from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
 from ptychonet_tf.model import refinement as refinement_lib
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import windows as windows_lib
 
 # Keras dtype policies the encoder-decoder may compute in.
 COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
@@ -400,12 +401,17 @@ class PtychoNet(keras.Model):
     y = self.patch_tensor(patterns, training)
     return {"amplitude": y[..., 0], "phase": y[..., 1]}
 
-  def patch_tensor(self, patterns, training=False):
-    """float32 [..., h, w] patterns -> [..., h, w, 2] (amplitude, phase) patches."""
+  def patch_tensor(self, patterns, training=False, scale=None):
+    """float32 [..., h, w] patterns -> [..., h, w, 2] (amplitude, phase) patches.
+
+    `scale`: s of the input log(1 + A / s), a float32 scalar tensor (the
+    RMS amplitude of a scan's probe); None: the training probe's.
+    """
     h, w = self.probe_shape
     patterns = tf.convert_to_tensor(patterns, tf.float32)
     lead = tf.shape(patterns)[:-2]
-    x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / self.input_scale)
+    scale = self.input_scale if scale is None else scale
+    x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / scale)
     if self.input_norm == "pattern":
       mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
       x = (x - mean) * tf.math.rsqrt(variance + 1e-6)
@@ -457,6 +463,53 @@ class PtychoNet(keras.Model):
     stitched = {"amplitude": obj[..., 0], "phase": obj[..., 1]}
     return ({"amplitude": patches[..., 0], "phase": patches[..., 1]},
             stitched, self.refine(stitched, amplitudes))
+
+  def reconstruct_scan(self, amplitudes, positions, probe):
+    """The object of one scan of any geometry and probe (inference).
+
+    What the SavedModel's `any_scan` signature runs: the windows, the object
+    size, the stitching weights, the input scale and the refinement's
+    physics all come from the scan's positions and probe at run time, not
+    from the training geometry; only the pattern size (h, w) is the
+    model's. With the training geometry it gives `call`'s object.
+
+    Args:
+      amplitudes: float32 [1, N, h, w], detector convention.
+      positions: float [1, N, 2] (y, x) probe positions in pixels, any
+        origin, fractional allowed (rounded: `windows.scan_frame`).
+      probe: complex64 [h, w].
+
+    Returns:
+      dict "amplitude", "phase": float32 [1, H, W] on the object that just
+      covers the positions (the smallest position at (0, 0)); N >= the
+      refinement's position groups.
+    """
+    amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
+    probe = tf.convert_to_tensor(probe, tf.complex64)
+    corners, object_shape = windows_lib.scan_frame(positions[0],
+                                                   self.probe_shape)
+    windows = windows_lib.Windows.of_corners(corners, object_shape,
+                                             self.probe_shape)
+    scale = tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
+    patches = self.patch_tensor(amplitudes[0], scale=scale)
+    weights = (None if self.stitch_weights is None else
+               layers_lib.stitch_weights(probe, "probe"))
+    obj = windows.normalized_stitch(patches[None], weights, "segment",
+                                    channels=1)
+    stitched = {"amplitude": obj[..., 0], "phase": obj[..., 1]}
+    if self.refinement is None:
+      return stitched
+    tf.debugging.assert_greater_equal(
+        windows.count, self.refine_groups,
+        message=f"the scan has fewer positions than the model's "
+        f"{self.refine_groups} refinement position groups")
+    physics = refinement_lib.ScanPhysics.of_scan(corners, object_shape, probe,
+                                                 self.refine_groups)
+    start = tf.complex(stitched["amplitude"] * tf.cos(stitched["phase"]),
+                       stitched["amplitude"] * tf.sin(stitched["phase"]))
+    refined = self.refinement.refine_scan(start, amplitudes, physics)
+    return {"amplitude": forward.magnitude(refined),
+            "phase": forward.phase(refined)}
 
   def call(self, amplitudes, training=False):
     return self.reconstruct(amplitudes, training)[2]

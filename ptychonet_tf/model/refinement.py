@@ -69,6 +69,7 @@ so that Adam moves W SMOOTHING_GAIN times faster than the step sizes (one
 short end-to-end epoch at the refinement's learning rate barely moved an
 identity kernel stored as it is).
 """
+import collections
 import functools
 
 import numpy as np
@@ -97,6 +98,32 @@ def initial_momentum(steps):
   k = np.arange(steps, dtype=np.float32)
   return np.minimum(k / (k + 3.0), np.float32(MOMENTUM_LIMIT))
 
+
+
+class ScanPhysics(collections.namedtuple(
+    "ScanPhysics", ["operator", "probe", "norms", "lit"])):
+  """The physics the steps run on: one scan geometry and its probe.
+
+  Attributes:
+    operator: `physics.operator.Ptychography` with the layer's position
+      groups (built from a layout, or `Ptychography.of_scan` in a graph).
+    probe: complex64 [h, w] (numpy or tensor).
+    norms: per group, float32 [H, W] its illumination sum_j |P|^2, the
+      preconditioner's norm.
+    lit: float32 [H, W], the region the prior steps act on
+      (`Ptychography.lit_region`).
+  """
+
+  @classmethod
+  def of_scan(cls, corners, object_shape, probe, groups):
+    """The physics of a scan given as tensors (corners int32 [N, 2],
+    object_shape int32 [2], probe complex64 [h, w]), inside a graph."""
+    probe = tf.convert_to_tensor(probe, tf.complex64)
+    operator = operator_lib.Ptychography.of_scan(
+        corners, object_shape, probe.shape, groups)
+    return cls(operator, probe,
+               [operator.illumination(probe, g) for g in range(groups)],
+               operator.lit_region(probe))
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
@@ -186,12 +213,13 @@ class UnrolledRefinement(keras.layers.Layer):
     self.operator = operator_lib.Ptychography(
         self.layout, self.object_shape, probe.shape,
         layouts.interleaved_groups(len(self.layout), self.groups))
-    # Each group's illumination sum_j |P|^2, the preconditioner's norm.
-    self._norms = [self.operator.illumination(self._probe, g).numpy()
-                   for g in range(self.groups)]
-    # The prior steps act on the lit region.
-    self._lit = layouts.illuminated_region(
-        self.layout, self.object_shape, self._probe).astype(np.float32)
+    # The training geometry's physics, its sums computed once (constants,
+    # kept out of Keras' tracking).
+    object.__setattr__(self, "physics", ScanPhysics(
+        self.operator, self._probe,
+        [self.operator.illumination(self._probe, g).numpy()
+         for g in range(self.groups)],
+        self.operator.lit_region(self._probe).numpy()))
     self.denoiser = None
     self.prior_steps = 0
     if self.prior:
@@ -237,7 +265,8 @@ class UnrolledRefinement(keras.layers.Layer):
           initializer=keras.initializers.Constant(np.log(levels)))
     self.built = True
 
-  def direction(self, obj, amplitudes, method="segment", group=0):
+  def direction(self, obj, amplitudes, method="segment", group=0,
+                physics=None):
     """The error-reduction step D = -G / (sum_j |P|^2 + e) of one position
     group, complex64 [B, H, W].
 
@@ -248,12 +277,44 @@ class UnrolledRefinement(keras.layers.Layer):
       method: the stitch method of sum_j (`Windows.stitch`): the compiled
         steps use "slices" (in place under XLA).
       group: the group's index.
+      physics: a `ScanPhysics`; None: the layer's own geometry.
     """
-    op = self.operator
-    probe = tf.constant(self._probe)
+    physics = physics or self.physics
+    op = physics.operator
+    probe = tf.convert_to_tensor(physics.probe, tf.complex64)
     update = op.exit_wave_update(op.spectra(obj, probe, group), amplitudes)
     return op.solve_object(update, probe, self.inertia, group,
-                           norm=tf.constant(self._norms[group]), method=method)
+                           norm=tf.convert_to_tensor(physics.norms[group]),
+                           method=method)
+
+  def refine_scan(self, obj, amplitudes, physics):
+    """The K steps on a scan of any geometry and probe (`ScanPhysics.of_scan`).
+
+    The learned step sizes, momenta, corrections, prior levels and output
+    filter are the layer's; the positions, object size and probe are the
+    scan's. Runs as ordinary TensorFlow ops (XLA needs static shapes).
+
+    Args:
+      obj: complex64 [B, H, W] the scan's starting objects.
+      amplitudes: float32 [B, N, h, w], detector convention.
+      physics: the scan's `ScanPhysics`.
+
+    Returns:
+      complex64 [B, H, W].
+    """
+    return self._steps(tf.cast(obj, tf.complex64),
+                       tf.cast(amplitudes, tf.float32), *self._learned(),
+                       physics=physics)
+
+  def _learned(self):
+    """(momentum, step_size, kernel, sigma): the learned scalars as tensors."""
+    momentum = tf.convert_to_tensor(self.momentum)
+    step_size = tf.convert_to_tensor(self.step_size)
+    kernel = (tf.zeros([0, 0]) if self.smoothing_delta is None else
+              self._kernel(tf.convert_to_tensor(self.smoothing_delta)))
+    sigma = (tf.zeros([0]) if self.prior_log_sigma is None else
+             tf.exp(tf.convert_to_tensor(self.prior_log_sigma)))
+    return momentum, step_size, kernel, sigma
 
   def call(self, obj, amplitudes):
     obj = tf.cast(obj, tf.complex64)
@@ -261,12 +322,7 @@ class UnrolledRefinement(keras.layers.Layer):
     # The learned scalars go in as arguments, not as captured variables: a
     # compiled function first traced outside a GradientTape (e.g. by the
     # model's build call) would otherwise give them no gradient.
-    momentum = tf.convert_to_tensor(self.momentum)
-    step_size = tf.convert_to_tensor(self.step_size)
-    kernel = (tf.zeros([0, 0]) if self.smoothing_delta is None else
-              self._kernel(tf.convert_to_tensor(self.smoothing_delta)))
-    sigma = (tf.zeros([0]) if self.prior_log_sigma is None else
-             tf.exp(tf.convert_to_tensor(self.prior_log_sigma)))
+    momentum, step_size, kernel, sigma = self._learned()
     # (Captured Keras sub-layers lose their gradients the same way, so steps
     # with CNN corrections or a trained denoiser run as ordinary ops.)
     if self.jit_compile and not self.corrections and not self.prior_train:
@@ -329,13 +385,16 @@ class UnrolledRefinement(keras.layers.Layer):
     return tf.complex(real, imag)
 
   def _steps(self, obj, amplitudes, momentum, step_size, kernel, sigma,
-             method="segment", segment=None):
-    """The K steps (prior steps between segments of physics steps)."""
+             method="segment", segment=None, physics=None):
+    """The K steps (prior steps between segments of physics steps) on
+    `physics` (None: the layer's own geometry)."""
+    physics = physics or self.physics
     # Into the operator's frame once: every step is a plain FFT.
-    amplitudes = self.operator.loop_amplitudes_tensor(amplitudes)
-    group_amplitudes = [self.operator.group_slice(amplitudes, g)
+    amplitudes = physics.operator.loop_amplitudes_tensor(amplitudes)
+    group_amplitudes = [physics.operator.group_slice(amplitudes, g)
                         for g in range(self.groups)]
-    segment = segment or self._segment
+    if segment is None:
+      segment = functools.partial(self._segment, physics=physics)
     every = self.prior_every if self.prior_steps else self.steps
     previous = obj
     for start in range(0, self.steps, every):
@@ -344,7 +403,7 @@ class UnrolledRefinement(keras.layers.Layer):
                               momentum[start:stop], step_size[start:stop],
                               start=start, method=method)
       if self.prior_steps and stop % every == 0:
-        obj = prior_objects.denoise_object(self.denoiser, obj, self._lit,
+        obj = prior_objects.denoise_object(self.denoiser, obj, physics.lit,
                                            sigma[stop // every - 1])
         previous = obj  # the momentum restarts after a prior step
     if self.smoothing:
@@ -352,7 +411,7 @@ class UnrolledRefinement(keras.layers.Layer):
     return obj
 
   def _segment(self, obj, previous, group_amplitudes, momentum, step_size,
-               start, method="segment"):
+               start, method="segment", physics=None):
     """Physics steps start .. start + len(momentum) - 1.
 
     Returns:
@@ -367,7 +426,8 @@ class UnrolledRefinement(keras.layers.Layer):
       ahead = obj + momentum[i] * (obj - previous)
       previous = obj
       group = k % self.groups
-      step = self.direction(ahead, group_amplitudes[group], method, group)
+      step = self.direction(ahead, group_amplitudes[group], method, group,
+                            physics)
       obj = ahead + step_size[i] * step
       if self.corrections:
         features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),

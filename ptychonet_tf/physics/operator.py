@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import windows as windows_lib
 
 NOISE_MODELS = ("gaussian", "poisson")
@@ -153,6 +154,45 @@ class Ptychography:
           for g in self.groups]
     self._covered = None
 
+  @classmethod
+  def of_scan(cls, corners, object_shape, probe_shape, groups=1):
+    """The operator of a scan given as tensors (inside a graph).
+
+    The same methods, for a scan whose positions and object size are known
+    only when a graph runs (a SavedModel's `any_scan` signature):
+    `Windows.of_corners` windows and `groups` interleaved position groups
+    (`layouts.interleaved_groups`), their order and bounds as tensors.
+
+    Args:
+      corners: int32 [N, 2] tensor, the windows' (top, left), inside the
+        object; N >= groups.
+      object_shape: int32 [2] tensor (H, W).
+      probe_shape: (h, w), static.
+      groups: the number of interleaved position groups (static).
+    """
+    self = cls.__new__(cls)
+    corners = tf.cast(corners, tf.int32)
+    self.layout = None
+    self.object_shape = tf.cast(object_shape, tf.int32)
+    self.probe_shape = tuple(int(s) for s in probe_shape)
+    self.count = tf.shape(corners)[0]
+    members = [tf.range(g, self.count, groups) for g in range(int(groups))]
+    self.groups = members
+    self.order = tf.concat(members, 0)
+    sizes = tf.math.cumsum(tf.stack([tf.size(m) for m in members]),
+                           exclusive=True)
+    ends = sizes + tf.stack([tf.size(m) for m in members])
+    self.bounds = [(sizes[g], ends[g]) for g in range(int(groups))]
+    self.windows = windows_lib.Windows.of_corners(
+        tf.gather(corners, self.order), self.object_shape, self.probe_shape)
+    self.group_windows = (
+        [self.windows] if groups == 1 else
+        [windows_lib.Windows.of_corners(tf.gather(corners, m),
+                                        self.object_shape, self.probe_shape)
+         for m in members])
+    self._covered = None
+    return self
+
   # --- Frame -----------------------------------------------------------------
 
   @property
@@ -177,7 +217,8 @@ class Ptychography:
   def loop_amplitudes_tensor(self, amplitudes):
     """`loop_amplitudes` inside a graph: float32 [..., N, h, w] tensor."""
     amplitudes = tf.cast(amplitudes, tf.float32)
-    if not np.array_equal(self.order, np.arange(self.count)):
+    if tf.is_tensor(self.order) or not np.array_equal(
+        self.order, np.arange(self.count)):
       amplitudes = tf.gather(amplitudes, self.order, axis=-3)
     return tf.signal.ifftshift(amplitudes, axes=(-2, -1)) * self.fft_scale
 
@@ -290,6 +331,14 @@ class Ptychography:
     weight = tf.expand_dims(power, -3) * tf.ones([windows.count, 1, 1],
                                                  tf.float32)
     return windows.stitch(weight, method="segment")
+
+  def lit_region(self, probe, fraction=layouts.REGION_FRACTION):
+    """float32 [..., H, W]: 1 where sum_j |P|^2 over all positions reaches
+    `fraction` of its maximum, else 0 (`layouts.illuminated_region` in a
+    graph: the region the data say something about)."""
+    total = self.illumination(probe)
+    peak = tf.reduce_max(total, axis=(-2, -1), keepdims=True)
+    return tf.cast(total >= fraction * peak, tf.float32)
 
   def backproject(self, waves, probe, group=None, method="segment"):
     """sum_j conj(P) psi_j, each at its window: complex64 [..., H, W].

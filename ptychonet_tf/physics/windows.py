@@ -21,6 +21,12 @@ int32 [N, h, w], is computed once per layout.
 - `window` and `add_to_window` are the same pair for one window j (a
   tensor, e.g. inside a compiled loop): a dynamic slice and a dynamic
   update slice, which XLA does in place; ePIE visits positions with them.
+
+`Windows.of_corners` builds the same operator for a scan known only inside
+a graph (a SavedModel's `any_scan` signature: positions and object size are
+tensors): its index is a tensor, and `extract` and `stitch` (methods
+"scatter" and "segment") work as above; the numpy views (`coverage`,
+`gather_table`, ...) need a concrete layout.
 """
 import numpy as np
 import tensorflow as tf
@@ -40,6 +46,28 @@ def probe_shape_of(layout):
   """
   top, bottom, left, right = np.asarray(layout)[0]
   return int(bottom - top), int(right - left)
+
+
+def scan_frame(positions, probe_shape):
+  """The windows and object of scan positions, inside a graph.
+
+  `layouts.layout_from_positions` (margin 0) for a tensor: positions are
+  rounded to whole pixels (half to even, as numpy) after shifting the
+  smallest to 0, so the object just covers the scan.
+
+  Args:
+    positions: float [N, 2] (y, x) probe positions in pixels, any origin,
+      fractional allowed.
+    probe_shape: (h, w).
+
+  Returns:
+    (corners int32 [N, 2] the windows' (top, left), object_shape int32 [2]).
+  """
+  positions = tf.cast(positions, tf.float64)
+  corners = tf.cast(tf.round(positions - tf.reduce_min(positions, axis=0)),
+                    tf.int32)
+  return corners, tf.reduce_max(corners, axis=0) + tf.constant(
+      [int(s) for s in probe_shape], tf.int32)
 
 
 class Windows:
@@ -65,6 +93,8 @@ class Windows:
     corners: int32 numpy [N, 2], the (top, left) of every window.
   """
 
+  symbolic = False  # `of_corners`: a layout known only inside a graph
+
   def __init__(self, layout, object_shape, probe_shape):
     if tf.is_tensor(layout):
       value = tf.get_static_value(layout)
@@ -86,6 +116,39 @@ class Windows:
     self._inverse = {}
 
   @classmethod
+  def of_corners(cls, corners, object_shape, probe_shape):
+    """The windows of a scan given as tensors (inside a graph).
+
+    Args:
+      corners: int32 [N, 2] tensor, the (top, left) of every window, each
+        window inside the object (not checked: the caller derives the object
+        from the corners).
+      object_shape: int32 [2] tensor (H, W).
+      probe_shape: (h, w), static.
+
+    Returns:
+      A `Windows` whose `index` [N, h, w], `count`, `size` and
+      `object_shape` are tensors; `extract` and `stitch` ("scatter",
+      "segment") take objects and patches of any H, W and N.
+    """
+    self = cls.__new__(cls)
+    corners = tf.cast(corners, tf.int32)
+    object_shape = tf.cast(object_shape, tf.int32)
+    self.symbolic = True
+    self.probe_shape = tuple(int(s) for s in probe_shape)
+    self.object_shape = object_shape
+    self.count = tf.shape(corners)[0]
+    self.size = object_shape[0] * object_shape[1]
+    h, w = self.probe_shape
+    rows = corners[:, 0:1] + tf.range(h)[None, :]
+    cols = corners[:, 1:2] + tf.range(w)[None, :]
+    self.index = rows[:, :, None] * object_shape[1] + cols[:, None, :]
+    self.corners = corners
+    self.layout = None
+    self._segment_ids, self._table, self._inverse = {}, None, {}
+    return self
+
+  @classmethod
   def from_layout(cls, layout, object_shape):
     """A `Windows` whose probe shape is read from the layout's first row."""
     return cls(layout, object_shape, probe_shape_of(layout))
@@ -101,7 +164,8 @@ class Windows:
       layout row j = (t, b, l, r).
     """
     obj = tf.convert_to_tensor(obj)
-    self._check_trailing(obj.shape, 2, self.object_shape, "objects")
+    if not self.symbolic:
+      self._check_trailing(obj.shape, 2, self.object_shape, "objects")
     flat = tf.reshape(obj, tf.concat([tf.shape(obj)[:-2], [self.size]], 0))
     return tf.gather(flat, self.index, axis=-1)
 
@@ -171,12 +235,18 @@ class Windows:
     """
     patches = tf.convert_to_tensor(patches)
     rank = patches.shape.rank
-    self._check_trailing(patches.shape[:rank - channels], 3,
-                         (self.count,) + self.probe_shape, "patches")
+    if self.symbolic:
+      self._check_trailing(patches.shape[:rank - channels], 2,
+                           self.probe_shape, "patches")
+      if method not in ("scatter", "segment"):
+        method = "segment"  # the others need a concrete layout
+    else:
+      self._check_trailing(patches.shape[:rank - channels], 3,
+                           (self.count,) + self.probe_shape, "patches")
     channel_shape = tuple(int(c) for c in patches.shape[rank - channels:])
     c = int(np.prod(channel_shape, dtype=np.int64))
     batch_shape = tf.shape(patches)[:rank - 3 - channels]
-    pixels = self.index.size
+    pixels = tf.size(self.index) if self.symbolic else self.index.size
     if method == "scatter":
       # [B, N*h*w, C] -> [N*h*w, B*C]: the batch and channels ride along as
       # the slice of one scatter, whatever B is.
@@ -184,13 +254,14 @@ class Windows:
       batch = tf.shape(x)[0]
       x = tf.reshape(tf.transpose(x, [1, 0, 2]), [pixels, batch * c])
       canvas = tf.zeros([self.size, batch * c], patches.dtype)
-      canvas = tf.tensor_scatter_nd_add(canvas, self.index.reshape(-1, 1), x)
+      canvas = tf.tensor_scatter_nd_add(canvas, tf.reshape(self.index,
+                                                           [-1, 1]), x)
       canvas = tf.transpose(tf.reshape(canvas, [self.size, batch, c]),
                             [1, 0, 2])
     elif method == "segment":
       # [B*N*h*w, *C] summed into [B*H*W, *C] by ids offset per scan.
       batch = patches.shape[:rank - 3 - channels].num_elements()
-      if batch is None:
+      if batch is None or self.symbolic:
         batch = tf.reduce_prod(batch_shape)
       canvas = tf.math.unsorted_segment_sum(
           tf.reshape(patches, (-1,) + channel_shape), self._segments(batch),
@@ -205,8 +276,8 @@ class Windows:
       raise ValueError(f"stitch method {method!r} is not one of "
                        f"{STITCH_METHODS}")
     return tf.reshape(canvas, tf.concat(
-        [batch_shape, tf.constant(self.object_shape + channel_shape, tf.int32)],
-        0))
+        [batch_shape, tf.cast(self.object_shape, tf.int32),
+         tf.constant(channel_shape, tf.int32, [len(channel_shape)])], 0))
 
   def _stitch_slices(self, patches, channels):
     """`stitch` as N in-place window additions ([..., H, W, *C])."""
@@ -284,6 +355,18 @@ class Windows:
     """
     patches = tf.convert_to_tensor(patches)
     trailing = [1] * channels
+    if self.symbolic:
+      # Weights may be a tensor (of a probe given at run time); the coverage
+      # is a stitch of them.
+      w = tf.ones(self.probe_shape) if weights is None else weights
+      w = tf.cast(w, patches.dtype)
+      total = self.stitch(tf.broadcast_to(w, tf.concat(
+          [[self.count], self.probe_shape], 0)), method)
+      inverse = tf.math.divide_no_nan(tf.ones_like(total), total)
+      if weights is not None:
+        patches = patches * tf.reshape(w, list(self.probe_shape) + trailing)
+      return (self.stitch(patches, method, channels) *
+              tf.reshape(inverse, tf.concat([self.object_shape, trailing], 0)))
     # The constants are rounded to float32 (float64 for double patches)
     # once, then converted to the patches' dtype.
     real = np.float64 if patches.dtype.real_dtype == tf.float64 else np.float32
@@ -324,7 +407,7 @@ class Windows:
         self._segment_ids[batch] = (offsets + self.index.reshape(1, -1)).ravel()
       return self._segment_ids[batch]
     offsets = tf.range(batch, dtype=tf.int32)[:, None] * self.size
-    return tf.reshape(offsets + self.index.reshape(1, -1), [-1])
+    return tf.reshape(offsets + tf.reshape(self.index, [1, -1]), [-1])
 
   @staticmethod
   def _check_trailing(shape, axes, expected, name):
