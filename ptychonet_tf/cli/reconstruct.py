@@ -22,7 +22,9 @@ intensities become centred amplitudes. Methods:
   pnp           plug-and-play: LSQML rounds of 10 iterations, each ending in a
                 step of the learned image prior (--prior, --sigma_start,
                 --sigma_end)
-  ptychonet     one pass of a PtychoNet SavedModel (--saved_model)
+  ptychonet     one pass of a PtychoNet SavedModel (--saved_model): its
+                serving_default for a scan of the training layout, its
+                any_scan signature for any other positions (docs/serving.md)
   ptychonet+dm  DM started from the network's output (the paper's section 6)
 
 Writes --out (.npz, temp name then rename): `object` complex64 [H, W],

@@ -1,0 +1,183 @@
+r"""A trained model on scans of layouts it was not trained on (`any_scan`).
+
+PtychoNet's per-pattern network does not see the positions: only the
+stitching and the physics-unrolled refinement do, and
+`PtychoNet.reconstruct_scan` (the SavedModel's `any_scan` signature) takes
+both from the scan. This benchmark measures what that is worth: the held-out
+objects of a dataset (its test split, never trained on) are cropped to the
+object of each new layout, simulated there with the model's own probe (noise
+free) and reconstructed by the model in one call per scan (batch 1), next to
+DM-300 and DM at the model's time, both from a flat start with the known
+probe. The first row is the model on its own training geometry.
+
+  python benchmarks/bench_any_scan.py --model_dir=runs/small_dense \
+      --data_dir=tfrecords/small_dense_photos --scans=8
+
+Layouts (`--layouts`, each `kind:arg:arg...` in pixels): fermat:COUNT:STEP,
+mesh:ROWS:COLS:STEP, circles:RINGS:STEP; `--jitter` adds uniform position
+noise of that many pixels (the same draw for every scan of a layout).
+Prints PSNR / SSIM of amplitude and phase (phase offset removed) on the
+illuminated region, and seconds per scan, with the CPU model and flags.
+"""
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from ptychonet_tf import reconstructors
+from ptychonet_tf.evaluation import comparison
+from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.training import run_dir
+from ptychonet_tf.utils import machine
+from ptychonet_tf.utils.errors import UserError, report_user_errors
+
+flags.DEFINE_string("model_dir", None, "A run directory (its latest "
+                    "checkpoint).")
+flags.DEFINE_string("data_dir", None, "A dataset whose test split holds the "
+                    "objects (e.g. tfrecords/small_dense_photos).")
+flags.DEFINE_integer("scans", 8, "Test scans (objects) per layout.")
+flags.DEFINE_list("layouts", ["fermat:70:5.2", "fermat:140:3.6",
+                              "mesh:8:8:12", "mesh:6:6:16", "circles:4:10.5"],
+                  "The new layouts, kind:arg:arg (see the module doc); each "
+                  "must fit the dataset's objects.")
+flags.DEFINE_float("jitter", 1.0, "Uniform position noise (+- px).")
+flags.DEFINE_integer("dm_iterations", 300, "DM iterations of the DM row.")
+flags.DEFINE_bool("dm", True, "Run the DM rows.")
+flags.DEFINE_integer("seed", 0, "Seed of the jitter.")
+flags.DEFINE_float("momentum_scale", 1.0, "Diagnostic: multiply the "
+                   "refinement's learned momenta by this (0: none).")
+FLAGS = flags.FLAGS
+
+KINDS = {"fermat": (layouts.fermat_spiral, (int, float)),
+         "mesh": (layouts.mesh, (int, int, float)),
+         "circles": (layouts.concentric_circles, (int, float))}
+
+
+def positions_of(spec, rng):
+  """(y, x) positions of a layout spec, jittered by --jitter."""
+  kind, *args = spec.split(":")
+  if kind not in KINDS or len(args) != len(KINDS[kind][1]):
+    raise UserError(f"--layouts entry {spec!r} is not one of fermat:COUNT:"
+                    f"STEP, mesh:ROWS:COLS:STEP, circles:RINGS:STEP")
+  make, types = KINDS[kind]
+  try:
+    values = [t(a) for t, a in zip(types, args)]
+  except ValueError:
+    raise UserError(f"--layouts entry {spec!r} holds a value that is not a "
+                    f"number") from None
+  positions = np.asarray(make(*values), np.float64)
+  return positions + rng.uniform(-FLAGS.jitter, FLAGS.jitter, positions.shape)
+
+
+def scores(objects, truths, mask):
+  rows = [metrics.complex_metrics(o, t, mask) for o, t in zip(objects, truths)]
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def line(name, objects, truths, mask, seconds):
+  s = scores(objects, truths, mask)
+  print(f"  {name:34s} {s['amplitude_psnr']:7.2f} {s['amplitude_ssim']:6.3f} "
+        f"{s['phase_psnr']:7.2f} {s['phase_ssim']:6.3f} {seconds:9.3f}",
+        flush=True)
+
+
+def dm_rows(amplitudes, probe, layout, shape, truths, mask, model_seconds):
+  """DM-N and DM at the model's time (its iteration count from DM-N's)."""
+  inputs = (amplitudes, probe, layout, shape)
+  full = FLAGS.dm_iterations
+  tick = time.perf_counter()
+  out = reconstructors.reconstruct(
+      "dm", *inputs, reconstructors.configure("dm", iterations=full,
+                                              progress=False)).object
+  seconds = (time.perf_counter() - tick) / len(truths)
+  line(f"DM-{full}", out, truths, mask, seconds)
+  equal = max(1, int(round(full * model_seconds / seconds)))
+  tick = time.perf_counter()
+  out = reconstructors.reconstruct(
+      "dm", *inputs, reconstructors.configure("dm", iterations=equal,
+                                              progress=False)).object
+  line(f"DM-{equal} (the model's time)", out, truths, mask,
+       (time.perf_counter() - tick) / len(truths))
+
+
+@report_user_errors
+def main(argv):
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments {argv[1:]}")
+  if not FLAGS.model_dir or not FLAGS.data_dir:
+    raise UserError("--model_dir and --data_dir are required")
+  model, geometry, step = run_dir.load_trained_model(FLAGS.model_dir)
+  if model.refinement is not None and FLAGS.momentum_scale != 1:
+    model.refinement.momentum.assign(model.refinement.momentum *
+                                     FLAGS.momentum_scale)
+  amplitudes, truths, _ = comparison.read_test_split(FLAGS.data_dir,
+                                                     FLAGS.scans)
+  amplitudes, truths = amplitudes[:FLAGS.scans], truths[:FLAGS.scans]
+  probe = geometry.probe
+  h, w = geometry.probe_shape
+  print(machine.cpu_description())
+  print(f"model {FLAGS.model_dir} (step {step}, {model.refine_steps} "
+        f"refinement steps in {model.refine_groups} groups, momenta x "
+        f"{FLAGS.momentum_scale:g}); objects: "
+        f"{len(truths)} test scans of {FLAGS.data_dir}; noise free, probe "
+        f"{h}x{w} of the model; {metrics.region_name()}, phase offset "
+        f"removed")
+  print(f"  {'method':34s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
+        f"{'SSIM':>6s} {'s / scan':>9s}")
+
+  @tf.function(input_signature=[
+      tf.TensorSpec([1, None, h, w], tf.float32),
+      tf.TensorSpec([1, None, 2], tf.float32)])
+  def any_scan(amplitudes, positions):
+    out = model.reconstruct_scan(amplitudes, positions, probe)
+    return out["amplitude"], out["phase"]
+
+  def learned(amplitudes, layout):
+    corners = layout[None, :, [0, 2]].astype(np.float32)
+    any_scan(amplitudes[:1], corners)  # traced once, outside the timing
+    tick = time.perf_counter()
+    objects = []
+    for scan in amplitudes:
+      amplitude, phase = any_scan(scan[None], corners)
+      objects.append(amplitude.numpy()[0] * np.exp(1j * phase.numpy()[0]))
+    return np.stack(objects), (time.perf_counter() - tick) / len(amplitudes)
+
+  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
+                                    probe)
+  print(f"training geometry: {geometry.num_positions} positions, object "
+        f"{geometry.object_shape[0]}x{geometry.object_shape[1]}")
+  model(amplitudes[:1])
+  tick = time.perf_counter()
+  fixed = np.concatenate([
+      (lambda o: o["amplitude"].numpy() * np.exp(1j * o["phase"].numpy()))(
+          model(scan[None])) for scan in amplitudes])
+  line("model, serving_default", fixed, truths, mask,
+       (time.perf_counter() - tick) / len(truths))
+  objects, seconds = learned(amplitudes, geometry.layout)
+  line("model, any_scan", objects, truths, mask, seconds)
+  rng = np.random.default_rng(FLAGS.seed)
+  for spec in FLAGS.layouts:
+    layout, shape = layouts.layout_from_positions(positions_of(spec, rng),
+                                                  (h, w))
+    if shape[0] > truths.shape[1] or shape[1] > truths.shape[2]:
+      raise UserError(f"layout {spec} spans {shape[0]}x{shape[1]} pixels; "
+                      f"the objects are {truths.shape[1]}x{truths.shape[2]}")
+    crops = truths[:, :shape[0], :shape[1]]
+    scans = forward.diffraction_amplitudes(
+        tf.constant(crops, tf.complex64), probe, layout).numpy()
+    mask = metrics.illuminated_region(layout, shape, probe)
+    print(f"{spec} (jitter {FLAGS.jitter:g} px): {len(layout)} positions, "
+          f"object {shape[0]}x{shape[1]}, overlap "
+          f"{layouts.overlap_fraction(layout):.2f}")
+    objects, seconds = learned(scans, layout)
+    line("model, any_scan", objects, crops, mask, seconds)
+    if FLAGS.dm:
+      dm_rows(scans, probe, layout, shape, crops, mask, seconds)
+
+
+if __name__ == "__main__":
+  app.run(main)
