@@ -13,6 +13,18 @@ probe. The first row is the model on its own training geometry.
   python benchmarks/bench_any_scan.py --model_dir=runs/small_dense \
       --data_dir=tfrecords/small_dense_photos --scans=8
 
+With `--probe_gain`, `--probe_defocus` or `--probe_magnify` it measures the
+probe refinement instead (signature `any_scan_refine_probe`): the model is
+given a wrong probe, the true one magnified by probe_magnify about its
+centre, times a quadratic phase of probe_defocus radians at the probe's RMS
+radius, at probe_gain times the true probe's amplitude; rows: the true
+probe, the wrong one, the wrong one refined; and the share of the PSNR lost
+to the wrong probe that the refinement recovers:
+
+  python benchmarks/bench_any_scan.py --model_dir=runs/small_dense \
+      --data_dir=tfrecords/small_dense_photos --probe_defocus=0.5 \
+      --layouts= --lsqml_iterations=300
+
 Layouts (`--layouts`, each `kind:arg:arg...` in pixels): fermat:COUNT:STEP,
 mesh:ROWS:COLS:STEP, circles:RINGS:STEP; `--jitter` adds uniform position
 noise of that many pixels (the same draw for every scan of a layout).
@@ -24,6 +36,7 @@ import time
 from absl import app
 from absl import flags
 import numpy as np
+from scipy import ndimage
 import tensorflow as tf
 
 from ptychonet_tf import reconstructors
@@ -48,6 +61,15 @@ flags.DEFINE_float("jitter", 1.0, "Uniform position noise (+- px).")
 flags.DEFINE_integer("dm_iterations", 300, "DM iterations of the DM row.")
 flags.DEFINE_bool("dm", True, "Run the DM rows.")
 flags.DEFINE_integer("seed", 0, "Seed of the jitter.")
+flags.DEFINE_float("probe_gain", 1.0, "Probe rows: the wrong probe's "
+                   "amplitude relative to the true one (1.2: 20% off).")
+flags.DEFINE_float("probe_magnify", 1.0, "Probe rows: the wrong probe's "
+                   "magnification about its centre (1.2: 20% larger).")
+flags.DEFINE_float("probe_defocus", 0.0, "Probe rows: the wrong probe's "
+                   "quadratic phase (rad) at the probe's RMS radius.")
+flags.DEFINE_integer("lsqml_iterations", 0, "Probe rows: also LSQML with "
+                     "this many iterations from a flat start, with the true "
+                     "probe and with the wrong one refined (0: none).")
 flags.DEFINE_float("momentum_scale", 1.0, "Diagnostic: multiply the "
                    "refinement's learned momenta by this (0: none).")
 FLAGS = flags.FLAGS
@@ -73,6 +95,26 @@ def positions_of(spec, rng):
   return positions + rng.uniform(-FLAGS.jitter, FLAGS.jitter, positions.shape)
 
 
+def wrong_probe(probe, magnify, defocus, gain):
+  """The probe magnified by `magnify` about its centre, times a quadratic
+  phase of `defocus` rad at its RMS radius, at `gain` times the true
+  probe's amplitude (its power renormalised first)."""
+  h, w = probe.shape
+  centre = np.array([(h - 1) / 2, (w - 1) / 2])
+  matrix = np.eye(2) / magnify
+  offset = centre - matrix @ centre
+  parts = [ndimage.affine_transform(part, matrix, offset, order=1)
+           for part in (probe.real, probe.imag)]
+  wrong = parts[0] + 1j * parts[1]
+  y, x = np.mgrid[:h, :w]
+  r2 = (y - centre[0]) ** 2 + (x - centre[1]) ** 2
+  power = np.abs(probe) ** 2
+  rms2 = np.sum(r2 * power) / np.sum(power)
+  wrong = wrong * np.exp(1j * defocus * r2 / rms2)
+  wrong *= gain * np.sqrt(power.sum() / np.sum(np.abs(wrong) ** 2))
+  return wrong.astype(np.complex64)
+
+
 def scores(objects, truths, mask):
   rows = [metrics.complex_metrics(o, t, mask) for o, t in zip(objects, truths)]
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
@@ -83,6 +125,7 @@ def line(name, objects, truths, mask, seconds):
   print(f"  {name:34s} {s['amplitude_psnr']:7.2f} {s['amplitude_ssim']:6.3f} "
         f"{s['phase_psnr']:7.2f} {s['phase_ssim']:6.3f} {seconds:9.3f}",
         flush=True)
+  return s
 
 
 def dm_rows(amplitudes, probe, layout, shape, truths, mask, model_seconds):
@@ -129,36 +172,81 @@ def main(argv):
   print(f"  {'method':34s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
         f"{'SSIM':>6s} {'s / scan':>9s}")
 
-  @tf.function(input_signature=[
-      tf.TensorSpec([1, None, h, w], tf.float32),
-      tf.TensorSpec([1, None, 2], tf.float32)])
-  def any_scan(amplitudes, positions):
-    out = model.reconstruct_scan(amplitudes, positions, probe)
+  signature = [tf.TensorSpec([1, None, h, w], tf.float32),
+               tf.TensorSpec([1, None, 2], tf.float32),
+               tf.TensorSpec([h, w], tf.complex64)]
+
+  @tf.function(input_signature=signature)
+  def any_scan(amplitudes, positions, given):
+    out = model.reconstruct_scan(amplitudes, positions, given)
     return out["amplitude"], out["phase"]
 
-  def learned(amplitudes, layout):
+  @tf.function(input_signature=signature)
+  def refine_probe(amplitudes, positions, given):
+    out = model.reconstruct_scan(amplitudes, positions, given,
+                                 refine_probe=True)
+    return out["amplitude"], out["phase"]
+
+  def learned(amplitudes, layout, given=probe, fn=any_scan):
     corners = layout[None, :, [0, 2]].astype(np.float32)
-    any_scan(amplitudes[:1], corners)  # traced once, outside the timing
+    fn(amplitudes[:1], corners, given)  # traced once, outside the timing
     tick = time.perf_counter()
     objects = []
     for scan in amplitudes:
-      amplitude, phase = any_scan(scan[None], corners)
+      amplitude, phase = fn(scan[None], corners, given)
       objects.append(amplitude.numpy()[0] * np.exp(1j * phase.numpy()[0]))
     return np.stack(objects), (time.perf_counter() - tick) / len(amplitudes)
+
+  def probe_rows(amplitudes, layout, crops, mask):
+    wrong = wrong_probe(probe, FLAGS.probe_magnify, FLAGS.probe_defocus,
+                        FLAGS.probe_gain)
+    print(f"  wrong probe: x{FLAGS.probe_gain:g} in amplitude, "
+          f"x{FLAGS.probe_magnify:g} in size, {FLAGS.probe_defocus:g} rad "
+          f"defocus at the RMS radius; relative "
+          f"difference {np.linalg.norm(wrong - probe) / np.linalg.norm(probe):.3f}")
+    rows = []
+    for name, given, fn in (("any_scan, true probe", probe, any_scan),
+                            ("any_scan, wrong probe", wrong, any_scan),
+                            ("any_scan_refine_probe, wrong", wrong,
+                             refine_probe)):
+      objects, seconds = learned(amplitudes, layout, given, fn)
+      rows.append(line(name, objects, crops, mask, seconds))
+    if FLAGS.lsqml_iterations:
+      for name, given, refine in (("true probe", probe, False),
+                                  ("wrong probe refined", wrong, True)):
+        tick = time.perf_counter()
+        out = reconstructors.reconstruct(
+            "lsqml", amplitudes, given, layout, crops.shape[1:],
+            reconstructors.configure("lsqml", refine_probe=refine,
+                                     iterations=FLAGS.lsqml_iterations,
+                                     progress=False)).object
+        line(f"LSQML-{FLAGS.lsqml_iterations}, {name}", out, crops, mask,
+             (time.perf_counter() - tick) / len(crops))
+    for key in ("amplitude_psnr", "phase_psnr"):
+      lost = rows[0][key] - rows[1][key]
+      print(f"  {key}: lost {lost:.2f} dB to the wrong probe, recovered "
+            f"{rows[2][key] - rows[1][key]:.2f} dB "
+            f"({100 * (rows[2][key] - rows[1][key]) / lost:.0f}%)")
 
   mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
                                     probe)
   print(f"training geometry: {geometry.num_positions} positions, object "
         f"{geometry.object_shape[0]}x{geometry.object_shape[1]}")
+  probe_mode = (FLAGS.probe_gain != 1 or FLAGS.probe_magnify != 1 or
+                FLAGS.probe_defocus != 0)
+  if probe_mode:
+    # The training geometry's scans, simulated again with the true probe.
+    probe_rows(amplitudes, geometry.layout, truths, mask)
   model(amplitudes[:1])
   tick = time.perf_counter()
   fixed = np.concatenate([
       (lambda o: o["amplitude"].numpy() * np.exp(1j * o["phase"].numpy()))(
           model(scan[None])) for scan in amplitudes])
-  line("model, serving_default", fixed, truths, mask,
-       (time.perf_counter() - tick) / len(truths))
-  objects, seconds = learned(amplitudes, geometry.layout)
-  line("model, any_scan", objects, truths, mask, seconds)
+  if not probe_mode:
+    line("model, serving_default", fixed, truths, mask,
+         (time.perf_counter() - tick) / len(truths))
+    objects, seconds = learned(amplitudes, geometry.layout)
+    line("model, any_scan", objects, truths, mask, seconds)
   rng = np.random.default_rng(FLAGS.seed)
   for spec in FLAGS.layouts:
     layout, shape = layouts.layout_from_positions(positions_of(spec, rng),
@@ -173,6 +261,9 @@ def main(argv):
     print(f"{spec} (jitter {FLAGS.jitter:g} px): {len(layout)} positions, "
           f"object {shape[0]}x{shape[1]}, overlap "
           f"{layouts.overlap_fraction(layout):.2f}")
+    if probe_mode:
+      probe_rows(scans, layout, crops, mask)
+      continue
     objects, seconds = learned(scans, layout)
     line("model, any_scan", objects, crops, mask, seconds)
     if FLAGS.dm:

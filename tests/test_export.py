@@ -398,3 +398,25 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
     assert not obj[:2].any() and not obj[:, :2].any()
     assert not obj[-2:].any() and not obj[:, -2:].any()
     np.testing.assert_allclose(obj[2:-2, 2:-2], answer, atol=2e-5)
+  # With --refine_probe: the any_scan_refine_probe signature's object and
+  # refined probe (another probe than the given one).
+  name, scan = next(iter(scans.items()))
+  planes = np.stack([scan.probe.real, scan.probe.imag], -1)
+  refined = loaded.signatures["any_scan_refine_probe"](
+      amplitudes=tf.constant(scan.amplitudes[None]),
+      positions=tf.constant(scan.layout[None, :, [0, 2]], tf.float32),
+      probe=tf.constant(planes))
+  refined_probe = refined["probe"].numpy()
+  assert refined_probe.shape == (16, 16, 2)
+  assert np.abs(refined_probe - planes).max() > 1e-3
+  out = str(tmp_path / "refined.npz")
+  result = run_cli(["-m", "ptychonet_tf.reconstruct", f"--scan={name}",
+                    "--method=ptychonet", f"--saved_model={base}",
+                    "--refine_probe", f"--out={out}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "trained with another probe" in result.stderr  # warned, not refused
+  with np.load(out) as f:
+    np.testing.assert_allclose(f["probe"], refined_probe[..., 0] +
+                               1j * refined_probe[..., 1], atol=2e-5)
+    np.testing.assert_allclose(f["object"][2:-2, 2:-2],
+                               as_object(refined)[0], atol=2e-5)

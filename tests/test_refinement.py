@@ -118,7 +118,9 @@ def test_steps_on_a_scan_given_as_tensors_are_the_numpy_ones():
       tf.TensorSpec([None, 2], tf.int32), tf.TensorSpec([2], tf.int32)])
   def refine(start, amps, corners, object_shape):
     physics = refinement.ScanPhysics.of_scan(corners, object_shape, probe, 2)
-    return layer.refine_scan(start, amps, physics)
+    obj, same = layer.refine_scan(start, amps, physics)
+    tf.debugging.assert_equal(same, tf.constant(probe, tf.complex64))
+    return obj
 
   got = refine(start[None], amps[None], layout[:, [0, 2]],
                np.asarray(shape, np.int32)).numpy()[0]
@@ -127,6 +129,39 @@ def test_steps_on_a_scan_given_as_tensors_are_the_numpy_ones():
     want = _numpy_error_reduction(want, probe, layout[k::2], amps[k::2],
                                   layer.inertia)
   np.testing.assert_allclose(got, want, atol=5e-5)
+
+
+def test_probe_steps_fit_a_defocused_probe():
+  """ScanPhysics(refine_probe=True): from a probe with a quadratic phase
+  error, the steps that also refine the probe explain the data far better
+  than the same steps with the wrong probe kept, and move the probe toward
+  the true one."""
+  probe, layout, shape, obj, amps = _scan()
+  y, x = np.mgrid[:16, :16] - 7.5
+  wrong = (probe * np.exp(0.8j * (x ** 2 + y ** 2) / 40.0)).astype(np.complex64)
+  rng = np.random.default_rng(6)
+  start = (obj * np.exp(0.1j * rng.standard_normal(shape))).astype(np.complex64)
+  layer = _layer(probe, layout, shape, 12, groups=2)
+  layer.momentum.assign(np.zeros(12, np.float32))
+  corners, size = layout[:, [0, 2]], np.asarray(shape, np.int32)
+  results = {}
+  for refine in (False, True):
+    physics = refinement.ScanPhysics.of_scan(corners, size, wrong, 2,
+                                             refine_probe=refine)
+    got, got_probe = layer.refine_scan(start[None], amps[None], physics)
+    spectra = physics.operator.spectra(got, got_probe)
+    loop = physics.operator.loop_amplitudes_tensor(amps[None])
+    results[refine] = (float(physics.operator.misfit(spectra, loop)[0]),
+                       got_probe.numpy())
+  assert results[True][0] < 0.3 * results[False][0], results
+  np.testing.assert_array_equal(results[False][1], wrong)
+
+  def error(p):  # up to the global phase the data cannot see
+    p = p * np.exp(-1j * np.angle(np.vdot(probe, p)))
+    return np.linalg.norm(p - probe) / np.linalg.norm(probe)
+
+  assert error(results[True][1]) < 0.7 * error(wrong), (
+      error(results[True][1]), error(wrong))
 
 
 def test_inertia_sets_the_preconditioner_floor():

@@ -72,7 +72,10 @@ flags.DEFINE_integer("seed", 0, "Seed of the random initial object and of "
 flags.DEFINE_float("alpha", 1.0, "DM relaxation (1: classic DM) or ePIE "
                    "object step size.")
 flags.DEFINE_float("beta", 1.0, "ePIE probe step size.")
-flags.DEFINE_bool("refine_probe", False, "Also refine the probe.")
+flags.DEFINE_bool("refine_probe", False, "Also refine the probe (ptychonet: "
+                  "in the model's refinement steps, its "
+                  "any_scan_refine_probe signature; a probe other than the "
+                  "model's is then warned about, not refused).")
 flags.DEFINE_integer("probe_start", 10, "First iteration (epoch) that refines "
                      "the probe.")
 flags.DEFINE_float("probe_support", 0.0, "DM: zero the refined probe outside "

@@ -9,6 +9,9 @@ variables/) with two signatures:
                    [1, N', 2] (y, x pixels, fractional allowed), probe
                    float32 [h, w, 2] (real, imaginary)
                    -> amplitude, phase float32 [1, H', W']
+  any_scan_refine_probe: the same inputs; the refinement steps also refine
+                   the probe -> amplitude, phase [1, H', W'], probe float32
+                   [h, w, 2]
   geometry:        () -> probe_real, probe_imag float32 [h, w],
                    layout int32 [N, 4], object_shape int32 [2]
 
@@ -86,6 +89,21 @@ class ServingModule(tf.Module):
       return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
               "phase": tf.identity(out["phase"], name="phase")}
 
+    @tf.function(input_signature=[
+        tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
+        tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
+        tf.TensorSpec([h, w, 2], tf.float32, name="probe")],
+                 jit_compile=False)
+    def any_scan_refine_probe(amplitudes, positions, probe):
+      out = self.model.reconstruct_scan(
+          amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]),
+          refine_probe=True)
+      planes = tf.stack([tf.math.real(out["probe"]),
+                         tf.math.imag(out["probe"])], -1)
+      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
+              "phase": tf.identity(out["phase"], name="phase"),
+              "probe": tf.identity(planes, name="probe")}
+
     @tf.function(input_signature=[])
     def geometry():
       return {"probe_real": self._probe_real, "probe_imag": self._probe_imag,
@@ -93,6 +111,7 @@ class ServingModule(tf.Module):
 
     self.serve = serve
     self.any_scan = any_scan
+    self.any_scan_refine_probe = any_scan_refine_probe
     self.geometry = geometry
 
 
@@ -230,6 +249,8 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
     tf.saved_model.save(module, tmp, signatures={
         "serving_default": module.serve.get_concrete_function(),
         "any_scan": module.any_scan.get_concrete_function(),
+        "any_scan_refine_probe":
+            module.any_scan_refine_probe.get_concrete_function(),
         "geometry": module.geometry.get_concrete_function()})
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -89,7 +89,9 @@ class PtychoNetModel:
   patterns made with another, so a relative difference ||P_scan - P_model||
   / ||P_model|| above `probe_tolerance` is refused, or only warned about
   (one line on stderr) with `allow_other_probe` (and then `any_scan`
-  runs, with the scan's probe in its physics).
+  runs, with the scan's probe in its physics). With `refine_probe` every
+  scan goes through `any_scan_refine_probe`, and `probe` holds the last
+  scan's refined probe.
 
   Args:
     path: see `resolve_saved_model`.
@@ -100,7 +102,7 @@ class PtychoNetModel:
   """
 
   def __init__(self, path, scan, probe_tolerance=PROBE_TOLERANCE,
-               allow_other_probe=False):
+               allow_other_probe=False, refine_probe=False):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     self.path = resolve_saved_model(path)
     try:
@@ -163,13 +165,22 @@ class PtychoNetModel:
           message = (f"SavedModel {self.path} was trained with another probe "
                      f"than the scan's (relative difference "
                      f"{self.probe_difference:.3g} > {probe_tolerance:g})")
-          if not allow_other_probe:
+          if not (allow_other_probe or refine_probe):
             raise UserError(f"{message}; pass --allow_other_probe to use it "
                             f"anyway")
           print(f"warning: {message}; its output may be wrong",
                 file=sys.stderr)
           if "any_scan" in loaded.signatures:
             self.any_scan = loaded.signatures["any_scan"]
+    self.refine_probe = bool(refine_probe)
+    # The probe of the last scan: the scan's, or the refined one.
+    self.probe = np.asarray(scan.probe, np.complex64)
+    if self.refine_probe:
+      if "any_scan_refine_probe" not in loaded.signatures:
+        raise UserError(f"SavedModel {self.path} has no "
+                        f"any_scan_refine_probe signature to refine the "
+                        f"probe with (export it again with this version)")
+      self.any_scan = loaded.signatures["any_scan_refine_probe"]
 
   def _call_any_scan(self, amplitudes):
     """(amplitude, phase) float64 [H, W] of the scan through any_scan, the
@@ -185,6 +196,9 @@ class PtychoNetModel:
     except tf.errors.InvalidArgumentError as e:
       raise UserError(f"SavedModel {self.path} refused the scan "
                       f"({e.message.splitlines()[0]})") from None
+    if self.refine_probe:
+      planes = out["probe"].numpy()
+      self.probe = (planes[..., 0] + 1j * planes[..., 1]).astype(np.complex64)
     top, left = (int(v) for v in corners.min(axis=0))
     placed = []
     for key in ("amplitude", "phase"):

@@ -464,7 +464,8 @@ class PtychoNet(keras.Model):
     return ({"amplitude": patches[..., 0], "phase": patches[..., 1]},
             stitched, self.refine(stitched, amplitudes))
 
-  def reconstruct_scan(self, amplitudes, positions, probe):
+  def reconstruct_scan(self, amplitudes, positions, probe,
+                       refine_probe=False):
     """The object of one scan of any geometry and probe (inference).
 
     What the SavedModel's `any_scan` signature runs: the windows, the object
@@ -478,11 +479,16 @@ class PtychoNet(keras.Model):
       positions: float [1, N, 2] (y, x) probe positions in pixels, any
         origin, fractional allowed (rounded: `windows.scan_frame`).
       probe: complex64 [h, w].
+      refine_probe: the refinement steps also refine the probe, from their
+        second pass over the position groups on
+        (`UnrolledRefinement.probe_step`; a model without refinement steps
+        returns the probe as given).
 
     Returns:
       dict "amplitude", "phase": float32 [1, H, W] on the object that just
       covers the positions (the smallest position at (0, 0)); N >= the
-      refinement's position groups.
+      refinement's position groups. With `refine_probe` also "probe":
+      complex64 [h, w], the refined probe.
     """
     amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
     probe = tf.convert_to_tensor(probe, tf.complex64)
@@ -498,18 +504,22 @@ class PtychoNet(keras.Model):
                                     channels=1)
     stitched = {"amplitude": obj[..., 0], "phase": obj[..., 1]}
     if self.refinement is None:
-      return stitched
+      return dict(stitched, probe=probe) if refine_probe else stitched
     tf.debugging.assert_greater_equal(
         windows.count, self.refine_groups,
         message=f"the scan has fewer positions than the model's "
         f"{self.refine_groups} refinement position groups")
-    physics = refinement_lib.ScanPhysics.of_scan(corners, object_shape, probe,
-                                                 self.refine_groups)
     start = tf.complex(stitched["amplitude"] * tf.cos(stitched["phase"]),
                        stitched["amplitude"] * tf.sin(stitched["phase"]))
-    refined = self.refinement.refine_scan(start, amplitudes, physics)
-    return {"amplitude": forward.magnitude(refined),
-            "phase": forward.phase(refined)}
+    physics = refinement_lib.ScanPhysics.of_scan(
+        corners, object_shape, probe, self.refine_groups, refine_probe)
+    refined, refined_probe = self.refinement.refine_scan(start, amplitudes,
+                                                         physics)
+    out = {"amplitude": forward.magnitude(refined),
+           "phase": forward.phase(refined)}
+    if refine_probe:
+      out["probe"] = refined_probe
+    return out
 
   def call(self, amplitudes, training=False):
     return self.reconstruct(amplitudes, training)[2]

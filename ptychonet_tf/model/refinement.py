@@ -91,6 +91,10 @@ MOMENTUM_LIMIT = 0.85
 # The smoothing kernel is stored divided by this (see the module doc).
 SMOOTHING_GAIN = 2.0
 
+# The probe steps' regulariser relative to max(sum_j |O_j|^2) (LSQML's
+# default probe_reg).
+PROBE_INERTIA = 0.1
+
 
 def initial_momentum(steps):
   """Nesterov's momentum schedule k / (k + 3), k = 0 .. steps - 1, capped at
@@ -101,7 +105,8 @@ def initial_momentum(steps):
 
 
 class ScanPhysics(collections.namedtuple(
-    "ScanPhysics", ["operator", "probe", "norms", "lit"])):
+    "ScanPhysics", ["operator", "probe", "norms", "lit", "refine_probe"],
+    defaults=[False])):
   """The physics the steps run on: one scan geometry and its probe.
 
   Attributes:
@@ -109,21 +114,24 @@ class ScanPhysics(collections.namedtuple(
       groups (built from a layout, or `Ptychography.of_scan` in a graph).
     probe: complex64 [h, w] (numpy or tensor).
     norms: per group, float32 [H, W] its illumination sum_j |P|^2, the
-      preconditioner's norm.
+      preconditioner's norm; None: computed at every step (from a probe
+      that changes).
     lit: float32 [H, W], the region the prior steps act on
       (`Ptychography.lit_region`).
+    refine_probe: the steps also refine the probe (see `probe_step`).
   """
 
   @classmethod
-  def of_scan(cls, corners, object_shape, probe, groups):
+  def of_scan(cls, corners, object_shape, probe, groups, refine_probe=False):
     """The physics of a scan given as tensors (corners int32 [N, 2],
     object_shape int32 [2], probe complex64 [h, w]), inside a graph."""
     probe = tf.convert_to_tensor(probe, tf.complex64)
     operator = operator_lib.Ptychography.of_scan(
         corners, object_shape, probe.shape, groups)
-    return cls(operator, probe,
-               [operator.illumination(probe, g) for g in range(groups)],
-               operator.lit_region(probe))
+    norms = (None if refine_probe else
+             [operator.illumination(probe, g) for g in range(groups)])
+    return cls(operator, probe, norms, operator.lit_region(probe),
+               bool(refine_probe))
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
@@ -283,9 +291,36 @@ class UnrolledRefinement(keras.layers.Layer):
     op = physics.operator
     probe = tf.convert_to_tensor(physics.probe, tf.complex64)
     update = op.exit_wave_update(op.spectra(obj, probe, group), amplitudes)
-    return op.solve_object(update, probe, self.inertia, group,
-                           norm=tf.convert_to_tensor(physics.norms[group]),
+    norm = (None if physics.norms is None else
+            tf.convert_to_tensor(physics.norms[group]))
+    return op.solve_object(update, probe, self.inertia, group, norm=norm,
                            method=method)
+
+  @staticmethod
+  def probe_step(obj, amplitudes, group, physics):
+    """The probe after one refinement step of it on a group's positions.
+
+    P + dP, dP = sum_j conj(O_j) chi_j / (sum_j |O_j|^2 + d) the
+    preconditioned probe direction of LSQML (`Ptychography.solve_probe`,
+    d = PROBE_INERTIA * max(sum_j |O_j|^2)), chi the Gaussian exit-wave
+    update at the current object; averaged over the batch (one scan: its
+    own). Not learned: step 1, as LSQML's unit step.
+
+    Args:
+      obj: complex64 [B, H, W] the object after the group's object step.
+      amplitudes: float32 [B, N_g, h, w], the group's patterns, loop frame.
+      group: the group's index.
+      physics: the scan's `ScanPhysics`.
+
+    Returns:
+      complex64 [h, w].
+    """
+    op = physics.operator
+    probe = tf.convert_to_tensor(physics.probe, tf.complex64)
+    views = op.views(obj, group)
+    chi = op.exit_wave_update(op.propagate(probe * views), amplitudes)
+    return probe + tf.reduce_mean(
+        op.solve_probe(chi, views, PROBE_INERTIA), axis=0)
 
   def refine_scan(self, obj, amplitudes, physics):
     """The K steps on a scan of any geometry and probe (`ScanPhysics.of_scan`).
@@ -300,11 +335,13 @@ class UnrolledRefinement(keras.layers.Layer):
       physics: the scan's `ScanPhysics`.
 
     Returns:
-      complex64 [B, H, W].
+      (complex64 [B, H, W] objects, complex64 [h, w] the probe: refined
+      when `physics.refine_probe`, from the second pass over the position
+      groups on, else the scan's).
     """
-    return self._steps(tf.cast(obj, tf.complex64),
-                       tf.cast(amplitudes, tf.float32), *self._learned(),
-                       physics=physics)
+    return self._run(tf.cast(obj, tf.complex64),
+                     tf.cast(amplitudes, tf.float32), *self._learned(),
+                     physics=physics)
 
   def _learned(self):
     """(momentum, step_size, kernel, sigma): the learned scalars as tensors."""
@@ -385,9 +422,15 @@ class UnrolledRefinement(keras.layers.Layer):
     return tf.complex(real, imag)
 
   def _steps(self, obj, amplitudes, momentum, step_size, kernel, sigma,
-             method="segment", segment=None, physics=None):
+             method="segment", segment=None):
+    """The K steps on the layer's own geometry: the refined objects."""
+    return self._run(obj, amplitudes, momentum, step_size, kernel, sigma,
+                     method, segment)[0]
+
+  def _run(self, obj, amplitudes, momentum, step_size, kernel, sigma,
+           method="segment", segment=None, physics=None):
     """The K steps (prior steps between segments of physics steps) on
-    `physics` (None: the layer's own geometry)."""
+    `physics` (None: the layer's own geometry): (objects, probe)."""
     physics = physics or self.physics
     # Into the operator's frame once: every step is a plain FFT.
     amplitudes = physics.operator.loop_amplitudes_tensor(amplitudes)
@@ -399,24 +442,30 @@ class UnrolledRefinement(keras.layers.Layer):
     previous = obj
     for start in range(0, self.steps, every):
       stop = min(start + every, self.steps)
-      obj, previous = segment(obj, previous, group_amplitudes,
-                              momentum[start:stop], step_size[start:stop],
-                              start=start, method=method)
+      obj, previous, probe = segment(obj, previous, group_amplitudes,
+                                     momentum[start:stop],
+                                     step_size[start:stop], start=start,
+                                     method=method)
+      if physics.refine_probe:
+        physics = physics._replace(probe=probe)
+        segment = functools.partial(self._segment, physics=physics)
       if self.prior_steps and stop % every == 0:
         obj = prior_objects.denoise_object(self.denoiser, obj, physics.lit,
                                            sigma[stop // every - 1])
         previous = obj  # the momentum restarts after a prior step
     if self.smoothing:
       obj = self.smooth(obj, kernel)
-    return obj
+    return obj, tf.convert_to_tensor(physics.probe, tf.complex64)
 
   def _segment(self, obj, previous, group_amplitudes, momentum, step_size,
                start, method="segment", physics=None):
     """Physics steps start .. start + len(momentum) - 1.
 
     Returns:
-      (object, the object before the last step) for the momentum.
+      (object, the object before the last step for the momentum, probe:
+      refined when `physics.refine_probe`).
     """
+    physics = physics or self.physics
     # tf.complex, not tf.cast: the gradient of a float -> complex cast casts
     # back and warns about the discarded imaginary part once per step.
     momentum = tf.complex(momentum, tf.zeros_like(momentum))
@@ -434,7 +483,10 @@ class UnrolledRefinement(keras.layers.Layer):
                              tf.math.real(step), tf.math.imag(step)], -1)
         delta = self.corrections[k](features)
         obj += tf.complex(delta[..., 0], delta[..., 1])
-    return obj, previous
+      if physics.refine_probe and k >= self.groups:
+        physics = physics._replace(probe=self.probe_step(
+            obj, group_amplitudes[group], group, physics))
+    return obj, previous, tf.convert_to_tensor(physics.probe, tf.complex64)
 
   def get_config(self):
     config = super().get_config()

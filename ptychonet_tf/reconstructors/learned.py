@@ -28,11 +28,14 @@ class LearnedConfig:
       not needed when `model` is given.
     allow_other_probe: use a model trained with another probe than the
       scan's (a warning instead of a refusal).
+    refine_probe: the model's refinement steps also refine the probe (its
+      `any_scan_refine_probe` signature); the result holds the refined probe.
     model: an already loaded `model.inference.PtychoNetModel` (e.g. shared by
       many batches of scans); None loads `saved_model`.
   """
   saved_model: Optional[str] = None
   allow_other_probe: bool = False
+  refine_probe: bool = False
   model: Any = None
 
   def __post_init__(self):
@@ -65,7 +68,8 @@ class Learned(base.Reconstructor):
           probe=self.probe[0])
       self.model = inference.PtychoNetModel(
           self.config.saved_model, scan,
-          allow_other_probe=self.config.allow_other_probe)
+          allow_other_probe=self.config.allow_other_probe,
+          refine_probe=self.config.refine_probe)
 
   def amplitude_terms(self, loop_amplitudes):
     """None: the SavedModel reads the detector amplitudes (`_scans`)."""
@@ -82,17 +86,21 @@ class Learned(base.Reconstructor):
     del initial_object, iterations
     start = time.perf_counter()
     self.model(self._scans[0])  # warm-up: the first call traces the graph
-    objects, seconds = [], []
+    objects, probes, seconds = [], [], []
     for scan in self._scans:
       tick = time.perf_counter()
       objects.append(self.model(scan))
       seconds.append(time.perf_counter() - tick)
+      probes.append(self.model.probe)
     objects = np.stack(objects).astype(np.complex64)
+    probe = self.probe
+    if getattr(self.model, "refine_probe", False):
+      probe = np.stack(probes).astype(np.complex64)
     if monitor is not None:
       monitor(0, objects)
     per_scan = float(np.median(seconds))
     empty = np.zeros((0, self.batch), np.float32)
-    return self.result(objects, self.probe, empty, empty,
+    return self.result(objects, probe, empty, empty,
                        time.perf_counter() - start, per_scan, per_scan)
 
 
