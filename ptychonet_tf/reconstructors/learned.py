@@ -86,16 +86,17 @@ class Learned(base.Reconstructor):
     del initial_object, iterations
     start = time.perf_counter()
     self.model(self._scans[0])  # warm-up: the first call traces the graph
+    # A model that refines the probe holds each scan's after its call.
+    refine = getattr(self.model, "refine_probe", False)
     objects, probes, seconds = [], [], []
     for scan in self._scans:
       tick = time.perf_counter()
       objects.append(self.model(scan))
       seconds.append(time.perf_counter() - tick)
-      probes.append(self.model.probe)
+      if refine:
+        probes.append(self.model.probe)
     objects = np.stack(objects).astype(np.complex64)
-    probe = self.probe
-    if getattr(self.model, "refine_probe", False):
-      probe = np.stack(probes).astype(np.complex64)
+    probe = np.stack(probes).astype(np.complex64) if refine else self.probe
     if monitor is not None:
       monitor(0, objects)
     per_scan = float(np.median(seconds))
