@@ -9,6 +9,8 @@ object of each new layout, simulated there with the model's own probe (noise
 free) and reconstructed by the model in one call per scan (batch 1), next to
 DM-300 and DM at the model's time, both from a flat start with the known
 probe. The first row is the model on its own training geometry.
+`--scan_probe=KIND:DIAMETER` simulates every scan with another probe, which
+the model is given (how far its network, trained on one probe, carries).
 
   python benchmarks/bench_any_scan.py --model_dir=runs/small_dense \
       --data_dir=tfrecords/small_dense_photos --scans=8
@@ -42,8 +44,10 @@ import tensorflow as tf
 from ptychonet_tf import reconstructors
 from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.model import inference
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.training import run_dir
 from ptychonet_tf.utils import machine
 from ptychonet_tf.utils.errors import UserError, report_user_errors
@@ -67,6 +71,10 @@ flags.DEFINE_float("probe_magnify", 1.0, "Probe rows: the wrong probe's "
                    "magnification about its centre (1.2: 20% larger).")
 flags.DEFINE_float("probe_defocus", 0.0, "Probe rows: the wrong probe's "
                    "quadratic phase (rad) at the probe's RMS radius.")
+flags.DEFINE_string("scan_probe", "", "KIND:DIAMETER (zone_plate or "
+                    "pinhole, diameter as a fraction of the window): the "
+                    "scans are simulated with this probe and the model is "
+                    "given it (empty: the model's probe).")
 flags.DEFINE_integer("lsqml_iterations", 0, "Probe rows: also LSQML with "
                      "this many iterations from a flat start, with the true "
                      "probe and with the wrong one refined (0: none).")
@@ -160,15 +168,27 @@ def main(argv):
   amplitudes, truths, _ = comparison.read_test_split(FLAGS.data_dir,
                                                      FLAGS.scans)
   amplitudes, truths = amplitudes[:FLAGS.scans], truths[:FLAGS.scans]
-  probe = geometry.probe
   h, w = geometry.probe_shape
+  probe = geometry.probe
+  if FLAGS.scan_probe:
+    # Every scan simulated again with another probe, which the model is
+    # given (its network has seen patterns of its own probe only).
+    kind, _, diameter = FLAGS.scan_probe.partition(":")
+    try:
+      probe = probe_lib.make_probe((h, w), kind, float(diameter or 0.5))
+    except ValueError:
+      raise UserError(f"--scan_probe={FLAGS.scan_probe} is not KIND:DIAMETER "
+                      f"(e.g. pinhole:0.5)") from None
+    amplitudes = forward.diffraction_amplitudes(
+        tf.constant(truths, tf.complex64), probe, geometry.layout).numpy()
   print(machine.cpu_description())
   print(f"model {FLAGS.model_dir} (step {step}, {model.refine_steps} "
         f"refinement steps in {model.refine_groups} groups, momenta x "
         f"{FLAGS.momentum_scale:g}); objects: "
         f"{len(truths)} test scans of {FLAGS.data_dir}; noise free, probe "
-        f"{h}x{w} of the model; {metrics.region_name()}, phase offset "
-        f"removed")
+        f"{h}x{w} {FLAGS.scan_probe or 'of the model'} (relative difference "
+        f"{inference.probe_difference(probe, geometry.probe):.3f} to the "
+        f"model's); {metrics.region_name()}, phase offset removed")
   print(f"  {'method':34s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
         f"{'SSIM':>6s} {'s / scan':>9s}")
 
@@ -237,14 +257,15 @@ def main(argv):
   if probe_mode:
     # The training geometry's scans, simulated again with the true probe.
     probe_rows(amplitudes, geometry.layout, truths, mask)
-  model(amplitudes[:1])
-  tick = time.perf_counter()
-  fixed = np.concatenate([
-      (lambda o: o["amplitude"].numpy() * np.exp(1j * o["phase"].numpy()))(
-          model(scan[None])) for scan in amplitudes])
-  if not probe_mode:
+  if not (probe_mode or FLAGS.scan_probe):
+    model(amplitudes[:1])
+    tick = time.perf_counter()
+    fixed = np.concatenate([
+        (lambda o: o["amplitude"].numpy() * np.exp(1j * o["phase"].numpy()))(
+            model(scan[None])) for scan in amplitudes])
     line("model, serving_default", fixed, truths, mask,
          (time.perf_counter() - tick) / len(truths))
+  if not probe_mode:
     objects, seconds = learned(amplitudes, geometry.layout)
     line("model, any_scan", objects, truths, mask, seconds)
   rng = np.random.default_rng(FLAGS.seed)
