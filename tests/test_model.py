@@ -13,6 +13,7 @@ from ptychonet_tf.model import layers
 from ptychonet_tf.model import network
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.physics import windows
 
 PROBE = (16, 16)
@@ -400,6 +401,39 @@ def test_pattern_input_norm_standardises_each_pattern(geometry):
   assert np.abs(seen["log"].mean(axis=(1, 2, 3))).min() > 0.1
   with pytest.raises(UserError, match="input_norm 'max' is not one of"):
     network.NetworkConfig(input_norm="max").validate(PROBE)
+
+
+def test_probe_input_shows_the_network_the_scans_probe(geometry):
+  """probe_input: the network's input gains the probe's real and imaginary
+  planes over its RMS amplitude: the training probe in the fixed-geometry
+  call, the scan's in reconstruct_scan (whose output then changes with the
+  probe's shape, not with its scale); it round-trips through the config."""
+  model = network.build_model(network.NetworkConfig(
+      base_channels=4, depth=2, probe_input=True), geometry)
+  assert model.patch_network.input_shape[-1] == 3
+  calls = []
+  original = model.patch_network
+  model.patch_network = lambda x, training=False, f=original: (
+      calls.append(x.numpy()) or f(x, training=training))
+  amps = np.random.default_rng(3).uniform(
+      0, 3, (1, geometry.num_positions, *PROBE)).astype(np.float32)
+  model.patch_tensor(amps)
+  probe = geometry.probe / np.sqrt(np.mean(np.abs(geometry.probe) ** 2))
+  np.testing.assert_allclose(calls[0][3, ..., 1], probe.real, atol=1e-5)
+  np.testing.assert_allclose(calls[0][0, ..., 2], probe.imag, atol=1e-5)
+  corners = geometry.layout[None, :, [0, 2]].astype(np.float32)
+  other = probe_lib.make_probe(PROBE, "pinhole", 0.5)
+  model.reconstruct_scan(amps, corners, other)
+  np.testing.assert_allclose(
+      calls[-1][0, ..., 1] + 1j * calls[-1][0, ..., 2],
+      other / np.sqrt(np.mean(np.abs(other) ** 2)), atol=1e-5)
+  model.patch_network = original
+  scaled = model.reconstruct_scan(amps * 2, corners, other * 2)
+  same = model.reconstruct_scan(amps, corners, other)
+  np.testing.assert_allclose(scaled["amplitude"], same["amplitude"],
+                             atol=1e-5)
+  copy = network.PtychoNet.from_config(model.get_config())
+  assert copy.probe_input and copy.network_config.probe_input
 
 
 def test_batchnorm_momentum_is_one_setting(geometry):

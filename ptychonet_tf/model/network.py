@@ -139,6 +139,11 @@ class NetworkConfig:
   input_norm: str = settings.setting(
       "log", "Network input: log(1 + A / s) (log), or that standardised per "
       "pattern (pattern).", choices=INPUT_NORMS)
+  probe_input: bool = settings.setting(
+      False, "Give the per-pattern network the probe too: its real and "
+      "imaginary parts over its RMS amplitude as two more input channels, "
+      "so that one network can serve patterns of several probes (the "
+      "SavedModel's any_scan signature passes each scan's probe).")
   batchnorm_momentum: float = settings.setting(
       0.9, "Momentum of the BatchNorm moving statistics, in [0, 1): 0.9 is "
       "PyTorch's default; Keras' 0.99 leaves them stale for the first few "
@@ -197,6 +202,15 @@ def input_scale(probe):
   return float(np.sqrt(np.mean(np.abs(np.asarray(probe)) ** 2)))
 
 
+def probe_planes(probe):
+  """float32 [h, w, 2]: a probe's real and imaginary parts over its RMS
+  amplitude, the network's probe channels (`NetworkConfig.probe_input`)."""
+  probe = tf.convert_to_tensor(probe, tf.complex64)
+  rms = tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
+  probe = probe / tf.cast(rms, tf.complex64)
+  return tf.stack([tf.math.real(probe), tf.math.imag(probe)], -1)
+
+
 def build_patch_network(config, probe_shape, name="patch_network"):
   """The per-pattern encoder-decoder as a functional Keras model.
 
@@ -209,14 +223,16 @@ def build_patch_network(config, probe_shape, name="patch_network"):
     name: the model's name.
 
   Returns:
-    A keras.Model: float32 [b, h, w, 1] preprocessed patterns -> float32
+    A keras.Model: float32 [b, h, w, C] preprocessed patterns (C = 1, or 3
+    with `config.probe_input`: the pattern, then the probe's planes) -> float32
     [b, h, w, 2] in (0, 1) (sigmoid; channel 0 amplitude, channel 1 phase),
     before mapping to the ranges. Under "mixed_bfloat16" the layers before
     the sigmoid compute in bfloat16; all variables are float32.
   """
   h, w = probe_shape
   policy = config.compute_policy
-  inputs = keras.Input((h, w, 1), dtype="float32", name="pattern")
+  channels = 3 if config.probe_input else 1
+  inputs = keras.Input((h, w, channels), dtype="float32", name="pattern")
   x = inputs
   widths = [min(config.base_channels * 2 ** i, config.max_channels)
             for i in range(config.depth)]
@@ -350,6 +366,9 @@ class PtychoNet(keras.Model):
     self.stitch = layers_lib.StitchPatches(
         self.layout, self.object_shape, method=self.stitch_method,
         pixel_weights=self.stitch_weights, name="stitch")
+    if self.probe_input and (self.probe_real is None or
+                             self.probe_imag is None):
+      raise ValueError("probe_input needs the probe (probe_real, probe_imag)")
     self.refinement = None
     if self.refine_steps:
       if self.probe_real is None or self.probe_imag is None:
@@ -401,11 +420,13 @@ class PtychoNet(keras.Model):
     y = self.patch_tensor(patterns, training)
     return {"amplitude": y[..., 0], "phase": y[..., 1]}
 
-  def patch_tensor(self, patterns, training=False, scale=None):
+  def patch_tensor(self, patterns, training=False, scale=None, probe=None):
     """float32 [..., h, w] patterns -> [..., h, w, 2] (amplitude, phase) patches.
 
     `scale`: s of the input log(1 + A / s), a float32 scalar tensor (the
-    RMS amplitude of a scan's probe); None: the training probe's.
+    RMS amplitude of a scan's probe); None: the training probe's. `probe`:
+    complex64 [h, w], the scan's probe, which a network with `probe_input`
+    sees (None: the training probe).
     """
     h, w = self.probe_shape
     patterns = tf.convert_to_tensor(patterns, tf.float32)
@@ -415,6 +436,12 @@ class PtychoNet(keras.Model):
     if self.input_norm == "pattern":
       mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
       x = (x - mean) * tf.math.rsqrt(variance + 1e-6)
+    if self.probe_input:
+      planes = probe_planes(
+          tf.complex(self.probe_real, self.probe_imag) if probe is None
+          else probe)
+      x = tf.concat([x, tf.broadcast_to(planes, tf.concat(
+          [tf.shape(x)[:1], [h, w, 2]], 0))], -1)
     y = self.patch_network(x, training=training)
     y = tf.cast(y, tf.float32) * self._span + self._offset
     return tf.reshape(y, tf.concat([lead, [h, w, 2]], 0))
@@ -497,7 +524,7 @@ class PtychoNet(keras.Model):
     windows = windows_lib.Windows.of_corners(corners, object_shape,
                                              self.probe_shape)
     scale = tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
-    patches = self.patch_tensor(amplitudes[0], scale=scale)
+    patches = self.patch_tensor(amplitudes[0], scale=scale, probe=probe)
     weights = (None if self.stitch_weights is None else
                layers_lib.stitch_weights(probe, "probe"))
     obj = windows.normalized_stitch(patches[None], weights, "segment",
