@@ -1067,6 +1067,17 @@ def test_serving_client_any_scan_sends_positions_and_probe(tmp_path, server):
     assert not f["amplitude"][0, :2].any() and not f["phase"][0, :, :2].any()
   result = _client([scan, scan, "--signature=any_scan"])
   assert result.returncode == 2 and "one scan per request" in result.stderr
+  # A scan file without the probe any_scan sends, or with a ragged layout.
+  for name, change, phrase in (
+      ("noprobe.npz", dict(probe=None), "has no 'probe' array"),
+      ("badlayout.npz", dict(layout=arrays["layout"][:3]),
+       "expected integer rows (top, bottom, left, right)")):
+    bad = _npz(name, **{k: v for k, v in dict(arrays, **change).items()
+                        if v is not None})(str(tmp_path))
+    result = _client([bad, "--signature=any_scan"])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert phrase in lines[-1], lines[-1]
 
 
 @pytest.mark.parametrize("args,phrase", [

@@ -398,6 +398,16 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
     assert not obj[:2].any() and not obj[:, :2].any()
     assert not obj[-2:].any() and not obj[:, -2:].any()
     np.testing.assert_allclose(obj[2:-2, 2:-2], answer, atol=2e-5)
+  # A scan of fewer positions than the refinement's 2 groups: one line.
+  single = str(tmp_path / "single.npz")
+  other_scan(single, 3, np.zeros((1, 2)), 0.5)
+  result = run_cli(["-m", "ptychonet_tf.reconstruct", f"--scan={single}",
+                    "--method=ptychonet", f"--saved_model={base}",
+                    "--allow_other_probe", f"--out={tmp_path / 'single_rec.npz'}"])
+  assert_one_line_error(result, "refused the scan",
+                        "fewer positions than the 2 refinement position "
+                        "groups of the model")
+  assert not os.path.exists(tmp_path / "single_rec.npz")
   # With --refine_probe: the any_scan_refine_probe signature's object and
   # refined probe (another probe than the given one).
   name, scan = next(iter(scans.items()))

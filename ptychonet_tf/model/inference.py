@@ -194,8 +194,11 @@ class PtychoNetModel:
           positions=tf.constant(corners[None]),
           probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
     except tf.errors.InvalidArgumentError as e:
+      # A graph's assertion names itself after "assertion failed: [...]".
+      found = re.search(r"assertion failed: \[([^\]]*)\]", e.message)
+      reason = found.group(1) if found else e.message.strip().splitlines()[0]
       raise UserError(f"SavedModel {self.path} refused the scan "
-                      f"({e.message.splitlines()[0]})") from None
+                      f"({reason})") from None
     if self.refine_probe:
       planes = out["probe"].numpy()
       self.probe = (planes[..., 0] + 1j * planes[..., 1]).astype(np.complex64)

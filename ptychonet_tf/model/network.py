@@ -534,8 +534,8 @@ class PtychoNet(keras.Model):
       return dict(stitched, probe=probe) if refine_probe else stitched
     tf.debugging.assert_greater_equal(
         windows.count, self.refine_groups,
-        message=f"the scan has fewer positions than the model's "
-        f"{self.refine_groups} refinement position groups")
+        message=f"the scan has fewer positions than the "
+        f"{self.refine_groups} refinement position groups of the model")
     start = tf.complex(stitched["amplitude"] * tf.cos(stitched["phase"]),
                        stitched["amplitude"] * tf.sin(stitched["phase"]))
     physics = refinement_lib.ScanPhysics.of_scan(
