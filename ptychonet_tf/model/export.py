@@ -78,31 +78,28 @@ class ServingModule(tf.Module):
       return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
               "phase": tf.identity(out["phase"], name="phase")}
 
-    @tf.function(input_signature=[
+    scan_signature = [
         tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
         tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
-        tf.TensorSpec([h, w, 2], tf.float32, name="probe")],
-                 jit_compile=False)
-    def any_scan(amplitudes, positions, probe):
-      out = self.model.reconstruct_scan(
-          amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]))
-      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
-              "phase": tf.identity(out["phase"], name="phase")}
+        tf.TensorSpec([h, w, 2], tf.float32, name="probe")]
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
-        tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
-        tf.TensorSpec([h, w, 2], tf.float32, name="probe")],
-                 jit_compile=False)
-    def any_scan_refine_probe(amplitudes, positions, probe):
+    def scan_outputs(amplitudes, positions, probe, refine_probe):
+      """reconstruct_scan's outputs with the probe as real planes."""
       out = self.model.reconstruct_scan(
           amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]),
-          refine_probe=True)
-      planes = tf.stack([tf.math.real(out["probe"]),
-                         tf.math.imag(out["probe"])], -1)
-      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
-              "phase": tf.identity(out["phase"], name="phase"),
-              "probe": tf.identity(planes, name="probe")}
+          refine_probe=refine_probe)
+      if refine_probe:
+        out["probe"] = tf.stack([tf.math.real(out["probe"]),
+                                 tf.math.imag(out["probe"])], -1)
+      return {k: tf.identity(v, name=k) for k, v in out.items()}
+
+    @tf.function(input_signature=scan_signature, jit_compile=False)
+    def any_scan(amplitudes, positions, probe):
+      return scan_outputs(amplitudes, positions, probe, False)
+
+    @tf.function(input_signature=scan_signature, jit_compile=False)
+    def any_scan_refine_probe(amplitudes, positions, probe):
+      return scan_outputs(amplitudes, positions, probe, True)
 
     @tf.function(input_signature=[])
     def geometry():
