@@ -301,7 +301,11 @@ def _decoder(x, widths, outputs, config, prefix):
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
 class PtychoNet(keras.Model):
-  """PtychoNet for one fixed scan geometry.
+  """PtychoNet trained on one scan geometry; it serves any other too.
+
+  `call` reconstructs scans of the training geometry (its layout, object
+  shape and probe are constants); `reconstruct_scan` takes one scan's
+  positions and probe as inputs (the SavedModel's any_scan signature).
 
   Call input:
     amplitudes: float32 [B, N, h, w] diffraction amplitudes of B scans.

@@ -59,6 +59,16 @@ and the SavedModel's, frozen unless `prior_train`. The physics steps move
 the object towards the data, the prior steps towards what images look
 like: plug-and-play (`baselines/pnp.py`) unrolled and tuned end to end.
 
+The physics a step runs on is a `ScanPhysics`: the operator, the probe and
+their sums. The layer's own is that of its training geometry, constants
+computed once; `refine_scan` runs the same learned steps on the physics of
+any other scan, built inside a graph from its positions and probe
+(`ScanPhysics.of_scan`: the SavedModel's `any_scan` signature). With
+`refine_probe` such a physics also carries a probe that the steps refine:
+from the second pass over the groups on, each object step is followed by
+LSQML's preconditioned probe step on the same group (`probe_step`, not
+learned), and the norms are recomputed from the changing probe.
+
 With `smoothing` = k > 0, the refined object then passes a learned k x k
 linear filter S (one kernel for its real and imaginary parts, reflected at
 the border), initialised to the identity, O_out = S * O_K: on noisy data
