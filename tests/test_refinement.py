@@ -585,3 +585,29 @@ def test_a_trained_prior_learns_at_its_own_rate(tmp_path):
   step_moved = np.max(np.abs(
       job.model.refinement.step_size.numpy() - step_size))
   assert 0.5 * 0.05 < step_moved <= 1.01 * 0.05, step_moved
+
+
+def test_exports_keep_the_learned_prior_levels_and_denoiser(tmp_path):
+  """float32_copy (what every export writes) carries the prior steps' learned
+  noise levels and a trained denoiser's weights, also when it keeps fewer
+  steps (it once left both at their initial values)."""
+  probe, layout, shape, _, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=4,
+                    refine_prior=_export_tiny_prior(tmp_path),
+                    refine_prior_every=2, refine_prior_train=True), geometry)
+  model(amps[None])
+  model.refinement.prior_log_sigma.assign([-1.0, -2.0])
+  for weight in model.refinement.denoiser.weights:
+    weight.assign(weight + 0.05)
+  copy = export_lib.float32_copy(model)
+  np.testing.assert_array_equal(copy.refinement.prior_log_sigma, [-1, -2])
+  for mine, theirs in zip(copy.refinement.denoiser.weights,
+                          model.refinement.denoiser.weights):
+    np.testing.assert_array_equal(mine, theirs)
+  np.testing.assert_allclose(copy(amps[None])["phase"],
+                             model(amps[None])["phase"], atol=1e-4)
+  two = export_lib.float32_copy(model, refine_steps=2)
+  np.testing.assert_array_equal(two.refinement.prior_log_sigma, [-1])
