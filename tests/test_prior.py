@@ -264,3 +264,75 @@ def test_cli_trains_exports_and_saves_flags(tmp_path):
   x = np.random.default_rng(0).random((1, 16, 16), np.float32)
   np.testing.assert_allclose(prior.load(str(ship))(x, 0.1),
                              prior.load(str(export))(x, 0.1))
+
+
+def test_pair_patches_transform_both_images_alike():
+  rng = np.random.default_rng(0)
+  targets = rng.random((3, 20, 24)).astype(np.float32)
+  inputs = targets + 0.5  # a constant offset survives every flip and crop
+  sigmas = np.array([0.2, 0.3, 0.4], np.float32)
+  source = data_lib.PairSource(inputs, targets, sigmas, patch_size=8, seed=2)
+  for index in range(6):
+    a = source.patch(tf.constant(index, tf.int64))
+    b = source.patch(tf.constant(index, tf.int64))
+    np.testing.assert_array_equal(a["noisy"], b["noisy"])
+    np.testing.assert_allclose(a["noisy"] - a["clean"], 0.5, atol=1e-6)
+    assert a["clean"].shape == (8, 8)
+    assert float(a["sigma"]) in sigmas
+  with pytest.raises(UserError, match="smaller than the patch size"):
+    data_lib.PairSource(inputs, targets, sigmas, patch_size=32)
+  with pytest.raises(UserError, match="expected"):
+    data_lib.PairSource(inputs, targets[:2], sigmas, patch_size=8)
+
+
+def test_mixed_source_draws_both_kinds_deterministically():
+  images = [procedural.procedural_image(i, "train", size=40) for i in range(2)]
+  patches = data_lib.PatchSource(images, [True, True], config_lib.PatchConfig(
+      patch_size=16, sigma_max=0.1, seed=1))
+  clean = np.zeros((2, 20, 20), np.float32)
+  pairs = data_lib.PairSource(clean + 0.5, clean, np.full(2, 0.3, np.float32),
+                              patch_size=16)
+  mixed = data_lib.MixedSource(patches, pairs, 0.5, seed=1)
+  batch = next(iter(mixed.dataset(16, start_step=0, num_steps=1)))
+  again = next(iter(mixed.dataset(16, start_step=0, num_steps=1)))
+  np.testing.assert_array_equal(batch["noisy"], again["noisy"])
+  from_pairs = np.isclose(batch["sigma"].numpy(), 0.3)
+  assert 0 < from_pairs.sum() < 16  # 16 draws of a fair coin
+  assert np.all(batch["sigma"].numpy()[~from_pairs] <= 0.1)
+
+
+def test_scaled_pairs_use_the_priors_map():
+  from ptychonet_tf.prior import objects as prior_objects
+  from ptychonet_tf.prior import pairs
+  rng = np.random.default_rng(1)
+  truth = (rng.uniform(0.5, 1, (2, 12, 12)) *
+           np.exp(1j * rng.uniform(-1, 0, (2, 12, 12)))).astype(np.complex64)
+  estimate = (truth * np.exp(0.3j)).astype(np.complex64)  # a phase offset
+  lit = np.zeros((12, 12), bool)
+  lit[2:10, 1:11] = True
+  assert pairs.lit_box(lit) == (2, 10, 2, 10)
+  inputs, targets = pairs.scaled_pairs(estimate, truth, lit)
+  assert inputs.shape == targets.shape == (4, 8, 8)
+  # The truth's phase offset is aligned: no error is left.
+  np.testing.assert_allclose(inputs, targets, atol=1e-5)
+  # The inputs are what denoise_images hands the denoiser.
+  seen = []
+  prior_objects.denoise_object(lambda x, s: seen.append(np.asarray(x)) or x,
+                               estimate, lit.astype(np.float32), 0.2)
+  np.testing.assert_allclose(inputs, seen[0][:, 2:10, 2:10], atol=1e-5)
+
+
+def test_init_from_starts_at_the_exported_weights(tmp_path):
+  layer = tiny_layer()
+  source = tiny_config(tmp_path / "a")
+  training.export(layer, source, source.export_dir)
+  config = tiny_config(tmp_path / "b", init_from=source.export_dir,
+                       learning_rate=1e-9, warmup_steps=0, steps=1)
+  training.train(config, progress=False)
+  loaded = prior.load(config.export_dir)
+  x = np.random.default_rng(3).random((1, 16, 16), np.float32)
+  np.testing.assert_allclose(loaded(x, 0.1), layer(x, 0.1), atol=1e-3)
+  other = tiny_config(tmp_path / "c", init_from=source.export_dir,
+                      network=config_lib.NetworkSettings((8, 16)))
+  with pytest.raises(UserError, match="is a prior of network"):
+    training.train(other, progress=False)

@@ -67,6 +67,14 @@ flags.DEFINE_integer("eval_every", 500, "Steps between validation PSNRs.")
 flags.DEFINE_integer("checkpoint_every", 250, "Steps between checkpoints.")
 flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints kept.")
 flags.DEFINE_integer("eval_size", 128, "Side of the validation crops.")
+flags.DEFINE_string("init_from", None, "An exported prior whose weights a "
+                    "new run starts from (fine-tuning).")
+flags.DEFINE_string("pairs", None, "npz files of (noisy, clean) pairs "
+                    "(python -m ptychonet_tf.make_prior_pairs), comma-"
+                    "separated, that "
+                    "--pair_fraction of the patches are cut from.")
+flags.DEFINE_float("pair_fraction", 0.5, "Share of the patches cut from "
+                   "--pairs.")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (0: all).")
 FLAGS = flags.FLAGS
 
@@ -92,7 +100,9 @@ def prior_config():
       final_lr_fraction=FLAGS.final_lr_fraction, loss=FLAGS.loss,
       mixed_precision=FLAGS.mixed_precision, log_every=FLAGS.log_every,
       eval_every=FLAGS.eval_every, checkpoint_every=FLAGS.checkpoint_every,
-      keep_checkpoints=FLAGS.keep_checkpoints, eval_size=FLAGS.eval_size)
+      keep_checkpoints=FLAGS.keep_checkpoints, eval_size=FLAGS.eval_size,
+      init_from=FLAGS.init_from, pairs=FLAGS.pairs,
+      pair_fraction=FLAGS.pair_fraction)
 
 
 @report_user_errors

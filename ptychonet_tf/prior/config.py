@@ -88,6 +88,13 @@ class PriorTrainConfig:
     checkpoint_every: steps between checkpoints.
     keep_checkpoints: checkpoints kept.
     eval_size: side of the validation crops.
+    init_from: an exported prior (prior.json, prior.npz) whose weights a
+      new run starts from (fine-tuning); None: a fresh initialisation. A
+      resumed run starts from its checkpoint instead.
+    pairs: npz files of (noisy, clean) pairs (`make_prior_pairs`: inputs,
+      targets, sigma), comma-separated, that a share `pair_fraction` of the
+      patches is cut from; None: white noise only.
+    pair_fraction: the share of patches cut from `pairs`.
   """
   model_dir: str
   export_dir: str = None
@@ -107,6 +114,9 @@ class PriorTrainConfig:
   checkpoint_every: int = 250
   keep_checkpoints: int = 3
   eval_size: int = 128
+  init_from: str = None
+  pairs: str = None
+  pair_fraction: float = 0.5
 
   def validate(self):
     """Raises UserError for settings no run can use; returns self."""
@@ -129,6 +139,15 @@ class PriorTrainConfig:
     if self.network.blocks < 0:
       raise UserError(f"blocks {self.network.blocks} must be >= 0")
     self.patches.validate()
+    if not 0 <= self.pair_fraction <= 1:
+      raise UserError(f"pair fraction {self.pair_fraction} must be in [0, 1]")
+    for path in (self.pairs.split(",") if self.pairs else ()):
+      if not os.path.isfile(path):
+        raise UserError(f"pairs {path} is not a file; expected an npz of "
+                        f"python -m ptychonet_tf.make_prior_pairs")
+    if self.init_from and not os.path.isdir(self.init_from):
+      raise UserError(f"init_from {self.init_from} is not a folder; expected "
+                      f"an exported prior (prior.json, prior.npz)")
     m = 2 ** (len(self.network.channels) - 1)
     if self.patches.patch_size % m:
       raise UserError(f"patch size {self.patches.patch_size} must be a "

@@ -135,6 +135,84 @@ class PatchSource:
     return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 
 
+class PairSource:
+  """Random patches of fixed (noisy, clean) image pairs, cut by TensorFlow ops.
+
+  The pairs are what a prior step inside plug-and-play is given and the
+  truth in the same units (`prior.pairs`), so the noise is the one the data
+  steps leave, not white noise. Each patch: a random pair, a random
+  position, one of the 8 flips and rotations (both images alike), and the
+  pair's noise level as sigma.
+
+  Args:
+    inputs: float32 [n, h, w], the noisy images.
+    targets: float32 [n, h, w], the clean images.
+    sigmas: float32 [n], the noise level the prior is told for each.
+    patch_size: side of the patches (at most h and w).
+    seed: seed of the stream.
+  """
+
+  def __init__(self, inputs, targets, sigmas, patch_size, seed=0):
+    inputs = np.asarray(inputs, np.float32)
+    targets = np.asarray(targets, np.float32)
+    sigmas = np.asarray(sigmas, np.float32).reshape(-1)
+    if (inputs.ndim != 3 or inputs.shape != targets.shape
+        or len(sigmas) != len(inputs)):
+      raise UserError(f"pairs of shapes {inputs.shape}, {targets.shape} and "
+                      f"sigma {sigmas.shape}: expected [n, h, w] twice and [n]")
+    if min(inputs.shape[1:]) < patch_size:
+      raise UserError(f"pair images {inputs.shape[1:]} are smaller than the "
+                      f"patch size {patch_size}")
+    self.patch_size = patch_size
+    self.seed = seed
+    self.num_pairs, self.height, self.width = inputs.shape
+    self.inputs = tf.constant(inputs.reshape(-1))
+    self.targets = tf.constant(targets.reshape(-1))
+    self.sigmas = tf.constant(sigmas)
+
+  def patch(self, index):
+    """One training example for patch number `index` (as PatchSource's)."""
+    p = self.patch_size
+    seed = tf.stack([tf.cast(self.seed, tf.int64) + (1 << 20),
+                     tf.cast(index, tf.int64)])
+    u = tf.random.stateless_uniform([5], seed, dtype=tf.float32)
+    n, h, w = self.num_pairs, self.height, self.width
+    i = tf.minimum(tf.cast(u[0] * n, tf.int64), n - 1)
+    y = tf.minimum(tf.cast(u[1] * (h - p + 1), tf.int64), h - p)
+    x = tf.minimum(tf.cast(u[2] * (w - p + 1), tf.int64), w - p)
+    r = tf.range(p, dtype=tf.int64)
+    idx = i * h * w + (y + r)[:, None] * w + (x + r)[None, :]
+    both = tf.stack([tf.gather(self.inputs, idx),
+                     tf.gather(self.targets, idx)], -1)
+    both = tf.image.rot90(both, tf.cast(u[3] * 4.0, tf.int32))
+    both = tf.where(u[4] < 0.5, both, both[:, ::-1])
+    return {"clean": both[..., 1], "noisy": both[..., 0],
+            "sigma": self.sigmas[i]}
+
+
+class MixedSource:
+  """Patches of a PatchSource, a share `pair_fraction` of them replaced by
+  PairSource patches (drawn from the same index: still a pure function of
+  (seed, index), so a resumed run sees the same stream)."""
+
+  def __init__(self, patches, pairs, pair_fraction, seed=0):
+    self.patches = patches
+    self.pairs = pairs
+    self.pair_fraction = float(pair_fraction)
+    self.seed = seed
+    self.num_images = patches.num_images
+    self.num_procedural = patches.num_procedural
+
+  def patch(self, index):
+    seed = tf.stack([tf.cast(self.seed, tf.int64) + (2 << 20),
+                     tf.cast(index, tf.int64)])
+    u = tf.random.stateless_uniform([], seed, dtype=tf.float32)
+    return tf.cond(u < self.pair_fraction, lambda: self.pairs.patch(index),
+                   lambda: self.patches.patch(index))
+
+  dataset = PatchSource.dataset
+
+
 def center_crop(image, size):
   """The central size x size crop of [h, w] (the whole image if smaller)."""
   h, w = image.shape

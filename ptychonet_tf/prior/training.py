@@ -116,9 +116,25 @@ def train(config, progress=True, stop_after=None):
   if manager.latest_checkpoint:
     checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
     say(f"resuming from {manager.latest_checkpoint} (step {int(step)})")
+  elif config.init_from:
+    _load_weights(model, config)
+    say(f"starting from the weights of {config.init_from}")
 
   train_images, train_procedural = data_lib.load_pool(config.images, "train")
   source = data_lib.PatchSource(train_images, train_procedural, config.patches)
+  if config.pairs:
+    arrays = {"inputs": [], "targets": [], "sigma": []}
+    for path in config.pairs.split(","):
+      with files.load_arrays(path, f"pairs {path}") as z:
+        for key, values in arrays.items():
+          values.append(z[key])
+    pairs = data_lib.PairSource(
+        *[np.concatenate(arrays[k]) for k in ("inputs", "targets", "sigma")],
+        config.patches.patch_size, config.patches.seed)
+    source = data_lib.MixedSource(source, pairs, config.pair_fraction,
+                                  config.patches.seed)
+    say(f"{pairs.num_pairs} pairs of {config.pairs}, "
+        f"{config.pair_fraction:g} of the patches")
   test_images, _ = data_lib.load_pool(config.images, "test")
   clean_val, noisy_val = data_lib.validation_set(
       test_images, config.eval_size, EVAL_SIGMAS, seed=config.patches.seed)
@@ -207,6 +223,18 @@ def train(config, progress=True, stop_after=None):
   return result
 
 
+def _load_weights(model, config):
+  """Sets `model`'s weights to those of the export `config.init_from`."""
+  from ptychonet_tf import prior as prior_lib  # pylint: disable=g-import-not-at-top
+  recorded = prior_lib.info(config.init_from).get("network")
+  if recorded != config.network.as_dict():
+    raise UserError(f"init_from {config.init_from} is a prior of network "
+                    f"{recorded}, not {config.network.as_dict()}")
+  source = prior_lib.load(config.init_from)
+  for variable, value in zip(model.weights, source.weights):
+    variable.assign(value)
+
+
 def _write_eval(writer, current, scores, denoise, clean, noisy, say):
   with writer.as_default(step=current):
     for sigma, value in scores.items():
@@ -239,6 +267,10 @@ def export(model, config, export_dir, record=None):
           "images": config.images, "patch_size": config.patches.patch_size,
           "sigma_max": config.patches.sigma_max, "loss": config.loss,
           "steps": config.steps, "batch_size": config.batch_size}
+  if config.init_from:
+    info["init_from"] = config.init_from
+  if config.pairs:
+    info.update(pairs=config.pairs, pair_fraction=config.pair_fraction)
   info.update(record or {})
   # The SavedModel runs in float32 whatever the training precision.
   served = config.network.build(dtype="float32", name="prior_denoiser")
