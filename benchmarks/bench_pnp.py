@@ -3,7 +3,8 @@ r"""Plug-and-play against LSQML and its best linear filter, with the learned pri
   python benchmarks/bench_pnp.py --data_dir=tfrecords/small_dense_photos \
       [--split=test] [--scans=8] [--photons=1e4] [--iterations=200] \
       [--chunk=10] [--sigma_start=0.1] [--sigma_end=0.01] \
-      [--domain=complex] [--noise_model=poisson] [--prior=DIR] [--bm3d] \
+      [--domain=amplitude_phase] [--first_sigma_scale=2] \
+      [--noise_model=poisson] [--prior=DIR] [--bm3d] \
       [--blur=0.7,1,1.5,2]
 
 Reads --scans scans of a dataset's split (simulated, with their objects),
@@ -53,8 +54,11 @@ flags.DEFINE_integer("iterations", 200, "LSQML data iterations (also PnP's).")
 flags.DEFINE_integer("chunk", 10, "PnP: data iterations per round.")
 flags.DEFINE_float("sigma_start", 0.4, "PnP: first round's noise level.")
 flags.DEFINE_float("sigma_end", 0.2, "PnP: last round's noise level.")
-flags.DEFINE_enum("domain", "complex", list(pnp.DOMAINS), "PnP: what is "
-                  "denoised.")
+flags.DEFINE_enum("domain", None, list(pnp.DOMAINS), "PnP: what is "
+                  "denoised; default: PnP's.")
+flags.DEFINE_float("first_sigma_scale", None, "PnP: the first image (real "
+                   "part or amplitude) is denoised at sigma times this; "
+                   "default: PnP's.")
 flags.DEFINE_enum("noise_model", "poisson", ["gaussian", "poisson"],
                   "The data steps' likelihood.")
 flags.DEFINE_float("object_reg", 1.0, "LSQML's object regulariser (of the "
@@ -112,7 +116,7 @@ def line(name, objects, truths, mask, seconds):
   scores = [metrics.complex_metrics(o, t, mask)
             for o, t in zip(objects, truths)]
   mean = {k: np.mean([s[k] for s in scores]) for k in scores[0]}
-  print(f"  {name:40s} {mean['amplitude_psnr']:7.2f} "
+  print(f"  {name:55s} {mean['amplitude_psnr']:7.2f} "
         f"{mean['amplitude_ssim']:6.3f} {mean['phase_psnr']:7.2f} "
         f"{mean['phase_ssim']:6.3f} {seconds:9.2f}", flush=True)
   return mean
@@ -138,7 +142,7 @@ def main(argv):
         f"{geometry.num_positions} positions, probe "
         f"{geometry.probe_shape[0]}x{geometry.probe_shape[1]}, photons "
         f"{FLAGS.photons:g}; {metrics.region_name()}, phase offset removed")
-  print(f"  {'method':40s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
+  print(f"  {'method':55s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
         f"{'SSIM':>6s} {'s / scan':>9s}")
   if FLAGS.white_noise > 0:
     white_noise_rows(truths, mask)
@@ -166,14 +170,17 @@ def main(argv):
   for name, denoiser in priors:
     config = reconstructors.configure(
         "pnp", sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end,
-        domain=FLAGS.domain, prior=FLAGS.prior, denoiser=denoiser, **settings)
+        prior=FLAGS.prior, denoiser=denoiser, **settings,
+        **{k: v for k, v in (("domain", FLAGS.domain), ("first_sigma_scale",
+                                                       FLAGS.first_sigma_scale))
+           if v is not None})
     solver = reconstructors.build("pnp", *inputs, config)
     tick = time.perf_counter()
     objects = solver.run().object
     seconds = (time.perf_counter() - tick) / len(truths)
     line(f"PnP, {name} ({FLAGS.chunk} it/round, sigma "
-         f"{FLAGS.sigma_start:g}->{FLAGS.sigma_end:g})", objects, truths,
-         mask, seconds)
+         f"{FLAGS.sigma_start:g}->{FLAGS.sigma_end:g}, {config.domain}, "
+         f"x{config.first_sigma_scale:g})", objects, truths, mask, seconds)
 
 
 if __name__ == "__main__":

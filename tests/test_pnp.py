@@ -74,7 +74,8 @@ def test_identity_prior_gives_lsqml(scan):
 def test_prior_step_acts_on_the_lit_region_only(scan):
   amps, probe, layout, shape, obj = scan
   solver = pnp.PnP(amps, probe, layout, shape,
-                   pnp.PnPConfig(denoiser=lambda x, s: np.zeros_like(x)))
+                   pnp.PnPConfig(denoiser=lambda x, s: np.zeros_like(x),
+                                 domain="complex"))
   lit = metrics.illuminated_region(layout, shape, probe)
   out = solver.prior_step(obj[None], 0.05).numpy()[0]
   np.testing.assert_array_equal(out[~lit], obj[~lit])
@@ -83,6 +84,24 @@ def test_prior_step_acts_on_the_lit_region_only(scan):
   for got, part in ((out.real, obj.real), (out.imag, obj.imag)):
     want = part[lit].mean() - 0.5 * part[lit].std() / prior_objects.TARGET_STD
     np.testing.assert_allclose(got[lit], want, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("domain", pnp.DOMAINS)
+def test_first_image_gets_its_sigma_scale(scan, domain):
+  amps, probe, layout, shape, obj = scan
+  seen = []
+
+  def record(x, sigma):
+    seen.append(np.asarray(sigma))
+    return np.asarray(x)
+
+  solver = pnp.PnP(amps, probe, layout, shape, pnp.PnPConfig(
+      denoiser=record, domain=domain, first_sigma_scale=2.0))
+  out = solver.prior_step(obj[None], 0.05).numpy()[0]
+  np.testing.assert_allclose(seen[0], [0.1, 0.05], rtol=1e-6)
+  np.testing.assert_allclose(out, obj, rtol=1e-4, atol=1e-5)
+  assert pnp.PnPConfig().domain == "amplitude_phase"
+  assert pnp.PnPConfig().first_sigma_scale == 2.0
 
 
 @pytest.mark.slow
@@ -110,6 +129,7 @@ def test_a_smoothing_prior_beats_the_data_alone_at_low_dose(scan):
     (dict(sigma_start=0.01, sigma_end=0.1), "sigma_end <= sigma_start"),
     (dict(sigma_end=0.0), "sigma_end <= sigma_start"),
     (dict(domain="fourier"), "domain"),
+    (dict(first_sigma_scale=0.0), "first_sigma_scale"),
     (dict(iterations=0), "iterations"),
     (dict(noise_model="laplace"), "noise model"),
 ])

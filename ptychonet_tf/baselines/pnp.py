@@ -44,12 +44,15 @@ class PnPConfig:
     iterations: LSQML data iterations in all.
     chunk: data iterations per round (one prior step ends each round).
     sigma_start, sigma_end: the prior's noise level in the first and the
-      last round, on images scaled to [0, 1]. The defaults (0.4, 0.2),
-      object_reg 1.0 and the Poisson noise model did best among the settings
-      tried on scans of training photographs at 1e4 photons per pattern
-      (docs/baselines.md).
+      last round, on images scaled to [0, 1].
     domain: "complex" (denoise the real and imaginary parts) or
       "amplitude_phase".
+    first_sigma_scale: the first image of `domain` (the real part, or the
+      amplitude) is denoised at sigma_r times this, the second at sigma_r.
+      The defaults (sigma 0.4 -> 0.2, amplitude_phase, first_sigma_scale
+      2.0, object_reg 1.0, the Poisson noise model) did best among the
+      settings tried with the shipped prior on scans of training
+      photographs at 1e4 photons per pattern (docs/baselines.md).
     prior: an exported prior (a train_prior --export_dir); None: the
       package's shipped prior.
     denoiser: a callable(x float32 [B, H, W], sigma float32 [B]) ->
@@ -63,7 +66,8 @@ class PnPConfig:
   chunk: int = 10
   sigma_start: float = 0.4
   sigma_end: float = 0.2
-  domain: str = "complex"
+  domain: str = "amplitude_phase"
+  first_sigma_scale: float = 2.0
   prior: Optional[str] = None
   denoiser: Any = None
   noise_model: str = "poisson"
@@ -87,6 +91,9 @@ class PnPConfig:
       raise UserError(f"PnP noise levels sigma_start={self.sigma_start} and "
                       f"sigma_end={self.sigma_end} must satisfy "
                       f"0 < sigma_end <= sigma_start")
+    if not self.first_sigma_scale > 0:
+      raise UserError(f"PnP first_sigma_scale={self.first_sigma_scale} must "
+                      f"be > 0")
     if self.domain not in DOMAINS:
       raise UserError(f"PnP domain {self.domain!r} is not one of {DOMAINS}")
 
@@ -150,4 +157,5 @@ class PnP(lsqml.LSQML):
 
   def _denoise(self, obj, sigma):
     return prior_objects.denoise_object(self.denoiser, obj, self._lit, sigma,
-                                        self.config.domain)
+                                        self.config.domain,
+                                        self.config.first_sigma_scale)

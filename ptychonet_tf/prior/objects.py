@@ -46,7 +46,8 @@ def denoise_images(denoiser, images, lit, sigma):
   return lit * restored + (1.0 - lit) * images
 
 
-def denoise_object(denoiser, obj, lit, sigma, domain="complex"):
+def denoise_object(denoiser, obj, lit, sigma, domain="complex",
+                   first_sigma_scale=1.0):
   """An object after one prior step: its two real images denoised together.
 
   Args:
@@ -55,6 +56,8 @@ def denoise_object(denoiser, obj, lit, sigma, domain="complex"):
     lit: float32 [B, H, W] or [H, W], the region to denoise.
     sigma: float32 scalar or [B].
     domain: "complex" (the real and imaginary parts) or "amplitude_phase".
+    first_sigma_scale: the first image (the real part, or the amplitude) is
+      denoised at sigma times this, the second at sigma.
 
   Returns:
     complex64 [B, H, W].
@@ -71,7 +74,8 @@ def denoise_object(denoiser, obj, lit, sigma, domain="complex"):
   sigma = tf.broadcast_to(tf.cast(sigma, tf.float32), [batch])
   # One call for both images of every scan.
   out = denoise_images(denoiser, tf.concat([first, second], 0),
-                       tf.concat([lit, lit], 0), tf.concat([sigma, sigma], 0))
+                       tf.concat([lit, lit], 0),
+                       tf.concat([sigma * first_sigma_scale, sigma], 0))
   first, second = out[:batch], out[batch:]
   if domain == "complex":
     return tf.complex(first, second)
