@@ -38,9 +38,20 @@ tensorboard:
 	tensorboard --logdir=runs
 
 # The learned image prior shipped in ptychonet_tf/prior/weights/, trained
-# only on redistributable images (embedded defaults and procedural ones);
-# about an hour on 2 cores. Resumes when re-run; docs/prior.md.
+# only on redistributable images (embedded defaults and procedural ones): a
+# white-noise denoiser (about an hour on 2 cores), then three fine-tunings on
+# the error plug-and-play leaves on the embedded/procedural scans of
+# tfrecords/small_dense at 1e4 photons (pairs: about 8 minutes each, the
+# fine-tunings about 12). Each training resumes when re-run; docs/prior.md.
+PAIRS = $(PYTHON) -m ptychonet_tf.make_prior_pairs --data_dir=tfrecords/small_dense --scans=128 --batch=16
 prior: install
+	test -f tfrecords/small_dense/dataset.json || $(MAKE) data CONFIG=small_dense
+	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior_base.flags
+	$(PAIRS) --first_scan=0 --seed=1 --domain=complex --prior=runs/prior/export --out=runs/prior_pairs/pairs.npz
+	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior_pnp.flags
+	$(PAIRS) --first_scan=128 --seed=2 --domain=complex --prior=runs/prior_pnp/export --out=runs/prior_pairs/pairs2.npz
+	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior_pnp2.flags
+	$(PAIRS) --first_scan=256 --seed=3 --domain=amplitude_phase --prior=runs/prior_pnp2/export --out=runs/prior_pairs/pairs_ap.npz
 	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior.flags
 
 # Its denoising PSNR on held-out photos next to a Gaussian filter and BM3D.
