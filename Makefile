@@ -47,6 +47,7 @@ PAIRS = $(PYTHON) -m ptychonet_tf.make_prior_pairs --data_dir=tfrecords/small_de
 prior: install
 	test -f tfrecords/small_dense/dataset.json || $(MAKE) data CONFIG=small_dense
 	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior_base.flags
+	cp runs/prior/export/prior.json runs/prior/export/prior.npz ptychonet_tf/prior/weights_base/
 	$(PAIRS) --first_scan=0 --seed=1 --domain=complex --prior=runs/prior/export --out=runs/prior_pairs/pairs.npz
 	$(PYTHON) -m ptychonet_tf.train_prior --flagfile=configs/prior_pnp.flags
 	$(PAIRS) --first_scan=128 --seed=2 --domain=complex --prior=runs/prior_pnp/export --out=runs/prior_pairs/pairs2.npz

@@ -31,7 +31,8 @@ flags.DEFINE_enum("split", "train", ["train", "test"], "The split to read.")
 flags.DEFINE_integer("scans", 96, "Scans to run.")
 flags.DEFINE_integer("first_scan", 0, "The first scan of the split to run.")
 flags.DEFINE_integer("batch", 16, "Scans per plug-and-play run.")
-flags.DEFINE_float("photons", 1e4, "Photons per pattern of the redrawn noise.")
+flags.DEFINE_float("photons", 1e4, "Photons per pattern of the redrawn "
+                   "noise; 0 keeps the scans as they are.")
 flags.DEFINE_integer("seed", 1, "Seed of the redrawn noise.")
 flags.DEFINE_string("prior", None, "The prior of the recorded runs (an "
                     "export); default: the shipped one.")
@@ -71,7 +72,8 @@ def main(argv):
     raise UserError(f"{FLAGS.data_dir} ({FLAGS.split}) has no scan from "
                     f"{FLAGS.first_scan} on")
   geometry = info.geometry
-  amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
+  if FLAGS.photons > 0:
+    amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
   lit = metrics.illuminated_region(geometry.layout, geometry.object_shape,
                                    geometry.probe)
   config = reconstructors.configure(
