@@ -336,3 +336,10 @@ def test_init_from_starts_at_the_exported_weights(tmp_path):
                       network=config_lib.NetworkSettings((8, 16)))
   with pytest.raises(UserError, match="is a prior of network"):
     training.train(other, progress=False)
+
+
+def test_base_prior_ships_beside_the_fine_tuned_one():
+  base = os.path.join(os.path.dirname(prior.DEFAULT_DIR), "weights_base")
+  assert "pairs" not in prior.info(base) and "pairs" in prior.info()
+  x = np.random.default_rng(4).random((1, 16, 16), np.float32)
+  assert prior.load(base)(x, 0.1).shape == (1, 16, 16)
