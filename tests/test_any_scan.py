@@ -1,0 +1,165 @@
+"""The any_scan signatures of an export: scans of other positions, counts and
+probes, in a fresh process with plain TensorFlow, through reconstruct, and
+with the probe refined."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import run_cli
+from ptychonet_tf.data import scanfile
+from ptychonet_tf.model import export as export_lib
+from ptychonet_tf.model import inference
+from ptychonet_tf.model import network
+from ptychonet_tf.model.network import NetworkConfig
+from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import geometry as geometry_lib
+from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.utils.errors import UserError
+
+
+ANY_SCAN = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+path, out_path = sys.argv[1:3]
+fn = tf.saved_model.load(path).signatures["any_scan"]
+answers = {}
+for name in sys.argv[3:]:
+  scan = np.load(name)
+  probe = scan["probe"]
+  out = fn(amplitudes=tf.constant(scan["amplitudes"][None]),
+           positions=tf.constant(scan["layout"][None, :, [0, 2]], tf.float32),
+           probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
+  answers.update({name + ":" + k: v.numpy() for k, v in out.items()})
+assert not [m for m in sys.modules if m.startswith("ptychonet")]
+np.savez(out_path, **answers)
+"""
+
+
+def refining_model():
+  """An untrained tiny model with 3 refinement steps in 2 position groups
+  and a probe-weighted stitch, on the 3x3 mesh of `tiny_model`."""
+  probe = probe_lib.make_probe((16, 16), "zone_plate", 0.5)
+  layout, shape = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=3, refine_groups=2),
+      geometry)
+  model(np.zeros((1, 9, 16, 16), np.float32))
+  return model, probe
+
+
+def as_object(out):
+  """amplitude * exp(i phase) of a signature's answer."""
+  return np.asarray(out["amplitude"]) * np.exp(1j * np.asarray(out["phase"]))
+
+
+def simulated(layout, object_shape, probe, seed):
+  """float32 [N, h, w] amplitudes of a random object in [0.5, 1] x
+  exp(i [-1, 0])."""
+  rng = np.random.default_rng(seed)
+  obj = rng.uniform(0.5, 1, object_shape) * np.exp(
+      -1j * rng.uniform(0, 1, object_shape))
+  return forward.diffraction_amplitudes(
+      tf.constant(obj[None], tf.complex64), probe, layout).numpy()[0]
+
+
+def other_scan(path, seed, positions, diameter):
+  """A scan file of another layout and probe than `refining_model`'s, with
+  2 unscanned pixels on every side of its windows."""
+  probe = probe_lib.make_probe((16, 16), "pinhole", diameter)
+  layout, shape = layouts.layout_from_positions(positions, (16, 16), margin=2)
+  amplitudes = simulated(layout, shape, probe, seed)
+  scan = scanfile.Scan(amplitudes=amplitudes, layout=layout, probe=probe,
+                       object_shape=shape)
+  scan.save(path)
+  return scan
+
+
+@pytest.mark.slow
+def test_any_scan_serves_other_layouts_and_probes(tmp_path):
+  """The any_scan signature: on the training geometry it is serving_default;
+  on scans of other positions, count and probe it is the model's
+  reconstruct_scan, in a fresh process with plain TensorFlow, and what
+  reconstruct --method=ptychonet writes (placed in the scan's object)."""
+  model, probe = refining_model()
+  base = str(tmp_path / "export")
+  path = export_lib.export_saved_model(model, probe, base, 1)
+  loaded = tf.saved_model.load(path)
+  x = simulated(model.layout, model.object_shape, probe, 0)[None]
+  planes = np.stack([probe.real, probe.imag], -1).astype(np.float32)
+  # Any origin: the positions are shifted to start at 0.
+  corners = model.layout[None, :, [0, 2]].astype(np.float32) + 7.0
+  same = loaded.signatures["any_scan"](
+      amplitudes=tf.constant(x), positions=tf.constant(corners),
+      probe=tf.constant(planes))
+  fixed = loaded.signatures["serving_default"](amplitudes=tf.constant(x))
+  # serving_default runs the refinement XLA-compiled, any_scan as plain ops:
+  # the float sums differ (up to 1e-4 after 3 untrained steps; the complex
+  # objects are compared: the phase of a nearly dark pixel is ill-posed).
+  np.testing.assert_allclose(as_object(same), as_object(fixed), atol=5e-4)
+  scans = {str(tmp_path / "mesh.npz"): other_scan(
+               str(tmp_path / "mesh.npz"), 1, layouts.mesh(4, 3, 4), 0.6),
+           str(tmp_path / "spiral.npz"): other_scan(
+               str(tmp_path / "spiral.npz"), 2,
+               layouts.fermat_spiral(7, 3.3), 0.45)}
+  script = tmp_path / "fresh.py"
+  script.write_text(ANY_SCAN)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  result = subprocess.run(
+      [sys.executable, str(script), path, str(tmp_path / "answers.npz"),
+       *scans], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+      timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  answers = np.load(tmp_path / "answers.npz")
+  for i, (name, scan) in enumerate(scans.items()):
+    eager = model.reconstruct_scan(
+        scan.amplitudes[None], scan.layout[None, :, [0, 2]].astype(np.float32),
+        scan.probe)
+    amplitude = answers[name + ":amplitude"][0]
+    # The object just covers the windows: the 2-pixel margins are not there.
+    assert amplitude.shape == tuple(s - 4 for s in scan.object_shape)
+    answer = as_object({k: answers[f"{name}:{k}"][0]
+                        for k in ("amplitude", "phase")})
+    np.testing.assert_allclose(answer, as_object(eager)[0], atol=2e-5)
+    out = str(tmp_path / f"rec{i}.npz")
+    result = run_cli(["-m", "ptychonet_tf.reconstruct", f"--scan={name}",
+                      "--method=ptychonet", f"--saved_model={base}",
+                      "--allow_other_probe", f"--out={out}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    obj = np.load(out)["object"]
+    assert obj.shape == tuple(scan.object_shape)
+    assert not obj[:2].any() and not obj[:, :2].any()
+    assert not obj[-2:].any() and not obj[:, -2:].any()
+    np.testing.assert_allclose(obj[2:-2, 2:-2], answer, atol=2e-5)
+  # A scan of fewer positions than the refinement's 2 groups: one line.
+  single = other_scan(str(tmp_path / "single.npz"), 3, np.zeros((1, 2)), 0.5)
+  with pytest.raises(UserError, match="refused the scan .the scan has fewer "
+                     "positions than the 2 refinement position groups"):
+    inference.PtychoNetModel(base, single, allow_other_probe=True)(
+        single.amplitudes)
+  # With refine_probe (reconstruct --refine_probe): the
+  # any_scan_refine_probe signature's object and refined probe, another
+  # probe than the given one; a probe other than the model's is accepted.
+  scan = next(iter(scans.values()))
+  planes = np.stack([scan.probe.real, scan.probe.imag], -1)
+  refined = loaded.signatures["any_scan_refine_probe"](
+      amplitudes=tf.constant(scan.amplitudes[None]),
+      positions=tf.constant(scan.layout[None, :, [0, 2]], tf.float32),
+      probe=tf.constant(planes))
+  refined_probe = refined["probe"].numpy()
+  assert refined_probe.shape == (16, 16, 2)
+  assert np.abs(refined_probe - planes).max() > 1e-3
+  reader = inference.PtychoNetModel(base, scan, refine_probe=True)
+  obj = reader(scan.amplitudes)
+  np.testing.assert_allclose(reader.probe, refined_probe[..., 0] +
+                             1j * refined_probe[..., 1], atol=2e-5)
+  np.testing.assert_allclose(obj[2:-2, 2:-2], as_object(refined)[0],
+                             atol=2e-5)
