@@ -148,7 +148,7 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
   # With refine_probe (reconstruct --refine_probe): the
   # any_scan_refine_probe signature's object and refined probe, another
   # probe than the given one; a probe other than the model's is accepted.
-  scan = next(iter(scans.values()))
+  name, scan = next(iter(scans.items()))
   planes = np.stack([scan.probe.real, scan.probe.imag], -1)
   refined = loaded.signatures["any_scan_refine_probe"](
       amplitudes=tf.constant(scan.amplitudes[None]),
@@ -157,9 +157,14 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
   refined_probe = refined["probe"].numpy()
   assert refined_probe.shape == (16, 16, 2)
   assert np.abs(refined_probe - planes).max() > 1e-3
-  reader = inference.PtychoNetModel(base, scan, refine_probe=True)
-  obj = reader(scan.amplitudes)
-  np.testing.assert_allclose(reader.probe, refined_probe[..., 0] +
-                             1j * refined_probe[..., 1], atol=2e-5)
-  np.testing.assert_allclose(obj[2:-2, 2:-2], as_object(refined)[0],
-                             atol=2e-5)
+  out = str(tmp_path / "refined.npz")
+  result = run_cli(["-m", "ptychonet_tf.reconstruct", f"--scan={name}",
+                    "--method=ptychonet", f"--saved_model={base}",
+                    "--refine_probe", f"--out={out}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "trained with another probe" in result.stderr  # warned, not refused
+  with np.load(out) as f:
+    np.testing.assert_allclose(f["probe"], refined_probe[..., 0] +
+                               1j * refined_probe[..., 1], atol=2e-5)
+    np.testing.assert_allclose(f["object"][2:-2, 2:-2],
+                               as_object(refined)[0], atol=2e-5)
