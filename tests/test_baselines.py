@@ -46,6 +46,7 @@ def np_dm(amps, probe, layout, shape, obj, iterations, inertia=1e-6):
 # --- runs ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compiled_dm_iterations_match_numpy_reference():
   # The loop works in the unshifted frame and carries F(psi) along; it must
   # give the iterates of the textbook algorithm in the detector convention.

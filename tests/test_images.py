@@ -89,6 +89,7 @@ def test_tfds_directory_pools(tmp_path):
   assert len(train) == 4 and len(test) == 1
 
 
+@pytest.mark.slow
 def test_tfds_name_pools_from_the_data_dir(tmp_path, monkeypatch):
   from tensorflow_datasets.core.utils import file_utils  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top

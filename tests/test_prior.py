@@ -322,6 +322,7 @@ def test_scaled_pairs_use_the_priors_map():
   np.testing.assert_allclose(inputs, seen[0][:, 2:10, 2:10], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_init_from_starts_at_the_exported_weights(tmp_path):
   layer = tiny_layer()
   source = tiny_config(tmp_path / "a")

@@ -51,6 +51,7 @@ def run(method, scan, config=None, initial_object=None):
                                     initial_object)
 
 
+@pytest.mark.slow
 def test_dm_and_epie_reach_the_truth(scan):
   mask = metrics.illuminated_region(scan.layout, scan.object_shape, scan.probe,
                                     0.1)
@@ -174,6 +175,7 @@ def test_a_method_is_one_class_and_one_registry_line(scan, monkeypatch):
   assert result.fourier_error[-1] < 0.1 * result.fourier_error[0]
 
 
+@pytest.mark.slow
 def test_run_learned_and_run_solver_over_scans(scan):
   amplitudes = np.stack([scan.amplitudes] * 3)
   truths = np.stack([scan.object] * 3)

@@ -587,6 +587,7 @@ def test_a_trained_prior_learns_at_its_own_rate(tmp_path):
   assert 0.5 * 0.05 < step_moved <= 1.01 * 0.05, step_moved
 
 
+@pytest.mark.slow
 def test_exports_keep_the_learned_prior_levels_and_denoiser(tmp_path):
   """float32_copy (what every export writes) carries the prior steps' learned
   noise levels and a trained denoiser's weights, also when it keeps fewer

@@ -92,8 +92,10 @@ def train_args(data_dir, model_dir, *extra):
 
 
 @pytest.mark.parametrize("loss,noise", [
-    ("mse", "gaussian"), ("dse", "gaussian"), ("physics", "gaussian"),
-    ("physics", "poisson"), ("mse+physics", "poisson")])
+    ("mse", "gaussian"), ("dse", "gaussian"),
+    pytest.param("physics", "gaussian", marks=pytest.mark.slow),
+    pytest.param("physics", "poisson", marks=pytest.mark.slow),
+    pytest.param("mse+physics", "poisson", marks=pytest.mark.slow)])
 def test_one_step_lowers_the_loss(data_dir, tmp_path, loss, noise):
   config = config_lib.TrainConfig(
       data_dir=data_dir, model_dir=str(tmp_path / "run"),
