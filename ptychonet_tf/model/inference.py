@@ -167,7 +167,7 @@ class PtychoNetModel:
                      f"{self.probe_difference:.3g} > {probe_tolerance:g})")
           if not (allow_other_probe or refine_probe):
             raise UserError(f"{message}; pass --allow_other_probe to use it "
-                            f"anyway")
+                            f"anyway, or --refine_probe to refine the probe")
           print(f"warning: {message}; its output may be wrong",
                 file=sys.stderr)
           if "any_scan" in loaded.signatures:
