@@ -198,7 +198,13 @@ class NetworkConfig:
 
 
 def input_scale(probe):
-  """The RMS amplitude of the probe: A / s is O(|object|) by Parseval."""
+  """The RMS amplitude of the probe: A / s is O(|object|) by Parseval.
+
+  A float for a numpy probe; a float32 tensor for a tensor (a probe given at
+  run time, `reconstruct_scan`).
+  """
+  if tf.is_tensor(probe):
+    return tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
   return float(np.sqrt(np.mean(np.abs(np.asarray(probe)) ** 2)))
 
 
@@ -206,8 +212,7 @@ def probe_planes(probe):
   """float32 [h, w, 2]: a probe's real and imaginary parts over its RMS
   amplitude, the network's probe channels (`NetworkConfig.probe_input`)."""
   probe = tf.convert_to_tensor(probe, tf.complex64)
-  rms = tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
-  probe = probe / tf.cast(rms, tf.complex64)
+  probe = probe / tf.cast(input_scale(probe), tf.complex64)
   return tf.stack([tf.math.real(probe), tf.math.imag(probe)], -1)
 
 
@@ -455,23 +460,32 @@ class PtychoNet(keras.Model):
     obj = self.stitch(tf.stack([patches["amplitude"], patches["phase"]], -1))
     return {"amplitude": obj[..., 0], "phase": obj[..., 1]}
 
-  def refine(self, obj, amplitudes):
+  def refine(self, obj, amplitudes, physics=None):
     """The refinement steps on a stitched object (identity when K = 0).
 
     Args:
       obj: dict "amplitude", "phase" float32 [B, H, W].
       amplitudes: float32 [B, N, h, w] the measured amplitudes.
+      physics: None (the training geometry) or a scan's
+        `refinement.ScanPhysics` (`reconstruct_scan`).
 
     Returns:
-      dict "amplitude", "phase" float32 [B, H, W].
+      dict "amplitude", "phase" float32 [B, H, W]; with a physics that
+      refines the probe also "probe" complex64 [h, w].
     """
     if self.refinement is None:
       return obj
     start = tf.complex(obj["amplitude"] * tf.cos(obj["phase"]),
                        obj["amplitude"] * tf.sin(obj["phase"]))
-    refined = self.refinement(start, amplitudes)
-    return {"amplitude": forward.magnitude(refined),
-            "phase": forward.phase(refined)}
+    if physics is None:
+      refined, probe = self.refinement(start, amplitudes), None
+    else:
+      refined, probe = self.refinement.refine_scan(start, amplitudes, physics)
+    out = {"amplitude": forward.magnitude(refined),
+           "phase": forward.phase(refined)}
+    if physics is not None and physics.refine_probe:
+      out["probe"] = probe
+    return out
 
   def reconstruct(self, amplitudes, training=False):
     """Every stage of a forward pass (what training and evaluation use).
@@ -527,8 +541,8 @@ class PtychoNet(keras.Model):
                                                    self.probe_shape)
     windows = windows_lib.Windows.of_corners(corners, object_shape,
                                              self.probe_shape)
-    scale = tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
-    patches = self.patch_tensor(amplitudes[0], scale=scale, probe=probe)
+    patches = self.patch_tensor(amplitudes[0], scale=input_scale(probe),
+                                probe=probe)
     weights = (None if self.stitch_weights is None else
                layers_lib.stitch_weights(probe, "probe"))
     obj = windows.normalized_stitch(patches[None], weights, "segment",
@@ -540,17 +554,9 @@ class PtychoNet(keras.Model):
         windows.count, self.refine_groups,
         message=f"the scan has fewer positions than the "
         f"{self.refine_groups} refinement position groups of the model")
-    start = tf.complex(stitched["amplitude"] * tf.cos(stitched["phase"]),
-                       stitched["amplitude"] * tf.sin(stitched["phase"]))
     physics = refinement_lib.ScanPhysics.of_scan(
         corners, object_shape, probe, self.refine_groups, refine_probe)
-    refined, refined_probe = self.refinement.refine_scan(start, amplitudes,
-                                                         physics)
-    out = {"amplitude": forward.magnitude(refined),
-           "phase": forward.phase(refined)}
-    if refine_probe:
-      out["probe"] = refined_probe
-    return out
+    return self.refine(stitched, amplitudes, physics)
 
   def call(self, amplitudes, training=False):
     return self.reconstruct(amplitudes, training)[2]

@@ -132,16 +132,25 @@ class ScanPhysics(collections.namedtuple(
   """
 
   @classmethod
+  def of_operator(cls, operator, probe, refine_probe=False):
+    """The physics of an operator and a probe complex64 [h, w]: the norms of
+    its position groups (none when the probe is refined) and its lit
+    region."""
+    probe = tf.convert_to_tensor(probe, tf.complex64)
+    norms = (None if refine_probe else
+             [operator.illumination(probe, g)
+              for g in range(len(operator.groups))])
+    return cls(operator, probe, norms, operator.lit_region(probe),
+               bool(refine_probe))
+
+  @classmethod
   def of_scan(cls, corners, object_shape, probe, groups, refine_probe=False):
     """The physics of a scan given as tensors (corners int32 [N, 2],
     object_shape int32 [2], probe complex64 [h, w]), inside a graph."""
     probe = tf.convert_to_tensor(probe, tf.complex64)
-    operator = operator_lib.Ptychography.of_scan(
-        corners, object_shape, probe.shape, groups)
-    norms = (None if refine_probe else
-             [operator.illumination(probe, g) for g in range(groups)])
-    return cls(operator, probe, norms, operator.lit_region(probe),
-               bool(refine_probe))
+    return cls.of_operator(
+        operator_lib.Ptychography.of_scan(corners, object_shape, probe.shape,
+                                          groups), probe, refine_probe)
 
 
 @keras.saving.register_keras_serializable(package="ptychonet_tf")
@@ -226,18 +235,14 @@ class UnrolledRefinement(keras.layers.Layer):
     # A cache of compiled functions, not state: kept out of Keras' (and the
     # SavedModel's) tracking.
     object.__setattr__(self, "_segments", {})
-    probe = self.probe_real + 1j * self.probe_imag
-    self._probe = probe.astype(np.complex64)
-    self.operator = operator_lib.Ptychography(
-        self.layout, self.object_shape, probe.shape,
-        layouts.interleaved_groups(len(self.layout), self.groups))
+    probe = (self.probe_real + 1j * self.probe_imag).astype(np.complex64)
     # The training geometry's physics, its sums computed once (constants,
     # kept out of Keras' tracking).
-    object.__setattr__(self, "physics", ScanPhysics(
-        self.operator, self._probe,
-        [self.operator.illumination(self._probe, g).numpy()
-         for g in range(self.groups)],
-        self.operator.lit_region(self._probe).numpy()))
+    object.__setattr__(self, "physics", ScanPhysics.of_operator(
+        operator_lib.Ptychography(
+            self.layout, self.object_shape, probe.shape,
+            layouts.interleaved_groups(len(self.layout), self.groups)),
+        probe))
     self.denoiser = None
     self.prior_steps = 0
     if self.prior:

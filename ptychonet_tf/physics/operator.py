@@ -179,10 +179,10 @@ class Ptychography:
     members = [tf.range(g, self.count, groups) for g in range(int(groups))]
     self.groups = members
     self.order = tf.concat(members, 0)
-    sizes = tf.math.cumsum(tf.stack([tf.size(m) for m in members]),
-                           exclusive=True)
-    ends = sizes + tf.stack([tf.size(m) for m in members])
-    self.bounds = [(sizes[g], ends[g]) for g in range(int(groups))]
+    sizes = tf.stack([tf.size(m) for m in members])
+    starts = tf.math.cumsum(sizes, exclusive=True)
+    self.bounds = [(starts[g], starts[g] + sizes[g])
+                   for g in range(int(groups))]
     self.windows = windows_lib.Windows.of_corners(
         tf.gather(corners, self.order), self.object_shape, self.probe_shape)
     self.group_windows = (
