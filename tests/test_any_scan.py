@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -43,7 +44,13 @@ np.savez(out_path, **answers)
 
 def refining_model():
   """An untrained tiny model with 3 refinement steps in 2 position groups
-  and a probe-weighted stitch, on the 3x3 mesh of `tiny_model`."""
+  and a probe-weighted stitch, on the 3x3 mesh of `tiny_model`.
+
+  Its weights are seeded: from an untrained network's patches the steps
+  amplify float rounding (2e-7 after the stitch) to 1e-4 - 3e-4 depending
+  on the draw, so an unseeded draw (whatever ran before in the process)
+  made the XLA-against-plain comparison below flaky."""
+  keras.utils.set_random_seed(0)
   probe = probe_lib.make_probe((16, 16), "zone_plate", 0.5)
   layout, shape = layouts.layout_from_positions(layouts.mesh(3, 3, 5), (16, 16))
   geometry = geometry_lib.Geometry(probe=probe, layout=layout,
