@@ -121,3 +121,65 @@ def test_fourier_error_and_first_reaching():
       pytest.approx(0.01, rel=1e-4)
   assert metrics.first_reaching([0.5, 0.3, 0.2, 0.25], 0.3) == 2
   assert metrics.first_reaching([0.5, 0.4], 0.3) is None
+
+
+def _frc_reference(first, second, ring_width):
+  """The FRC by explicit loops over the DFT's frequencies (float64)."""
+  height, width = first.shape
+  size = min(height, width)
+  rings = size // (2 * ring_width)
+  f1, f2 = np.fft.fft2(first), np.fft.fft2(second)
+  cross, p1, p2 = np.zeros(rings), np.zeros(rings), np.zeros(rings)
+  for i in range(height):
+    for j in range(width):
+      ky = (i if i < (height + 1) // 2 else i - height) * size / height
+      kx = (j if j < (width + 1) // 2 else j - width) * size / width
+      ring = int(np.floor(np.hypot(ky, kx) / ring_width))
+      if ring < rings:
+        cross[ring] += (f1[i, j] * np.conj(f2[i, j])).real
+        p1[ring] += abs(f1[i, j]) ** 2
+        p2[ring] += abs(f2[i, j]) ** 2
+  return cross / np.sqrt(p1 * p2)
+
+
+@pytest.mark.parametrize("shape, ring_width, complex_images", [
+    ((24, 24), 1, False), ((20, 26), 2, True)])
+def test_fourier_ring_correlation_matches_a_loop(shape, ring_width,
+                                                 complex_images):
+  rng = np.random.default_rng(3)
+  first = rng.normal(size=shape)
+  second = first + 0.7 * rng.normal(size=shape)
+  if complex_images:
+    first = first + 1j * rng.normal(size=shape)
+    second = second + 1j * rng.normal(size=shape)
+  frequencies, frc = metrics.fourier_ring_correlation(first, second,
+                                                      ring_width)
+  np.testing.assert_allclose(frc, _frc_reference(first, second, ring_width),
+                             atol=1e-12)
+  size = min(shape)
+  np.testing.assert_allclose(frequencies,
+                             (np.arange(len(frc)) + 0.5) * ring_width / size)
+  _, same = metrics.fourier_ring_correlation(first, first, ring_width)
+  np.testing.assert_allclose(same, 1.0, atol=1e-12)
+
+
+def test_frc_crossing_interpolates_and_saturates():
+  frequencies = np.array([0.1, 0.2, 0.3, 0.4])
+  assert metrics.frc_crossing(frequencies, [1.0, 0.8, 0.4, 0.1]) == (
+      pytest.approx(0.275))
+  assert metrics.frc_crossing(frequencies, [1.0, 0.9, 0.8, 0.7]) == 0.4
+  assert metrics.frc_crossing(frequencies, [0.2, 0.9, 0.8, 0.7]) == 0.1
+
+
+def test_register_undoes_a_subpixel_shift_and_a_phase_offset():
+  rng = np.random.default_rng(0)
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  truth = np.exp(1j * ndimage.gaussian_filter(rng.normal(size=(48, 48)), 2)
+                 * 5)
+  moved = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(truth),
+                                             (1.3, -2.64))) * np.exp(0.7j)
+  region = np.zeros((48, 48), bool)
+  region[8:40, 6:42] = True
+  aligned, shift = metrics.register(moved, truth, region)
+  assert shift == pytest.approx((-1.3, 2.64), abs=0.011)
+  assert np.abs(aligned - truth)[region].max() < 0.05

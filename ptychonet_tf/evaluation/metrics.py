@@ -247,3 +247,120 @@ def first_reaching(values, target):
   """The first (1-based) iteration whose value is <= target, or None."""
   hits = np.flatnonzero(np.asarray(values) <= target)
   return int(hits[0]) + 1 if hits.size else None
+
+
+def fourier_ring_correlation(first, second, ring_width=1):
+  """Fourier ring correlation of two images of one size (real or complex).
+
+  FRC(r) = Re sum_{k in ring r} F1(k) conj(F2(k)) /
+           sqrt(sum_{ring r} |F1|^2 * sum_{ring r} |F2|^2),
+  F the unnormalised DFT (np.fft.fft2), rings of `ring_width` frequency
+  bins: ring r holds the frequencies k (cycles per pixel, np.fft.fftfreq
+  along each axis) with floor(|k| * M / ring_width) = r, M = min(H, W), up
+  to Nyquist (|k| < 0.5); |k| * M = hypot(i M / H, j M / W) for the DFT's
+  integer indices (i, j). A ring where either image has no power gets 0.
+  The images are used as given: subtract their means and taper a region's
+  edge first where that matters.
+
+  Args:
+    first, second: [H, W] real or complex.
+    ring_width: ring width in frequency bins of the shorter axis.
+
+  Returns:
+    (frequencies float64 [R]: each ring's centre in cycles per pixel,
+     frc float64 [R]).
+  """
+  first = np.asarray(first)
+  second = np.asarray(second)
+  if first.shape != second.shape or first.ndim != 2:
+    raise ValueError(f"images have shapes {first.shape} and {second.shape}; "
+                     f"expected two [H, W] of one shape")
+  height, width = first.shape
+  size = min(height, width)
+  # |k| * M in bins of the shorter axis, from the integer DFT indices (so a
+  # frequency on a ring's edge falls on the same side on every platform).
+  ky = np.fft.fftfreq(height, 1.0 / height).round()[:, None] * (size / height)
+  kx = np.fft.fftfreq(width, 1.0 / width).round()[None, :] * (size / width)
+  rings = size // (2 * ring_width)
+  index = np.floor(np.hypot(ky, kx) / ring_width).astype(np.int64)
+  inside = index < rings
+  index = index[inside]
+  f1 = np.fft.fft2(first.astype(np.complex128))[inside]
+  f2 = np.fft.fft2(second.astype(np.complex128))[inside]
+  cross = np.bincount(index, np.real(f1 * np.conj(f2)), minlength=rings)
+  power1 = np.bincount(index, np.abs(f1) ** 2, minlength=rings)
+  power2 = np.bincount(index, np.abs(f2) ** 2, minlength=rings)
+  denominator = np.sqrt(power1 * power2)
+  frc = np.where(denominator > 0, cross / np.where(denominator > 0,
+                                                   denominator, 1), 0.0)
+  frequencies = (np.arange(rings) + 0.5) * ring_width / size
+  return frequencies, frc
+
+
+def frc_crossing(frequencies, frc, threshold=0.5):
+  """The first frequency where the FRC falls below `threshold`, linearly
+  interpolated between the rings around it; the last ring's frequency
+  when it never does."""
+  frc = np.asarray(frc, np.float64)
+  below = np.flatnonzero(frc < threshold)
+  if not below.size:
+    return float(frequencies[-1])
+  i = int(below[0])
+  if i == 0:
+    return float(frequencies[0])
+  f0, f1 = frequencies[i - 1], frequencies[i]
+  v0, v1 = frc[i - 1], frc[i]
+  return float(f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0))
+
+
+
+def register(estimate, reference, mask=None, max_shift=4, precision=0.02):
+  """`estimate` shifted (sub-pixel) and phase-rotated onto `reference`.
+
+  The shift s maximises |sum over the region of u_e(x - s) conj(u_r(x))|,
+  u = O / |O| (phase only; the estimate moved by a Fourier shift, which is
+  periodic, before it is normalised): that
+  is the shift whose best global phase factor leaves the least squared
+  phase-factor difference in the region, sum |u_e e^{i theta} - u_r|^2 =
+  2 M - 2 |sum u_e conj(u_r)|. It is searched on a grid of whole pixels
+  within +-`max_shift`, then on grids ten times finer around the best
+  point down to `precision` pixel. The estimate, moved by s, is then
+  multiplied by the global phase factor that aligns it with the reference
+  on the region (`remove_phase_offset`).
+
+  Args:
+    estimate, reference: complex [H, W].
+    mask: optional bool [H, W] region; None uses every pixel.
+    max_shift: the largest whole-pixel shift searched along each axis.
+    precision: the finest grid step in pixels.
+
+  Returns:
+    (complex128 [H, W] the aligned estimate, (dy, dx) the shift applied).
+  """
+  estimate = np.asarray(estimate, np.complex128)
+  reference = np.asarray(reference, np.complex128)
+  region = _region(reference.shape, mask)
+  spectrum = np.fft.fft2(estimate)
+  target = np.conj(_unit(reference))[region]
+  height, width = reference.shape
+  ky = np.fft.fftfreq(height)[:, None]
+  kx = np.fft.fftfreq(width)[None, :]
+
+  def moved(array_spectrum, shift):
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    return np.fft.ifft2(array_spectrum * ramp)
+
+  def score(shift):
+    return abs(np.sum(_unit(moved(spectrum, shift)[region]) * target))
+
+  best, step, span = np.zeros(2), 1.0, float(max_shift)
+  while True:
+    grid = np.arange(-span, span + step / 2, step)
+    candidates = [best + (dy, dx) for dy in grid for dx in grid]
+    best = max(candidates, key=score)
+    if step <= precision * (1 + 1e-9):
+      break
+    span, step = step, max(step / 10, precision)
+  aligned = moved(spectrum, best)
+  return (remove_phase_offset(aligned, reference, region),
+          (float(best[0]), float(best[1])))
