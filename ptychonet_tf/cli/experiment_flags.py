@@ -24,6 +24,7 @@ from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.training import strategy as strategy_lib
 from ptychonet_tf.training.config import TrainConfig
 from ptychonet_tf.utils.errors import UserError
+from ptychonet_tf.physics import family as family_lib
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import probe as probe_lib
@@ -127,6 +128,16 @@ def define_experiment_flags():
                        "mesh: keep every k-th row and column (20x20 with 4 -> 5x5).")
   flags.DEFINE_integer("circle_rings", 5, "circles: number of rings.")
   flags.DEFINE_integer("scan_margin", 0, "Unscanned border around the scan (px).")
+  # A family of geometries (ptychonet_tf/physics/family.py).
+  flags.DEFINE_bool("family", False,
+                    "Each scan draws its own probe and positions from a "
+                    "family (a dataset for a model that serves any scan); "
+                    "the probe and scan flags above are the nominal "
+                    "geometry, whose object is the largest drawn.")
+  flags.DEFINE_list("family_probes", list(family_lib.PROBES),
+                    "--family: the probe kinds drawn.")
+  flags.DEFINE_list("family_layouts", list(family_lib.LAYOUTS),
+                    "--family: the layout kinds drawn.")
   # Objects.
   flags.DEFINE_float("amp_min", 0.5, "Object amplitude minimum.")
   flags.DEFINE_float("amp_max", 1.0, "Object amplitude maximum.")
@@ -216,9 +227,12 @@ def simulation_config():
   if len(dose) != 1:
     raise UserError(f"--photons={','.join(FLAGS.photons)}: a dataset takes "
                     f"one dose (evaluate takes a list for a dose sweep)")
+  family = (family_lib.FamilyConfig(probes=tuple(FLAGS.family_probes),
+                                    layouts=tuple(FLAGS.family_layouts))
+            if FLAGS.family else None)
   return simulator.SimulationConfig(
       geometry=geometry_config(), object=object_config(),
-      photons=0.0 if math.isinf(dose[0]) else dose[0])
+      photons=0.0 if math.isinf(dose[0]) else dose[0], family=family)
 
 
 PROBE_FLAGS = ("probe_kind", "probe_diameter", "probe_file")

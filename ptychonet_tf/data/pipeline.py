@@ -49,6 +49,9 @@ class DatasetInfo:
   flags: str
   identity: Optional[dict] = None  # the writer's settings (WriteConfig.identity)
   objects: bool = True  # False: measured scans, records without objects
+  # A family dataset's ranges (dataset.json "family", physics.family): each
+  # scan has its own probe and positions; None: every scan in `geometry`.
+  family: Optional[dict] = None
 
   def shard_paths(self, split):
     return [os.path.join(self.data_dir, s) for s in self.shards[split]]
@@ -95,7 +98,8 @@ def load_dataset_info(data_dir):
                      amplitude_dtype=info["amplitude_dtype"],
                      compression=info["compression"], flags=info.get("flags", ""),
                      identity=info.get("identity"),
-                     objects=bool(info.get("objects", True)))
+                     objects=bool(info.get("objects", True)),
+                     family=info.get("family"))
 
 
 def _counts_and_shards(info, data_dir, info_path):
@@ -238,12 +242,20 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
     Dataset of dicts {"amplitudes": float32 [B, N, h, w],
     "object_amplitude": float32 [B, H, W], "object_phase": float32 [B, H, W]}
     (the amplitudes only for a dataset of measured scans, info.objects False).
+    A family dataset's scans differ in N and H, W: batches of one scan,
+    with also "positions" float32 [1, N, 2] and "probe" float32
+    [1, h, w, 2] (`schema.make_parser`).
   """
   info = load_dataset_info(data_dir)
   if verify:
     verify_shards(info, split)
   if batch_size < 1:
     raise UserError(f"batch_size {batch_size} must be >= 1")
+  if info.family and batch_size != 1:
+    raise UserError(f"dataset {data_dir} is a family of geometries, whose "
+                    f"scans differ in size: batches of whole scans hold one "
+                    f"scan (batch_size {batch_size}; train with "
+                    f"--refine_batch_size=1)")
   paths = info.shard_paths(split)
   geometry = info.geometry
   files = tf.data.Dataset.from_tensor_slices(paths)
@@ -263,7 +275,8 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
       deterministic=not shuffle)
   parse = schema.make_parser(geometry.num_positions, geometry.probe_shape,
                              geometry.object_shape, info.amplitude_dtype,
-                             objects=info.objects)
+                             objects=info.objects,
+                             family=info.family is not None)
   ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=not shuffle)
   if shuffle:
@@ -293,6 +306,8 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
     Dataset of dicts {"amplitudes": float32 [P, h, w] diffraction amplitudes,
     "amplitude", "phase": float32 [P, h, w] the true object patches under
     each pattern's window (not for measured scans)}, P = batch_size * N.
+    A family dataset's patterns also carry their scan's "probe" float32
+    [P, h, w, 2], and N is the nominal geometry's count.
   """
   info = load_dataset_info(data_dir)
   if shuffle_scans < 0:
@@ -303,6 +318,15 @@ def make_pattern_dataset(data_dir, split, batch_size, *, seed=0, repeat=True,
   windows = windows_lib.Windows(geometry.layout, geometry.object_shape, (h, w))
 
   def to_patterns(scan):
+    if info.family:
+      # The scan's own windows (`PtychoNet.reconstruct_scan`'s frame).
+      corners, shape = windows_lib.scan_frame(scan["positions"], (h, w))
+      own = windows_lib.Windows.of_corners(corners, shape, (h, w))
+      count = tf.shape(scan["amplitudes"])[0]
+      return {"amplitudes": scan["amplitudes"],
+              "amplitude": own.extract(scan["object_amplitude"]),
+              "phase": own.extract(scan["object_phase"]),
+              "probe": tf.broadcast_to(scan["probe"], [count, h, w, 2])}
     if not info.objects:  # measured scans: nothing to compare with
       return {"amplitudes": scan["amplitudes"]}
     return {"amplitudes": scan["amplitudes"],

@@ -36,6 +36,7 @@ from ptychonet_tf.data import tfds_info
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils import limits
 from ptychonet_tf.utils.errors import UserError
+from ptychonet_tf.physics import family as family_lib
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics import simulator
@@ -110,24 +111,45 @@ def write_shard(task):
   options = tf.io.TFRecordOptions(
       compression_type="GZIP" if config.compression == "gzip" else "")
 
+  family = family_config(config, geometry)
+
   def write(tmp):
     with tf.io.TFRecordWriter(tmp, options) as writer:
       for i in range(task.start, task.stop):
         rng = simulator.scan_rng(config.seed, task.split, i)
-        obj = simulator.random_object(pool, geometry.object_shape,
-                                      config.simulation.object, rng, w["load"])
+        scan = (None if family is None else
+                family_lib.draw_scan(rng, geometry.probe_shape, family))
+        shape = geometry.object_shape if scan is None else scan.object_shape
+        obj = simulator.random_object(pool, shape, config.simulation.object,
+                                      rng, w["load"])
         noise_seed = int(rng.integers(2**31))
-        amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
+        if scan is None:
+          amps = w["simulator"].amplitudes(obj[None], seed=noise_seed)[0]
+          extra = {}
+        else:
+          amps = w["simulator"].scan_amplitudes(obj, scan.probe, scan.layout,
+                                                seed=noise_seed)
+          extra = {"positions": scan.positions, "probe": scan.probe}
         amp, phase = objects.split_object(obj)
         writer.write(schema.encode(
-            amps, amp, phase, i, num_positions=geometry.num_positions,
-            probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
-            amplitude_dtype=config.amplitude_dtype))
+            amps, amp, phase, i, num_positions=len(amps),
+            probe_shape=geometry.probe_shape, object_shape=shape,
+            amplitude_dtype=config.amplitude_dtype, **extra))
         if w["ticks"] is not None:
           w["ticks"].put(1)
 
   files.atomic_write(path, write)
   return path
+
+
+def family_config(config, geometry):
+  """The family a WriteConfig draws its scans from (None: every scan in
+  `geometry`), its largest object the nominal geometry's."""
+  family = config.simulation.family
+  if family is None:
+    return None
+  return dataclasses.replace(family, max_object=geometry.object_shape).validate(
+      geometry.probe_shape)
 
 
 def _settled(identity):
@@ -264,12 +286,15 @@ def write_info(out_dir, geometry, shards, counts, identity, *, complete,
 
 
 def _write_info(out_dir, config, geometry, shards, complete, flags_string):
+  family = family_config(config, geometry)
+  extra = {} if family is None else {
+      "family": json.loads(json.dumps(dataclasses.asdict(family)))}
   write_info(out_dir, geometry, shards,
              {"train": config.num_train, "test": config.num_test},
              config.identity(), complete=complete,
              amplitude_dtype=config.amplitude_dtype,
              compression=config.compression, flags_string=flags_string,
-             images=config.images, seed=config.seed)
+             images=config.images, seed=config.seed, **extra)
 
 
 def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
@@ -299,6 +324,7 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
   check_out_dir(out_dir, config)
   geometry = geometry_lib.make_geometry(config.simulation.geometry)
   check_geometry(geometry)
+  family_config(config, geometry)  # a bad family fails here, in one line
   train_pool, test_pool = images_lib.open_image_pools(config.images)
   # Read one image of each pool up front, so a bad source fails in one line
   # here rather than inside a worker.
@@ -358,7 +384,8 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
   bar.close()
   _WORKER.clear()
   _write_info(out_dir, config, geometry, shards, True, flags_string)
-  tfds_files = tfds_info.write_metadata(
+  # tfds features have fixed shapes: a family's scans differ in size.
+  tfds_files = None if config.simulation.family else tfds_info.write_metadata(
       out_dir, num_positions=geometry.num_positions,
       probe_shape=geometry.probe_shape, object_shape=geometry.object_shape,
       amplitude_dtype=config.amplitude_dtype, shard_lengths=lengths,

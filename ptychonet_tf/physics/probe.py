@@ -101,6 +101,33 @@ def make_probe(shape, kind="zone_plate", diameter=0.5):
   raise UserError(f"unknown probe kind {kind!r}; expected one of {PROBE_KINDS}")
 
 
+def rms_frame(probe):
+  """(y, x, rms): a probe's pixel offsets from its centre of intensity
+  (float64 [h, w] each) and its RMS radius in pixels."""
+  probe = np.asarray(probe)
+  power = np.abs(probe.astype(np.complex128)) ** 2
+  y, x = np.mgrid[:probe.shape[0], :probe.shape[1]].astype(np.float64)
+  y -= np.sum(power * y) / power.sum()
+  x -= np.sum(power * x) / power.sum()
+  return y, x, float(np.sqrt(np.sum(power * (y ** 2 + x ** 2)) / power.sum()))
+
+
+def aberrate(probe, defocus=0.0, astigmatism=(0.0, 0.0), coma=(0.0, 0.0)):
+  """A probe times the phase of low-order aberrations, each in radians at
+  its RMS radius (`rms_frame`): defocus r^2, astigmatism (y^2 - x^2, 2xy)
+  and coma ((3 r^2 - 2) y, (3 r^2 - 2) x), the Zernike shapes.
+
+  Returns complex64 [h, w], the probe's amplitude unchanged.
+  """
+  y, x, rms = rms_frame(probe)
+  y, x = y / rms, x / rms
+  r2 = y ** 2 + x ** 2
+  phase = (defocus * r2 + astigmatism[0] * (y ** 2 - x ** 2) +
+           astigmatism[1] * 2 * y * x + (3 * r2 - 2) * (coma[0] * y +
+                                                        coma[1] * x))
+  return (np.asarray(probe) * np.exp(1j * phase)).astype(np.complex64)
+
+
 def load_probe(path, expected_shape=None):
   """Loads a complex probe [h, w] from a .npy file or an .npz file.
 

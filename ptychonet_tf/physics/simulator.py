@@ -1,8 +1,10 @@
 """Simulated scans: random objects from image pools through the forward model."""
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
+from ptychonet_tf.physics import family as family_lib
 from ptychonet_tf.physics import objects
 from ptychonet_tf.physics.geometry import GeometryConfig
 
@@ -15,10 +17,16 @@ class SimulationConfig:
 
   photons: mean photon count per diffraction pattern for Poisson noise; 0
   means noise-free amplitudes.
+  family: None (every scan in `geometry`), or a family of geometries
+    (`physics.family`): each scan draws its own probe and positions, and
+    `geometry` is the nominal one (its probe size and its object, the
+    largest a drawn scan covers; a model trained on the family serves it
+    as its fixed geometry).
   """
   geometry: GeometryConfig = GeometryConfig()
   object: objects.ObjectConfig = objects.ObjectConfig()
   photons: float = 0.0
+  family: Optional[family_lib.FamilyConfig] = None
 
 
 class Simulator:
@@ -46,10 +54,21 @@ class Simulator:
   def amplitudes(self, objs, seed=0):
     """complex64 [B, H, W] -> float32 numpy [B, N, h, w] (noisy if photons > 0)."""
     amps = self._forward(np.asarray(objs, np.complex64)).numpy()
+    return self._noisy(amps, seed)
+
+  def _noisy(self, amps, seed):
     if self.photons > 0:
       amps = np.stack([self._poisson(a, self.photons, (seed, i))
                        for i, a in enumerate(amps)])
     return amps
+
+  def scan_amplitudes(self, obj, probe, layout, seed=0):
+    """One object in another geometry (a family's scan): complex64 [H, W],
+    its probe [h, w] and layout [N, 4] -> float32 numpy [N, h, w]."""
+    from ptychonet_tf.physics import forward  # pylint: disable=g-import-not-at-top
+    amps = forward.diffraction_amplitudes(
+        np.asarray(obj, np.complex64)[None], probe, layout).numpy()
+    return self._noisy(amps, seed)[0]
 
 
 def scan_rng(seed, split, index):
