@@ -10,6 +10,7 @@ from ptychonet_tf.baselines import lsqml
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.utils.errors import UserError
 
@@ -85,7 +86,7 @@ def test_step_lengths_solve_the_least_squares_problem():
     return rng.normal(size=shape) + 1j * rng.normal(size=shape)
 
   chi, u, v = cplx(), cplx(), cplx()
-  got_o, got_p = lsqml.step_lengths(chi.astype(np.complex64),
+  got_o, got_p = operator_lib.step_lengths(chi.astype(np.complex64),
                                     u.astype(np.complex64),
                                     v.astype(np.complex64), step_reg=0.0,
                                     max_step=1e3)
@@ -101,7 +102,7 @@ def test_step_lengths_solve_the_least_squares_problem():
   np.testing.assert_allclose(got_o.numpy(), want[:, 0], rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(got_p.numpy(), want[:, 1], rtol=1e-4, atol=1e-5)
   # Object only: the 1x1 problem; steps are clipped to [0, max_step].
-  alone, none = lsqml.step_lengths(chi.astype(np.complex64),
+  alone, none = operator_lib.step_lengths(chi.astype(np.complex64),
                                    u.astype(np.complex64), max_step=0.25,
                                    step_reg=0.0)
   ratio = (np.sum(np.real(np.conj(u) * chi), axis=(2, 3)) /

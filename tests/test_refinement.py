@@ -80,6 +80,35 @@ def test_one_step_is_error_reduction():
   np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+def test_line_search_scales_the_step_by_lsqmls_step_length():
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(2)
+  start = (obj * np.exp(0.3j * rng.standard_normal(shape))).astype(
+      np.complex128)
+  layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
+                                        1, inertia=0.3, line_search=True)
+  layer.build()
+  got = layer(start[None].astype(np.complex64), amps[None]).numpy()[0]
+  direction = _numpy_error_reduction(start, probe, layout, amps,
+                                     layer.inertia) - start
+  # Per position the alpha fitting chi_j = Pi_F(P O_j) - P O_j with
+  # alpha P D_j (diagonal loaded by 1e-3 of the mean), clipped to [0, 10],
+  # averaged over the positions.
+  a, b = [], []
+  for (t, bottom, l, r), amp in zip(layout, amps):
+    wave = probe * start[t:bottom, l:r]
+    spectrum = np.fft.fftshift(np.fft.fft2(wave, norm="ortho"))
+    chi = np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * np.angle(
+        spectrum))), norm="ortho") - wave
+    u = probe * direction[t:bottom, l:r]
+    a.append(np.sum(np.abs(u) ** 2))
+    b.append(np.sum(np.real(np.conj(u) * chi)))
+  a = np.array(a) + 1e-3 * np.mean(a)
+  alpha = np.mean(np.clip(np.array(b) / a, 0, 10))
+  assert alpha > 1.05  # the inertia shortens the step; the fit sees it
+  np.testing.assert_allclose(got, start + alpha * direction, atol=5e-5)
+
+
 def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
   """Three groups, three steps without momentum: step k is the
   error-reduction update on group k's positions (every 3rd from the k-th)

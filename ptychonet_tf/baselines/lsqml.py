@@ -183,48 +183,6 @@ def position_batches(layout, batch_size, grouping="sparse"):
 # --- The step lengths --------------------------------------------------------
 
 
-def _real_dot(a, b):
-  """sum Re(conj(a) b) over the last two axes: float32 [...]."""
-  return tf.reduce_sum(tf.math.real(tf.math.conj(a) * b), axis=(-2, -1))
-
-
-def step_lengths(chi, object_term, probe_term=None, step_reg=1e-3,
-                 max_step=10.0):
-  """The batch's step lengths from the per-position least-squares problems.
-
-  Per position j, (a_O,j, a_P,j) minimise ||chi_j - a_O u_j - a_P v_j||^2
-  with u_j = P dO_j and v_j = dP O_j: the 2x2 normal equations, their
-  diagonal loaded by step_reg times its mean over the batch (a_O,j alone
-  without a probe term). Each is clipped to [0, max_step]; the batch's step
-  is their mean over its K positions.
-
-  Args:
-    chi: complex64 [B, K, h, w].
-    object_term: complex64 [B, K, h, w] u_j.
-    probe_term: None or complex64 [B, K, h, w] v_j.
-    step_reg: relative diagonal loading (>= 0).
-    max_step: upper clip.
-
-  Returns:
-    (a_O, a_P): float32 [B] each; a_P is None without a probe term.
-  """
-  a11 = _real_dot(object_term, object_term)
-  b1 = _real_dot(object_term, chi)
-  a11 = a11 + step_reg * tf.reduce_mean(a11, axis=-1, keepdims=True)
-  if probe_term is None:
-    alpha = tf.math.divide_no_nan(b1, a11)
-    return tf.reduce_mean(tf.clip_by_value(alpha, 0.0, max_step), -1), None
-  a22 = _real_dot(probe_term, probe_term)
-  a12 = _real_dot(object_term, probe_term)
-  b2 = _real_dot(probe_term, chi)
-  a22 = a22 + step_reg * tf.reduce_mean(a22, axis=-1, keepdims=True)
-  det = a11 * a22 - a12 ** 2
-  alpha_o = tf.math.divide_no_nan(a22 * b1 - a12 * b2, det)
-  alpha_p = tf.math.divide_no_nan(a11 * b2 - a12 * b1, det)
-  return (tf.reduce_mean(tf.clip_by_value(alpha_o, 0.0, max_step), -1),
-          tf.reduce_mean(tf.clip_by_value(alpha_p, 0.0, max_step), -1))
-
-
 class LSQML(base.IterativeReconstructor):
   """LSQML for a batch of scans that share one layout (build once, run often).
 
@@ -269,7 +227,7 @@ class LSQML(base.IterativeReconstructor):
     if refine:
       d_probe = op.solve_probe(chi, views, config.probe_reg)
       probe_term = d_probe[:, None] * views
-    alpha, beta = step_lengths(chi, object_term, probe_term, config.step_reg,
+    alpha, beta = operator_lib.step_lengths(chi, object_term, probe_term, config.step_reg,
                                config.max_step)
     obj = obj + tf.cast(alpha, tf.complex64)[:, None, None] * d_obj
     if refine:

@@ -30,14 +30,16 @@ def stitch_weights(probe, weighting):
   """float32 numpy [h, w]: the per-pixel stitching weight of a window.
 
   Args:
-    probe: complex [h, w] the probe (a tensor gives a float32 tensor).
+    probe: complex [h, w] the probe (a tensor gives a float32 tensor; a
+      tensor [..., h, w] of probes, one weight per probe).
     weighting: "uniform" (all ones: the paper's Algorithm 1) or "probe"
       (|P|^2 / max|P|^2 + PROBE_WEIGHT_FLOOR).
   """
   if tf.is_tensor(probe) and weighting == "probe":
     # A probe given at run time (the any_scan signature), in float32.
     power = tf.abs(tf.cast(probe, tf.complex64)) ** 2
-    return power / tf.reduce_max(power) + PROBE_WEIGHT_FLOOR
+    return (power / tf.reduce_max(power, axis=(-2, -1), keepdims=True) +
+            PROBE_WEIGHT_FLOOR)
   probe = np.asarray(probe)
   if weighting == "uniform":
     return np.ones(probe.shape, np.float32)

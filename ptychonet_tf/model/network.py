@@ -111,6 +111,16 @@ class NetworkConfig:
       1e-3, "Preconditioner floor of the refinement steps, relative to the "
       "peak illumination: larger damps the steps where few photons fall "
       "(noisy data: e.g. 0.3).")
+  refine_line_search: bool = settings.setting(
+      False, "Each refinement step's length from the least-squares fit of "
+      "its exit-wave update (LSQML's step length, `operator.step_lengths`), "
+      "times the learned step size: a step that adapts to the scan's "
+      "geometry (a model for any scan).")
+  refine_restart: bool = settings.setting(
+      False, "Drop a refinement step's momentum when its position group's "
+      "misfit rose since the group's previous step (adaptive restart: "
+      "accelerated steps that do not diverge on scans unlike the training "
+      "ones).")
   refine_smoothing: int = settings.setting(
       0, "Odd size of a learned linear filter on the refined object, "
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
@@ -201,18 +211,19 @@ def input_scale(probe):
   """The RMS amplitude of the probe: A / s is O(|object|) by Parseval.
 
   A float for a numpy probe; a float32 tensor for a tensor (a probe given at
-  run time, `reconstruct_scan`).
+  run time, `reconstruct_scan`; probes [..., h, w] give one per probe).
   """
   if tf.is_tensor(probe):
-    return tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2))
+    return tf.sqrt(tf.reduce_mean(tf.abs(probe) ** 2, axis=(-2, -1)))
   return float(np.sqrt(np.mean(np.abs(np.asarray(probe)) ** 2)))
 
 
 def probe_planes(probe):
-  """float32 [h, w, 2]: a probe's real and imaginary parts over its RMS
-  amplitude, the network's probe channels (`NetworkConfig.probe_input`)."""
+  """float32 [..., h, w, 2]: a probe's (or each of probes [..., h, w])
+  real and imaginary parts over its RMS amplitude, the network's probe
+  channels (`NetworkConfig.probe_input`)."""
   probe = tf.convert_to_tensor(probe, tf.complex64)
-  probe = probe / tf.cast(input_scale(probe), tf.complex64)
+  probe = probe / tf.cast(input_scale(probe), tf.complex64)[..., None, None]
   return tf.stack([tf.math.real(probe), tf.math.imag(probe)], -1)
 
 
@@ -387,7 +398,9 @@ class PtychoNet(keras.Model):
           self.layout, self.object_shape, self.probe_real, self.probe_imag,
           self.refine_steps, self.refine_filters,
           groups=self.refine_groups, inertia=self.refine_inertia,
-          smoothing=self.refine_smoothing, prior=self.refine_prior,
+          smoothing=self.refine_smoothing,
+          line_search=self.refine_line_search, restart=self.refine_restart,
+          prior=self.refine_prior,
           prior_every=self.refine_prior_every,
           prior_sigma=(self.refine_prior_sigma_start,
                        self.refine_prior_sigma_end),
@@ -416,31 +429,38 @@ class PtychoNet(keras.Model):
                                        training)
     return {k: tf.reshape(v, [-1, n, h, w]) for k, v in out.items()}
 
-  def predict_pattern_patches(self, patterns, training=False):
+  def predict_pattern_patches(self, patterns, training=False, probes=None):
     """Per-pattern predictions for patterns of any scans (what training uses).
 
     Args:
       patterns: float32 [P, h, w] diffraction amplitudes.
       training: BatchNorm mode.
+      probes: None (the training probe), or complex64 [P, h, w] each
+        pattern's own probe (a family dataset's): its RMS is the pattern's
+        input scale, and a network with `probe_input` sees it.
 
     Returns:
       dict "amplitude", "phase": float32 [P, h, w], inside the ranges.
     """
-    y = self.patch_tensor(patterns, training)
+    y = self.patch_tensor(
+        patterns, training, probe=probes,
+        scale=None if probes is None else input_scale(probes))
     return {"amplitude": y[..., 0], "phase": y[..., 1]}
 
   def patch_tensor(self, patterns, training=False, scale=None, probe=None):
     """float32 [..., h, w] patterns -> [..., h, w, 2] (amplitude, phase) patches.
 
     `scale`: s of the input log(1 + A / s), a float32 scalar tensor (the
-    RMS amplitude of a scan's probe); None: the training probe's. `probe`:
-    complex64 [h, w], the scan's probe, which a network with `probe_input`
-    sees (None: the training probe).
+    RMS amplitude of a scan's probe) or one per pattern [P]; None: the
+    training probe's. `probe`: complex64 [h, w], the scan's probe, or
+    [P, h, w] one per pattern, which a network with `probe_input` sees
+    (None: the training probe).
     """
     h, w = self.probe_shape
     patterns = tf.convert_to_tensor(patterns, tf.float32)
     lead = tf.shape(patterns)[:-2]
     scale = self.input_scale if scale is None else scale
+    scale = tf.reshape(tf.cast(scale, tf.float32), [-1, 1, 1, 1])
     x = tf.math.log1p(tf.reshape(patterns, [-1, h, w, 1]) / scale)
     if self.input_norm == "pattern":
       mean, variance = tf.nn.moments(x, axes=[1, 2, 3], keepdims=True)
@@ -449,8 +469,9 @@ class PtychoNet(keras.Model):
       planes = probe_planes(
           tf.complex(self.probe_real, self.probe_imag) if probe is None
           else probe)
-      x = tf.concat([x, tf.broadcast_to(planes, tf.concat(
-          [tf.shape(x)[:1], [h, w, 2]], 0))], -1)
+      x = tf.concat([x, tf.broadcast_to(tf.reshape(planes, [-1, h, w, 2]),
+                                        tf.concat([tf.shape(x)[:1],
+                                                   [h, w, 2]], 0))], -1)
     y = self.patch_network(x, training=training)
     y = tf.cast(y, tf.float32) * self._span + self._offset
     return tf.reshape(y, tf.concat([lead, [h, w, 2]], 0))
@@ -535,28 +556,46 @@ class PtychoNet(keras.Model):
       refinement's position groups. With `refine_probe` also "probe":
       complex64 [h, w], the refined probe.
     """
+    return self.scan_stages(amplitudes, positions, probe, refine_probe)[2]
+
+  def scan_stages(self, amplitudes, positions, probe, refine_probe=False,
+                  training=False):
+    """Every stage of `reconstruct_scan` (what a family's training uses).
+
+    Args: as `reconstruct_scan`; `training` the BatchNorm mode.
+
+    Returns:
+      (patches, stitched, final, windows): dicts "amplitude", "phase" of
+      the patches [1, N, h, w], the stitched and the final object
+      [1, H, W] (final also "probe" with `refine_probe`), and the scan's
+      `windows.Windows` (`of_corners`).
+    """
     amplitudes = tf.convert_to_tensor(amplitudes, tf.float32)
     probe = tf.convert_to_tensor(probe, tf.complex64)
     corners, object_shape = windows_lib.scan_frame(positions[0],
                                                    self.probe_shape)
     windows = windows_lib.Windows.of_corners(corners, object_shape,
                                              self.probe_shape)
-    patches = self.patch_tensor(amplitudes[0], scale=input_scale(probe),
-                                probe=probe)
+    patches = self.patch_tensor(amplitudes[0], training,
+                                scale=input_scale(probe), probe=probe)
     weights = (None if self.stitch_weights is None else
                layers_lib.stitch_weights(probe, "probe"))
     obj = windows.normalized_stitch(patches[None], weights, "segment",
                                     channels=1)
+    patches = {"amplitude": patches[None, ..., 0],
+               "phase": patches[None, ..., 1]}
     stitched = {"amplitude": obj[..., 0], "phase": obj[..., 1]}
     if self.refinement is None:
-      return dict(stitched, probe=probe) if refine_probe else stitched
+      final = dict(stitched, probe=probe) if refine_probe else stitched
+      return patches, stitched, final, windows
     tf.debugging.assert_greater_equal(
         windows.count, self.refine_groups,
         message=f"the scan has fewer positions than the "
         f"{self.refine_groups} refinement position groups of the model")
     physics = refinement_lib.ScanPhysics.of_scan(
         corners, object_shape, probe, self.refine_groups, refine_probe)
-    return self.refine(stitched, amplitudes, physics)
+    return (patches, stitched, self.refine(stitched, amplitudes, physics),
+            windows)
 
   def call(self, amplitudes, training=False):
     return self.reconstruct(amplitudes, training)[2]

@@ -175,6 +175,13 @@ class UnrolledRefinement(keras.layers.Layer):
     filters: width of each step's CNN correction; 0 = none.
     inertia: relative preconditioner floor e / max(sum_j |P|^2).
     smoothing: odd size k of the learned output filter; 0 = none.
+    line_search: scale each step D by LSQML's step length, the alpha that
+      best fits the group's exit-wave update chi with alpha P D_j
+      (`operator.step_lengths`), before the learned step size.
+    restart: drop the momentum after a step whose group misfit (at the
+      momentum point) exceeds that group's misfit at its previous visit
+      (function-value adaptive restart, O'Donoghue and Candes 2015): the
+      next step starts from the object without extrapolating.
     prior: "" (none), "default" (the package's shipped image prior) or the
       folder of an exported prior (`python -m ptychonet_tf.train_prior`):
       its denoiser runs as a prior step after every `prior_every` steps
@@ -198,7 +205,8 @@ class UnrolledRefinement(keras.layers.Layer):
   def __init__(self, layout, object_shape, probe_real, probe_imag, steps,
                filters=0, inertia=1e-3, jit_compile=True, groups=1,
                smoothing=0, prior="", prior_every=0, prior_sigma=(0.1, 0.01),
-               prior_train=False, **kwargs):
+               prior_train=False, line_search=False, restart=False,
+               **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
@@ -223,6 +231,8 @@ class UnrolledRefinement(keras.layers.Layer):
     self.jit_compile = bool(jit_compile)
     self.groups = int(groups)
     self.smoothing = int(smoothing)
+    self.line_search = bool(line_search)
+    self.restart = bool(restart)
     self.prior = str(prior or "")
     self.prior_every = int(prior_every) or self.groups
     self.prior_sigma = tuple(float(s) for s in prior_sigma)
@@ -289,9 +299,9 @@ class UnrolledRefinement(keras.layers.Layer):
     self.built = True
 
   def direction(self, obj, amplitudes, method="segment", group=0,
-                physics=None):
+                physics=None, with_misfit=False):
     """The error-reduction step D = -G / (sum_j |P|^2 + e) of one position
-    group, complex64 [B, H, W].
+    group, complex64 [B, H, W] (with `line_search` times its step length).
 
     Args:
       obj: complex64 [B, H, W].
@@ -301,15 +311,25 @@ class UnrolledRefinement(keras.layers.Layer):
         steps use "slices" (in place under XLA).
       group: the group's index.
       physics: a `ScanPhysics`; None: the layer's own geometry.
+      with_misfit: also return the group's misfit at `obj` (float32 [B],
+        no gradient), for the restart.
     """
     physics = physics or self.physics
     op = physics.operator
     probe = tf.convert_to_tensor(physics.probe, tf.complex64)
-    update = op.exit_wave_update(op.spectra(obj, probe, group), amplitudes)
+    spectra = op.spectra(obj, probe, group)
+    update = op.exit_wave_update(spectra, amplitudes)
     norm = (None if physics.norms is None else
             tf.convert_to_tensor(physics.norms[group]))
-    return op.solve_object(update, probe, self.inertia, group, norm=norm,
+    step = op.solve_object(update, probe, self.inertia, group, norm=norm,
                            method=method)
+    if self.line_search:
+      alpha, _ = operator_lib.step_lengths(
+          update, probe * op.views(step, group))
+      step *= tf.cast(alpha, tf.complex64)[:, None, None]
+    if with_misfit:
+      return step, tf.stop_gradient(op.misfit(spectra, amplitudes))
+    return step
 
   @staticmethod
   def probe_step(obj, amplitudes, group, physics):
@@ -485,14 +505,22 @@ class UnrolledRefinement(keras.layers.Layer):
     # back and warns about the discarded imaginary part once per step.
     momentum = tf.complex(momentum, tf.zeros_like(momentum))
     step_size = tf.complex(step_size, tf.zeros_like(step_size))
+    last_misfit = {}  # group -> its misfit at its previous visit
     for i in range(int(momentum.shape[0])):
       k = start + i
       ahead = obj + momentum[i] * (obj - previous)
       previous = obj
       group = k % self.groups
       step = self.direction(ahead, group_amplitudes[group], method, group,
-                            physics)
+                            physics, with_misfit=self.restart)
+      if self.restart:
+        step, misfit = step
       obj = ahead + step_size[i] * step
+      if self.restart:
+        if group in last_misfit:
+          worse = (misfit > last_misfit[group])[:, None, None]
+          previous = tf.where(worse, obj, previous)
+        last_misfit[group] = misfit
       if self.corrections:
         features = tf.stack([tf.math.real(ahead), tf.math.imag(ahead),
                              tf.math.real(step), tf.math.imag(step)], -1)
@@ -511,7 +539,9 @@ class UnrolledRefinement(keras.layers.Layer):
                   probe_imag=self.probe_imag.tolist(), steps=self.steps,
                   filters=self.filters, inertia=self.inertia,
                   jit_compile=self.jit_compile, groups=self.groups,
-                  smoothing=self.smoothing, prior=self.prior,
+                  smoothing=self.smoothing, line_search=self.line_search,
+                  restart=self.restart,
+                  prior=self.prior,
                   prior_every=self.prior_every,
                   prior_sigma=list(self.prior_sigma),
                   prior_train=self.prior_train)

@@ -14,8 +14,10 @@ import tensorflow as tf
 
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.evaluation import metrics
+from ptychonet_tf.model import layers
 from ptychonet_tf.model import losses
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import layouts
 
 METRIC_NAMES = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
 
@@ -27,18 +29,36 @@ def true_patches(batch, layout, probe_shape):
           "phase": forward.extract(batch["object_phase"], layout, probe_shape)}
 
 
+def batch_probes(batch):
+  """complex64 [..., h, w]: the probes of a family dataset's batch (its
+  "probe" planes [..., h, w, 2])."""
+  return tf.complex(batch["probe"][..., 0], batch["probe"][..., 1])
+
+
+def pattern_weights(model, probe):
+  """The MSE's per-pixel weights for patterns of `probe` (a family's
+  probes [P, h, w]): the model's stitching weights of that probe."""
+  if model.stitch_weights is None:
+    return None
+  return layers.stitch_weights(probe, "probe")
+
+
 def pattern_batch_loss(model, batch, loss, probe, training):
   """Per-pattern loss float32 [P] of `model` on a batch of
   `pipeline.make_pattern_dataset` (patterns mixed across scans); `loss` a
-  `losses.LossSpec`."""
+  `losses.LossSpec`. A family dataset's patterns come with their own
+  probes, which replace `probe`."""
+  probes, weights = None, model.stitch_weights
+  if "probe" in batch:
+    probes = probe = batch_probes(batch)
+    weights = pattern_weights(model, probes)
   patches = model.predict_pattern_patches(batch["amplitudes"],
-                                          training=training)
+                                          training=training, probes=probes)
   truth = ({"amplitude": batch["amplitude"], "phase": batch["phase"]}
            if losses.uses_objects(loss.name) else None)
   return losses.patch_loss(loss.name, patches, truth, probe,
                            batch["amplitudes"], loss.dse_lambda,
-                           weights=model.stitch_weights,
-                           noise_model=loss.noise_model)
+                           weights=weights, noise_model=loss.noise_model)
 
 
 # The refinement epochs' object term, OBJECT_LOG_WEIGHT * ln(E + floor): the
@@ -67,6 +87,55 @@ def final_object_error(model, batch, loss, probe, final, mask):
   return error
 
 
+def lit_region(windows, probe):
+  """float32 [H, W]: a scan's illuminated region (`layouts.REGION_FRACTION`
+  of its largest summed |P|^2) from its `Windows` (`of_corners`) in a
+  graph; `layouts.illuminated_region` for a numpy layout."""
+  power = tf.abs(probe) ** 2
+  total = windows.stitch(tf.broadcast_to(
+      power, tf.concat([[windows.count], tf.shape(power)], 0)), "segment")
+  return tf.cast(total >= layouts.REGION_FRACTION * tf.reduce_max(total),
+                 tf.float32)
+
+
+def family_scan_loss(model, batch, loss, training):
+  """`scan_batch_loss` for a family dataset's batch of one scan, in the
+  scan's own geometry (`PtychoNet.scan_stages`).
+
+  Returns:
+    (per_scan [1], dict "amplitude", "phase" [1, H, W] the final object,
+    misfit [1] its data misfit).
+  """
+  probe = batch_probes(batch)[0]
+  patches, _, final, windows = model.scan_stages(
+      batch["amplitudes"], batch["positions"], probe, training=training)
+  truth = None
+  if losses.uses_objects(loss.name):
+    truth = {"amplitude": windows.extract(batch["object_amplitude"]),
+             "phase": windows.extract(batch["object_phase"])}
+  per_scan = losses.patch_loss(loss.name, patches, truth, probe,
+                               batch["amplitudes"], loss.dse_lambda,
+                               weights=pattern_weights(model, probe),
+                               noise_model=loss.noise_model)
+  estimate = tf.complex(final["amplitude"] * tf.cos(final["phase"]),
+                        final["amplitude"] * tf.sin(final["phase"]))
+  misfit = losses.data_misfit(
+      forward.far_field(probe * windows.extract(estimate)),
+      batch["amplitudes"], loss.noise_model)
+  if model.refine_steps:
+    error = 0.0
+    if losses.uses_objects(loss.name):
+      error = losses.object_mse(final["amplitude"], final["phase"],
+                                batch["object_amplitude"],
+                                batch["object_phase"],
+                                lit_region(windows, probe))
+    if loss.name in ("physics", "mse+physics"):
+      error += (loss.dse_lambda if loss.name == "mse+physics" else
+                1.0) * misfit
+    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(error + OBJECT_MSE_FLOOR)
+  return per_scan, final, misfit
+
+
 def scan_batch_loss(model, batch, loss, probe, training, mask):
   """Per-scan loss float32 [B] of a whole-scan batch, and the final objects.
 
@@ -77,7 +146,11 @@ def scan_batch_loss(model, batch, loss, probe, training, mask):
 
   Returns:
     (per_scan [B], dict "amplitude", "phase" [B, H, W] the final objects).
+    A family dataset's scan (`family_scan_loss`) brings its own probe and
+    region; `probe` and `mask` are then not used.
   """
+  if "positions" in batch:
+    return family_scan_loss(model, batch, loss, training)[:2]
   patches, _, final = model.reconstruct(batch["amplitudes"], training=training)
   truth = (true_patches(batch, model.layout, model.probe_shape)
            if losses.uses_objects(loss.name) else None)
@@ -107,13 +180,19 @@ class Evaluator:
       instead of tf.data's DataLossError.
     objects: False for measured scans (records without objects): the loss
       and the data misfit only, no PSNR/SSIM (NaN) and no image panels.
+    family: True for a family dataset (batches of one scan, each in its
+      own geometry): scored on each scan's region, no image panels (the
+      scans differ in size).
   """
 
   def __init__(self, model, dataset, geometry, loss=losses.LossSpec(),
                max_scans=0, num_images=3, data_dir=None, split="test",
-               objects=True):
+               objects=True, family=False):
     self.model = model
     self.objects = objects
+    self.family = family
+    if family:
+      num_images = 0
     self.dataset = dataset
     self.data_dir = data_dir
     self.split = split
@@ -126,6 +205,16 @@ class Evaluator:
     probe = tf.constant(geometry.probe, tf.complex64)
 
     mask = tf.constant(self.mask, tf.float32)
+
+    if family:
+      # One trace for scans of every size.
+      @tf.function(input_signature=[dataset.element_spec])
+      def family_step(batch):
+        per_scan, obj, misfit = family_scan_loss(model, batch, loss, False)
+        return per_scan, misfit, obj["amplitude"], obj["phase"]
+
+      self._step = family_step
+      return
 
     @tf.function
     def step(batch):
@@ -169,7 +258,13 @@ class Evaluator:
           estimate = amplitude[i] * np.exp(1j * phase[i])
           truth = (batch["object_amplitude"][i].numpy() *
                    np.exp(1j * batch["object_phase"][i].numpy()))
-          results.append(metrics.complex_metrics(estimate, truth, self.mask))
+          mask = self.mask
+          if self.family:  # the scan's own region
+            probe = batch_probes(batch)[i].numpy()
+            layout, shape = layouts.layout_from_positions(
+                batch["positions"][i].numpy(), probe.shape)
+            mask = layouts.illuminated_region(layout, shape, probe)
+          results.append(metrics.complex_metrics(estimate, truth, mask))
           if len(truth_images) < self.num_images:
             truth_images.append(truth)
             estimate_images.append(estimate)

@@ -235,14 +235,15 @@ class PtychoTask:
   def evaluator(self):
     """The held-out evaluator of the test split (`evaluator.Evaluator`)."""
     config = self.config
-    test = pipeline.make_dataset(config.data_dir, "test",
-                                 max(1, config.batch_size), shuffle=False,
-                                 verify=False)
+    test = pipeline.make_dataset(
+        config.data_dir, "test",
+        1 if self.info.family else max(1, config.batch_size), shuffle=False,
+        verify=False)
     return evaluator_lib.Evaluator(
         self.model, test, self.geometry, loss=config.loss_spec,
         objects=self.info.objects, max_scans=config.eval_scans,
         num_images=config.num_images, data_dir=config.data_dir,
-        split="test")
+        split="test", family=self.info.family is not None)
 
   def write_eval(self, writer, scalars, images, step):
     """Writes held-out metrics and image panels to a summary writer."""

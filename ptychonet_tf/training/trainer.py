@@ -95,6 +95,11 @@ class Trainer:
       raise UserError(f"dataset {config.data_dir} holds measured scans "
                       f"without objects, so --loss={config.loss} has nothing "
                       f"to compare with; train it with --loss=physics")
+    if info.family and config.network.refine_steps and (
+        config.scan_batch_size != 1):
+      raise UserError(f"dataset {config.data_dir} is a family of geometries: "
+                      f"its refinement epochs take one scan per step; train "
+                      f"it with --refine_batch_size=1")
     replicas = strategy.num_replicas_in_sync
     if config.scan_batch_size % replicas:
       raise UserError(f"refine_batch_size={config.scan_batch_size} is not "
@@ -281,8 +286,11 @@ class Trainer:
     else:
       train_writer = eval_writer = tf.summary.create_noop_writer()
     n, (h, w) = self.geometry.num_positions, self.geometry.probe_shape
-    _log(config, f"training on {self.info.counts['train']} scans of {n} "
-         f"{h}x{w} patterns, {self.strategy.num_replicas_in_sync} replica(s), "
+    scans = (f"scans of their own probes and layouts (a family; nominal "
+             f"{n} positions) of {h}x{w} patterns" if self.info.family else
+             f"scans of {n} {h}x{w} patterns")
+    _log(config, f"training on {self.info.counts['train']} {scans}, "
+         f"{self.strategy.num_replicas_in_sync} replica(s), "
          f"batches of {self.patterns_per_step} patterns ({config.batch_size} "
          f"scans' worth, mixed across scans), {config.epochs} epochs of "
          f"{self.steps_per_epoch} steps"
