@@ -27,12 +27,23 @@ to the wrong probe that the refinement recovers:
       --data_dir=tfrecords/small_dense_photos --probe_defocus=0.5 \
       --layouts= --lsqml_iterations=300
 
+`--family_data` scores a family dataset's test scans instead (make_tfrecords
+--family: each scan with its own probe and positions; with a seed and
+images other than the training's, probes and layouts drawn fresh and
+objects never seen), the model given each scan's probe and positions, next
+to `--other_models` (e.g. one trained on one scan's exact geometry, which
+`--save_geometries` writes out) and DM-N / DM at the model's time:
+
+  python benchmarks/bench_any_scan.py --model_dir=runs/small_any \
+      --family_data=tfrecords/small_any_photos --scans=8
+
 Layouts (`--layouts`, each `kind:arg:arg...` in pixels): fermat:COUNT:STEP,
 mesh:ROWS:COLS:STEP, circles:RINGS:STEP; `--jitter` adds uniform position
 noise of that many pixels (the same draw for every scan of a layout).
 Prints PSNR / SSIM of amplitude and phase (phase offset removed) on the
 illuminated region, and seconds per scan, with the CPU model and flags.
 """
+import os
 import time
 
 from absl import app
@@ -46,6 +57,7 @@ from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import inference
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.training import run_dir
@@ -78,8 +90,27 @@ flags.DEFINE_string("scan_probe", "", "KIND:DIAMETER (zone_plate or "
 flags.DEFINE_integer("lsqml_iterations", 0, "Probe rows: also LSQML with "
                      "this many iterations from a flat start, with the true "
                      "probe and with the wrong one refined (0: none).")
+flags.DEFINE_string("family_data", None, "A family dataset (make_tfrecords "
+                    "--family) whose test scans, each with its own probe "
+                    "and positions, are scored instead of --data_dir's "
+                    "objects in new layouts (a dataset of one geometry: "
+                    "its scans, given that geometry).")
+flags.DEFINE_list("other_models", [], "Family mode: more run directories "
+                  "scored on the same scans (their any_scan).")
+flags.DEFINE_list("family_scans", [], "Family mode: indices of the test "
+                  "scans to score (default: the first --scans).")
+flags.DEFINE_string("save_geometries", None, "Family mode: write each "
+                    "scored scan's probe, layout and object_shape to "
+                    "DIR/scan_K.npz (for make_tfrecords --scan=file "
+                    "--scan_file=DIR/scan_K.npz --probe_file=DIR/scan_K.npz).")
 flags.DEFINE_float("momentum_scale", 1.0, "Diagnostic: multiply the "
                    "refinement's learned momenta by this (0: none).")
+flags.DEFINE_bool("line_search", None, "Diagnostic: switch the "
+                  "refinement's step-length fit (refine_line_search) on or "
+                  "off for a trained model.")
+flags.DEFINE_bool("restart", None, "Diagnostic: switch the refinement's "
+                  "momentum restart (refine_restart) on or off for a trained "
+                  "model.")
 FLAGS = flags.FLAGS
 
 KINDS = {"fermat": (layouts.fermat_spiral, (int, float)),
@@ -128,12 +159,21 @@ def scores(objects, truths, mask):
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
+# Family mode: every row's scores and seconds by method name, for the means.
+ROWS = {}
+
+
 def line(name, objects, truths, mask, seconds):
   s = scores(objects, truths, mask)
+  print_row(name, s, seconds)
+  ROWS.setdefault(name.split(" (")[0], []).append(dict(s, seconds=seconds))
+  return s
+
+
+def print_row(name, s, seconds):
   print(f"  {name:34s} {s['amplitude_psnr']:7.2f} {s['amplitude_ssim']:6.3f} "
         f"{s['phase_psnr']:7.2f} {s['phase_ssim']:6.3f} {seconds:9.3f}",
         flush=True)
-  return s
 
 
 def dm_rows(amplitudes, probe, layout, shape, truths, mask, model_seconds):
@@ -155,16 +195,103 @@ def dm_rows(amplitudes, probe, layout, shape, truths, mask, model_seconds):
        (time.perf_counter() - tick) / len(truths))
 
 
+def scan_function(model):
+  """model.reconstruct_scan as a tf.function of (amplitudes [1, N, h, w],
+  positions [1, N, 2], probe complex64 [h, w]) -> complex64 numpy [H, W],
+  traced once for every size."""
+  h, w = model.probe_shape
+
+  @tf.function(input_signature=[tf.TensorSpec([1, None, h, w], tf.float32),
+                                tf.TensorSpec([1, None, 2], tf.float32),
+                                tf.TensorSpec([h, w], tf.complex64)])
+  def any_scan(amplitudes, positions, probe):
+    out = model.reconstruct_scan(amplitudes, positions, probe)
+    return out["amplitude"], out["phase"]
+
+  def run(amplitudes, positions, probe):
+    amplitude, phase = any_scan(amplitudes[None], positions[None], probe)
+    return amplitude.numpy()[0] * np.exp(1j * phase.numpy()[0])
+
+  return run
+
+
+def family_rows(model):
+  """Family mode (--family_data): each test scan in its own geometry."""
+  scans = comparison.read_scans(FLAGS.family_data)
+  try:
+    chosen = ([int(k) for k in FLAGS.family_scans] or
+              list(range(min(FLAGS.scans, len(scans)))))
+  except ValueError:
+    raise UserError(f"--family_scans={','.join(FLAGS.family_scans)} must "
+                    f"be scan indices") from None
+  if any(not 0 <= k < len(scans) for k in chosen):
+    raise UserError(f"--family_scans: {FLAGS.family_data} has "
+                    f"{len(scans)} test scans")
+  models = [(FLAGS.model_dir, model)] + [
+      (path, run_dir.load_trained_model(path)[0])
+      for path in FLAGS.other_models]
+  functions = [(path, scan_function(m)) for path, m in models]
+  print(f"family mode: {len(chosen)} test scans of {FLAGS.family_data}, "
+        f"each with its own probe and positions (noise as written), "
+        f"{metrics.region_name()}, phase offset removed")
+  print(f"  {'method':34s} {'amp dB':>7s} {'SSIM':>6s} {'pha dB':>7s} "
+        f"{'SSIM':>6s} {'s / scan':>9s}")
+  h, w = model.probe_shape
+  if FLAGS.save_geometries:
+    os.makedirs(FLAGS.save_geometries, exist_ok=True)
+  for k in chosen:
+    amplitudes, positions, probe, truth = scans[k]
+    layout, shape = layouts.layout_from_positions(positions, (h, w))
+    mask = metrics.illuminated_region(layout, shape, probe)
+    y, x, rms = probe_lib.rms_frame(probe)
+    print(f"scan {k}: {len(layout)} positions, object {shape[0]}x"
+          f"{shape[1]}, overlap {layouts.overlap_fraction(layout):.2f}, "
+          f"probe RMS radius {rms:.1f} px (relative difference "
+          f"{inference.probe_difference(probe, model.probe_real + 1j * model.probe_imag):.2f} "
+          f"to the nominal)")
+    if FLAGS.save_geometries:
+      geometry_lib.Geometry(probe=probe, layout=layout,
+                            object_shape=shape).save(os.path.join(
+                                FLAGS.save_geometries, f"scan_{k}.npz"))
+    model_seconds = None
+    for path, fn in functions:
+      fn(amplitudes, positions, probe)  # traced outside the timing
+      tick = time.perf_counter()
+      estimate = fn(amplitudes, positions, probe)
+      seconds = time.perf_counter() - tick
+      model_seconds = model_seconds or seconds
+      line(f"{path}, any_scan", estimate[None], truth[None], mask, seconds)
+    if FLAGS.dm:
+      dm_rows(amplitudes[None], probe, layout, shape, truth[None], mask,
+              model_seconds)
+  print(f"mean over {len(chosen)} scans:")
+  for name, rows in ROWS.items():
+    print_row(name, {k: float(np.mean([r[k] for r in rows]))
+                     for k in rows[0]},
+              float(np.mean([r["seconds"] for r in rows])))
+
+
 @report_user_errors
 def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments {argv[1:]}")
-  if not FLAGS.model_dir or not FLAGS.data_dir:
-    raise UserError("--model_dir and --data_dir are required")
+  if not FLAGS.model_dir or not (FLAGS.data_dir or FLAGS.family_data):
+    raise UserError("--model_dir and --data_dir (or --family_data) are "
+                    "required")
   model, geometry, step = run_dir.load_trained_model(FLAGS.model_dir)
   if model.refinement is not None and FLAGS.momentum_scale != 1:
     model.refinement.momentum.assign(model.refinement.momentum *
                                      FLAGS.momentum_scale)
+  if model.refinement is not None and FLAGS.line_search is not None:
+    model.refinement.line_search = FLAGS.line_search
+  if model.refinement is not None and FLAGS.restart is not None:
+    model.refinement.restart = FLAGS.restart
+  if FLAGS.family_data:
+    print(machine.cpu_description())
+    print(f"model {FLAGS.model_dir} (step {step}, {model.refine_steps} "
+          f"refinement steps in {model.refine_groups} groups)")
+    family_rows(model)
+    return
   amplitudes, truths, _ = comparison.read_test_split(FLAGS.data_dir,
                                                      FLAGS.scans)
   amplitudes, truths = amplitudes[:FLAGS.scans], truths[:FLAGS.scans]

@@ -103,6 +103,40 @@ class ComparisonSettings:
       raise UserError(f"num_panels={self.num_panels} must be >= 0")
 
 
+def read_scans(data_dir, limit=0, split="test"):
+  """The scans of a split, each with its geometry: a family dataset's own
+  probe and positions, or the dataset's (every scan the same).
+
+  Returns:
+    [(amplitudes float32 [N, h, w], positions float32 [N, 2], probe
+    complex64 [h, w], truth complex64 [H, W])] for the first `limit` scans
+    (0: all).
+  """
+  info = pipeline.load_dataset_info(data_dir)
+  if not info.family:
+    amplitudes, truths, _ = read_test_split(data_dir, limit, split)
+    positions = info.geometry.layout[:, [0, 2]].astype(np.float32)
+    return [(a, positions, info.geometry.probe, t)
+            for a, t in zip(amplitudes, truths)]
+  if info.counts.get(split, 0) == 0:
+    raise UserError(f"dataset {data_dir} has no {split} scans")
+  scans = []
+  with pipeline.naming_damaged_records(data_dir, split):
+    for batch in pipeline.make_dataset(data_dir, split, batch_size=1,
+                                       shuffle=False, repeat=False):
+      planes = batch["probe"][0].numpy()
+      scans.append((batch["amplitudes"][0].numpy(),
+                    batch["positions"][0].numpy(),
+                    (planes[..., 0] + 1j * planes[..., 1]).astype(
+                        np.complex64),
+                    (batch["object_amplitude"][0].numpy() * np.exp(
+                        1j * batch["object_phase"][0].numpy())).astype(
+                            np.complex64)))
+      if limit and len(scans) >= limit:
+        break
+  return scans
+
+
 def read_test_split(data_dir, limit=0, split="test"):
   """The test split (or another `split`) of a dataset as arrays.
 
@@ -123,6 +157,11 @@ def read_test_split(data_dir, limit=0, split="test"):
                     f"objects, so there is nothing to score against; "
                     f"reconstruct them with python -m "
                     f"ptychonet_tf.reconstruct")
+  if info.family:
+    raise UserError(f"dataset {data_dir} is a family of geometries (each "
+                    f"scan its own probe and positions); the comparison "
+                    f"takes datasets of one geometry: score a family with "
+                    f"benchmarks/bench_any_scan.py --family_data={data_dir}")
   amplitudes, truths = [], []
   # A damaged record ends in one line naming its shard, not a DataLossError.
   with pipeline.naming_damaged_records(data_dir, split):
