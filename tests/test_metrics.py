@@ -183,3 +183,56 @@ def test_register_undoes_a_subpixel_shift_and_a_phase_offset():
   aligned, shift = metrics.register(moved, truth, region)
   assert shift == pytest.approx((-1.3, 2.64), abs=0.011)
   assert np.abs(aligned - truth)[region].max() < 0.05
+
+
+def _smooth_object(rng, shape):
+  """A band-limited complex object (so a Fourier shift is exact)."""
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  phase = ndimage.gaussian_filter(rng.normal(size=shape), 2) * 5
+  amplitude = 1 + 3 * ndimage.gaussian_filter(rng.normal(size=shape), 2)
+  return amplitude * np.exp(1j * phase)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_register_blind_removes_a_ramp_a_scale_and_a_shift(order):
+  rng = np.random.default_rng(1)
+  shape = (48, 56)
+  truth = _smooth_object(rng, shape)
+  region = np.zeros(shape, bool)
+  region[6:40, 8:50] = True
+  # numpy reference: the estimate is the truth times 1 / scale and
+  # exp(-i surface), moved by (1.3, -2.6) px (a Fourier shift).
+  y, x = np.mgrid[:shape[0], :shape[1]].astype(np.float64)
+  surface = 0.4 + 0.21 * (y - 22) - 0.17 * (x - 28)  # wraps several times
+  if order == 2:
+    surface = surface + 1.5 * ((y - 20) / 30) ** 2 - ((x - 30) / 30) ** 2
+  blurred = truth * np.exp(-1j * surface) / 2.5
+  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+  estimate = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(blurred),
+                                                (1.3, -2.6)))
+  aligned, info = metrics.register_blind(estimate, truth, region, order=order,
+                                         precision=0.1)
+  assert info["shift"] == pytest.approx((-1.3, 2.6), abs=1e-9)
+  assert info["scale"] == pytest.approx(2.5, rel=1e-9)
+  np.testing.assert_allclose(aligned[region], truth[region], atol=1e-8)
+  # Only the constant and the shift: the ramp is left, the scores drop.
+  constant, _ = metrics.register(estimate, truth, region)
+  assert np.abs(constant - truth)[region].max() > 1
+
+
+def test_fit_phase_surface_of_a_wrapped_plane_with_noise():
+  rng = np.random.default_rng(2)
+  shape = (40, 40)
+  reference = _smooth_object(rng, shape)
+  y, x = np.mgrid[:40, :40] - 19.5
+  plane = -1.0 + 0.3 * y + 0.45 * x
+  noise = 0.05 * rng.normal(size=shape)
+  estimate = reference * np.exp(-1j * (plane + noise))
+  surface, coefficients = metrics.fit_phase_surface(estimate, reference)
+  np.testing.assert_allclose(coefficients[1:], [0.3, 0.45], atol=2e-3)
+  residual = np.angle(np.exp(1j * (surface - plane)))
+  assert np.abs(residual).max() < 0.03
+  assert metrics.amplitude_scale(estimate * 0.5, reference) == (
+      pytest.approx(2.0))
+  with pytest.raises(ValueError, match="order"):
+    metrics.fit_phase_surface(estimate, reference, order=3)

@@ -313,7 +313,6 @@ def frc_crossing(frequencies, frc, threshold=0.5):
   return float(f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0))
 
 
-
 def register(estimate, reference, mask=None, max_shift=4, precision=0.02):
   """`estimate` shifted (sub-pixel) and phase-rotated onto `reference`.
 
@@ -364,3 +363,229 @@ def register(estimate, reference, mask=None, max_shift=4, precision=0.02):
   aligned = moved(spectrum, best)
   return (remove_phase_offset(aligned, reference, region),
           (float(best[0]), float(best[1])))
+
+
+def phase_surface_basis(region, order=1):
+  """The low-order phase surface's terms on `region`'s pixels.
+
+  Args:
+    region: bool [H, W] (at least order + 1 rows and columns).
+    order: 0 (a constant), 1 (a + b y + c x) or 2 (also y^2, y x, x^2).
+
+  Returns:
+    (float64 [M, K] the terms at the region's M pixels (row-major order),
+     the same terms on the whole [H, W] grid as [H, W, K]); y and x are
+     pixels from the region's centroid, so the linear coefficients are in
+     rad per pixel; the quadratic terms are divided by the region's
+     size L = max(H, W) (coefficients in rad per pixel over L).
+  """
+  if order not in (0, 1, 2):
+    raise ValueError(f"order={order}; expected 0, 1 or 2")
+  height, width = region.shape
+  rows, cols = np.nonzero(region)
+  y = np.arange(height)[:, None] - rows.mean() + np.zeros((1, width))
+  x = np.arange(width)[None, :] - cols.mean() + np.zeros((height, 1))
+  terms = [np.ones((height, width))]
+  if order >= 1:
+    terms += [y, x]
+  if order >= 2:
+    size = float(max(height, width))
+    terms += [y * y / size, y * x / size, x * x / size]
+  grid = np.stack(terms, -1)
+  return grid[region], grid
+
+
+def _newton_surface(basis, weights, difference, coefficients, iterations):
+  """Newton steps on sum w (1 - cos(d - B c)) from `coefficients` (Gauss-
+  Newton, least squares on the wrapped residual, where the curvature is
+  not positive); weights sum to 1."""
+  for _ in range(iterations):
+    residual = np.angle(np.exp(1j * (difference - basis @ coefficients)))
+    gradient = basis.T @ (weights * np.sin(residual))
+    hessian = basis.T @ (basis * (weights * np.cos(residual))[:, None])
+    if np.linalg.eigvalsh(hessian).min() <= 1e-12 * abs(np.trace(hessian)):
+      hessian = basis.T @ (basis * weights[:, None])
+      gradient = basis.T @ (weights * residual)
+    step = np.linalg.lstsq(hessian, gradient, rcond=None)[0]
+    coefficients = coefficients + step
+    if np.abs(step).max() < 1e-12:
+      break
+  return coefficients
+
+
+def _plane_start(region, weights, difference):
+  """(a, b, c) of the plane wave exp(i (a + b y + c x)) closest to
+  w exp(i d) on the region: the peak of its DFT zero-padded 4x (a quarter
+  of a bin), y and x from the region's centroid."""
+  rows, cols = np.nonzero(region)
+  height, width = region.shape
+  field = np.zeros((4 * height, 4 * width), np.complex128)
+  field[rows, cols] = weights * np.exp(1j * difference)
+  power = np.abs(np.fft.fft2(field))
+  i, j = np.unravel_index(np.argmax(power), power.shape)
+  # np.fft.fft2 sums exp(-2 pi i k n / N): its peak k is exp(+i 2 pi k n / N).
+  b = 2 * np.pi * np.fft.fftfreq(4 * height)[i]
+  c = 2 * np.pi * np.fft.fftfreq(4 * width)[j]
+  a = np.angle(np.sum(weights * np.exp(1j * (
+      difference - b * (rows - rows.mean()) - c * (cols - cols.mean())))))
+  return np.array([a, b, c])
+
+
+def _weighted_difference(estimate, reference, region):
+  """(weights w = |O_e| |O_r| / their sum, d = angle(O_r conj(O_e)), the
+  sum of |O_e| |O_r|) at the region's pixels."""
+  product = (reference * np.conj(estimate))[region]
+  weights = np.abs(product)
+  total = float(weights.sum())
+  if not total > 0:
+    raise ValueError("estimate and reference are zero on the whole region")
+  return weights / total, np.angle(product), total
+
+
+def fit_phase_surface(estimate, reference, mask=None, order=1,
+                      iterations=50, start=None):
+  """The low-order phase surface p(y, x) that best aligns `estimate` with
+  `reference`: the minimiser of
+
+    sum over the region of w |u_r - u_e exp(i p)|^2 = 2 sum w (1 - cos(d - p)),
+
+  u = O / |O|, d = angle(u_r conj(u_e)) the wrapped phase difference,
+  weights w = |O_e| |O_r| (the phase of a dark pixel counts less; with
+  them this is the phase part of the complex least squares
+  sum |O_r - c O_e exp(i p)|^2). The wrapped difference is never
+  unwrapped: the linear terms start at the peak of the zero-padded DFT
+  of w exp(i d) (the best plane wave on a quarter-bin grid), then Newton
+  steps on the cosine objective (Gauss-Newton, i.e. weighted least
+  squares on the wrapped residual, where its curvature is not positive)
+  refine every term.
+
+  Args:
+    estimate, reference: complex [H, W].
+    mask: optional bool [H, W] region; None uses every pixel.
+    order: 0, 1 or 2 (`phase_surface_basis`).
+    iterations: the most Newton steps.
+    start: optional float [K] coefficients to start from instead.
+
+  Returns:
+    (float64 [H, W] the surface on the whole grid, float64 [K] its
+     coefficients in `phase_surface_basis`'s terms).
+  """
+  estimate = np.asarray(estimate, np.complex128)
+  reference = np.asarray(reference, np.complex128)
+  region = _region(reference.shape, mask)
+  basis, grid = phase_surface_basis(region, order)
+  weights, difference, _ = _weighted_difference(estimate, reference, region)
+  if start is not None:
+    coefficients = np.asarray(start, np.float64).copy()
+  else:
+    coefficients = np.zeros(basis.shape[1])
+    plane = _plane_start(region, weights, difference)
+    if order == 0:
+      coefficients[0] = np.angle(np.sum(weights * np.exp(1j * difference)))
+    else:
+      coefficients[:3] = plane
+  coefficients = _newton_surface(basis, weights, difference, coefficients,
+                                 iterations)
+  return grid @ coefficients, coefficients
+
+
+def amplitude_scale(estimate, reference, mask=None):
+  """The scalar c minimising sum over the region (c |O_e| - |O_r|)^2:
+  sum |O_e| |O_r| / sum |O_e|^2 (1 where the estimate is 0 there)."""
+  region = _region(np.shape(reference), mask)
+  e = np.abs(np.asarray(estimate))[region].astype(np.float64)
+  r = np.abs(np.asarray(reference))[region].astype(np.float64)
+  power = float(np.sum(e * e))
+  return float(np.sum(e * r) / power) if power > 0 else 1.0
+
+
+def register_blind(estimate, reference, mask=None, order=1, max_shift=4,
+                   precision=0.02, newton_steps=3):
+  """`estimate` aligned onto `reference` up to the ambiguities of blind
+  ptychography: a shift, a low-order phase surface and an amplitude scale.
+
+  A reconstruction that refines its probe is determined by its data only
+  up to these: (1) a translation of the object (with the probe moved the
+  other way, i.e. an offset of all positions); (2) a linear phase ramp
+  exp(i (b y + c x)) in the object, traded for a shift of the probe's
+  spectrum (a tilt of the illumination; the far-field patterns shift by a
+  fraction of a pixel, which the refinement absorbs), and a constant
+  phase a (a global phase factor moved into the probe); (3) a constant
+  scale c of the object traded for 1/c in the probe. Two such
+  reconstructions of one scan can only be compared after removing all
+  three. Order 2 also removes a quadratic phase surface: not an exact
+  ambiguity, but the slowly varying phase background that iterative
+  solvers leave unconverged (the lowest spatial frequencies converge
+  last).
+
+  The shift s maximises the normalised complex correlation with the best
+  phase surface for that shift,
+
+    max_p Re sum_region O_e(x - s) exp(i p) conj(O_r) / ||O_e(x - s)||
+
+  (||.|| over the region: the shift that leaves the least
+  sum |O_r - k O_e(x - s) exp(i p)|^2 for the best scalar k; the estimate
+  moved by a Fourier shift, which is periodic; p fitted as in
+  `fit_phase_surface`, from the surface at the previous best shift,
+  `newton_steps` steps per candidate), so a shift is never mistaken for
+  the ramp it resembles on a smooth phase. It is searched on a grid of
+  whole pixels within +-`max_shift`, then on grids ten times finer
+  around the best down to `precision` pixel. The aligned estimate is
+  c O_e(x - s) exp(i p), p refitted to convergence at s and c =
+  `amplitude_scale` on the region.
+
+  Args:
+    estimate, reference: complex [H, W].
+    mask: optional bool [H, W] region; None uses every pixel.
+    order: the phase surface's order (0, 1 or 2).
+    max_shift: the largest whole-pixel shift searched along each axis.
+    precision: the finest grid step in pixels.
+    newton_steps: the surface's Newton steps per candidate shift.
+
+  Returns:
+    (complex128 [H, W] the aligned estimate, dict: shift (dy, dx) px,
+     surface float64 [K] coefficients (`phase_surface_basis`: a rad, then
+     b, c rad per pixel, ...), scale c).
+  """
+  estimate = np.asarray(estimate, np.complex128)
+  reference = np.asarray(reference, np.complex128)
+  region = _region(reference.shape, mask)
+  basis, _ = phase_surface_basis(region, order)
+  spectrum = np.fft.fft2(estimate)
+  height, width = reference.shape
+  ky = np.fft.fftfreq(height)[:, None]
+  kx = np.fft.fftfreq(width)[None, :]
+
+  def moved(shift):
+    ramp = np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+    return np.fft.ifft2(spectrum * ramp)
+
+  _, start = fit_phase_surface(estimate, reference, region, order)
+
+  def score(shift):
+    candidate = moved(shift)
+    weights, difference, total = _weighted_difference(candidate, reference,
+                                                      region)
+    fitted = _newton_surface(basis, weights, difference, start,
+                             newton_steps)
+    correlation = total * float(np.sum(weights * np.cos(
+        difference - basis @ fitted)))
+    norm = np.sqrt(np.sum(np.abs(candidate[region]) ** 2))
+    return correlation / norm, fitted
+
+  best, step, span = np.zeros(2), 1.0, float(max_shift)
+  while True:
+    grid = np.arange(-span, span + step / 2, step)
+    scored = [(score(best + (dy, dx)), best + (dy, dx))
+              for dy in grid for dx in grid]
+    (_, start), best = max(scored, key=lambda item: item[0][0])
+    if step <= precision * (1 + 1e-9):
+      break
+    span, step = step, max(step / 10, precision)
+  shifted = moved(best)
+  surface, coefficients = fit_phase_surface(shifted, reference, region,
+                                            order, start=start)
+  aligned = shifted * np.exp(1j * surface)
+  scale = amplitude_scale(aligned, reference, region)
+  return aligned * scale, dict(shift=(float(best[0]), float(best[1])),
+                               surface=coefficients, scale=scale)
