@@ -1,6 +1,7 @@
 """cli helpers in-process: required flags in one line, the make-dataset command."""
 from absl import flags
 from absl.testing import flagsaver
+import json
 import os
 import sys
 
@@ -102,6 +103,54 @@ print(Image.open({str(tmp_path / "f.png")!r}).size)
   assert out.returncode == 0, out.stderr[-2000:]
   width, height = ast.literal_eval(out.stdout.strip().splitlines()[-1])
   assert width > 4.5 * height  # five panels of about one height each
+
+
+@pytest.mark.slow  # a subprocess that imports TensorFlow
+def test_siemens_star_rescore_rewrites_the_holdout_section(tmp_path):
+  """--learned_rescore scores the saved reconstructions again (no
+  reconstruction) and replaces only the report's hold-out section: a copy
+  of the reference with a phase ramp, a scale and a shift scores 1 after
+  the blind alignment, less after the shift and constant phase only."""
+  script = f"""
+import json
+import numpy as np
+from scipy import ndimage
+from absl import flags
+from ptychonet_tf.cli import siemens_star
+flags.FLAGS([\"x\", \"--learned_reports_dir={tmp_path}\"])
+rng = np.random.default_rng(0)
+reference = np.exp(1j * ndimage.gaussian_filter(rng.normal(size=(32, 40)), 2)
+                   * 6)
+y, x = np.mgrid[:32, :40]
+ramped = np.fft.ifft2(ndimage.fourier_shift(np.fft.fft2(
+    reference * np.exp(0.3j * y - 0.2j * x) * 3), (0.5, -1.0)))
+region = np.zeros((32, 40), bool)
+region[6:26, 8:32] = True
+siemens_star.save_holdout(
+    {str(tmp_path / "siemens_star_learned.npz")!r},
+    [(siemens_star.TARGET_ROW, ramped, 0.5), ("context", reference, None)],
+    (reference, reference), region, dict(iterations=7, fine_tune_epochs=1))
+with open({str(tmp_path / "siemens_star_learned.json")!r}, "w") as f:
+  json.dump(dict(stages=[["fine-tune", 65.0]], holdout=[]), f)
+with open({str(tmp_path / "siemens_star_learned.md")!r}, "w") as f:
+  f.write("# head\\n\\nkept\\n\\n## Spatial hold-out\\n\\nold table\\n")
+siemens_star.rescore()
+"""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  with open(tmp_path / "siemens_star_learned.md") as f:
+    text = f.read()
+  assert text.startswith("# head\n\nkept\n\n## Spatial hold-out")
+  assert "old table" not in text and "fine-tune 1m05s" in text
+  assert "against DM-7 on the lower half >= 0.95: 1.000, met" in text
+  with open(tmp_path / "siemens_star_learned.json") as f:
+    rows = json.load(f)["holdout"]
+  assert rows[0]["phase_ssim"] > 0.999 and rows[0]["scale"] == (
+      pytest.approx(1 / 3, rel=1e-6))
+  assert rows[0]["phase_ssim_constant"] < 0.5
+  assert rows[1]["phase_ssim_context"] is None  # the context reference
 
 
 @pytest.mark.slow  # a fresh command: ~10 s on a loaded 2-core machine

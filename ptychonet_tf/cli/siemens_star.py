@@ -36,15 +36,23 @@ training in the star's geometry):
    (ptychonet_tf.train --init_from=<the model> --loss=physics, the network
    flags of the model's run), and the fine-tuned model's reconstruction of
    the lower half's patterns, compared on the lower half's lit region with
-   the coarse DM-N of the whole scan: phase SSIM and FRC after aligning the
-   shift and the global phase (`metrics.register`).
+   the coarse DM-N of the whole scan: phase SSIM and FRC after removing
+   the ambiguities of blind ptychography from the estimate (a shift, a
+   linear phase ramp a + b y + c x and an amplitude scale,
+   `metrics.register_blind`); as context, the same scores against a DM-N
+   started from the calibrated probe, and DM-N from the calibrated probe,
+   LSQML-N and the model on the whole scan scored the same way (the
+   sanity rows: two solvers should agree).
 
 Steps 1, 3 and 4's reconstructions run in this process; 4's dataset and
 fine-tune are printed commands that are kept when run again. The table goes
 to reports/siemens_star_learned.md (and .json), the figure to
---learned_out.
+--learned_out, the scored reconstructions to siemens_star_learned.npz
+beside the report, from which --learned_rescore scores the hold-out again
+without reconstructing.
 
   python tools/siemens_star.py --learned [--learned_model=saved_models/small_any]
+  python tools/siemens_star.py --learned --learned_rescore
 """
 import dataclasses
 import io
@@ -111,7 +119,13 @@ flags.DEFINE_string("learned_out", os.path.join(
     REPO, "docs", "images", "siemens_star_learned.png"),
                     "--learned: the comparison figure.")
 flags.DEFINE_string("learned_reports_dir", "reports",
-                    "--learned: where siemens_star_learned.md/.json go.")
+                    "--learned: where siemens_star_learned.md/.json/.npz go.")
+flags.DEFINE_bool("learned_rescore", False,
+                  "--learned: reconstruct nothing; score the hold-out again "
+                  "from the reconstructions saved in "
+                  "<--learned_reports_dir>/siemens_star_learned.npz by an "
+                  "earlier --learned run, and rewrite the report's hold-out "
+                  "section.")
 FLAGS = flags.FLAGS
 
 MODELS = ("saved_models/small_any", "saved_models/small_dense")
@@ -363,10 +377,11 @@ def network_flags(run):
 
 def holdout_score(estimate, reference, region):
   """Phase SSIM and FRC of `estimate` against `reference` on `region`, after
-  `metrics.register` (shift and global phase); the FRC of the two phase
-  images minus their region means, tapered to 0 at the region's edge
-  (the region blurred by a 2-pixel Gaussian, times the region)."""
-  aligned, shift = metrics.register(estimate, reference, region)
+  `metrics.register_blind` (shift, linear phase ramp, amplitude scale: the
+  ambiguities of blind ptychography); the FRC of the two phase images minus
+  their region means, tapered to 0 at the region's edge (the region blurred
+  by a 2-pixel Gaussian, times the region)."""
+  aligned, info = metrics.register_blind(estimate, reference, region, order=1)
   phase = metrics.aligned_phase(aligned, reference)
   reference_phase = np.angle(reference)
   ssim = metrics.ssim(phase, reference_phase, region)
@@ -381,15 +396,99 @@ def holdout_score(estimate, reference, region):
 
   frequencies, frc = metrics.fourier_ring_correlation(
       centred(phase), centred(reference_phase))
-  return {"phase_ssim": ssim, "shift": shift,
+  return {"phase_ssim": ssim, "shift": info["shift"],
+          "ramp": [float(v) for v in info["surface"][1:3]],
+          "scale": info["scale"],
           "frc_half": metrics.frc_crossing(frequencies, frc, 0.5),
           "frc_mean": float(np.mean(frc)),
           "frc": frc.tolist(), "frequencies": frequencies.tolist()}
 
 
-def holdout(model, coarse, reference, stages):
-  """Step 4: fine-tune on the upper half, reconstruct the lower half; the
-  scores against `reference` (the coarse DM of the whole scan)."""
+def holdout_rows(estimates, references, region):
+  """The hold-out table's rows: each estimate scored against the main
+  reference (`holdout_score`), its phase SSIM against the context
+  reference after the same alignment, and against the main one after the
+  shift and constant phase only (`metrics.register`, no ramp or scale).
+
+  Args:
+    estimates: list of (title, complex [H, W], seconds or None).
+    references: (main, context) complex [H, W].
+    region: bool [H, W].
+  """
+  main, context = references
+  rows = []
+  for title, obj, seconds in estimates:
+    row = dict(holdout_score(obj, main, region), method=title,
+               seconds=seconds)
+    row["phase_ssim_context"] = (
+        None if np.array_equal(obj, context) else
+        holdout_score(obj, context, region)["phase_ssim"])
+    constant, _ = metrics.register(obj, main, region)
+    row["phase_ssim_constant"] = metrics.ssim(
+        metrics.aligned_phase(constant, main), np.angle(main), region)
+    rows.append(row)
+    print(f"hold-out {title}: phase SSIM {row['phase_ssim']:.3f} (shift + "
+          f"constant only {row['phase_ssim_constant']:.3f}), FRC 0.5 at "
+          f"{row['frc_half'] / 0.5:.2f} of Nyquist, shift "
+          f"({row['shift'][0]:+.2f}, {row['shift'][1]:+.2f}) px, ramp "
+          f"({row['ramp'][0]:+.4f}, {row['ramp'][1]:+.4f}) rad/px, scale "
+          f"{row['scale']:.3g}", flush=True)
+  return rows
+
+
+def holdout_lines(rows, n, epochs, stage_times):
+  """The report's hold-out section (markdown lines)."""
+  lines = [
+      "\n## Spatial hold-out\n",
+      f"Fine-tuned (`--loss=physics`, {epochs} pattern epoch(s) and the "
+      f"end-to-end epoch) on the upper half's patterns only (positions with "
+      f"y below the median), the model reconstructs the lower half's "
+      f"patterns; compared with DM-{n} of the whole 64x64 scan (from the "
+      f"file's probe guess, as the solvers above) on the lower half's lit "
+      f"region (sum_j |P|^2 >= {LIT_FRACTION:g} of its maximum, lower "
+      f"positions only). Before scoring, the ambiguities of blind "
+      f"ptychography are removed from the estimate "
+      f"(`metrics.register_blind`): a sub-pixel shift, a linear phase ramp "
+      f"a + b y + c x (fitted on the wrapped phase difference, amplitude "
+      f"weighted) and one amplitude scale. Context columns: the phase SSIM "
+      f"against DM-{n} started from the calibrated probe (the model's), "
+      f"and against the main reference after the shift and the constant "
+      f"phase only (`metrics.register`, the alignment before). FRC of the "
+      f"two phase images (region means removed, edge tapered); the 0.5 "
+      f"crossing as a fraction of Nyquist. Stages: " + ", ".join(
+          f"{title} {fmt(sec)}" for title, sec in stage_times) + ".\n",
+      f"| reconstruction | phase SSIM | against DM-{n}, calibrated probe | "
+      f"shift + constant only | FRC 0.5 crossing (of Nyquist) | mean FRC | "
+      f"shift (px) | ramp b, c (rad/px) | scale | seconds |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    sec = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
+    context = ("(the reference)" if row["phase_ssim_context"] is None
+               else f"{row['phase_ssim_context']:.3f}")
+    lines.append(
+        f"| {row['method']} | {row['phase_ssim']:.3f} | {context} | "
+        f"{row['phase_ssim_constant']:.3f} | {row['frc_half'] / 0.5:.2f} | "
+        f"{row['frc_mean']:.3f} | ({row['shift'][0]:+.2f}, "
+        f"{row['shift'][1]:+.2f}) | ({row['ramp'][0]:+.4f}, "
+        f"{row['ramp'][1]:+.4f}) | {row['scale']:.3g} | {sec} |")
+  target = [row for row in rows if row["method"] == TARGET_ROW][0]
+  tuned_ssim = target["phase_ssim"]
+  lines.append(f"\nTarget (issue 26): the hold-out's phase SSIM against "
+               f"DM-{n} on the lower half >= 0.95: {tuned_ssim:.3f}, "
+               f"{'met' if tuned_ssim >= 0.95 else 'not met'}.")
+  return lines
+
+
+TARGET_ROW = "fine-tuned on the upper half, lower half only"
+
+
+def holdout(model, coarse, stages):
+  """Step 4: fine-tune on the upper half, reconstruct the lower half.
+
+  Returns:
+    (list of (title, object, seconds) of the lower half's reconstructions,
+     the lower half's scan, its lit region, the fine-tuned model's object).
+  """
   py = sys.executable
   h, w = coarse.amplitudes.shape[1:]
   tops = coarse.layout[:, 0]
@@ -428,22 +527,63 @@ def holdout(model, coarse, reference, stages):
   region = metrics.illuminated_region(lower_scan.layout, coarse.object_shape,
                                       coarse.probe, LIT_FRACTION)
   tuned = AnyScanModel(export)
-  results, tuned_object = [], None
+  estimates, tuned_object = [], None
   for title, which, refine in (
       ("generic model, lower half only", model, False),
-      ("fine-tuned on the upper half, lower half only", tuned, False),
-      ("fine-tuned on the upper half, lower half only, + probe refinement",
-       tuned, True)):
-    obj, probe, seconds = which(lower_scan, refine)
+      (TARGET_ROW, tuned, False),
+      (TARGET_ROW + ", + probe refinement", tuned, True)):
+    obj, _, seconds = which(lower_scan, refine)
     if which is tuned and not refine:
       tuned_object = obj
-    score = holdout_score(obj, reference, region)
-    results.append(dict(score, method=title, seconds=seconds))
-    print(f"hold-out {title}: phase SSIM {score['phase_ssim']:.3f}, FRC 0.5 "
-          f"at {score['frc_half'] / 0.5:.2f} of Nyquist, shift "
-          f"({score['shift'][0]:+.2f}, {score['shift'][1]:+.2f}) px, "
-          f"{seconds:.2f} s", flush=True)
-  return results, lower_scan, region, tuned_object
+    estimates.append((title, obj, seconds))
+  return estimates, lower_scan, region, tuned_object
+
+
+def save_holdout(path, estimates, references, region, meta):
+  """The hold-out's reconstructions and references as one .npz."""
+  files.save_npz(
+      path, estimates=np.stack([obj for _, obj, _ in estimates]),
+      titles=np.array([title for title, _, _ in estimates]),
+      seconds=np.array([np.nan if sec is None else sec
+                        for _, _, sec in estimates]),
+      reference=references[0], reference_context=references[1],
+      region=region, iterations=meta["iterations"],
+      fine_tune_epochs=meta["fine_tune_epochs"])
+
+
+def rescore():
+  """--learned_rescore: the hold-out scored again from the saved .npz; the
+  report's hold-out section and the .json's "holdout" rewritten."""
+  base = os.path.join(FLAGS.learned_reports_dir, "siemens_star_learned")
+  paths = [base + ext for ext in (".npz", ".json", ".md")]
+  for path in paths:
+    if not os.path.isfile(path):
+      raise UserError(f"--learned_rescore needs {path}: run "
+                      f"tools/siemens_star.py --learned first (it saves the "
+                      f"reconstructions it scores)")
+  saved = np.load(paths[0])
+  if "region" not in saved:
+    raise UserError(f"{paths[0]} holds no hold-out (a run with "
+                    f"--learned_fine_tune_epochs=0)")
+  seconds = [None if np.isnan(sec) else float(sec) for sec in saved["seconds"]]
+  estimates = list(zip([str(t) for t in saved["titles"]], saved["estimates"],
+                       seconds))
+  rows = holdout_rows(estimates, (saved["reference"],
+                                  saved["reference_context"]),
+                      saved["region"])
+  with open(paths[1]) as f:
+    import json  # pylint: disable=g-import-not-at-top
+    report = json.load(f)
+  lines = holdout_lines(rows, int(saved["iterations"]),
+                        int(saved["fine_tune_epochs"]), report["stages"])
+  report["holdout"] = rows
+  files.write_json(paths[1], report, indent=1)
+  with open(paths[2]) as f:
+    text = f.read()
+  head = text.split("\n## Spatial hold-out")[0].rstrip("\n")
+  files.write_text(paths[2], head + "\n" + "\n".join(lines) + "\n")
+  print("\n".join(lines))
+  print(f"wrote {paths[2]} and {paths[1]}")
 
 
 def learned(scan, dm_full, model):
@@ -516,23 +656,30 @@ def learned(scan, dm_full, model):
   full_error = metrics.fourier_error(dm_full.object, dm_full.probe,
                                      scan.layout, scan.amplitudes)
   dm_coarse = solvers[f"DM-{n}"]
-  reference = dm_coarse.object
-  holdout_rows, panels_extra, stages = [], [], Stages(2)
+  rows_holdout, panels_extra, stages = [], [], Stages(2)
   if FLAGS.learned_fine_tune_epochs > 0:
-    region = metrics.illuminated_region(coarse.layout, coarse.object_shape,
-                                        dm_coarse.probe, LIT_FRACTION)
-    centre = reference[region]
-    reference = reference * np.exp(-1j * np.angle(
-        np.median(centre.real) + 1j * np.median(centre.imag)))
-    holdout_rows, lower_scan, lower_region, tuned_obj = holdout(
-        model, coarse, reference, stages)
-    # Context: the whole-scan reconstructions on the same region.
-    for title, obj in (
-        (f"LSQML-{n}, whole scan", solvers[f"LSQML-{n}"].object),
+    # The context reference: DM-N from the calibrated probe (the model's).
+    dm_calibrated = reconstructors.reconstruct(
+        "dm", coarse.amplitudes, coarse.probe, coarse.layout,
+        coarse.object_shape, dm_config(n))
+    print(f"DM-{n} from the calibrated probe at {h}x{w}: "
+          f"{dm_calibrated.seconds:.1f} s", flush=True)
+    estimates, lower_scan, lower_region, tuned_obj = holdout(
+        model, coarse, stages)
+    # Sanity and context: the whole-scan reconstructions on the same region.
+    estimates += [
+        (f"DM-{n} from the calibrated probe, whole scan",
+         dm_calibrated.object, None),
+        (f"LSQML-{n}, whole scan", solvers[f"LSQML-{n}"].object, None),
         ("generic model, whole scan",
-         learned_runs["learned, calibrated probe (any_scan)"][0])):
-      score = holdout_score(obj, reference, lower_region)
-      holdout_rows.append(dict(score, method=title, seconds=None))
+         learned_runs["learned, calibrated probe (any_scan)"][0], None)]
+    references = (dm_coarse.object, dm_calibrated.object)
+    save_holdout(os.path.join(FLAGS.learned_reports_dir,
+                              "siemens_star_learned.npz"),
+                 estimates, references, lower_region,
+                 dict(iterations=n,
+                      fine_tune_epochs=FLAGS.learned_fine_tune_epochs))
+    rows_holdout = holdout_rows(estimates, references, lower_region)
     panels_extra = [("hold-out: fine-tuned on the upper half,\nthe lower half",
                      lower_scan, tuned_obj, coarse.probe)]
   curves = {}
@@ -586,33 +733,9 @@ def learned(scan, dm_full, model):
       f"{alone['time_vs_dm']:.1%} of the time, {alone['error_vs_dm']:+.1%} "
       f"in error: {'met' if met else 'not met'} (the calibration's "
       f"{calibration_seconds:.1f} s not counted).")
-  if holdout_rows:
-    lines += [
-        "\n## Spatial hold-out\n",
-        f"Fine-tuned (`--loss=physics`, {FLAGS.learned_fine_tune_epochs} "
-        f"pattern epoch(s) and the end-to-end epoch) on the upper half's "
-        f"patterns only (positions with y below the median), the model "
-        f"reconstructs the lower half's patterns; compared with DM-{n} of "
-        f"the whole {h}x{w} scan on the lower half's lit region (sum_j |P|^2 "
-        f">= {LIT_FRACTION:g} of its maximum, lower positions only). Before "
-        f"scoring, the estimate is shifted (sub-pixel, the shift maximising "
-        f"|sum u_e conj(u_DM)| of the phase factors u = O/|O| on the region) "
-        f"and its global phase aligned (`metrics.register`). FRC of the two "
-        f"phase images (region means removed, edge tapered); the 0.5 "
-        f"crossing as a fraction of Nyquist. Stages: " + ", ".join(
-            f"{title} {fmt(sec)}" for title, sec in stages.times) + ".\n",
-        "| reconstruction | phase SSIM | FRC 0.5 crossing (of Nyquist) | "
-        "mean FRC | shift (px) | seconds |", "|---|---|---|---|---|---|"]
-    for row in holdout_rows:
-      sec = "" if row["seconds"] is None else f"{row['seconds']:.2f}"
-      lines.append(f"| {row['method']} | {row['phase_ssim']:.3f} | "
-                   f"{row['frc_half'] / 0.5:.2f} | {row['frc_mean']:.3f} | "
-                   f"({row['shift'][0]:+.2f}, {row['shift'][1]:+.2f}) | "
-                   f"{sec} |")
-    tuned_ssim = holdout_rows[1]["phase_ssim"]
-    lines.append(f"\nTarget (issue 26): the hold-out's phase SSIM against "
-                 f"DM-{n} on the lower half >= 0.95: {tuned_ssim:.3f}, "
-                 f"{'met' if tuned_ssim >= 0.95 else 'not met'}.")
+  if rows_holdout:
+    lines += holdout_lines(rows_holdout, n, FLAGS.learned_fine_tune_epochs,
+                           stages.times)
   report = os.path.join(FLAGS.learned_reports_dir, "siemens_star_learned.md")
   files.write_text(report, "\n".join(lines) + "\n", make_parent=True)
   files.write_json(
@@ -620,7 +743,7 @@ def learned(scan, dm_full, model):
       {"model": model.path, "pattern_shape": [h, w], "factor": factor,
        "calibration_seconds": calibration_seconds,
        "full_resolution_dm_fourier_error": full_error,
-       "rows": rows, "holdout": holdout_rows, "stages": stages.times,
+       "rows": rows, "holdout": rows_holdout, "stages": stages.times,
        "curves": {name: {k: np.asarray(v).tolist() for k, v in c.items()}
                   for name, c in curves.items()}}, indent=1)
   print("\n".join(lines[4:]))
@@ -640,6 +763,9 @@ def main(argv):
   if FLAGS.iterations <= FLAGS.probe_start:
     raise UserError(f"--iterations={FLAGS.iterations} must exceed "
                     f"--probe_start={FLAGS.probe_start}")
+  if FLAGS.learned_rescore:
+    rescore()
+    return
   if FLAGS.learned:
     default_model()  # one line if missing, before the scan is read
   scan = readers.read_scan(FLAGS.data)
