@@ -410,18 +410,27 @@ def holdout_rows(estimates, references, region):
   reference after the same alignment, and against the main one after the
   shift and constant phase only (`metrics.register`, no ramp or scale).
 
+  Each reference's constant phase is set first so that its median on the
+  region is 0 (no phase wrap inside the region).
+
   Args:
     estimates: list of (title, complex [H, W], seconds or None).
     references: (main, context) complex [H, W].
     region: bool [H, W].
   """
-  main, context = references
+  # Each reference's phase offset set so that its median on the region is
+  # 0: its phase image then wraps (at +-pi) nowhere in the region, and
+  # SSIM compares the phase, not where the wraps fall.
+  main, context = (
+      ref * np.exp(-1j * np.angle(np.median(ref[region].real) +
+                                  1j * np.median(ref[region].imag)))
+      for ref in references)
   rows = []
   for title, obj, seconds in estimates:
     row = dict(holdout_score(obj, main, region), method=title,
                seconds=seconds)
     row["phase_ssim_context"] = (
-        None if np.array_equal(obj, context) else
+        None if np.array_equal(obj, references[1]) else
         holdout_score(obj, context, region)["phase_ssim"])
     constant, _ = metrics.register(obj, main, region)
     row["phase_ssim_constant"] = metrics.ssim(
