@@ -136,20 +136,16 @@ def positions_of(spec, rng):
 
 def wrong_probe(probe, magnify, defocus, gain):
   """The probe magnified by `magnify` about its centre, times a quadratic
-  phase of `defocus` rad at its RMS radius, at `gain` times the true
-  probe's amplitude (its power renormalised first)."""
+  phase of `defocus` rad at its RMS radius (`probe.aberrate`), at `gain`
+  times the true probe's amplitude (its power renormalised first)."""
   h, w = probe.shape
   centre = np.array([(h - 1) / 2, (w - 1) / 2])
   matrix = np.eye(2) / magnify
   offset = centre - matrix @ centre
   parts = [ndimage.affine_transform(part, matrix, offset, order=1)
            for part in (probe.real, probe.imag)]
-  wrong = parts[0] + 1j * parts[1]
-  y, x = np.mgrid[:h, :w]
-  r2 = (y - centre[0]) ** 2 + (x - centre[1]) ** 2
+  wrong = probe_lib.aberrate(parts[0] + 1j * parts[1], defocus)
   power = np.abs(probe) ** 2
-  rms2 = np.sum(r2 * power) / np.sum(power)
-  wrong = wrong * np.exp(1j * defocus * r2 / rms2)
   wrong *= gain * np.sqrt(power.sum() / np.sum(np.abs(wrong) ** 2))
   return wrong.astype(np.complex64)
 
@@ -163,10 +159,12 @@ def scores(objects, truths, mask):
 ROWS = {}
 
 
-def line(name, objects, truths, mask, seconds):
+def line(name, objects, truths, mask, seconds, key=None):
+  """Prints a row of mean scores; family mode's means gather rows by `key`
+  (default: the name)."""
   s = scores(objects, truths, mask)
   print_row(name, s, seconds)
-  ROWS.setdefault(name.split(" (")[0], []).append(dict(s, seconds=seconds))
+  ROWS.setdefault(key or name, []).append(dict(s, seconds=seconds))
   return s
 
 
@@ -192,7 +190,7 @@ def dm_rows(amplitudes, probe, layout, shape, truths, mask, model_seconds):
       "dm", *inputs, reconstructors.configure("dm", iterations=equal,
                                               progress=False)).object
   line(f"DM-{equal} (the model's time)", out, truths, mask,
-       (time.perf_counter() - tick) / len(truths))
+       (time.perf_counter() - tick) / len(truths), key="DM at the model's time")
 
 
 def scan_function(model):

@@ -81,6 +81,7 @@ def write_family(out, num_train=4, num_test=2, photons=0.0):
   return out
 
 
+@pytest.mark.slow
 def test_family_records_hold_each_scans_own_geometry(tmp_path):
   out = write_family(str(tmp_path / "family"))
   info = pipeline.load_dataset_info(out)

@@ -86,7 +86,8 @@ def test_line_search_scales_the_step_by_lsqmls_step_length():
   start = (obj * np.exp(0.3j * rng.standard_normal(shape))).astype(
       np.complex128)
   layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
-                                        1, inertia=0.3, line_search=True)
+                                        1, inertia=0.3, line_search=True,
+                                        jit_compile=False)
   layer.build()
   got = layer(start[None].astype(np.complex64), amps[None]).numpy()[0]
   direction = _numpy_error_reduction(start, probe, layout, amps,
@@ -107,6 +108,29 @@ def test_line_search_scales_the_step_by_lsqmls_step_length():
   alpha = np.mean(np.clip(np.array(b) / a, 0, 10))
   assert alpha > 1.05  # the inertia shortens the step; the fit sees it
   np.testing.assert_allclose(got, start + alpha * direction, atol=5e-5)
+
+
+def test_restart_keeps_heavy_momentum_from_diverging():
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(3)
+  start = (obj * (1 + 0.2 * rng.standard_normal(shape)) *
+           np.exp(0.3j * rng.standard_normal(shape))).astype(np.complex64)
+  lit = layouts.illuminated_region(layout, shape, probe)
+
+  def error(restart):
+    layer = refinement.UnrolledRefinement(
+        layout, shape, probe.real, probe.imag, 30, groups=3,
+        restart=restart, jit_compile=False)
+    layer.build()
+    layer.momentum.assign(np.full(30, 0.99, np.float32))
+    out = layer(start[None], amps[None]).numpy()[0]
+    return metrics.complex_metrics(out, obj, lit)["amplitude_psnr"]
+
+  before = metrics.complex_metrics(start, obj, lit)["amplitude_psnr"]
+  plain, restarted = error(False), error(True)
+  # Measured: 10.4 dB at the start, 24.6 without the restart, 31.1 with.
+  assert restarted > before + 10
+  assert restarted > plain + 4
 
 
 def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
