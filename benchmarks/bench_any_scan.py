@@ -238,10 +238,13 @@ def family_rows(model):
   if FLAGS.save_geometries:
     os.makedirs(FLAGS.save_geometries, exist_ok=True)
   for k in chosen:
-    amplitudes, positions, probe, truth = scans[k]
+    amplitudes, positions, probe, truth = scans[k][:4]
     layout, shape = layouts.layout_from_positions(positions, (h, w))
     mask = metrics.illuminated_region(layout, shape, probe)
     y, x, rms = probe_lib.rms_frame(probe)
+    if scans[k].description:
+      print(f"scan {k} (index {scans[k].index} of the split): "
+            f"{scans[k].description}")
     print(f"scan {k}: {len(layout)} positions, object {shape[0]}x"
           f"{shape[1]}, overlap {layouts.overlap_fraction(layout):.2f}, "
           f"probe RMS radius {rms:.1f} px (relative difference "

@@ -89,10 +89,18 @@ def test_family_records_hold_each_scans_own_geometry(tmp_path):
   first = snapshot(out)
   scans = list(pipeline.make_dataset(out, "train", 1, shuffle=False))
   assert len(scans) == 4
+  assert sorted(int(scan["index"][0]) for scan in scans) == [0, 1, 2, 3]
+  family = family_lib.FamilyConfig(**info.family)
   sizes = set()
   for scan in scans:
     planes = scan["probe"][0].numpy()
     probe = planes[..., 0] + 1j * planes[..., 1]
+    # Each scan is its index's draw.
+    draw = family_lib.draw_scan(
+        simulator.scan_rng(0, "train", int(scan["index"][0])), PROBE_SHAPE,
+        family)
+    np.testing.assert_allclose(probe, draw.probe, atol=1e-7)
+    np.testing.assert_array_equal(scan["positions"][0], draw.positions)
     layout, shape = layouts.layout_from_positions(
         scan["positions"][0].numpy(), PROBE_SHAPE)
     obj = scan["object_amplitude"][0].numpy() * np.exp(
@@ -104,6 +112,8 @@ def test_family_records_hold_each_scans_own_geometry(tmp_path):
         layout).numpy()[0]
     np.testing.assert_allclose(scan["amplitudes"][0], expected, atol=1e-5)
   assert len(sizes) > 1
+  # check_tfrecords --parse reads every record in its own shape.
+  assert pipeline.find_damaged_record(info, "train", parse=True) is None
   # Whole-scan batches hold one scan; more is refused in one line.
   with pytest.raises(UserError, match="one scan"):
     pipeline.make_dataset(out, "train", 2)

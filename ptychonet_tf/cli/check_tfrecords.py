@@ -33,9 +33,14 @@ def main(argv):
       if damaged:
         raise UserError(f"{damaged}; re-run tools/make_tfrecords.py with "
                         f"the dataset's flags to rewrite it")
-    print(f"{split}: {n} scans in {len(info.shards[split])} shards; "
-          f"{g.num_positions} patterns of {g.probe_shape[0]}x{g.probe_shape[1]}, "
-          f"object {g.object_shape[0]}x{g.object_shape[1]}"
+    scans = (f"a family of geometries: each scan its own probe and "
+             f"positions, patterns of {g.probe_shape[0]}x{g.probe_shape[1]}, "
+             f"objects up to {g.object_shape[0]}x{g.object_shape[1]}"
+             if info.family else
+             f"{g.num_positions} patterns of {g.probe_shape[0]}x"
+             f"{g.probe_shape[1]}, object {g.object_shape[0]}x"
+             f"{g.object_shape[1]}")
+    print(f"{split}: {n} scans in {len(info.shards[split])} shards; {scans}"
           + (", all parsed" if FLAGS.parse else ""))
 
 

@@ -173,7 +173,8 @@ def find_damaged_record(info, split, parse=True):
     return None
   g = info.geometry
   parser = schema.make_parser(g.num_positions, g.probe_shape, g.object_shape,
-                              info.amplitude_dtype, objects=info.objects)
+                              info.amplitude_dtype, objects=info.objects,
+                              family=info.family is not None)
   compression = "GZIP" if info.compression == "gzip" else ""
   for path in paths:
     index = 0
@@ -243,8 +244,8 @@ def make_dataset(data_dir, split, batch_size, *, shuffle=True, seed=0,
     "object_amplitude": float32 [B, H, W], "object_phase": float32 [B, H, W]}
     (the amplitudes only for a dataset of measured scans, info.objects False).
     A family dataset's scans differ in N and H, W: batches of one scan,
-    with also "positions" float32 [1, N, 2] and "probe" float32
-    [1, h, w, 2] (`schema.make_parser`).
+    with also "positions" float32 [1, N, 2], "probe" float32
+    [1, h, w, 2] and "index" int64 [1] (`schema.make_parser`).
   """
   info = load_dataset_info(data_dir)
   if verify:

@@ -104,13 +104,15 @@ def make_parser(num_positions, probe_shape, object_shape,
   with InvalidArgumentError naming the feature. With `family` (a family
   dataset; num_positions and object_shape are then not used) each scan
   has its own N and H, W, and the dict also holds "positions" float32
-  [N, 2] and "probe" float32 [h, w, 2].
+  [N, 2], "probe" float32 [h, w, 2] and "index" int64 (the scan's index in
+  its split, which seeds its draw).
   """
   description = {AMPLITUDES: tf.io.FixedLenFeature([], tf.string)}
   if family:
     description[POSITIONS] = tf.io.FixedLenFeature([], tf.string)
     description[PROBE] = tf.io.FixedLenFeature([], tf.string)
     description[OBJECT_SHAPE] = tf.io.FixedLenFeature([2], tf.int64)
+    description[INDEX] = tf.io.FixedLenFeature([], tf.int64)
   if objects:
     description[OBJECT_AMPLITUDE] = tf.io.FixedLenFeature([], tf.string)
     description[OBJECT_PHASE] = tf.io.FixedLenFeature([], tf.string)
@@ -135,7 +137,8 @@ def make_parser(num_positions, probe_shape, object_shape,
       out = {AMPLITUDES: decode(ex[AMPLITUDES], amp_dtype,
                                 tf.stack([count, *probe_shape]), AMPLITUDES),
              POSITIONS: tf.reshape(positions, [count, 2]),
-             PROBE: decode(ex[PROBE], tf.float32, [*probe_shape, 2], PROBE)}
+             PROBE: decode(ex[PROBE], tf.float32, [*probe_shape, 2], PROBE),
+             INDEX: ex[INDEX]}
     else:
       out = {AMPLITUDES: decode(ex[AMPLITUDES], amp_dtype, amp_shape,
                                 AMPLITUDES)}

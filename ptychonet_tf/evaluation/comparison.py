@@ -19,7 +19,7 @@ import dataclasses
 import math
 import os
 import types
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import tqdm
@@ -33,6 +33,8 @@ from ptychonet_tf.evaluation import methods as methods_lib
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.evaluation import report
 from ptychonet_tf.model import inference
+from ptychonet_tf.physics import family as family_lib
+from ptychonet_tf.physics import simulator
 from ptychonet_tf.utils import files
 from ptychonet_tf.utils.errors import UserError
 
@@ -103,21 +105,32 @@ class ComparisonSettings:
       raise UserError(f"num_panels={self.num_panels} must be >= 0")
 
 
+class Scan(NamedTuple):
+  """One scan of `read_scans` in its own geometry."""
+  amplitudes: np.ndarray  # float32 [N, h, w]
+  positions: np.ndarray  # float32 [N, 2]
+  probe: np.ndarray  # complex64 [h, w]
+  truth: np.ndarray  # complex64 [H, W]
+  index: int  # its index in the split
+  description: str  # a family's draw (kinds and sizes), else ""
+
+
 def read_scans(data_dir, limit=0, split="test"):
   """The scans of a split, each with its geometry: a family dataset's own
-  probe and positions, or the dataset's (every scan the same).
+  probe and positions (and the description of its draw,
+  `physics.family.draw_scan`), or the dataset's (every scan the same).
 
   Returns:
-    [(amplitudes float32 [N, h, w], positions float32 [N, 2], probe
-    complex64 [h, w], truth complex64 [H, W])] for the first `limit` scans
-    (0: all).
+    [Scan] for the first `limit` scans in reading order (0: all).
   """
   info = pipeline.load_dataset_info(data_dir)
   if not info.family:
     amplitudes, truths, _ = read_test_split(data_dir, limit, split)
     positions = info.geometry.layout[:, [0, 2]].astype(np.float32)
-    return [(a, positions, info.geometry.probe, t)
-            for a, t in zip(amplitudes, truths)]
+    return [Scan(a, positions, info.geometry.probe, t, i, "")
+            for i, (a, t) in enumerate(zip(amplitudes, truths))]
+  family = family_lib.FamilyConfig(**info.family)
+  seed = (info.identity or {}).get("seed", 0)
   if info.counts.get(split, 0) == 0:
     raise UserError(f"dataset {data_dir} has no {split} scans")
   scans = []
@@ -125,13 +138,15 @@ def read_scans(data_dir, limit=0, split="test"):
     for batch in pipeline.make_dataset(data_dir, split, batch_size=1,
                                        shuffle=False, repeat=False):
       planes = batch["probe"][0].numpy()
-      scans.append((batch["amplitudes"][0].numpy(),
-                    batch["positions"][0].numpy(),
-                    (planes[..., 0] + 1j * planes[..., 1]).astype(
-                        np.complex64),
-                    (batch["object_amplitude"][0].numpy() * np.exp(
-                        1j * batch["object_phase"][0].numpy())).astype(
-                            np.complex64)))
+      index = int(batch["index"][0])
+      draw = family_lib.draw_scan(simulator.scan_rng(seed, split, index),
+                                  info.geometry.probe_shape, family)
+      scans.append(Scan(
+          batch["amplitudes"][0].numpy(), batch["positions"][0].numpy(),
+          (planes[..., 0] + 1j * planes[..., 1]).astype(np.complex64),
+          (batch["object_amplitude"][0].numpy() * np.exp(
+              1j * batch["object_phase"][0].numpy())).astype(np.complex64),
+          index, draw.description))
       if limit and len(scans) >= limit:
         break
   return scans
