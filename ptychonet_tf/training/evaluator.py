@@ -18,6 +18,7 @@ from ptychonet_tf.model import layers
 from ptychonet_tf.model import losses
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
+from ptychonet_tf.physics import operator as operator_lib
 
 METRIC_NAMES = ("amplitude_psnr", "amplitude_ssim", "phase_psnr", "phase_ssim")
 
@@ -87,17 +88,6 @@ def final_object_error(model, batch, loss, probe, final, mask):
   return error
 
 
-def lit_region(windows, probe):
-  """float32 [H, W]: a scan's illuminated region (`layouts.REGION_FRACTION`
-  of its largest summed |P|^2) from its `Windows` (`of_corners`) in a
-  graph; `layouts.illuminated_region` for a numpy layout."""
-  power = tf.abs(probe) ** 2
-  total = windows.stitch(tf.broadcast_to(
-      power, tf.concat([[windows.count], tf.shape(power)], 0)), "segment")
-  return tf.cast(total >= layouts.REGION_FRACTION * tf.reduce_max(total),
-                 tf.float32)
-
-
 def family_scan_loss(model, batch, loss, training):
   """`scan_batch_loss` for a family dataset's batch of one scan, in the
   scan's own geometry (`PtychoNet.scan_stages`).
@@ -128,7 +118,9 @@ def family_scan_loss(model, batch, loss, training):
       error = losses.object_mse(final["amplitude"], final["phase"],
                                 batch["object_amplitude"],
                                 batch["object_phase"],
-                                lit_region(windows, probe))
+                                operator_lib.Ptychography.of_scan(
+                                    windows.corners, windows.object_shape,
+                                    windows.probe_shape).lit_region(probe))
     if loss.name in ("physics", "mse+physics"):
       error += (loss.dse_lambda if loss.name == "mse+physics" else
                 1.0) * misfit
