@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_one_line_error, run_cli, snapshot
+from helpers import run_cli, snapshot
 from ptychonet_tf.data import pipeline
 from ptychonet_tf.data import writer
 from ptychonet_tf.model import network
@@ -18,6 +18,8 @@ from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
 from ptychonet_tf.physics import simulator
+from ptychonet_tf.training import config as config_lib
+from ptychonet_tf.training import trainer
 from ptychonet_tf.utils.errors import UserError
 
 # A small family: 16x16 patterns in objects up to 40x40.
@@ -161,9 +163,14 @@ def test_a_family_model_trains_evaluates_and_serves_any_scan(tmp_path):
             "--base_channels=4", "--depth=2", "--batch_size=1",
             "--probe_input", "--refine_steps=4", "--refine_groups=2",
             "--refine_epochs=1", "--refine_steps_per_epoch=2", "--epochs=1"]
-  refused = run_cli(["-m", "ptychonet_tf.train", *common,
-                     "--refine_batch_size=2"])
-  assert_one_line_error(refused, "family", "--refine_batch_size=1")
+  # More than one scan per refinement step: refused before anything is
+  # built (the command line prints the UserError as one line).
+  config = config_lib.TrainConfig(
+      data_dir=data, model_dir=str(tmp_path / "refused"), refine_batch_size=2,
+      network=NetworkConfig(base_channels=4, depth=2, refine_steps=4,
+                            refine_groups=2))
+  with pytest.raises(UserError, match="--refine_batch_size=1"):
+    trainer.Trainer(config, tf.distribute.get_strategy())
   result = run_cli(["-m", "ptychonet_tf.train", *common,
                     "--refine_batch_size=1",
                     f"--export_dir={tmp_path / 'export'}"], timeout=600)
