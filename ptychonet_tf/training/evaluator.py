@@ -70,21 +70,23 @@ OBJECT_LOG_WEIGHT = 0.01
 OBJECT_MSE_FLOOR = 1e-10
 
 
-def final_object_error(model, batch, loss, probe, final, mask):
+def final_object_error(batch, loss, final, region, misfit):
   """E of the final objects float32 [B]: the object MSE (`losses.object_mse`,
-  phase offset removed, on `mask`) for "mse" and "dse", their data misfit
-  (`losses.object_misfit`, no object needed) for "physics", the MSE plus
-  dse_lambda times the misfit for "mse+physics"."""
+  phase offset removed, on the region) for "mse" and "dse", their data
+  misfit (no object needed) for "physics", the MSE plus dse_lambda times
+  the misfit for "mse+physics".
+
+  `region` () -> [H, W] and `misfit` () -> [B] give the scan's scored
+  region and the final objects' data misfit; each is called only when the
+  loss needs it."""
   error = 0.0
   if losses.uses_objects(loss.name):
     error = losses.object_mse(final["amplitude"], final["phase"],
                               batch["object_amplitude"],
-                              batch["object_phase"], mask)
+                              batch["object_phase"], region())
   if loss.name in ("physics", "mse+physics"):
     weight = loss.dse_lambda if loss.name == "mse+physics" else 1.0
-    error += weight * losses.object_misfit(
-        final["amplitude"], final["phase"], probe, model.layout,
-        batch["amplitudes"], loss.noise_model)
+    error += weight * misfit()
   return error
 
 
@@ -94,7 +96,7 @@ def family_scan_loss(model, batch, loss, training):
 
   Returns:
     (per_scan [1], dict "amplitude", "phase" [1, H, W] the final object,
-    misfit [1] its data misfit).
+    misfit: () -> [1] its data misfit, computed when called).
   """
   probe = batch_probes(batch)[0]
   patches, _, final, windows = model.scan_stages(
@@ -107,24 +109,22 @@ def family_scan_loss(model, batch, loss, training):
                                batch["amplitudes"], loss.dse_lambda,
                                weights=pattern_weights(model, probe),
                                noise_model=loss.noise_model)
-  estimate = tf.complex(final["amplitude"] * tf.cos(final["phase"]),
-                        final["amplitude"] * tf.sin(final["phase"]))
-  misfit = losses.data_misfit(
-      forward.far_field(probe * windows.extract(estimate)),
-      batch["amplitudes"], loss.noise_model)
+
+  def misfit():
+    estimate = tf.complex(final["amplitude"] * tf.cos(final["phase"]),
+                          final["amplitude"] * tf.sin(final["phase"]))
+    return losses.data_misfit(
+        forward.far_field(probe * windows.extract(estimate)),
+        batch["amplitudes"], loss.noise_model)
+
+  def region():
+    return operator_lib.Ptychography.of_scan(
+        windows.corners, windows.object_shape,
+        windows.probe_shape).lit_region(probe)
+
   if model.refine_steps:
-    error = 0.0
-    if losses.uses_objects(loss.name):
-      error = losses.object_mse(final["amplitude"], final["phase"],
-                                batch["object_amplitude"],
-                                batch["object_phase"],
-                                operator_lib.Ptychography.of_scan(
-                                    windows.corners, windows.object_shape,
-                                    windows.probe_shape).lit_region(probe))
-    if loss.name in ("physics", "mse+physics"):
-      error += (loss.dse_lambda if loss.name == "mse+physics" else
-                1.0) * misfit
-    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(error + OBJECT_MSE_FLOOR)
+    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(final_object_error(
+        batch, loss, final, region, misfit) + OBJECT_MSE_FLOOR)
   return per_scan, final, misfit
 
 
@@ -152,7 +152,9 @@ def scan_batch_loss(model, batch, loss, probe, training, mask):
                                noise_model=loss.noise_model)
   if model.refine_steps:
     per_scan += OBJECT_LOG_WEIGHT * tf.math.log(final_object_error(
-        model, batch, loss, probe, final, mask) + OBJECT_MSE_FLOOR)
+        batch, loss, final, lambda: mask, lambda: losses.object_misfit(
+            final["amplitude"], final["phase"], probe, model.layout,
+            batch["amplitudes"], loss.noise_model)) + OBJECT_MSE_FLOOR)
   return per_scan, final
 
 
@@ -203,7 +205,7 @@ class Evaluator:
       @tf.function(input_signature=[dataset.element_spec])
       def family_step(batch):
         per_scan, obj, misfit = family_scan_loss(model, batch, loss, False)
-        return per_scan, misfit, obj["amplitude"], obj["phase"]
+        return per_scan, misfit(), obj["amplitude"], obj["phase"]
 
       self._step = family_step
       return
