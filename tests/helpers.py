@@ -62,6 +62,20 @@ def run_cli(args, timeout=300, limits=None, env=None):
   return _ZYGOTE.run(args, REPO, full_env, timeout, limits)
 
 
+def run_fresh_script(folder, source, args, timeout=300):
+  """Runs the Python `source` with `args` in a fresh interpreter in
+  `folder` (a pathlib.Path), outside the repository and without
+  PYTHONPATH: plain TensorFlow, as a serving client would have it. Returns
+  the CompletedProcess (text)."""
+  script = folder / "fresh.py"
+  script.write_text(source)
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  return subprocess.run([sys.executable, str(script), *args],
+                        cwd=str(folder), env=env, capture_output=True,
+                        text=True, timeout=timeout)
+
+
 def assert_one_line_error(result, *fragments):
   """The process failed with a single `error: ...` line naming `fragments`."""
   assert result.returncode != 0, result.stdout + result.stderr

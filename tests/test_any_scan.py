@@ -1,16 +1,12 @@
 """The any_scan signatures of an export: scans of other positions, counts and
 probes, in a fresh process with plain TensorFlow, through reconstruct, and
 with the probe refined."""
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import run_cli
+from helpers import run_cli, run_fresh_script
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.model import export as export_lib
 from ptychonet_tf.model import inference
@@ -116,14 +112,8 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
            str(tmp_path / "spiral.npz"): other_scan(
                str(tmp_path / "spiral.npz"), 2,
                layouts.fermat_spiral(7, 3.3), 0.45)}
-  script = tmp_path / "fresh.py"
-  script.write_text(ANY_SCAN)
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  result = subprocess.run(
-      [sys.executable, str(script), path, str(tmp_path / "answers.npz"),
-       *scans], cwd=str(tmp_path), env=env, capture_output=True, text=True,
-      timeout=300)
+  result = run_fresh_script(
+      tmp_path, ANY_SCAN, [path, str(tmp_path / "answers.npz"), *scans])
   assert result.returncode == 0, result.stderr[-3000:]
   answers = np.load(tmp_path / "answers.npz")
   for i, (name, scan) in enumerate(scans.items()):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_one_line_error, run_cli, write_tiny
+from helpers import assert_one_line_error, run_cli, run_fresh_script, write_tiny
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.model import export as export_lib
 from ptychonet_tf.model import inference
@@ -204,15 +204,9 @@ def test_export_layout_and_fresh_process_reload(trained, exported, tmp_path):
   assert b"_XlaMustCompile\x12\x02(\x01" not in graph
   x = np.random.default_rng(0).random((3, 10, 16, 16)).astype(np.float32)
   np.save(tmp_path / "x.npy", x)
-  script = tmp_path / "fresh.py"
-  script.write_text(FRESH)
-  # A fresh interpreter, outside the repository, without PYTHONPATH.
-  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-  result = subprocess.run(
-      [sys.executable, str(script), version_dir, str(tmp_path / "x.npy"),
-       str(tmp_path / "out.npz")], cwd=str(tmp_path), env=env,
-      capture_output=True, text=True, timeout=300)
+  result = run_fresh_script(
+      tmp_path, FRESH,
+      [version_dir, str(tmp_path / "x.npy"), str(tmp_path / "out.npz")])
   assert result.returncode == 0, result.stderr[-3000:]
   got = np.load(tmp_path / "out.npz")
   ref = keras_reference(trained, x)
