@@ -4,16 +4,16 @@ r"""Plug-and-play against LSQML and its best linear filter, with the learned pri
       [--split=test] [--scans=8] [--photons=1e4] [--iterations=200] \
       [--chunk=10] [--sigma_start=0.1] [--sigma_end=0.01] \
       [--domain=amplitude_phase] [--first_sigma_scale=2] \
-      [--noise_model=poisson] [--prior=DIR] [--bm3d] \
-      [--blur=0.7,1,1.5,2]
+      [--noise_model=poisson] [--data_steps=lsqml] [--prior=DIR] \
+      [--bm3d] [--blur=0.7,1,1.5,2]
 
 Reads --scans scans of a dataset's split (simulated, with their objects),
 redraws them with Poisson noise at --photons per pattern (`evaluation.doses`;
 0 keeps them as they are), and reconstructs them from a flat start with the
 known probe:
 
-- LSQML for --iterations (the data steps alone), and the same objects
-  blurred with each Gaussian width of --blur (real and imaginary parts): the
+- LSQML for --iterations (the data steps alone; DM with --data_steps=dm),
+  and the same objects blurred with each Gaussian width of --blur (real and imaginary parts): the
   best linear filter of the maximum-likelihood estimate;
 - plug-and-play (`reconstructors` method "pnp") with the learned prior
   (--prior, default the shipped one) and, with --bm3d (the `bm3d` package,
@@ -59,6 +59,8 @@ flags.DEFINE_enum("domain", None, list(pnp.DOMAINS), "PnP: what is "
 flags.DEFINE_float("first_sigma_scale", None, "PnP: the first image (real "
                    "part or amplitude) is denoised at sigma times this; "
                    "default: PnP's.")
+flags.DEFINE_enum("data_steps", "lsqml", list(pnp.DATA_STEPS), "PnP: LSQML "
+                  "or DM iterations between the prior steps.")
 flags.DEFINE_enum("noise_model", "poisson", ["gaussian", "poisson"],
                   "The data steps' likelihood.")
 flags.DEFINE_float("object_reg", 1.0, "LSQML's object regulariser (of the "
@@ -153,12 +155,15 @@ def main(argv):
                   noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
                   progress=False)
   if FLAGS.lsqml:
+    # The data steps alone (LSQML, or DM for --data_steps=dm).
+    method = FLAGS.data_steps
     tick = time.perf_counter()
     fitted = reconstructors.reconstruct(
-        "lsqml", *inputs, reconstructors.configure("lsqml", **settings)).object
+        method, *inputs, reconstructors.configure(method, **settings)).object
     seconds = (time.perf_counter() - tick) / len(truths)
-    line(f"LSQML-{FLAGS.iterations} ({FLAGS.noise_model})", fitted, truths,
-         mask, seconds)
+    name = (f"LSQML-{FLAGS.iterations} ({FLAGS.noise_model})"
+            if method == "lsqml" else f"DM-{FLAGS.iterations}, flat start")
+    line(name, fitted, truths, mask, seconds)
     for width in FLAGS.blur:
       line(f"  + Gaussian blur {float(width):g} px",
            blur(fitted, float(width)), truths, mask, seconds)
@@ -170,7 +175,8 @@ def main(argv):
   for name, denoiser in priors:
     config = reconstructors.configure(
         "pnp", sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end,
-        prior=FLAGS.prior, denoiser=denoiser, **settings,
+        prior=FLAGS.prior, denoiser=denoiser, data_steps=FLAGS.data_steps,
+        **settings,
         **{k: v for k, v in (("domain", FLAGS.domain), ("first_sigma_scale",
                                                        FLAGS.first_sigma_scale))
            if v is not None})
@@ -178,7 +184,7 @@ def main(argv):
     tick = time.perf_counter()
     objects = solver.run().object
     seconds = (time.perf_counter() - tick) / len(truths)
-    line(f"PnP, {name} ({FLAGS.chunk} it/round, sigma "
+    line(f"PnP-{FLAGS.data_steps}, {name} ({FLAGS.chunk} it/round, sigma "
          f"{FLAGS.sigma_start:g}->{FLAGS.sigma_end:g}, {config.domain}, "
          f"x{config.first_sigma_scale:g})", objects, truths, mask, seconds)
 

@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 from scipy import ndimage
+import tensorflow as tf
 
 from ptychonet_tf import reconstructors
+from ptychonet_tf.baselines import dm
 from ptychonet_tf.baselines import pnp
 from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
@@ -71,6 +73,53 @@ def test_identity_prior_gives_lsqml(scan):
                                atol=1e-5)
 
 
+@pytest.mark.slow
+def test_identity_prior_with_dm_data_steps_gives_dm(scan):
+  """With DM's data steps and a prior that changes nothing, PnP is DM."""
+  amps, probe, layout, shape, _ = scan
+  settings = dict(iterations=20, chunk=5, progress=False)
+  alone = reconstructors.reconstruct(
+      "dm", amps, probe, layout, shape,
+      reconstructors.configure("dm", **settings))
+  config = reconstructors.configure("pnp", denoiser=identity,
+                                    data_steps="dm", **settings)
+  assert reconstructors.for_config(config) is pnp.PnPDM
+  plugged = reconstructors.reconstruct("pnp", amps, probe, layout, shape,
+                                       config)
+  assert plugged.method == "pnp" and plugged.chi.shape == (20,)
+  np.testing.assert_allclose(plugged.object, alone.object, rtol=1e-4,
+                             atol=1e-5)
+
+
+def test_dm_prior_step_shifts_the_exit_waves_by_the_object_change(scan):
+  """After a prior step DM's next overlap projection moves by the prior's
+  change of the object (where the probe lights it): the exit waves shift
+  by P (new - old) and keep the rest."""
+  amps, probe, layout, shape, obj = scan
+  solver = reconstructors.build("pnp", amps, probe, layout, shape,
+                                pnp.PnPConfig(denoiser=identity,
+                                              data_steps="dm", chunk=3))
+  assert isinstance(solver, pnp.PnPDM) and isinstance(solver.config,
+                                                       dm.DMConfig)
+  state = solver.initial_state(tf.ones([1, *shape], tf.complex64),
+                               solver.probe)
+  state, _, _, _ = dm.DifferenceMap.iterate_chunk(solver, state, 3, False)
+  denoised = tf.constant(obj[None])
+  psi_hat, new_obj, probe_out, norm = solver.with_object(state, denoised)
+  assert new_obj is denoised and probe_out is state[2] and norm is state[3]
+  op = solver.operator
+
+  def projection(spectra):
+    return op.solve_object(op.backpropagate(spectra), probe_out, 1e-9,
+                           norm=norm).numpy()[0]
+
+  moved = projection(psi_hat) - projection(state[0])
+  change = (denoised - state[1]).numpy()[0]
+  lit = metrics.illuminated_region(layout, shape, probe)
+  assert np.abs(change[lit]).max() > 0.1
+  np.testing.assert_allclose(moved[lit], change[lit], atol=1e-4)
+
+
 def test_prior_step_acts_on_the_lit_region_only(scan):
   amps, probe, layout, shape, obj = scan
   solver = pnp.PnP(amps, probe, layout, shape,
@@ -132,6 +181,7 @@ def test_a_smoothing_prior_beats_the_data_alone_at_low_dose(scan):
     (dict(first_sigma_scale=0.0), "first_sigma_scale"),
     (dict(iterations=0), "iterations"),
     (dict(noise_model="laplace"), "noise model"),
+    (dict(data_steps="epie"), "data_steps"),
 ])
 def test_bad_settings_are_one_line_errors(settings, fragment):
   with pytest.raises(UserError, match=fragment):

@@ -249,6 +249,14 @@ class Reconstructor:
     self._terms = None
     self.set_amplitudes(amplitudes)
 
+  @classmethod
+  def variant(cls, config):
+    """The class that runs `config` (None: the defaults): this one; a method
+    whose settings choose among classes (plug-and-play's data steps) says
+    which."""
+    del config
+    return cls
+
   def position_groups(self):
     """The operator's position groups (None: one group, layout order)."""
     return None

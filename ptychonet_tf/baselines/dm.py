@@ -203,13 +203,10 @@ class DifferenceMap(base.IterativeReconstructor):
     Returns the new exit waves' spectra F(psi) and the misfit [B] of the
     estimate's spectra, sum_j || |F(P O_j)| - A_j ||^2.
     """
-    op = self.operator
-    alpha = tf.constant(self.config.alpha, tf.complex64)
     pbound = self._terms["pbound"] if self.config.fourier_relax > 0 else None
-    phi_hat = op.spectra(obj, probe, group)
-    z_hat = (1.0 + alpha) * phi_hat - alpha * psi_hat
-    delta = op.modulus_projection(z_hat, amplitudes, pbound) - phi_hat
-    return psi_hat + delta, op.misfit(phi_hat, amplitudes)
+    delta, misfit = self.operator.difference_map_update(
+        obj, psi_hat, probe, amplitudes, self.config.alpha, group, pbound)
+    return psi_hat + delta, misfit
 
   def _iterate(self, state, num, refine):
     """`num` DM iterations; returns the new state and chi, error [num, B]."""

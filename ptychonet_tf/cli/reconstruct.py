@@ -19,8 +19,9 @@ intensities become centred amplitudes. Methods:
   epie          ePIE, --iterations epochs
   lsqml         least-squares maximum likelihood (Odstrcil et al. 2018) from
                 --init, --lsqml_batch_size positions per update
-  pnp           plug-and-play: LSQML rounds of 10 iterations, each ending in a
-                step of the learned image prior (--prior, --sigma_start,
+  pnp           plug-and-play: rounds of 10 LSQML iterations (--data_steps=dm:
+                DM iterations, for noise-free data), each ending in a step
+                of the learned image prior (--prior, --sigma_start,
                 --sigma_end)
   ptychonet     one pass of a PtychoNet SavedModel (--saved_model): its
                 serving_default for a scan of the training layout, its
@@ -104,6 +105,10 @@ flags.DEFINE_float("probe_reg", 0.1, "LSQML: regulariser of the probe "
                    "update's denominator, relative to max(sum_j |O_j|^2).")
 flags.DEFINE_string("prior", None, "pnp: an exported image prior (a "
                     "train_prior --export_dir); default: the shipped one.")
+flags.DEFINE_enum("data_steps", None, ["lsqml", "dm"], "pnp: the data steps "
+                  "between the prior steps: lsqml (default; noisy data) or "
+                  "dm (difference map; noise-free data, where it converges "
+                  "faster, docs/baselines.md).")
 flags.DEFINE_float("sigma_start", None, "pnp: the prior's noise level in the "
                    "first round (images scaled to [0, 1]; default: "
                    "PnPConfig's).")
@@ -193,7 +198,8 @@ def method_config(method, iterations):
       noise_model=FLAGS.noise_model, object_reg=FLAGS.object_reg,
       probe_reg=FLAGS.probe_reg, saved_model=FLAGS.saved_model,
       allow_other_probe=FLAGS.allow_other_probe, prior=FLAGS.prior,
-      sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end)
+      sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end,
+      data_steps=FLAGS.data_steps)
   # A flag left unset (None) leaves the method's own default.
   return reconstructors.configure(
       method, **{k: v for k, v in settings.items() if v is not None})

@@ -317,6 +317,32 @@ class Ptychography:
     """Pi_F of spectra (see the module function `modulus_projection`)."""
     return modulus_projection(spectra, amplitudes, pbound)
 
+  def difference_map_update(self, obj, waves_hat, probe, amplitudes,
+                            alpha=1.0, group=None, pbound=None):
+    """The difference map's change of the exit waves from the new object.
+
+    With phi = F(P O_j) of the object just projected from the exit waves and
+    psi their spectra: Delta = Pi_F((1 + alpha) phi - alpha psi) - phi, so
+    that psi + Delta is DM's next iterate (alpha = 1: the classic map).
+
+    Args:
+      obj: complex64 [B, H, W] the overlap projection of the exit waves.
+      waves_hat: complex64 [B, K, h, w] the exit waves' spectra (loop frame).
+      probe: complex64 [h, w] or [B, h, w].
+      amplitudes: float32 [B, K, h, w] (loop frame).
+      alpha: DM's relaxation.
+      group: the positions of waves_hat (None: all).
+      pbound: the power bound of the relaxed projection (None: exact).
+
+    Returns:
+      (Delta complex64 [B, K, h, w], the misfit [B] of phi).
+    """
+    alpha = tf.constant(alpha, tf.complex64)
+    phi_hat = self.spectra(obj, probe, group)
+    z_hat = (1.0 + alpha) * phi_hat - alpha * waves_hat
+    delta = modulus_projection(z_hat, amplitudes, pbound) - phi_hat
+    return delta, self.misfit(phi_hat, amplitudes)
+
   def project(self, waves, amplitudes, pbound=None):
     """Pi_F in real space: the exit waves whose spectra have the measured
     moduli, backpropagate(modulus_projection(propagate(waves)))."""

@@ -17,8 +17,8 @@ Methods:
   dm            difference map (`baselines.dm`)
   epie          ePIE (`baselines.epie`)
   lsqml         least-squares maximum likelihood (`baselines.lsqml`)
-  pnp           plug-and-play: LSQML rounds, each ending in a step of the
-                learned image prior (`baselines.pnp`)
+  pnp           plug-and-play: rounds of LSQML (or DM) iterations, each ending
+                in a step of the learned image prior (`baselines.pnp`)
   ptychonet     one pass of a PtychoNet SavedModel (`learned.Learned`)
   ptychonet+dm  DM started from the SavedModel's output, the paper's
                 section 6 (`learned.LearnedThenDM`)
@@ -43,7 +43,12 @@ LEARNED = ("ptychonet", "ptychonet+dm")
 
 
 def get(name):
-  """The reconstructor class of a method name (UserError if unknown)."""
+  """The reconstructor class of a method name (UserError if unknown).
+
+  A method whose settings choose among classes (pnp's data steps) names
+  its first; `build` and `for_config` give the one a config asks for
+  (`Reconstructor.variant`).
+  """
   if name not in METHODS:
     raise UserError(f"method {name!r} is not one of {NAMES}")
   module, _, attribute = METHODS[name].partition(":")
@@ -59,7 +64,7 @@ def for_config(config):
   for name in NAMES:
     cls = get(name)
     if type(config) is cls.config_class:  # pylint: disable=unidiomatic-typecheck
-      return cls
+      return cls.variant(config)
   raise ValueError(f"no reconstruction method takes a {type(config).__name__}")
 
 
@@ -80,7 +85,8 @@ def configure(name, **settings):
 
 def build(name, amplitudes, probe, layout, object_shape, config=None):
   """A reconstructor of method `name` for the scans (see base.Reconstructor)."""
-  return get(name)(amplitudes, probe, layout, object_shape, config)
+  return get(name).variant(config)(amplitudes, probe, layout, object_shape,
+                                   config)
 
 
 def reconstruct(name, amplitudes, probe, layout, object_shape, config=None,
