@@ -1,5 +1,6 @@
 """Physics-unrolled refinement: the update against numpy, convergence,
 gradients, training end to end, truncated exports."""
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -576,6 +577,78 @@ def test_prior_steps_sit_between_the_physics_steps(tmp_path):
   grad = tape.gradient(loss, layer.prior_log_sigma)
   assert grad is not None and np.all(np.isfinite(grad.numpy()))
   assert np.any(grad.numpy() != 0)
+
+
+@pytest.mark.slow
+def test_dm_steps_are_difference_map_iterations():
+  """data_steps="dm" with unit step sizes: DM (baselines.dm) from the same
+  start, up to float rounding; the momenta are not trained."""
+  from ptychonet_tf import reconstructors  # pylint: disable=g-import-not-at-top
+  probe, layout, shape, obj, amps = _scan()
+  rng = np.random.default_rng(1)
+  start = (obj * np.exp(0.3j * rng.standard_normal(shape))).astype(np.complex64)
+  layer = refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag,
+                                        6, inertia=1e-6, data_steps="dm")
+  layer.build()
+  assert {v.name for v in layer.trainable_variables} == {"step_size"}
+  got = layer(start[None], amps[None]).numpy()[0]
+  want = reconstructors.reconstruct(
+      "dm", amps, probe, layout, shape,
+      reconstructors.configure("dm", iterations=6, chunk=6, object_inertia=1e-6,
+                               position_groups=1, progress=False),
+      initial_object=start).object
+  lit = metrics.illuminated_region(layout, shape, probe)
+  np.testing.assert_allclose(got[lit], want[lit], atol=2e-4)
+  assert np.abs(got - start)[lit].max() > 0.05  # it moved
+  # Half steps move the exit waves half as far: another object.
+  layer.step_size.assign(np.full(6, 0.5, np.float32))
+  assert np.abs(layer(start[None], amps[None]).numpy()[0] - got)[lit].max() > 1e-3
+  with pytest.raises(ValueError, match="one position group"):
+    refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag, 4,
+                                  groups=2, data_steps="dm")
+  with pytest.raises(ValueError, match="data steps"):
+    refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag, 4,
+                                  data_steps="epie")
+
+
+@pytest.mark.slow
+def test_dm_steps_with_a_prior_are_plug_and_play_with_dm(tmp_path):
+  """DM steps with prior steps between them: plug-and-play with DM's data
+  steps (baselines.pnp.PnPDM: the exit waves shifted by each prior step),
+  the same denoiser at the same noise levels; the levels get gradients."""
+  from ptychonet_tf.baselines import pnp  # pylint: disable=g-import-not-at-top
+  probe, layout, shape, obj, amps = _scan()
+  path = _export_tiny_prior(tmp_path)
+  # Not a flat start: from one, DM's iterates hinge on float rounding.
+  rng = np.random.default_rng(1)
+  start = (obj * np.exp(0.3j * rng.standard_normal(shape))).astype(
+      np.complex64)[None]
+  lit = metrics.illuminated_region(layout, shape, probe)
+  for domain, scale in (("complex", 1.0), ("amplitude_phase", 2.0)):
+    layer = refinement.UnrolledRefinement(
+        layout, shape, probe.real, probe.imag, 6, inertia=1e-6, prior=path,
+        prior_every=3, prior_sigma=(0.1, 0.05), data_steps="dm",
+        prior_domain=domain, prior_amplitude_scale=scale)
+    layer.build()
+    got = layer(start, amps[None]).numpy()[0]
+    solver = pnp.PnPDM(amps, probe, layout, shape, pnp.PnPConfig(
+        iterations=6, chunk=3, sigma_start=0.1, sigma_end=0.05,
+        domain=domain, first_sigma_scale=scale, data_steps="dm",
+        denoiser=layer.denoiser, progress=False))
+    solver.config = dataclasses.replace(solver.config, object_inertia=1e-6,
+                                        position_groups=1)
+    want = solver.run(start[0]).object
+    # (bfloat16 denoiser, XLA against plain ops: a few pixels differ ~2e-3)
+    np.testing.assert_allclose(got[lit], want[lit], atol=5e-3)
+    config = layer.get_config()
+    assert (config["prior_domain"], config["prior_amplitude_scale"],
+            config["data_steps"]) == (domain, scale, "dm")
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.abs(layer(start, amps[None]) - obj) ** 2)
+  grads = tape.gradient(loss, [layer.prior_log_sigma, layer.step_size])
+  for grad in grads:
+    assert grad is not None and np.all(np.isfinite(grad.numpy()))
+    assert np.any(grad.numpy() != 0)
 
 
 @pytest.mark.slow

@@ -121,6 +121,12 @@ class NetworkConfig:
       "misfit rose since the group's previous step (adaptive restart: "
       "accelerated steps that do not diverge on scans unlike the training "
       "ones).")
+  refine_data_steps: str = settings.setting(
+      "gradient", "What the refinement steps are: gradient = learned, "
+      "accelerated error-reduction steps; dm = difference-map iterations "
+      "with learned step sizes (one position group; noise-free scans of few "
+      "positions, where DM's phase converges faster; docs/training.md).",
+      choices=("gradient", "dm"))
   refine_smoothing: int = settings.setting(
       0, "Odd size of a learned linear filter on the refined object, "
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
@@ -138,6 +144,14 @@ class NetworkConfig:
       "to end).")
   refine_prior_sigma_end: float = settings.setting(
       0.01, "Noise level of the last prior step at initialisation.")
+  refine_prior_domain: str = settings.setting(
+      "complex", "What the prior steps denoise: the object's real and "
+      "imaginary parts (complex) or its amplitude and phase.",
+      choices=("complex", "amplitude_phase"))
+  refine_prior_amplitude_scale: float = settings.setting(
+      1.0, "The prior steps denoise the first image of "
+      "--refine_prior_domain (the real part, or the amplitude) at this "
+      "times their noise level.")
   refine_prior_train: bool = settings.setting(
       False, "Also train the prior's denoiser end to end (else only its "
       "noise levels are learned).")
@@ -404,7 +418,11 @@ class PtychoNet(keras.Model):
           prior_every=self.refine_prior_every,
           prior_sigma=(self.refine_prior_sigma_start,
                        self.refine_prior_sigma_end),
-          prior_train=self.refine_prior_train, name="refinement")
+          prior_train=self.refine_prior_train,
+          data_steps=self.refine_data_steps,
+          prior_domain=self.refine_prior_domain,
+          prior_amplitude_scale=self.refine_prior_amplitude_scale,
+          name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)
     self._offset, self._span = lo, hi - lo

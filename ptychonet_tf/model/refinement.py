@@ -51,8 +51,10 @@ With a learned image prior (`prior`: the package's shipped prior or an
 exported one, `ptychonet_tf.prior`), every `prior_every`-th step (default:
 one per pass over the position groups) ends in a prior step,
 O <- D_sigma_p(O) on the lit region (`prior.objects.denoise_object`: the
-real and imaginary parts scaled to the prior's units, denoised at noise
-level sigma_p, scaled back), after which the momentum restarts. The noise
+real and imaginary parts, or with `prior_domain="amplitude_phase"` its
+amplitude and phase, scaled to the prior's units, denoised at noise level
+sigma_p (the first image at `prior_amplitude_scale` times it), scaled
+back), after which the momentum restarts. The noise
 levels sigma_p are learned (stored as log sigma, initialised geometric from
 `prior_sigma`); the denoiser is a sub-layer, so its weights are the model's
 and the SavedModel's, frozen unless `prior_train`. The physics steps move
@@ -68,6 +70,18 @@ any other scan, built inside a graph from its positions and probe
 from the second pass over the groups on, each object step is followed by
 LSQML's preconditioned probe step on the same group (`probe_step`, not
 learned), and the norms are recomputed from the changing probe.
+
+With `data_steps="dm"` the K steps are difference-map iterations instead
+(one position group): the layer carries the exit waves' spectra psi
+between steps, each step projects them onto an object (DM's overlap
+projection, with the preconditioner floor above and the previous object
+where no probe reaches) and moves them by s_k times DM's update
+(`Ptychography.difference_map_update`; s_k = 1 is DM). A prior step that
+changes the object by dO shifts the exit waves by P dO, as plug-and-play
+with DM's data steps does (`baselines/pnp.py`), so DM keeps its memory of
+the data. On noise-free scans of few positions DM's phase converges far
+faster than error reduction (docs/training.md); the momenta and the
+restart do not apply (the momenta are not trained).
 
 With `smoothing` = k > 0, the refined object then passes a learned k x k
 linear filter S (one kernel for its real and imaginary parts, reflected at
@@ -100,6 +114,10 @@ MOMENTUM_LIMIT = 0.85
 
 # The smoothing kernel is stored divided by this (see the module doc).
 SMOOTHING_GAIN = 2.0
+
+# What the K steps are: accelerated gradient (error-reduction) steps, or
+# difference-map iterations.
+DATA_STEPS = ("gradient", "dm")
 
 # The probe steps' regulariser relative to max(sum_j |O_j|^2) (LSQML's
 # default probe_reg).
@@ -193,6 +211,12 @@ class UnrolledRefinement(keras.layers.Layer):
       initialisation, geometric in between; learned end to end.
     prior_train: also train the denoiser's weights end to end (else they
       stay as loaded).
+    prior_domain: what the prior steps denoise: "complex" (the real and
+      imaginary parts) or "amplitude_phase".
+    prior_amplitude_scale: the first image of `prior_domain` is denoised at
+      this times the step's noise level.
+    data_steps: "gradient" (the accelerated error-reduction steps) or "dm"
+      (difference-map iterations; needs groups = 1; see the module doc).
     jit_compile: run the K steps as one XLA-compiled function (also in the
       exported SavedModel). On CPU this makes the steps faster (the window
       gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
@@ -206,7 +230,8 @@ class UnrolledRefinement(keras.layers.Layer):
                filters=0, inertia=1e-3, jit_compile=True, groups=1,
                smoothing=0, prior="", prior_every=0, prior_sigma=(0.1, 0.01),
                prior_train=False, line_search=False, restart=False,
-               **kwargs):
+               data_steps="gradient", prior_domain="complex",
+               prior_amplitude_scale=1.0, **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
@@ -221,6 +246,21 @@ class UnrolledRefinement(keras.layers.Layer):
     if not 1 <= int(groups) <= len(layout):
       raise ValueError(f"refinement position groups {groups} must be in "
                        f"[1, {len(layout)}] (the scan's positions)")
+    if data_steps not in DATA_STEPS:
+      raise ValueError(f"refinement data steps {data_steps!r} are not one "
+                       f"of {DATA_STEPS}")
+    if data_steps == "dm" and (int(groups) != 1 or int(filters) or
+                               line_search or restart):
+      raise ValueError("refinement data steps 'dm' take one position group "
+                       "and no corrections, line search or restart")
+    self.data_steps = data_steps
+    if prior_domain not in prior_objects.DOMAINS or not (
+        float(prior_amplitude_scale) > 0):
+      raise ValueError(f"prior domain {prior_domain!r} must be one of "
+                       f"{prior_objects.DOMAINS} and prior_amplitude_scale="
+                       f"{prior_amplitude_scale} > 0")
+    self.prior_domain = prior_domain
+    self.prior_amplitude_scale = float(prior_amplitude_scale)
     self.layout = np.asarray(layout, np.int32)
     self.object_shape = tuple(int(s) for s in object_shape)
     self.probe_real = np.asarray(probe_real, np.float32)
@@ -275,9 +315,12 @@ class UnrolledRefinement(keras.layers.Layer):
                               dtype="float32")], name=f"correction{k}"))
 
   def build(self, input_shape=None):
+    # DM's steps have no momentum: kept (one set of weights for both kinds
+    # of steps), not trained.
     self.momentum = self.add_weight(
         name="momentum", shape=(self.steps,),
-        initializer=keras.initializers.Constant(initial_momentum(self.steps)))
+        initializer=keras.initializers.Constant(initial_momentum(self.steps)),
+        trainable=self.data_steps == "gradient")
     self.step_size = self.add_weight(
         name="step_size", shape=(self.steps,),
         initializer=keras.initializers.Constant(1.0))
@@ -418,7 +461,7 @@ class UnrolledRefinement(keras.layers.Layer):
     key = (start % self.groups, int(momentum.shape[0]), method)
     if key not in self._segments:
       self._segments[key] = tf.function(
-          functools.partial(self._segment, start=start, method=method),
+          functools.partial(self._data_segment, start=start, method=method),
           jit_compile=True)
     return self._segments[key](obj, previous, group_amplitudes, momentum,
                                step_size)
@@ -472,9 +515,13 @@ class UnrolledRefinement(keras.layers.Layer):
     group_amplitudes = [physics.operator.group_slice(amplitudes, g)
                         for g in range(self.groups)]
     if segment is None:
-      segment = functools.partial(self._segment, physics=physics)
+      segment = functools.partial(self._data_segment, physics=physics)
     every = self.prior_every if self.prior_steps else self.steps
-    previous = obj
+    dm = self.data_steps == "dm"
+    # What the steps carry besides the object: the object before the last
+    # step (the momentum's), or DM's exit waves' spectra.
+    previous = (physics.operator.spectra(obj, physics.probe, 0) if dm else
+                obj)
     for start in range(0, self.steps, every):
       stop = min(start + every, self.steps)
       obj, previous, probe = segment(obj, previous, group_amplitudes,
@@ -483,14 +530,54 @@ class UnrolledRefinement(keras.layers.Layer):
                                      method=method)
       if physics.refine_probe:
         physics = physics._replace(probe=probe)
-        segment = functools.partial(self._segment, physics=physics)
+        segment = functools.partial(self._data_segment, physics=physics)
       if self.prior_steps and stop % every == 0:
-        obj = prior_objects.denoise_object(self.denoiser, obj, physics.lit,
-                                           sigma[stop // every - 1])
-        previous = obj  # the momentum restarts after a prior step
+        denoised = prior_objects.denoise_object(
+            self.denoiser, obj, physics.lit, sigma[stop // every - 1],
+            self.prior_domain, self.prior_amplitude_scale)
+        if dm:
+          # The exit waves move with the object (module doc).
+          previous += physics.operator.spectra(denoised - obj,
+                                               physics.probe, 0)
+        else:
+          previous = denoised  # the momentum restarts after a prior step
+        obj = denoised
     if self.smoothing:
       obj = self.smooth(obj, kernel)
     return obj, tf.convert_to_tensor(physics.probe, tf.complex64)
+
+  def _data_segment(self, *args, **kwargs):
+    """`_segment` or `_dm_segment`, as `data_steps` says."""
+    if self.data_steps == "dm":
+      return self._dm_segment(*args, **kwargs)
+    return self._segment(*args, **kwargs)
+
+  def _dm_segment(self, obj, waves, group_amplitudes, momentum, step_size,
+                  start, method="segment", physics=None):
+    """DM iterations start .. start + len(step_size) - 1 (one group).
+
+    Returns:
+      (the object projected from the exit waves before the last update,
+      the exit waves' spectra after it, probe).
+    """
+    del momentum  # DM's steps have none
+    physics = physics or self.physics
+    op = physics.operator
+    amplitudes = group_amplitudes[0]
+    step_size = tf.complex(step_size, tf.zeros_like(step_size))
+    for i in range(int(step_size.shape[0])):
+      probe = tf.convert_to_tensor(physics.probe, tf.complex64)
+      norm = (None if physics.norms is None else
+              tf.convert_to_tensor(physics.norms[0]))
+      obj = op.solve_object(op.backpropagate(waves), probe, self.inertia, 0,
+                            norm=norm, previous=obj, method=method)
+      delta, _ = op.difference_map_update(obj, waves, probe, amplitudes,
+                                          group=0)
+      waves += step_size[i] * delta
+      if physics.refine_probe and start + i >= 1:
+        physics = physics._replace(probe=self.probe_step(
+            obj, amplitudes, 0, physics))
+    return obj, waves, tf.convert_to_tensor(physics.probe, tf.complex64)
 
   def _segment(self, obj, previous, group_amplitudes, momentum, step_size,
                start, method="segment", physics=None):
@@ -544,5 +631,8 @@ class UnrolledRefinement(keras.layers.Layer):
                   prior=self.prior,
                   prior_every=self.prior_every,
                   prior_sigma=list(self.prior_sigma),
-                  prior_train=self.prior_train)
+                  prior_train=self.prior_train,
+                  data_steps=self.data_steps,
+                  prior_domain=self.prior_domain,
+                  prior_amplitude_scale=self.prior_amplitude_scale)
     return config
