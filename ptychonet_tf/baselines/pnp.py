@@ -10,8 +10,7 @@ between iterations, and its next object is their overlap projection; a
 prior step that changed the object by dO therefore shifts every exit wave
 by P dO, so that the next projection moves by dO and DM keeps what its
 exit waves held of the data (restarting DM from the exit waves of the
-denoised object instead lost 2.8 / 4.2 dB on sparse scans of training
-photographs). In the prior step, the object's two real images (its real
+denoised object instead did much worse). In the prior step, the object's two real images (its real
 and imaginary parts, or its amplitude and phase, `domain`) are each scaled
 to the prior's [0, 1] units on the illuminated region, denoised at noise
 level sigma_r, scaled back and put in place on the illuminated region; the

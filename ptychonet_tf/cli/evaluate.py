@@ -98,12 +98,29 @@ flags.DEFINE_bool("run_pnp", False,
                   "image prior, method pnp) from a flat start for "
                   "--dm_iterations data iterations: the row 'PnP (N it, "
                   "learned prior)', and a row of the dose sweep.")
+flags.DEFINE_enum("pnp_data_steps", "lsqml", ["lsqml", "dm"], "--run_pnp's "
+                  "data steps: LSQML (noisy data) or DM (noise-free data; "
+                  "docs/baselines.md).")
+flags.DEFINE_list("pnp_sigma", None, "--run_pnp's first and last noise "
+                  "levels, e.g. 0.2,0.05 (default: PnPConfig's).")
 flags.DEFINE_string("prior", None, "The exported prior of --run_pnp (a "
                     "train_prior --export_dir); default: the shipped one.")
 flags.DEFINE_integer("threads", 0, "CPU threads TensorFlow may use (its intra- "
                      "and inter-op pools); 0 = all cores. Timings in the "
                      "report are taken with it.")
 FLAGS = flags.FLAGS
+
+
+def pnp_sigma():
+  """--pnp_sigma as (first, last), or None (UserError unless two numbers)."""
+  if not FLAGS.pnp_sigma:
+    return None
+  try:
+    first, last = (float(v) for v in FLAGS.pnp_sigma)
+  except ValueError as e:
+    raise UserError(f"--pnp_sigma={','.join(FLAGS.pnp_sigma)} must be two "
+                    f"numbers, first,last") from e
+  return first, last
 
 
 def check_flags():
@@ -176,7 +193,8 @@ def main(argv):
       run_dm=FLAGS.run_dm, dm_flat_start=FLAGS.dm_flat_start,
       dm_equal_time=FLAGS.dm_equal_time, run_lsqml=FLAGS.run_lsqml,
       lsqml_batch_size=FLAGS.lsqml_batch_size, run_pnp=FLAGS.run_pnp,
-      prior=FLAGS.prior, num_panels=FLAGS.num_panels,
+      prior=FLAGS.prior, pnp_data_steps=FLAGS.pnp_data_steps,
+      pnp_sigma=pnp_sigma(), num_panels=FLAGS.num_panels,
       seed=FLAGS.seed, command=sys.argv[1:])
   machine.set_threads(FLAGS.threads)
   models = parse_models(FLAGS.saved_model)

@@ -69,6 +69,9 @@ class ComparisonSettings:
     run_pnp: run plug-and-play (`baselines.pnp`, its default settings and
       lsqml_batch_size) from a flat start for dm_iterations data iterations.
     prior: the exported prior of the PnP row; None: the shipped one.
+    pnp_data_steps, pnp_sigma: the PnP row's data steps ("lsqml" or "dm",
+      `pnp.PnPConfig.data_steps`) and its (first, last) noise levels (None:
+      PnPConfig's).
     num_panels: test objects drawn in the image panels.
     doses: photons per pattern of a dose sweep (() for none; inf = noise
       free): every test scan redrawn with Poisson noise at each dose.
@@ -88,6 +91,8 @@ class ComparisonSettings:
   lsqml_batch_size: int = 10
   run_pnp: bool = False
   prior: Optional[str] = None
+  pnp_data_steps: str = "lsqml"
+  pnp_sigma: Optional[Tuple[float, float]] = None
   num_panels: int = 3
   doses: Tuple[float, ...] = ()
   seed: int = 0
@@ -426,14 +431,20 @@ class Comparison:
   def pnp(self, name, amplitudes=None):
     """Plug-and-play from a flat start for the settings' DM iterations."""
     iterations = self.settings.dm_iterations
+    sigma = self.settings.pnp_sigma
     config = pnp.PnPConfig(iterations=iterations, prior=self.settings.prior,
                            denoiser=self.denoiser,
                            batch_size=self.settings.lsqml_batch_size,
-                           progress=False)
+                           data_steps=self.settings.pnp_data_steps,
+                           progress=False,
+                           **({} if sigma is None else dict(
+                               sigma_start=sigma[0], sigma_end=sigma[1])))
     return self.solver(config, name, amplitudes)
 
   def pnp_name(self):
-    return f"{PNP} ({self.settings.dm_iterations} it, learned prior)"
+    steps = ("" if self.settings.pnp_data_steps == "lsqml" else
+             f"{self.settings.pnp_data_steps.upper()} ")
+    return f"{PNP} ({self.settings.dm_iterations} {steps}it, learned prior)"
 
   def timed_curve(self, curve, chi, seconds, offset=0.0):
     """A run's curve with its chi and the seconds per scan at each point.
