@@ -132,7 +132,8 @@ class NetworkConfig:
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
   refine_prior: str = settings.setting(
       "", "Learned image prior between the refinement steps: 'default' (the "
-      "package's shipped prior), the folder of an exported prior "
+      "package's shipped prior), 'base' (the white-noise prior it was "
+      "fine-tuned from), the folder of an exported prior "
       "(train_prior --export_dir), or '' (none). Its denoiser becomes part "
       "of the model and its SavedModel.")
   refine_prior_every: int = settings.setting(

@@ -20,6 +20,12 @@ from ptychonet_tf.utils.errors import UserError
 # embedded default photographs and procedural images); `make prior` remakes it.
 DEFAULT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "weights")
+# The white-noise prior the shipped one was fine-tuned from (docs/prior.md):
+# the better prior on noise-free sparse scans (docs/baselines.md).
+BASE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "weights_base")
+# Names `load` takes besides a folder.
+NAMES = {"default": DEFAULT_DIR, "base": BASE_DIR}
 CONFIG_FILE = "prior.json"
 WEIGHTS_FILE = "prior.npz"
 
@@ -29,7 +35,9 @@ def load(path=None, dtype="float32", trainable=False, name="prior_denoiser"):
 
   Args:
     path: a folder holding prior.json and prior.npz (a training run's
-      --export_dir); None: the shipped prior (`DEFAULT_DIR`).
+      --export_dir), or a name of NAMES ("default": the shipped prior,
+      "base": the white-noise prior it was fine-tuned from); None: the
+      shipped prior (`DEFAULT_DIR`).
     dtype: the layer's dtype policy ("float32", or "mixed_bfloat16").
     trainable: whether its weights train when it is part of another model.
     name: the layer's name.
@@ -44,7 +52,7 @@ def load(path=None, dtype="float32", trainable=False, name="prior_denoiser"):
       network settings.
   """
   from ptychonet_tf.prior import network  # pylint: disable=g-import-not-at-top
-  folder = DEFAULT_DIR if path is None else path
+  folder = DEFAULT_DIR if path is None else NAMES.get(path, path)
   config_path = os.path.join(folder, CONFIG_FILE)
   weights_path = os.path.join(folder, WEIGHTS_FILE)
   if not (os.path.isfile(config_path) and os.path.isfile(weights_path)):
