@@ -668,11 +668,14 @@ def test_a_model_with_a_prior_exports_with_its_denoiser(tmp_path):
   served = tf.saved_model.load(base).signatures["serving_default"](
       amplitudes=tf.constant(x))
   # The denoiser computes in bfloat16 where the CPU does so natively
-  # (machine.fast_policy): a few 1e-3 apart from graph to graph.
-  atol = 2e-2 if machine.fast_policy() == "mixed_bfloat16" else 1e-4
+  # (machine.fast_policy): a few 1e-3 apart from graph to graph, a rare
+  # pixel 2e-2 (a fresh-clone CI run: 1 of 992 at 0.023). A lost denoiser
+  # moves every pixel by ~0.1, which the mean catches.
+  bf16 = machine.fast_policy() == "mixed_bfloat16"
   for key in ("amplitude", "phase"):
-    np.testing.assert_allclose(served[key].numpy(), reference[key],
-                               atol=atol)
+    diff = np.abs(served[key].numpy() - reference[key])
+    assert diff.max() < (5e-2 if bf16 else 1e-4), (key, diff.max())
+    assert diff.mean() < (2e-3 if bf16 else 1e-5), (key, diff.mean())
 
 
 @pytest.mark.slow
