@@ -13,8 +13,8 @@ redraws them with Poisson noise at --photons per pattern (`evaluation.doses`;
 known probe:
 
 - LSQML for --iterations (the data steps alone; DM with --data_steps=dm),
-  and the same objects blurred with each Gaussian width of --blur (real and imaginary parts): the
-  best linear filter of the maximum-likelihood estimate;
+  and the same objects blurred with each Gaussian width of --blur (real and
+  imaginary parts): the best linear filter of the maximum-likelihood estimate;
 - plug-and-play (`reconstructors` method "pnp") with the learned prior
   (--prior, default the shipped one) and, with --bm3d (the `bm3d` package,
   a benchmark-only dependency), with BM3D as the prior, the same rounds and

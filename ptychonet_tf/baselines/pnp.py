@@ -10,11 +10,12 @@ between iterations, and its next object is their overlap projection; a
 prior step that changed the object by dO therefore shifts every exit wave
 by P dO, so that the next projection moves by dO and DM keeps what its
 exit waves held of the data (restarting DM from the exit waves of the
-denoised object instead did much worse). In the prior step, the object's two real images (its real
-and imaginary parts, or its amplitude and phase, `domain`) are each scaled
-to the prior's [0, 1] units on the illuminated region, denoised at noise
-level sigma_r, scaled back and put in place on the illuminated region; the
-rest of the object is left to the data. The noise level falls geometrically
+denoised object instead did much worse). In the prior step, the object's
+two real images (its real and imaginary parts, or its amplitude and
+phase, `domain`) are each scaled to the prior's [0, 1] units on the
+illuminated region, denoised at noise level sigma_r, scaled back and put
+in place on the illuminated region; the rest of the object is left to the
+data. The noise level falls geometrically
 over the R rounds, sigma_r = sigma_start * (sigma_end / sigma_start)^(r/(R-1)):
 early rounds let the prior shape the object that the data leave open, late
 ones only remove what the data steps added.
