@@ -47,8 +47,12 @@ def test_make_dataset_command_repeats_the_flagfiles(tmp_path):
   experiment_flags.require_dataset(str(tmp_path))  # exists: the pipeline checks it
 
 
+EXPERIMENTS = ("dense", "sparse", "small_dense", "small_sparse",
+               "small_dense_noisy", "small_dense_1e3", "small_any")
+
+
 def test_every_config_names_its_folders():
-  for name in ("dense", "sparse", "small_dense", "small_sparse"):
+  for name in EXPERIMENTS:
     with open(os.path.join(REPO, "configs", f"{name}.flags")) as f:
       text = f.read()
     for line in (f"--data_dir=tfrecords/{name}", f"--model_dir=runs/{name}",

@@ -134,6 +134,32 @@ def test_restart_keeps_heavy_momentum_from_diverging():
   assert restarted > plain + 4
 
 
+@pytest.mark.slow
+def test_poisson_steps_keep_the_amplitude_at_low_counts():
+  """At ~0.1 photons per pixel the mean of sqrt(counts) falls far short of
+  the amplitude, so Gaussian (modulus) steps shrink the object; the
+  Poisson likelihood's steps keep its mean amplitude."""
+  probe, layout, shape, obj, amps = _scan()
+  lit = metrics.illuminated_region(layout, shape, probe) > 0
+  noisy = forward.poisson_amplitudes(amps, 30, [0, 0])[None]
+  truth = np.abs(obj)[lit].mean()
+  means = {}
+  for model in ("gaussian", "poisson"):
+    layer = refinement.UnrolledRefinement(layout, shape, probe.real,
+                                          probe.imag, 20, inertia=0.3,
+                                          noise_model=model)
+    layer.build()
+    out = layer(tf.constant(obj[None]), noisy).numpy()[0]
+    means[model] = np.abs(out)[lit].mean() / truth
+  assert means["gaussian"] < 0.85 and abs(means["poisson"] - 1) < 0.05, means
+  assert layer.get_config()["noise_model"] == "poisson"
+  for bad in (dict(noise_model="laplace"),
+              dict(noise_model="poisson", data_steps="dm")):
+    with pytest.raises(ValueError, match="noise model"):
+      refinement.UnrolledRefinement(layout, shape, probe.real, probe.imag, 2,
+                                    **bad)
+
+
 def test_grouped_steps_are_error_reduction_on_each_group_in_turn():
   """Three groups, three steps without momentum: step k is the
   error-reduction update on group k's positions (every 3rd from the k-th)

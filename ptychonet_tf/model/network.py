@@ -127,6 +127,12 @@ class NetworkConfig:
       "with learned step sizes (one position group; noise-free scans of few "
       "positions, where DM's phase converges faster; docs/training.md).",
       choices=("gradient", "dm"))
+  refine_noise_model: str = settings.setting(
+      "gaussian", "The likelihood the gradient refinement steps lower: "
+      "gaussian (amplitude least squares) or poisson (photon counts: at "
+      "about 1e3 photons per pattern and below the Gaussian steps shrink "
+      "the amplitude, docs/training.md).",
+      choices=("gaussian", "poisson"))
   refine_smoothing: int = settings.setting(
       0, "Odd size of a learned linear filter on the refined object, "
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
@@ -415,6 +421,7 @@ class PtychoNet(keras.Model):
           groups=self.refine_groups, inertia=self.refine_inertia,
           smoothing=self.refine_smoothing,
           line_search=self.refine_line_search, restart=self.refine_restart,
+          noise_model=self.refine_noise_model,
           prior=self.refine_prior,
           prior_every=self.refine_prior_every,
           prior_sigma=(self.refine_prior_sigma_start,

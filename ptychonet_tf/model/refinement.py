@@ -217,6 +217,11 @@ class UnrolledRefinement(keras.layers.Layer):
       this times the step's noise level.
     data_steps: "gradient" (the accelerated error-reduction steps) or "dm"
       (difference-map iterations; needs groups = 1; see the module doc).
+    noise_model: the likelihood the gradient steps lower
+      (`Ptychography.exit_wave_update`): "gaussian" (the amplitude least
+      squares, the modulus projection) or "poisson" (unbiased at low
+      counts, where the mean of sqrt(counts) falls short of the mean
+      amplitude and the Gaussian steps shrink the object).
     jit_compile: run the K steps as one XLA-compiled function (also in the
       exported SavedModel). On CPU this makes the steps faster (the window
       gather and scatter fuse); plain TensorFlow runs it as is, TF Serving
@@ -231,7 +236,8 @@ class UnrolledRefinement(keras.layers.Layer):
                smoothing=0, prior="", prior_every=0, prior_sigma=(0.1, 0.01),
                prior_train=False, line_search=False, restart=False,
                data_steps="gradient", prior_domain="complex",
-               prior_amplitude_scale=1.0, **kwargs):
+               prior_amplitude_scale=1.0, noise_model="gaussian",
+               **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
@@ -254,6 +260,12 @@ class UnrolledRefinement(keras.layers.Layer):
       raise ValueError("refinement data steps 'dm' take one position group "
                        "and no corrections, line search or restart")
     self.data_steps = data_steps
+    if noise_model not in operator_lib.NOISE_MODELS or (
+        data_steps == "dm" and noise_model != "gaussian"):
+      raise ValueError(f"refinement noise model {noise_model!r} must be one "
+                       f"of {operator_lib.NOISE_MODELS} ('gaussian' with "
+                       f"'dm' data steps)")
+    self.noise_model = noise_model
     if prior_domain not in prior_objects.DOMAINS or not (
         float(prior_amplitude_scale) > 0):
       raise ValueError(f"prior domain {prior_domain!r} must be one of "
@@ -361,7 +373,7 @@ class UnrolledRefinement(keras.layers.Layer):
     op = physics.operator
     probe = tf.convert_to_tensor(physics.probe, tf.complex64)
     spectra = op.spectra(obj, probe, group)
-    update = op.exit_wave_update(spectra, amplitudes)
+    update = op.exit_wave_update(spectra, amplitudes, self.noise_model)
     norm = (None if physics.norms is None else
             tf.convert_to_tensor(physics.norms[group]))
     step = op.solve_object(update, probe, self.inertia, group, norm=norm,
@@ -634,5 +646,6 @@ class UnrolledRefinement(keras.layers.Layer):
                   prior_train=self.prior_train,
                   data_steps=self.data_steps,
                   prior_domain=self.prior_domain,
-                  prior_amplitude_scale=self.prior_amplitude_scale)
+                  prior_amplitude_scale=self.prior_amplitude_scale,
+                  noise_model=self.noise_model)
     return config

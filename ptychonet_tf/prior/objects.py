@@ -66,7 +66,14 @@ def denoise_object(denoiser, obj, lit, sigma, domain="complex",
   if domain == "complex":
     first, second = tf.math.real(obj), tf.math.imag(obj)
   elif domain == "amplitude_phase":
-    first, second = tf.abs(obj), tf.math.angle(obj)
+    # The phase of a pixel that is exactly 0 (e.g. off the stitched
+    # patches) is 0, with a zero gradient: the gradient of angle there is
+    # infinite, and infinity times the zero weight of an unlit pixel is NaN.
+    nonzero = tf.abs(obj) > 0
+    first = tf.abs(obj)
+    second = tf.where(nonzero,
+                      tf.math.angle(tf.where(nonzero, obj, tf.ones_like(obj))),
+                      0.0)
   else:
     raise ValueError(f"domain {domain!r} is not one of {DOMAINS}")
   batch = tf.shape(obj)[0]
