@@ -439,6 +439,21 @@ def test_training_with_refinement_epochs(tmp_path):
                              job.model.refinement.step_size.numpy())
 
 
+def test_a_refinement_step_whose_gradient_is_not_finite_updates_nothing():
+  """One NaN anywhere zeroes the whole update (eager and compiled)."""
+  good = [tf.constant([1.0, -2.0]), None, tf.constant([[3.0]])]
+  bad = [tf.constant([1.0, -2.0]), None, tf.constant([[np.nan]])]
+  for skip in (task_lib.skip_if_not_finite,
+               tf.function(task_lib.skip_if_not_finite)):
+    out = skip(good)
+    assert out[1] is None
+    np.testing.assert_array_equal(out[0].numpy(), [1.0, -2.0])
+    out = skip(bad)
+    assert out[1] is None
+    assert not np.any(out[0].numpy()) and not np.any(out[2].numpy())
+    out = skip([tf.constant([np.inf])])
+    assert not np.any(out[0].numpy())
+
 @pytest.mark.slow
 @pytest.mark.parametrize("noise", ["gaussian", "poisson"])
 def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):

@@ -13,6 +13,8 @@ and eager callers may pass a numpy denoiser (e.g. BM3D in the benchmarks).
 """
 import tensorflow as tf
 
+from ptychonet_tf.physics import forward
+
 DOMAINS = ("complex", "amplitude_phase")
 # The standard deviation an object's image is scaled to: that of a typical
 # photograph scaled to [0, 1].
@@ -69,8 +71,8 @@ def denoise_object(denoiser, obj, lit, sigma, domain="complex",
     # The phase of a pixel that is exactly 0 (e.g. off the stitched
     # patches) is 0, with a zero gradient: the gradient of angle there is
     # infinite, and infinity times the zero weight of an unlit pixel is NaN.
-    nonzero = tf.abs(obj) > 0
-    first = tf.abs(obj)
+    first = forward.magnitude(obj)
+    nonzero = first > 0
     second = tf.where(nonzero,
                       tf.math.angle(tf.where(nonzero, obj, tf.ones_like(obj))),
                       0.0)

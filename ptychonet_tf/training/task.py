@@ -18,6 +18,8 @@ loop around it is `training.loop`, the run directory's rules are
   scans in refinement epochs, through `distribute_datasets_from_function`)
   and the held-out evaluator with its TensorBoard summaries.
 """
+import sys
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -37,6 +39,22 @@ def refine_variables(refinement):
   ids = {id(v) for v in denoiser}
   own = [v for v in refinement.trainable_variables if id(v) not in ids]
   return own, denoiser
+
+
+def skip_if_not_finite(grads):
+  """`grads`, or all zeros where any is NaN or infinite (said on stderr).
+
+  Through hundreds of unrolled steps one gradient can overflow; applied, it
+  would make every learned scalar NaN and the model's output meaningless
+  for good. A step whose gradient is not finite updates nothing (Adam's
+  moments decay by one step)."""
+  finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                          for g in grads if g is not None])
+  tf.cond(finite, tf.no_op, lambda: tf.print(
+      "warning: a refinement step's gradient is not finite; the step is "
+      "skipped", output_stream=sys.stderr))
+  return [None if g is None else tf.where(finite, g, tf.zeros_like(g))
+          for g in grads]
 
 
 class PtychoTask:
@@ -196,7 +214,8 @@ class PtychoTask:
             model, batch, config.loss_spec, probe, False, mask)
         loss = tf.nn.compute_average_loss(
             per_scan, global_batch_size=config.scan_batch_size)
-      grads = tape.gradient(loss, weights + refinement + denoiser)
+      grads = skip_if_not_finite(
+          tape.gradient(loss, weights + refinement + denoiser))
       first, last = len(weights), len(weights) + len(refinement)
       if weights:
         optimizer.apply_gradients(zip(grads[:first], weights))
