@@ -439,7 +439,7 @@ def test_training_with_refinement_epochs(tmp_path):
                              job.model.refinement.step_size.numpy())
 
 
-def test_a_refinement_step_whose_gradient_is_not_finite_updates_nothing():
+def test_a_refinement_step_whose_gradient_is_not_finite_gets_zeros():
   """One NaN anywhere zeroes the whole update (eager and compiled)."""
   good = [tf.constant([1.0, -2.0]), None, tf.constant([[3.0]])]
   bad = [tf.constant([1.0, -2.0]), None, tf.constant([[np.nan]])]

@@ -46,8 +46,9 @@ def skip_if_not_finite(grads):
 
   Through hundreds of unrolled steps one gradient can overflow; applied, it
   would make every learned scalar NaN and the model's output meaningless
-  for good. A step whose gradient is not finite updates nothing (Adam's
-  moments decay by one step)."""
+  for good. A step whose gradient is not finite contributes nothing: Adam
+  gets zeros (its moments decay one step, and what momentum they hold from
+  earlier steps still moves the weights a little)."""
   finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
                           for g in grads if g is not None])
   tf.cond(finite, tf.no_op, lambda: tf.print(
