@@ -167,9 +167,15 @@ def test_resume_after_sigkill(data_dir, tmp_path):
   proc = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
+    def recorded_step():
+      # The checkpoint state file is what a resume reads: a save writes
+      # ckpt-N.* first and records it there last, so a kill in between
+      # leaves ckpt-N.index beside a state that still names the step before.
+      latest = run_dir.latest_checkpoint(str(model_dir))
+      return int(latest.rsplit("-", 1)[1]) if latest else 0
+
     deadline = time.time() + 240
-    while time.time() < deadline and not glob.glob(
-        str(model_dir / "ckpt-8.index")):  # two epochs of 4 steps done
+    while time.time() < deadline and recorded_step() < 8:  # two epochs of 4
       time.sleep(0.5)
     assert proc.poll() is None, "training ended early"
   finally:
@@ -177,8 +183,9 @@ def test_resume_after_sigkill(data_dir, tmp_path):
     proc.wait()
   steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0])
                  for p in glob.glob(str(model_dir / "ckpt-*.index")))
-  assert steps and steps[-1] >= 8 and all(s % 4 == 0 for s in steps)
-  last = steps[-1]
+  assert steps and all(s % 4 == 0 for s in steps)
+  last = recorded_step()
+  assert last >= 8 and last in steps
   epochs = last // 4 + 1
   result = run_cli(train_args(data_dir, model_dir, f"--epochs={epochs}",
                               "--noexport", "--eval_scans=1"))
