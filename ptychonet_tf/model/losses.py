@@ -19,9 +19,10 @@ import dataclasses
 import tensorflow as tf
 
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import operator as operator_lib
 
 LOSSES = ("mse", "dse", "physics", "mse+physics")
-NOISE_MODELS = ("gaussian", "poisson")
+NOISE_MODELS = operator_lib.NOISE_MODELS
 # The Poisson deviance's floor, relative to the scan's mean measured
 # intensity: keeps log(I_hat) finite where a predicted intensity is 0.
 POISSON_FLOOR = 1e-6

@@ -42,6 +42,7 @@ from ptychonet_tf.utils.errors import UserError
 from ptychonet_tf.model import layers as layers_lib
 from ptychonet_tf.model import refinement as refinement_lib
 from ptychonet_tf.physics import forward
+from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.physics import windows as windows_lib
 
 # Keras dtype policies the encoder-decoder may compute in.
@@ -132,7 +133,7 @@ class NetworkConfig:
       "gaussian (amplitude least squares) or poisson (photon counts: at "
       "about 1e3 photons per pattern and below the Gaussian steps shrink "
       "the amplitude, docs/training.md).",
-      choices=("gaussian", "poisson"))
+      choices=operator_lib.NOISE_MODELS)
   refine_smoothing: int = settings.setting(
       0, "Odd size of a learned linear filter on the refined object, "
       "initialised to the identity (noisy data: e.g. 7); 0 = none.")
