@@ -44,6 +44,7 @@ from ptychonet_tf.model import refinement as refinement_lib
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.physics import windows as windows_lib
+from ptychonet_tf.prior import objects as prior_objects
 
 # Keras dtype policies the encoder-decoder may compute in.
 COMPUTE_POLICIES = ("float32", "mixed_bfloat16")
@@ -127,7 +128,7 @@ class NetworkConfig:
       "accelerated error-reduction steps; dm = difference-map iterations "
       "with learned step sizes (one position group; noise-free scans of few "
       "positions, where DM's phase converges faster; docs/training.md).",
-      choices=("gradient", "dm"))
+      choices=refinement_lib.DATA_STEPS)
   refine_noise_model: str = settings.setting(
       "gaussian", "The likelihood the gradient refinement steps lower: "
       "gaussian (amplitude least squares) or poisson (photon counts: at "
@@ -155,7 +156,7 @@ class NetworkConfig:
   refine_prior_domain: str = settings.setting(
       "complex", "What the prior steps denoise: the object's real and "
       "imaginary parts (complex) or its amplitude and phase.",
-      choices=("complex", "amplitude_phase"))
+      choices=prior_objects.DOMAINS)
   refine_prior_amplitude_scale: float = settings.setting(
       1.0, "The prior steps denoise the first image of "
       "--refine_prior_domain (the real part, or the amplitude) at this "
