@@ -143,6 +143,34 @@ def test_poisson_update_matches_numpy_and_vanishes_at_the_data():
     op.exit_wave_update(spectra.astype(np.complex64), amps, "laplace")
 
 
+def test_poisson_update_gradient_is_finite_where_the_model_is_nearly_dark():
+  """Where |Psi|^2 is far below A^2 the ratio is clipped, and the plain
+  A^2 / |Psi|^2's gradient (A^2 / |Psi|^4) overflowed: zero times inf gave
+  NaN gradients to everything learned through the update."""
+  rng = np.random.default_rng(7)
+  spectra = complex_normal(rng, (2, 8, 8)).astype(np.complex64)
+  spectra[0, 3, 3] = 1e-15  # dark model pixels, bright data
+  spectra[1, 0, 0] = 1e-25j
+  spectra[1, 5, 2] = 0.0
+  amps = rng.uniform(0.5, 2, size=(2, 8, 8)).astype(np.float32)
+  op = operator_lib.Ptychography(np.array([[0, 8, 0, 8]]), (8, 8), (8, 8))
+  variable = tf.Variable(spectra)
+  with tf.GradientTape() as tape:
+    chi = op.exit_wave_update(variable, amps, "poisson")
+    loss = tf.reduce_sum(tf.abs(chi - 0.1) ** 2)
+  grad = tape.gradient(loss, variable).numpy()
+  assert np.all(np.isfinite(grad))
+  assert np.abs(grad).max() > 0
+  got = chi.numpy()
+  power, data = np.abs(spectra.astype(np.complex128)) ** 2, amps ** 2
+  ratio = np.maximum(1 - data / np.maximum(power, 1e-300),
+                     -operator_lib.POISSON_CLIP)
+  step = ((ratio * (power - data)).sum((1, 2), keepdims=True) /
+          (ratio ** 2 * (power + data)).sum((1, 2), keepdims=True))
+  np.testing.assert_allclose(got, np.fft.ifft2(-step * ratio * spectra),
+                             rtol=1e-4, atol=1e-6)
+
+
 def test_solve_object_matches_numpy_and_recovers_consistent_waves():
   """Batched: two scans with different probes and previous objects."""
   probe, layout, shape = tiny_geometry()

@@ -42,6 +42,9 @@ NOISE_MODELS = ("gaussian", "poisson")
 # where the model is nearly dark but the data are not, r is huge, and those
 # pixels would dominate the pattern's Newton step (a flat start stalls).
 POISSON_CLIP = 10.0
+# |Psi|^2 below which the Poisson ratio's denominator stops falling (its
+# gradient, 1 / |Psi|^4, stays within float32).
+_POWER_FLOOR = 1e-20
 
 
 def with_inertia(numerator, norm, previous, inertia):
@@ -376,10 +379,18 @@ class Ptychography:
     if noise_model != "poisson":
       raise ValueError(f"noise model {noise_model!r} is not one of "
                        f"{NOISE_MODELS}")
-    power = tf.abs(spectra) ** 2
+    power = (tf.math.square(tf.math.real(spectra)) +
+             tf.math.square(tf.math.imag(spectra)))
     data = tf.cast(amplitudes, tf.float32) ** 2
-    # Where the model is exactly 0 the gradient r Psi is 0 whatever r is.
-    ratio = tf.maximum(1.0 - tf.math.divide_no_nan(data, power), -POISSON_CLIP)
+    # r = 1 - A^2 / max(|Psi|^2, A^2 / (1 + POISSON_CLIP)) is the clipped r,
+    # with a gradient that stays finite where |Psi|^2 is far below A^2: the
+    # plain ratio's d/d|Psi|^2 = A^2 / |Psi|^4 overflows there, and the
+    # clip's zero times inf is NaN (learned through whole refinements, it
+    # made end-to-end steps non-finite). The floor _POWER_FLOOR bounds it
+    # where A^2 is itself tiny. Where the model is exactly 0 the gradient
+    # r Psi is 0 whatever r is.
+    floor = tf.maximum(data / (1.0 + POISSON_CLIP), _POWER_FLOOR)
+    ratio = 1.0 - tf.math.divide_no_nan(data, tf.maximum(power, floor))
     step = tf.math.divide_no_nan(
         tf.reduce_sum(ratio * (power - data), axis=(-2, -1), keepdims=True),
         tf.reduce_sum(ratio ** 2 * (power + data), axis=(-2, -1),
