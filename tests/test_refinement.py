@@ -378,6 +378,34 @@ def test_gradients_are_finite_and_reach_every_parameter():
     assert np.all(np.isfinite(g.numpy())), name
 
 
+@pytest.mark.slow
+def test_tracing_the_gradient_logs_no_complex_cast_warning(caplog):
+  """Real learned scalars enter the complex steps by
+  forward.real_to_complex: tf.cast's gradient logged "casting complex64 to
+  float32 discards the imaginary part" at every trace (80 lines a
+  training)."""
+  probe, layout, shape, _, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  model = network.build_model(
+      NetworkConfig(base_channels=4, depth=2, refine_steps=2,
+                    refine_filters=2, refine_inertia=0.1,
+                    refine_noise_model="poisson", refine_line_search=True),
+      geometry)
+
+  @tf.function
+  def gradients(amplitudes):
+    with tf.GradientTape() as tape:
+      out = model(amplitudes, training=True)
+      loss = tf.reduce_mean(out["amplitude"]) + tf.reduce_mean(out["phase"])
+    return tape.gradient(loss, model.trainable_variables)
+
+  with caplog.at_level("WARNING", logger="tensorflow"):
+    grads = gradients(amps[None])
+  assert all(g is not None for g in grads)
+  assert not [r for r in caplog.records if "casting" in r.getMessage()]
+
+
 def test_config_round_trip_and_truncated_copies():
   probe, layout, shape, _, amps = _scan()
   model = _model(probe, layout, shape, groups=2)

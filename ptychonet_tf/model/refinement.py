@@ -101,6 +101,7 @@ import tensorflow as tf
 import keras
 
 from ptychonet_tf import prior as prior_lib
+from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import operator as operator_lib
 from ptychonet_tf.prior import objects as prior_objects
@@ -381,7 +382,7 @@ class UnrolledRefinement(keras.layers.Layer):
     if self.line_search:
       alpha, _ = operator_lib.step_lengths(
           update, probe * op.views(step, group))
-      step *= tf.cast(alpha, tf.complex64)[:, None, None]
+      step *= forward.real_to_complex(alpha)[:, None, None]
     if with_misfit:
       return step, tf.stop_gradient(op.misfit(spectra, amplitudes))
     return step

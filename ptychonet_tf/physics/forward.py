@@ -98,6 +98,14 @@ def phase(z):
                   0.0)
 
 
+def real_to_complex(x):
+  """float32 x as complex64 x + 0i, differentiable: its gradient is the real
+  part of the incoming one (tf.cast's is too, but it warns that it drops
+  the imaginary part every time a gradient is traced)."""
+  x = tf.convert_to_tensor(x, tf.float32)
+  return tf.complex(x, tf.zeros_like(x))
+
+
 def far_field(psi):
   """Unitary centred 2-D DFT over the last two axes (complex64 in and out)."""
   psi = tf.convert_to_tensor(psi, tf.complex64)

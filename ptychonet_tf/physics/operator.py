@@ -64,9 +64,9 @@ def with_inertia(numerator, norm, previous, inertia):
   """
   eps = inertia * tf.reduce_max(norm, axis=(-2, -1), keepdims=True)
   if previous is not None:
-    numerator += tf.cast(eps, tf.complex64) * tf.convert_to_tensor(
+    numerator += forward.real_to_complex(eps) * tf.convert_to_tensor(
         previous, tf.complex64)
-  return numerator / tf.cast(norm + eps, tf.complex64)
+  return numerator / forward.real_to_complex(norm + eps)
 
 
 def modulus_projection(spectra, amplitudes, pbound=None):
@@ -395,7 +395,7 @@ class Ptychography:
         tf.reduce_sum(ratio * (power - data), axis=(-2, -1), keepdims=True),
         tf.reduce_sum(ratio ** 2 * (power + data), axis=(-2, -1),
                       keepdims=True))
-    return self.backpropagate(-tf.cast(step * ratio, tf.complex64) * spectra)
+    return self.backpropagate(-forward.real_to_complex(step * ratio) * spectra)
 
   # --- Object and probe -------------------------------------------------------
 
