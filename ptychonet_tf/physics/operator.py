@@ -385,8 +385,8 @@ class Ptychography:
     # r = 1 - A^2 / max(|Psi|^2, A^2 / (1 + POISSON_CLIP)) is the clipped r,
     # with a gradient that stays finite where |Psi|^2 is far below A^2: the
     # plain ratio's d/d|Psi|^2 = A^2 / |Psi|^4 overflows there, and the
-    # clip's zero times inf is NaN (learned through whole refinements, it
-    # made end-to-end steps non-finite). The floor _POWER_FLOOR bounds it
+    # clip's zero times inf is NaN (which, through an unrolled refinement,
+    # reaches every learned variable). The floor _POWER_FLOOR bounds it
     # where A^2 is itself tiny. Where the model is exactly 0 the gradient
     # r Psi is 0 whatever r is.
     floor = tf.maximum(data / (1.0 + POISSON_CLIP), _POWER_FLOOR)
