@@ -33,7 +33,6 @@ import numpy as np
 from scipy import ndimage
 
 from ptychonet_tf.evaluation import comparison
-from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.utils.errors import UserError, report_user_errors
 
@@ -103,13 +102,8 @@ def main(argv):
     raise UserError("--data_dir and --saved_model are required")
   if FLAGS.scans < 1 or not FLAGS.lowpass > 0:
     raise UserError("--scans must be >= 1 and --lowpass > 0")
-  amplitudes, truths, info = comparison.read_test_split(
-      FLAGS.data_dir, FLAGS.scans, split=FLAGS.split)
-  geometry = info.geometry
-  if FLAGS.photons > 0:
-    amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
-  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
-                                    geometry.probe)
+  amplitudes, truths, geometry, mask = comparison.read_scored_split(
+      FLAGS.data_dir, FLAGS.scans, FLAGS.split, FLAGS.photons, FLAGS.seed)
   model = comparison.load_predictor(FLAGS.saved_model, geometry)
   print(f"{FLAGS.saved_model} on {FLAGS.data_dir} ({FLAGS.split}), "
         f"{len(truths)} scans, photons {FLAGS.photons:g}; "

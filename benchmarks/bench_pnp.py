@@ -39,7 +39,6 @@ from ptychonet_tf import prior
 from ptychonet_tf import reconstructors
 from ptychonet_tf.baselines import pnp
 from ptychonet_tf.evaluation import comparison
-from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.prior import objects as prior_objects
 from ptychonet_tf.utils import machine
@@ -132,13 +131,8 @@ def main(argv):
     raise UserError("--data_dir is required")
   if FLAGS.scans < 1 or FLAGS.iterations < 1 or FLAGS.chunk < 1:
     raise UserError("--scans, --iterations and --chunk must be >= 1")
-  amplitudes, truths, info = comparison.read_test_split(
-      FLAGS.data_dir, FLAGS.scans, split=FLAGS.split)
-  geometry = info.geometry
-  if FLAGS.photons > 0:
-    amplitudes = doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
-  mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
-                                    geometry.probe)
+  amplitudes, truths, geometry, mask = comparison.read_scored_split(
+      FLAGS.data_dir, FLAGS.scans, FLAGS.split, FLAGS.photons, FLAGS.seed)
   print(machine.cpu_description())
   print(f"{FLAGS.data_dir} ({FLAGS.split}): {len(truths)} scans, "
         f"{geometry.num_positions} positions, probe "

@@ -198,3 +198,26 @@ def test_compare_runs_from_python_with_a_pnp_row(setup, tmp_path):
   np.testing.assert_allclose(results[pnp_row]["objects"], plain, atol=1e-5)
   assert os.path.isfile(tmp_path / "report" / "report.md")
   assert pnp_row in out["tables"]
+
+
+def test_scored_split_has_evaluates_noise_draw_and_its_region(tmp_path):
+  """benchmarks/ read scans through comparison.read_scored_split: the
+  split, redrawn as `evaluate --photons` redraws it, and the scored region."""
+  from ptychonet_tf.evaluation import doses  # pylint: disable=g-import-not-at-top
+  from ptychonet_tf.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  data_dir = write_tiny(str(tmp_path / "d"), num_train=2, num_test=3,
+                        num_shards=1)
+  amplitudes, truths, info = comparison.read_test_split(data_dir, 2)
+  clean, clean_truths, geometry, region = comparison.read_scored_split(
+      data_dir, 2)
+  np.testing.assert_array_equal(clean, amplitudes)
+  np.testing.assert_array_equal(clean_truths, truths)
+  g = info.geometry
+  np.testing.assert_array_equal(
+      region, metrics.illuminated_region(g.layout, g.object_shape, g.probe))
+  assert geometry.object_shape == g.object_shape
+  noisy, _, _, _ = comparison.read_scored_split(data_dir, 2, photons=1e3,
+                                                seed=4)
+  np.testing.assert_array_equal(noisy,
+                                doses.noisy_scans(amplitudes, 1e3, seed=4))
+  assert not np.allclose(noisy, amplitudes)

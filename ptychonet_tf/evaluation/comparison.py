@@ -199,6 +199,27 @@ def read_test_split(data_dir, limit=0, split="test"):
   return amplitudes, truths, info
 
 
+def read_scored_split(data_dir, limit=0, split="test", photons=0, seed=0):
+  """A split as the benchmarks score methods on it.
+
+  `read_test_split`'s scans, redrawn with Poisson noise at `photons` per
+  pattern as `evaluate --photons` redraws them (`doses.noisy_scans`, the
+  same draw for the same seed; 0 keeps them as they are), with the region
+  the metrics are computed on.
+
+  Returns:
+    (amplitudes float32 [S, N, h, w], truths complex64 [S, H, W],
+     physics.geometry.Geometry, the illuminated region bool [H, W]).
+  """
+  amplitudes, truths, info = read_test_split(data_dir, limit, split)
+  geometry = info.geometry
+  if photons > 0:
+    amplitudes = doses_lib.noisy_scans(amplitudes, photons, seed)
+  region = metrics.illuminated_region(geometry.layout, geometry.object_shape,
+                                      geometry.probe)
+  return amplitudes, truths, geometry, region
+
+
 def load_predictor(path, geometry):
   """A model.inference.PtychoNetModel for scans of `geometry`.
 
