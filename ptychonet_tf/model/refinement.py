@@ -577,7 +577,7 @@ class UnrolledRefinement(keras.layers.Layer):
     physics = physics or self.physics
     op = physics.operator
     amplitudes = group_amplitudes[0]
-    step_size = tf.complex(step_size, tf.zeros_like(step_size))
+    step_size = forward.real_to_complex(step_size)
     for i in range(int(step_size.shape[0])):
       probe = tf.convert_to_tensor(physics.probe, tf.complex64)
       norm = (None if physics.norms is None else
@@ -601,10 +601,8 @@ class UnrolledRefinement(keras.layers.Layer):
       refined when `physics.refine_probe`).
     """
     physics = physics or self.physics
-    # tf.complex, not tf.cast: the gradient of a float -> complex cast casts
-    # back and warns about the discarded imaginary part once per step.
-    momentum = tf.complex(momentum, tf.zeros_like(momentum))
-    step_size = tf.complex(step_size, tf.zeros_like(step_size))
+    momentum = forward.real_to_complex(momentum)
+    step_size = forward.real_to_complex(step_size)
     last_misfit = {}  # group -> its misfit at its previous visit
     for i in range(int(momentum.shape[0])):
       k = start + i

@@ -100,9 +100,7 @@ def modulus_projection(spectra, amplitudes, pbound=None):
     renorm = tf.sqrt(tf.minimum(1.0, tf.math.divide_no_nan(pbound, misfit)))
     target = amplitudes + deviation * renorm[..., None, None]
   ratio = tf.math.divide_no_nan(target, magnitude)
-  # tf.complex rather than tf.cast: differentiated (the refinement steps),
-  # a cast's gradient warns about the imaginary part it drops.
-  return spectra * tf.complex(ratio, tf.zeros_like(ratio))
+  return spectra * forward.real_to_complex(ratio)
 
 
 def _real_dot(a, b):
