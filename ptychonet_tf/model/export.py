@@ -55,61 +55,74 @@ from ptychonet_tf.utils.errors import UserError
 
 
 class ServingModule(tf.Module):
-  """The serving graph of a float32 PtychoNet and its geometry."""
+  """What the SavedModel tracks of a float32 PtychoNet: its variables alone.
 
-  def __init__(self, model, probe):
+  The signatures (`serving_functions`) are given to `tf.saved_model.save`
+  as concrete functions. Tracking the Keras model or tf.functions as
+  attributes would also save their object graph and functions, which
+  retraces every function at save time and restores them all at load, for
+  nothing (clients call the signatures): the small_dense model's export took
+  2.2 times as long, its load and first call 2.1 times, its SavedModel 1.7
+  times the size (benchmarks/bench_export.py, a 2-core AVX2 CPU).
+  """
+
+  def __init__(self, model):
     super().__init__(name="ptychonet_serving")
-    self.model = model
     # The tf.Variables themselves (not only Keras' wrappers), so that the
-    # SavedModel's TF1 restore path (saved_model_cli, TF Serving) finds them.
+    # SavedModel's TF1 restore path (saved_model_cli, TF Serving) finds them;
+    # `read_weights` reads them back in this order.
     self._variables = [getattr(v, "value", v) for v in model.variables]
-    n, (h, w) = model.num_positions, model.probe_shape
-    probe = np.asarray(probe, np.complex64)
-    self._probe_real = tf.constant(probe.real, tf.float32)
-    self._probe_imag = tf.constant(probe.imag, tf.float32)
-    self._layout = tf.constant(model.layout, tf.int32)
-    self._object_shape = tf.constant(model.object_shape, tf.int32)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, n, h, w], tf.float32, name="amplitudes")],
-                 jit_compile=False)
-    def serve(amplitudes):
-      out = self.model(amplitudes, training=False)
-      return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
-              "phase": tf.identity(out["phase"], name="phase")}
 
-    scan_signature = [
-        tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
-        tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
-        tf.TensorSpec([h, w, 2], tf.float32, name="probe")]
+def serving_functions(model, probe):
+  """{signature name: tf.function with its input signature} of a float32
+  PtychoNet `model` trained with `probe` (the module doc's signatures)."""
+  n, (h, w) = model.num_positions, model.probe_shape
+  probe = np.asarray(probe, np.complex64)
+  probe_real = tf.constant(probe.real, tf.float32)
+  probe_imag = tf.constant(probe.imag, tf.float32)
+  layout = tf.constant(model.layout, tf.int32)
+  object_shape = tf.constant(model.object_shape, tf.int32)
 
-    def scan_outputs(amplitudes, positions, probe, refine_probe):
-      """reconstruct_scan's outputs with the probe as real planes."""
-      out = self.model.reconstruct_scan(
-          amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]),
-          refine_probe=refine_probe)
-      if refine_probe:
-        out["probe"] = tf.stack([tf.math.real(out["probe"]),
-                                 tf.math.imag(out["probe"])], -1)
-      return {k: tf.identity(v, name=k) for k, v in out.items()}
+  @tf.function(input_signature=[
+      tf.TensorSpec([None, n, h, w], tf.float32, name="amplitudes")],
+               jit_compile=False)
+  def serve(amplitudes):
+    out = model(amplitudes, training=False)
+    return {"amplitude": tf.identity(out["amplitude"], name="amplitude"),
+            "phase": tf.identity(out["phase"], name="phase")}
 
-    @tf.function(input_signature=scan_signature, jit_compile=False)
-    def any_scan(amplitudes, positions, probe):
-      return scan_outputs(amplitudes, positions, probe, False)
+  scan_signature = [
+      tf.TensorSpec([1, None, h, w], tf.float32, name="amplitudes"),
+      tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
+      tf.TensorSpec([h, w, 2], tf.float32, name="probe")]
 
-    @tf.function(input_signature=scan_signature, jit_compile=False)
-    def any_scan_refine_probe(amplitudes, positions, probe):
-      return scan_outputs(amplitudes, positions, probe, True)
+  def scan_outputs(amplitudes, positions, probe, refine_probe):
+    """reconstruct_scan's outputs with the probe as real planes."""
+    out = model.reconstruct_scan(
+        amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]),
+        refine_probe=refine_probe)
+    if refine_probe:
+      out["probe"] = tf.stack([tf.math.real(out["probe"]),
+                               tf.math.imag(out["probe"])], -1)
+    return {k: tf.identity(v, name=k) for k, v in out.items()}
 
-    @tf.function(input_signature=[])
-    def geometry():
-      return {"probe_real": self._probe_real, "probe_imag": self._probe_imag,
-              "layout": self._layout, "object_shape": self._object_shape}
+  @tf.function(input_signature=scan_signature, jit_compile=False)
+  def any_scan(amplitudes, positions, probe):
+    return scan_outputs(amplitudes, positions, probe, False)
 
-    self.serve = serve
-    self.any_scan = any_scan
-    self.any_scan_refine_probe = any_scan_refine_probe
-    self.geometry = geometry
+  @tf.function(input_signature=scan_signature, jit_compile=False)
+  def any_scan_refine_probe(amplitudes, positions, probe):
+    return scan_outputs(amplitudes, positions, probe, True)
+
+  @tf.function(input_signature=[])
+  def geometry():
+    return {"probe_real": probe_real, "probe_imag": probe_imag,
+            "layout": layout, "object_shape": object_shape}
+
+  return {"serving_default": serve, "any_scan": any_scan,
+          "any_scan_refine_probe": any_scan_refine_probe,
+          "geometry": geometry}
 
 
 def float32_copy(model, refine_steps=None, xla=True):
@@ -240,7 +253,7 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
     The version directory.
   """
   model = float32_copy(model, refine_steps, xla)
-  module = ServingModule(model, probe)
+  module = ServingModule(model)
   try:
     os.makedirs(export_dir, exist_ok=True)
   except OSError as e:
@@ -250,12 +263,9 @@ def export_saved_model(model, probe, export_dir, version, refine_steps=None,
   tmp = os.path.join(export_dir, temp_name(version))
   shutil.rmtree(tmp, ignore_errors=True)
   try:
-    tf.saved_model.save(module, tmp, signatures={
-        "serving_default": module.serve.get_concrete_function(),
-        "any_scan": module.any_scan.get_concrete_function(),
-        "any_scan_refine_probe":
-            module.any_scan_refine_probe.get_concrete_function(),
-        "geometry": module.geometry.get_concrete_function()})
+    signatures = {name: fn.get_concrete_function()
+                  for name, fn in serving_functions(model, probe).items()}
+    tf.saved_model.save(module, tmp, signatures=signatures)
   except BaseException as e:
     shutil.rmtree(tmp, ignore_errors=True)
     # A full or read-only disk: one line naming the folder and the cause.
