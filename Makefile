@@ -77,8 +77,9 @@ test: install
 test-fast: PYTEST_ARGS = -m "not slow and not release"
 test-fast: test
 
-# Everything, for release checks: also the command-line rows marked release
-# (tests/test_bad_inputs.py), the reader fuzz test at 2000 examples, and every
+# Everything, for release checks: also the tests marked release (command-line
+# rows of tests/test_bad_inputs.py whose in-process rows make test runs, the
+# kill and full-disk tests through Beam's runner), the reader fuzz test at 2000 examples, and every
 # command line in a fresh interpreter (make test forks them from one process
 # that has imported TensorFlow: tests/zygote.py).
 test-release: PYTEST_ARGS = -m ""

@@ -68,7 +68,12 @@ def test_beam_writes_the_local_writers_bytes_that_tfds_reads(tmp_path):
   assert builder.info.splits["test"].num_examples == 2
 
 
+# Release checks (`make test-release`): the kill and the full disk are the
+# local writer's (tests/test_tfrecords.py, tests/test_bad_inputs.py) through
+# Beam's runner, whose worker processes each import TensorFlow: 35-40 s each
+# on an AVX2-only CPU, a sixth of make test's budget together.
 @pytest.mark.slow
+@pytest.mark.release
 def test_a_killed_beam_run_resumes_to_the_same_bytes(tmp_path):
   out = str(tmp_path / "beam")
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
@@ -144,6 +149,7 @@ def test_a_workers_error_is_named_in_one_line():
 
 
 @pytest.mark.slow
+@pytest.mark.release
 def test_a_full_disk_under_beam_is_one_line_and_resumes(tmp_path):
   out = tmp_path / "full"
   # Shards of 1.8 MB against a 1 MB file-size limit (Beam's own files fit).
