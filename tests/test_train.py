@@ -244,6 +244,33 @@ def test_cosine_schedule_decays_the_network_rate_to_zero(data_dir, tmp_path):
     quick_config(data_dir, tmp_path / "run3", lr_schedule="step").validate()
 
 
+@pytest.mark.slow
+def test_held_out_evaluation_every_k_epochs_and_after_the_last(
+    data_dir, tmp_path, capsys, monkeypatch):
+  """--eval_every=2 over 3 epochs: evaluated after epochs 2 and 3 only."""
+  tr = quick_trainer(data_dir, tmp_path / "run", epochs=3, eval_every=2,
+                     verbose=True)
+  calls = []
+  evaluator = tr.evaluator
+
+  def counting_evaluator():
+    held_out = evaluator()
+
+    def run():
+      calls.append(int(tr.global_step.numpy()))
+      return held_out()
+    return run
+  monkeypatch.setattr(tr, "evaluator", counting_evaluator)
+  scalars = tr.train()
+  assert calls == [2, 3]  # one step per epoch
+  out = capsys.readouterr().out
+  assert "epoch 1: train loss" in out and "every 2 epochs" in out
+  assert "epoch 2: train loss" in out and "epoch 3: train loss" in out
+  assert scalars["step"] == 3 and np.isfinite(scalars["amplitude_psnr"])
+  with pytest.raises(UserError, match="eval_every=0 must be >= 1"):
+    quick_config(data_dir, tmp_path / "run2", eval_every=0).validate()
+
+
 def test_mixed_precision_trainer_leaves_the_global_policy(data_dir, tmp_path):
   """mixed_precision=True gives the model a bfloat16 encoder-decoder; the
   global Keras policy stays float32 and the loss and outputs are float32."""

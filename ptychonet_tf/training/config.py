@@ -91,6 +91,9 @@ class TrainConfig:
       "which the entry point seeds Keras before building the Trainer.")
   eval_scans: int = settings.setting(
       0, "Held-out scans evaluated each epoch; 0 = the whole test split.")
+  eval_every: int = settings.setting(
+      1, "Epochs between held-out evaluations; the last epoch is always "
+      "evaluated (for models whose evaluation costs more than an epoch).")
   num_images: int = settings.setting(
       3, "Test objects shown as image panels in TensorBoard.")
   keep_checkpoints: int = settings.setting(
@@ -132,7 +135,7 @@ class TrainConfig:
     if not self.data_dir:
       raise UserError("data_dir is required (a dataset directory written by "
                       "tools/make_tfrecords.py)")
-    for name in ("epochs", "batch_size"):
+    for name in ("epochs", "batch_size", "eval_every"):
       if getattr(self, name) < 1:
         raise UserError(f"{name}={getattr(self, name)} must be >= 1")
     for name in ("steps_per_epoch", "eval_scans", "num_images",

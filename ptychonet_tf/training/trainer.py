@@ -308,11 +308,17 @@ class Trainer:
     last = {}
 
     def after_epoch(epoch, mean_loss, rate):
+      line = (f"epoch {epoch + 1}: train loss {mean_loss:.5f}, "
+              f"{rate:.0f} patterns/s")
+      if ((epoch + 1) % config.eval_every and
+          epoch + 1 < config.total_epochs):
+        _log(config, line + f" (held-out evaluation every "
+             f"{config.eval_every} epochs)")
+        return
       scalars, images = held_out()
       self.task.write_eval(eval_writer, scalars, images, self.step)
       last["scalars"] = scalars
-      _log(config, f"epoch {epoch + 1}: train loss {mean_loss:.5f}, "
-           f"{rate:.0f} patterns/s; " + format_metrics(scalars))
+      _log(config, line + "; " + format_metrics(scalars))
 
     def title(epoch):
       return (f"epoch {epoch + 1}/{config.total_epochs}"
