@@ -9,7 +9,8 @@ No//2 - Np//2 and predicts |fftshift(fft2(ifftshift(P O_j), "ortho"))|^2), so
 a wrong shift, scale or window fails here without the peers installed. With
 $PTYCHONET_PEER_PYTHON naming the peers' interpreter, the same check runs
 through the libraries' own code, and the worker runs each peer's solver.
-The command-line rows start processes and are in the slow tier.
+The command-line rows start processes and are in the slow tier; the tiny
+run of the benchmark in the release tier (make test-release).
 """
 import importlib.util
 import os
@@ -128,7 +129,11 @@ def test_bad_flags_end_in_one_line(flag, phrase):
   assert_one_line_error(run_cli([BENCH, flag]), phrase)
 
 
+# Release check (`make test-release`): each solver runs in a fresh
+# interpreter of its own (20 s on an AVX2-only CPU); the fast rows above
+# check the conversions and the worker's parts in-process.
 @pytest.mark.slow
+@pytest.mark.release
 def test_tiny_run_prints_the_table_of_our_solvers(tmp_path, monkeypatch):
   flagfile = tmp_path / "tiny.flags"
   flagfile.write_text("--flagfile=configs/base.flags\n--probe_size=16,16\n"

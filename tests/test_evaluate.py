@@ -111,9 +111,11 @@ def test_dose_sweep(setup):
   """--photons=LIST: each method at each dose, the same noisy draw for all."""
   data_dir, export, root = setup
   out = str(root / "doses")
+  # No DM at equal time (a row of the main table alone, which
+  # test_writes_tables_figures_and_json checks).
   res = run_evaluate(data_dir, f"net={export}", out, "--dm_iterations=4",
                      "--curve_every=2", "--photons=1e3,inf", "--run_lsqml",
-                     "--lsqml_batch_size=5")
+                     "--lsqml_batch_size=5", "--nodm_equal_time")
   assert res.returncode == 0, res.stderr[-3000:]
   with open(os.path.join(out, "doses.json")) as f:
     rows = json.load(f)

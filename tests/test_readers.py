@@ -192,7 +192,9 @@ def test_dm_with_probe_refinement_fits_the_real_siemens_star(shared_data):
   from ptychonet_tf import reconstructors  # pylint: disable=g-import-not-at-top
   from ptychonet_tf.baselines import dm  # pylint: disable=g-import-not-at-top
   scan = readers.read_scan(path)
-  config = dm.DMConfig(iterations=40, refine_probe=True, probe_start=10,
+  # The Fourier error falls below 0.05 at iteration 18 (0.032 at 24; 40
+  # iterations end at 0.021).
+  config = dm.DMConfig(iterations=24, refine_probe=True, probe_start=10,
                        probe_support=0.9, fourier_relax=0.05,
                        object_inertia=0.01, progress=False)
   result = reconstructors.reconstruct("dm", scan.amplitudes, scan.probe,
