@@ -214,3 +214,46 @@ def test_physics_patch_losses_need_no_truth(scan):
       mse + 2.0 * physics, rtol=1e-5)
   assert not losses.uses_objects("physics")
   assert losses.uses_objects("mse+physics") and losses.uses_objects("dse")
+
+
+def test_object_terms_joint_and_parts():
+  """The refinement epochs' object term: joint, ln of the amplitude plus the
+  phase MSE (offset removed); parts, the mean of their logs; a misfit term
+  adds to each part."""
+  from ptychonet_tf.training import evaluator  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  ta = rng.uniform(0.5, 1, (2, 9, 9)).astype(np.float32)
+  tp = rng.uniform(-1, 0, (2, 9, 9)).astype(np.float32)
+  pa = ta + rng.normal(0, 0.01, ta.shape).astype(np.float32)
+  pp = tp + 0.7 + rng.normal(0, 0.1, tp.shape).astype(np.float32)  # + offset
+  mask = np.zeros((9, 9), np.float32)
+  mask[2:7, 1:8] = 1
+  amplitude, phase = (x.numpy() for x in losses.object_mse_parts(
+      pa, pp, ta, tp, mask))
+  lit = mask.astype(bool)
+  np.testing.assert_allclose(amplitude, ((pa - ta) ** 2)[:, lit].mean(1),
+                             rtol=1e-5)
+  dp = (pp - tp)[:, lit]  # less the amplitude-weighted best offset:
+  dp += np.angle(((pa * ta)[:, lit] * np.exp(-1j * dp)).sum(1, keepdims=True))
+  np.testing.assert_allclose(phase, (np.angle(np.exp(1j * dp)) ** 2).mean(1),
+                             rtol=1e-4)
+  np.testing.assert_allclose(losses.object_mse(pa, pp, ta, tp, mask),
+                             amplitude + phase, rtol=1e-6)
+  batch = {"object_amplitude": ta, "object_phase": tp}
+  final = {"amplitude": pa, "phase": pp}
+  weight, floor = evaluator.OBJECT_LOG_WEIGHT, evaluator.OBJECT_MSE_FLOOR
+  misfit = np.array([1e-3, 2e-3], np.float32)
+  for name, extra in (("mse", 0.0), ("mse+physics", 0.5 * misfit)):
+    for log, want in (
+        ("joint", weight * np.log(amplitude + phase + extra + floor)),
+        ("parts", weight * (np.log(amplitude + extra + floor) +
+                            np.log(phase + extra + floor)) / 2)):
+      spec = losses.LossSpec(name, dse_lambda=0.5, object_log=log)
+      got = evaluator.object_term(batch, spec, final, lambda: mask,
+                                  lambda: misfit)
+      np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=(name, log))
+  # The data misfit alone ("physics") has one part whatever object_log says.
+  spec = losses.LossSpec("physics", object_log="parts")
+  np.testing.assert_allclose(
+      evaluator.object_term(batch, spec, final, lambda: mask, lambda: misfit),
+      weight * np.log(misfit + floor), rtol=1e-5)

@@ -34,11 +34,17 @@ safe_magnitude = forward.magnitude
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """A training loss: its name (LOSSES), the weight of its data term
-  (dse_lambda, for "dse" and "mse+physics") and the data term's noise model
-  (NOISE_MODELS, for "physics" and "mse+physics")."""
+  (dse_lambda, for "dse" and "mse+physics"), the data term's noise model
+  (NOISE_MODELS, for "physics" and "mse+physics") and how the refinement
+  epochs take the log of the final object's error (OBJECT_LOGS: "joint",
+  ln(amplitude MSE + phase MSE); "parts", the mean of the two logs)."""
   name: str = "mse"
   dse_lambda: float = 1.0
   noise_model: str = "gaussian"
+  object_log: str = "joint"
+
+
+OBJECT_LOGS = ("joint", "parts")
 
 
 def _mean_per_example(x):
@@ -176,6 +182,15 @@ def object_mse(pred_amplitude, pred_phase, true_amplitude, true_phase,
   Returns:
     float32 [B].
   """
+  amplitude, phase = object_mse_parts(pred_amplitude, pred_phase,
+                                     true_amplitude, true_phase, mask)
+  return amplitude + phase
+
+
+def object_mse_parts(pred_amplitude, pred_phase, true_amplitude, true_phase,
+                     mask):
+  """`object_mse`'s two terms: the amplitude MSE and the (offset-removed,
+  wrapped) phase MSE over the region, float32 [B] each."""
   pa, pp, ta, tp = (tf.cast(x, tf.float32) for x in (
       pred_amplitude, pred_phase, true_amplitude, true_phase))
   mask = tf.cast(mask, tf.float32)
@@ -185,8 +200,9 @@ def object_mse(pred_amplitude, pred_phase, true_amplitude, true_phase,
                         tf.reduce_sum(weight * tf.cos(tp - pp), (-2, -1)))
   dp = pp + theta[:, None, None] - tp
   dp = tf.math.atan2(tf.sin(dp), tf.cos(dp))
-  error = (tf.square(pa - ta) + tf.square(dp)) * mask
-  return tf.reduce_sum(error, axis=(-2, -1)) / tf.reduce_sum(mask)
+  area = tf.reduce_sum(mask)
+  return (tf.reduce_sum(tf.square(pa - ta) * mask, axis=(-2, -1)) / area,
+          tf.reduce_sum(tf.square(dp) * mask, axis=(-2, -1)) / area)
 
 
 def patch_loss(name, patches, true_patches, probe, measured_amplitudes,

@@ -78,6 +78,11 @@ class TrainConfig:
       "MSE + dse_lambda * that misfit.", choices=losses.LOSSES)
   dse_lambda: float = settings.setting(
       1.0, "Weight of the data term in dse and mse+physics.")
+  refine_object_log: str = settings.setting(
+      "joint", "The refinement epochs' object term: joint, 0.01 ln(amplitude "
+      "MSE + phase MSE) of the final object (the larger, usually the phase, "
+      "rules); parts, 0.01 times the mean of ln(amplitude MSE) and ln(phase "
+      "MSE), so that both count in dB alike.", choices=losses.OBJECT_LOGS)
   physics_noise: str = settings.setting(
       "gaussian", "The misfit of --loss=physics and mse+physics: gaussian "
       "(amplitude MSE) or poisson (Poisson deviance of the intensities, for "
@@ -126,7 +131,8 @@ class TrainConfig:
   @property
   def loss_spec(self):
     """The training loss as a `losses.LossSpec`."""
-    return losses.LossSpec(self.loss, self.dse_lambda, self.physics_noise)
+    return losses.LossSpec(self.loss, self.dse_lambda, self.physics_noise,
+                           self.refine_object_log)
 
   def validate(self):
     """Raises UserError naming the first bad setting."""

@@ -71,23 +71,36 @@ OBJECT_MSE_FLOOR = 1e-10
 
 
 def final_object_error(batch, loss, final, region, misfit):
-  """E of the final objects float32 [B]: the object MSE (`losses.object_mse`,
-  phase offset removed, on the region) for "mse" and "dse", their data
-  misfit (no object needed) for "physics", the MSE plus dse_lambda times
-  the misfit for "mse+physics".
+  """The errors E of the final objects, a list of float32 [B]: the object
+  MSE (`losses.object_mse`, phase offset removed, on the region) for "mse"
+  and "dse", their data misfit (no object needed) for "physics", the MSE
+  plus dse_lambda times the misfit for "mse+physics". One E, or with
+  loss.object_log "parts" and an object MSE two: its amplitude and its
+  phase term (each plus the misfit term, if any).
 
   `region` () -> [H, W] and `misfit` () -> [B] give the scan's scored
   region and the final objects' data misfit; each is called only when the
   loss needs it."""
-  error = 0.0
+  parts = [0.0]
   if losses.uses_objects(loss.name):
-    error = losses.object_mse(final["amplitude"], final["phase"],
-                              batch["object_amplitude"],
-                              batch["object_phase"], region())
+    args = (final["amplitude"], final["phase"], batch["object_amplitude"],
+            batch["object_phase"], region())
+    parts = (list(losses.object_mse_parts(*args))
+             if loss.object_log == "parts" else [losses.object_mse(*args)])
   if loss.name in ("physics", "mse+physics"):
     weight = loss.dse_lambda if loss.name == "mse+physics" else 1.0
-    error += weight * misfit()
-  return error
+    data = weight * misfit()
+    parts = [part + data for part in parts]
+  return parts
+
+
+def object_term(batch, loss, final, region, misfit):
+  """OBJECT_LOG_WEIGHT times the mean over `final_object_error`'s errors of
+  ln(E + floor), float32 [B]: with "parts", amplitude and phase count in
+  dB alike (in ln of their sum the larger, usually the phase, rules)."""
+  logs = [tf.math.log(error + OBJECT_MSE_FLOOR) for error in
+          final_object_error(batch, loss, final, region, misfit)]
+  return OBJECT_LOG_WEIGHT * tf.add_n(logs) / len(logs)
 
 
 def family_scan_loss(model, batch, loss, training):
@@ -123,8 +136,7 @@ def family_scan_loss(model, batch, loss, training):
         windows.probe_shape).lit_region(probe)
 
   if model.refine_steps:
-    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(final_object_error(
-        batch, loss, final, region, misfit) + OBJECT_MSE_FLOOR)
+    per_scan += object_term(batch, loss, final, region, misfit)
   return per_scan, final, misfit
 
 
@@ -133,7 +145,7 @@ def scan_batch_loss(model, batch, loss, probe, training, mask):
 
   The patch loss `loss` (a `losses.LossSpec`) of the network's patches,
   plus, when the model refines (`refine_steps` > 0), OBJECT_LOG_WEIGHT times
-  the log of its final object's error (`final_object_error`): the end-to-end
+  the log of its final object's error (`object_term`): the end-to-end
   objective of the refinement epochs. "physics" reads no true object.
 
   Returns:
@@ -151,10 +163,10 @@ def scan_batch_loss(model, batch, loss, probe, training, mask):
                                weights=model.stitch_weights,
                                noise_model=loss.noise_model)
   if model.refine_steps:
-    per_scan += OBJECT_LOG_WEIGHT * tf.math.log(final_object_error(
+    per_scan += object_term(
         batch, loss, final, lambda: mask, lambda: losses.object_misfit(
             final["amplitude"], final["phase"], probe, model.layout,
-            batch["amplitudes"], loss.noise_model)) + OBJECT_MSE_FLOOR)
+            batch["amplitudes"], loss.noise_model))
   return per_scan, final
 
 
