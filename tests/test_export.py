@@ -104,6 +104,7 @@ def ended_pid():
   return proc.pid
 
 
+@pytest.mark.slow  # 3.4-4.2 s on an AVX2-only CPU
 def test_next_export_removes_what_killed_exports_left(tmp_path):
   model, probe = tiny_model()
   base = tmp_path / "export"
