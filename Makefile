@@ -80,7 +80,8 @@ test-fast: test
 # Everything, for release checks: also the tests marked release (command-line
 # rows of tests/test_bad_inputs.py whose in-process rows make test runs, the
 # kill and full-disk tests through Beam's runner, the peers benchmark's tiny
-# run), the reader fuzz test at 2000 examples, and every
+# run, the Poisson row of the refinement's physics-loss training), the
+# reader fuzz test at 2000 examples, and every
 # command line in a fresh interpreter (make test forks them from one process
 # that has imported TensorFlow: tests/zygote.py).
 test-release: PYTEST_ARGS = -m ""

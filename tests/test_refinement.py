@@ -482,8 +482,12 @@ def test_a_refinement_step_whose_gradient_is_not_finite_gets_zeros():
     out = skip([tf.constant([np.inf])])
     assert not np.any(out[0].numpy())
 
+# Poisson in the release tier (make test-release): its misfit's gradient is
+# checked by test_train.py's one-step rows and test_operator.py, and this
+# training is the Gaussian row's but for the misfit (11-13 s each).
 @pytest.mark.slow
-@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
+@pytest.mark.parametrize("noise", [
+    "gaussian", pytest.param("poisson", marks=pytest.mark.release)])
 def test_physics_loss_trains_the_steps_without_objects(tmp_path, noise):
   """--loss=physics: end-to-end steps read only the amplitudes and lower the
   final object's data misfit on held-out scans."""
