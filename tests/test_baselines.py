@@ -79,6 +79,7 @@ def test_chunks_and_probe_start_split_give_the_same_iterates():
 # --- whole runs -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # 3-3.7 s on an AVX2-only CPU
 def test_dm_recovers_a_noise_free_scan_exactly():
   amps, probe, layout, shape, obj = tiny_scan()
   config = dm.DMConfig(iterations=300, init="random", progress=False)

@@ -342,6 +342,7 @@ def test_amplitude_phase_gradients_are_finite_where_the_object_is_zero():
     assert np.all(grad[0, 1:] != 0) and np.all(out.numpy()[0, 0] == 0)
 
 
+@pytest.mark.slow  # 3-3.7 s on an AVX2-only CPU
 def test_init_from_starts_at_the_exported_weights(tmp_path):
   layer = tiny_layer()
   source = tiny_config(tmp_path / "a")
