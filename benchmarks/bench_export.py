@@ -89,7 +89,7 @@ def main(argv):
   try:
     for i in range(FLAGS.rounds):
       for name, export in ways.items():
-        folder = os.path.join(root, f"{i}-{len(sizes)}-{name.split()[0]}")
+        folder = os.path.join(root, f"{i}-{name.split()[0]}")
         start = time.perf_counter()
         path = export(folder)
         times[name]["export"].append(time.perf_counter() - start)
