@@ -328,3 +328,19 @@ def test_check_tool_parses_every_record(tmp_path):
   assert res.returncode == 0, res.stderr
   assert "train: 7 scans in 3 shards" in res.stdout and "all parsed" in res.stdout
   # Damaged shards: rows of tests/test_bad_inputs.py.
+
+
+def test_a_worker_process_that_dies_ends_the_write_in_one_line():
+  """multiprocessing.Pool replaces a dead worker and waits forever for its
+  shard; the writer's pool fails at once with a line that says to resume."""
+  import pool_tasks  # pylint: disable=g-import-not-at-top
+
+  class Bar:
+    def update(self, n):
+      del n
+
+  started = time.time()
+  with pytest.raises(UserError, match="worker process died.*resume"):
+    writer.run_pool([0, 1, 2, 3], 2, (), Bar(), function=pool_tasks.exit_on_one,
+                    initializer=pool_tasks.setup)
+  assert time.time() - started < 60

@@ -20,6 +20,7 @@ The shards are written by a process pool here or by an Apache Beam pipeline
 The tfds metadata are removed while shards are being (re)written and written
 again, from the shard lengths, once every shard is complete.
 """
+from concurrent import futures
 import dataclasses
 import json
 import multiprocessing
@@ -297,6 +298,48 @@ def _write_info(out_dir, config, geometry, shards, complete, flags_string):
              images=config.images, seed=config.seed, **extra)
 
 
+def run_pool(tasks, workers, setup, bar, function=None, initializer=None):
+  """`write_shard` of every task in `workers` fresh processes.
+
+  A process pool of concurrent.futures, not multiprocessing.Pool: when a
+  worker dies (killed by the system, e.g. out of memory) multiprocessing's
+  pool starts another and waits forever for the lost shard, while this one
+  fails at once, in one line (the shards already written are kept: the same
+  command resumes).
+
+  Args:
+    tasks: ShardTasks.
+    workers: processes (>= 2).
+    setup: (config, geometry, pools, out_dir), `init_worker`'s arguments.
+    bar: tqdm bar, advanced per scan written.
+    function, initializer: instead of `write_shard` and `init_worker`
+      (tests), module-level functions of the same arguments.
+  """
+  function = function or write_shard
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Manager() as manager:
+    ticks = manager.Queue()
+    with futures.ProcessPoolExecutor(workers, ctx,
+                                     initializer or init_worker,
+                                     (*setup, ticks, 1)) as pool:
+      pending = {pool.submit(function, task) for task in tasks}
+      try:
+        while pending:
+          done, pending = futures.wait(pending, timeout=0.2)
+          for future in done:
+            future.result()  # re-raises a worker's error here
+          while not ticks.empty():
+            bar.update(ticks.get())
+      except futures.BrokenExecutor:
+        raise UserError(
+            "a simulation worker process died (killed by the system, e.g. "
+            "out of memory?); the shards written so far are kept: run the "
+            "same command again to resume") from None
+      finally:
+        for future in pending:
+          future.cancel()
+
+
 def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
                   execute=None):
   """Simulates the train and test splits of `config` into `out_dir`.
@@ -368,19 +411,7 @@ def write_dataset(config, out_dir, workers=None, flags_string="", progress=True,
       while not ticks.empty():
         bar.update(ticks.get())
   elif tasks:
-    ctx = multiprocessing.get_context("spawn")
-    ticks = ctx.Manager().Queue()
-    with ctx.Pool(workers, init_worker,
-                  (config, geometry, pools, out_dir, ticks, 1)) as pool:
-      result = pool.map_async(write_shard, tasks, chunksize=1)
-      while not result.ready():
-        try:
-          bar.update(ticks.get(timeout=0.2))
-        except queue_lib.Empty:
-          pass
-      result.get()  # re-raises a worker's error here
-      while not ticks.empty():
-        bar.update(ticks.get())
+    run_pool(tasks, workers, (config, geometry, pools, out_dir), bar)
   bar.close()
   _WORKER.clear()
   _write_info(out_dir, config, geometry, shards, True, flags_string)
