@@ -20,12 +20,17 @@ probe refinement instead (signature `any_scan_refine_probe`): the model is
 given a wrong probe, the true one magnified by probe_magnify about its
 centre, times a quadratic phase of probe_defocus radians at the probe's RMS
 radius, at probe_gain times the true probe's amplitude; rows: the true
-probe, the wrong one, the wrong one refined; and the share of the PSNR lost
-to the wrong probe that the refinement recovers:
+probe, the wrong one, the wrong one refined (`--probe_passes` passes of
+the refinement steps); and the share of the PSNR lost to the wrong probe
+that the refinement recovers, with the phase offset removed and after
+`metrics.register_blind` (a shift, a linear phase ramp and an amplitude
+scale removed: what blind ptychography cannot determine; LSQML and DM with
+probe refinement, `--lsqml_iterations`, `--blind_dm`, are scored both ways
+too):
 
   python benchmarks/bench_any_scan.py --model_dir=runs/small_dense \
       --data_dir=tfrecords/small_dense_photos --probe_defocus=0.5 \
-      --layouts= --lsqml_iterations=300
+      --probe_gain=1.2 --layouts= --lsqml_iterations=300 --blind_dm
 
 `--family_data` scores a family dataset's test scans instead (make_tfrecords
 --family: each scan with its own probe and positions; with a seed and
@@ -56,6 +61,7 @@ from ptychonet_tf import reconstructors
 from ptychonet_tf.evaluation import comparison
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import inference
+from ptychonet_tf.model import network
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
@@ -83,6 +89,9 @@ flags.DEFINE_float("probe_magnify", 1.0, "Probe rows: the wrong probe's "
                    "magnification about its centre (1.2: 20% larger).")
 flags.DEFINE_float("probe_defocus", 0.0, "Probe rows: the wrong probe's "
                    "quadratic phase (rad) at the probe's RMS radius.")
+flags.DEFINE_integer("probe_passes", network.PROBE_PASSES, "Probe rows: "
+                     "passes of the refinement steps with probe refinement "
+                     "(reconstruct_scan's probe_passes).")
 flags.DEFINE_string("scan_probe", "", "KIND:DIAMETER (zone_plate or "
                     "pinhole, diameter as a fraction of the window): the "
                     "scans are simulated with this probe and the model is "
@@ -90,6 +99,8 @@ flags.DEFINE_string("scan_probe", "", "KIND:DIAMETER (zone_plate or "
 flags.DEFINE_integer("lsqml_iterations", 0, "Probe rows: also LSQML with "
                      "this many iterations from a flat start, with the true "
                      "probe and with the wrong one refined (0: none).")
+flags.DEFINE_bool("blind_dm", False, "Probe rows: also DM (--dm_iterations) "
+                  "from a flat start with the wrong probe refined.")
 flags.DEFINE_string("family_data", None, "A family dataset (make_tfrecords "
                     "--family) whose test scans, each with its own probe "
                     "and positions, are scored instead of --data_dir's "
@@ -150,7 +161,12 @@ def wrong_probe(probe, magnify, defocus, gain):
   return wrong.astype(np.complex64)
 
 
-def scores(objects, truths, mask):
+def scores(objects, truths, mask, blind=False):
+  """Mean metrics of the objects; blind: each first aligned with
+  `metrics.register_blind` (shift, linear phase ramp, amplitude scale)."""
+  if blind:
+    objects = [metrics.register_blind(o, t, mask)[0]
+               for o, t in zip(objects, truths)]
   rows = [metrics.complex_metrics(o, t, mask) for o, t in zip(objects, truths)]
   return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -159,13 +175,18 @@ def scores(objects, truths, mask):
 ROWS = {}
 
 
-def line(name, objects, truths, mask, seconds, key=None):
+def line(name, objects, truths, mask, seconds, key=None, blind=False):
   """Prints a row of mean scores; family mode's means gather rows by `key`
-  (default: the name)."""
+  (default: the name). blind: also a row of the scores after
+  `metrics.register_blind`; returns (scores, blind scores or None)."""
   s = scores(objects, truths, mask)
   print_row(name, s, seconds)
   ROWS.setdefault(key or name, []).append(dict(s, seconds=seconds))
-  return s
+  if not blind:
+    return s
+  aligned = scores(objects, truths, mask, blind=True)
+  print_row("  the same, blind-aligned", aligned, seconds)
+  return s, aligned
 
 
 def print_row(name, s, seconds):
@@ -332,7 +353,8 @@ def main(argv):
   @tf.function(input_signature=signature)
   def refine_probe(amplitudes, positions, given):
     out = model.reconstruct_scan(amplitudes, positions, given,
-                                 refine_probe=True)
+                                 refine_probe=True,
+                                 probe_passes=FLAGS.probe_passes)
     return out["amplitude"], out["phase"]
 
   def learned(amplitudes, layout, given=probe, fn=any_scan):
@@ -355,10 +377,11 @@ def main(argv):
     rows = []
     for name, given, fn in (("any_scan, true probe", probe, any_scan),
                             ("any_scan, wrong probe", wrong, any_scan),
-                            ("any_scan_refine_probe, wrong", wrong,
+                            (f"any_scan_refine_probe, wrong, "
+                             f"{FLAGS.probe_passes} passes", wrong,
                              refine_probe)):
       objects, seconds = learned(amplitudes, layout, given, fn)
-      rows.append(line(name, objects, crops, mask, seconds))
+      rows.append(line(name, objects, crops, mask, seconds, blind=True))
     if FLAGS.lsqml_iterations:
       for name, given, refine in (("true probe", probe, False),
                                   ("wrong probe refined", wrong, True)):
@@ -369,12 +392,25 @@ def main(argv):
                                      iterations=FLAGS.lsqml_iterations,
                                      progress=False)).object
         line(f"LSQML-{FLAGS.lsqml_iterations}, {name}", out, crops, mask,
-             (time.perf_counter() - tick) / len(crops))
-    for key in ("amplitude_psnr", "phase_psnr"):
-      lost = rows[0][key] - rows[1][key]
-      print(f"  {key}: lost {lost:.2f} dB to the wrong probe, recovered "
-            f"{rows[2][key] - rows[1][key]:.2f} dB "
-            f"({100 * (rows[2][key] - rows[1][key]) / lost:.0f}%)")
+             (time.perf_counter() - tick) / len(crops), blind=True)
+    if FLAGS.blind_dm:
+      tick = time.perf_counter()
+      out = reconstructors.reconstruct(
+          "dm", amplitudes, wrong, layout, crops.shape[1:],
+          reconstructors.configure("dm", refine_probe=True,
+                                   iterations=FLAGS.dm_iterations,
+                                   progress=False)).object
+      line(f"DM-{FLAGS.dm_iterations}, wrong probe refined", out, crops,
+           mask, (time.perf_counter() - tick) / len(crops), blind=True)
+    for way, index in (("phase offset removed", 0),
+                       ("blind-aligned: shift, ramp and scale removed", 1)):
+      print(f"  {way}:")
+      true, given, refined = (row[index] for row in rows)
+      for key in ("amplitude_psnr", "phase_psnr"):
+        lost = true[key] - given[key]
+        print(f"    {key}: lost {lost:.2f} dB to the wrong probe, recovered "
+              f"{refined[key] - given[key]:.2f} dB "
+              f"({100 * (refined[key] - given[key]) / lost:.0f}%)")
 
   mask = metrics.illuminated_region(geometry.layout, geometry.object_shape,
                                     probe)

@@ -8,14 +8,17 @@ import tensorflow as tf
 
 from helpers import run_cli, run_fresh_script
 from ptychonet_tf.data import scanfile
+from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import export as export_lib
 from ptychonet_tf.model import inference
 from ptychonet_tf.model import network
+from ptychonet_tf.model import refinement
 from ptychonet_tf.model.network import NetworkConfig
 from ptychonet_tf.physics import forward
 from ptychonet_tf.physics import geometry as geometry_lib
 from ptychonet_tf.physics import layouts
 from ptychonet_tf.physics import probe as probe_lib
+from ptychonet_tf.physics import windows as windows_lib
 from ptychonet_tf.utils.errors import UserError
 
 
@@ -83,6 +86,44 @@ def other_scan(path, seed, positions, diameter):
                        object_shape=shape)
   scan.save(path)
   return scan
+
+
+@pytest.mark.slow
+def test_probe_passes_continue_from_the_last_object_and_probe():
+  """reconstruct_scan(refine_probe=True, probe_passes=P) is the refinement
+  run P times in a row, each pass from the object and probe the last one
+  returned; from a defocused probe the fit keeps improving with the
+  passes."""
+  model, probe = refining_model()
+  layout, shape = model.layout, model.object_shape
+  y, x = np.mgrid[:16, :16] - 7.5
+  wrong = (probe * np.exp(0.5j * (x ** 2 + y ** 2) / 30.0)).astype(np.complex64)
+  amplitudes = tf.constant(simulated(layout, shape, probe, 1)[None])
+  positions = tf.constant(layout[None, :, [0, 2]], tf.float32)
+
+  def run(passes):
+    return model.reconstruct_scan(amplitudes, positions, wrong,
+                                  refine_probe=True, probe_passes=passes)
+
+  def error(out):
+    return metrics.fourier_error(as_object(out)[0], out["probe"].numpy(),
+                                 layout, amplitudes[0])
+
+  by_hand = run(1)
+  errors = [error(by_hand)]
+  corners, object_shape = windows_lib.scan_frame(positions[0], (16, 16))
+  for _ in range(3):
+    physics = refinement.ScanPhysics.of_scan(
+        corners, object_shape, by_hand["probe"], model.refine_groups, True)
+    by_hand = model.refine({"amplitude": by_hand["amplitude"],
+                            "phase": by_hand["phase"]}, amplitudes, physics)
+    errors.append(error(by_hand))
+  four = run(4)
+  np.testing.assert_allclose(as_object(four), as_object(by_hand), atol=1e-5)
+  np.testing.assert_allclose(four["probe"], by_hand["probe"], atol=1e-5)
+  assert all(b < a for a, b in zip(errors, errors[1:])), errors
+  assert errors[-1] < 0.6 * errors[0], errors
+  assert network.PROBE_PASSES > 1  # the signature's default refines longer
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ variables/) with two signatures:
                    float32 [h, w, 2] (real, imaginary)
                    -> amplitude, phase float32 [1, H', W']
   any_scan_refine_probe: the same inputs; the refinement steps also refine
-                   the probe -> amplitude, phase [1, H', W'], probe float32
-                   [h, w, 2]
+                   the probe, in `network.PROBE_PASSES` passes -> amplitude,
+                   phase [1, H', W'], probe float32 [h, w, 2]
   geometry:        () -> probe_real, probe_imag float32 [h, w],
                    layout int32 [N, 4], object_shape int32 [2]
 
