@@ -382,26 +382,24 @@ def main(argv):
                              refine_probe)):
       objects, seconds = learned(amplitudes, layout, given, fn)
       rows.append(line(name, objects, crops, mask, seconds, blind=True))
+    solvers = []  # (method, iterations, row name, probe given, refine)
     if FLAGS.lsqml_iterations:
-      for name, given, refine in (("true probe", probe, False),
-                                  ("wrong probe refined", wrong, True)):
-        tick = time.perf_counter()
-        out = reconstructors.reconstruct(
-            "lsqml", amplitudes, given, layout, crops.shape[1:],
-            reconstructors.configure("lsqml", refine_probe=refine,
-                                     iterations=FLAGS.lsqml_iterations,
-                                     progress=False)).object
-        line(f"LSQML-{FLAGS.lsqml_iterations}, {name}", out, crops, mask,
-             (time.perf_counter() - tick) / len(crops), blind=True)
+      solvers += [("lsqml", FLAGS.lsqml_iterations, "true probe", probe,
+                   False),
+                  ("lsqml", FLAGS.lsqml_iterations, "wrong probe refined",
+                   wrong, True)]
     if FLAGS.blind_dm:
+      solvers.append(("dm", FLAGS.dm_iterations, "wrong probe refined",
+                      wrong, True))
+    for method, iterations, name, given, refine in solvers:
       tick = time.perf_counter()
       out = reconstructors.reconstruct(
-          "dm", amplitudes, wrong, layout, crops.shape[1:],
-          reconstructors.configure("dm", refine_probe=True,
-                                   iterations=FLAGS.dm_iterations,
+          method, amplitudes, given, layout, crops.shape[1:],
+          reconstructors.configure(method, refine_probe=refine,
+                                   iterations=iterations,
                                    progress=False)).object
-      line(f"DM-{FLAGS.dm_iterations}, wrong probe refined", out, crops,
-           mask, (time.perf_counter() - tick) / len(crops), blind=True)
+      line(f"{method.upper()}-{iterations}, {name}", out, crops, mask,
+           (time.perf_counter() - tick) / len(crops), blind=True)
     for way, index in (("phase offset removed", 0),
                        ("blind-aligned: shift, ramp and scale removed", 1)):
       print(f"  {way}:")
