@@ -218,8 +218,8 @@ def test_physics_patch_losses_need_no_truth(scan):
 
 def test_object_terms_joint_and_parts():
   """The refinement epochs' object term: joint, ln of the amplitude plus the
-  phase MSE (offset removed); parts, the mean of their logs; a misfit term
-  adds to each part."""
+  phase MSE (offset removed); parts, the mean of their logs; joint+parts,
+  the mean of the two; a misfit term adds to each part."""
   from ptychonet_tf.training import evaluator  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(3)
   ta = rng.uniform(0.5, 1, (2, 9, 9)).astype(np.float32)
@@ -247,7 +247,11 @@ def test_object_terms_joint_and_parts():
     for log, want in (
         ("joint", weight * np.log(amplitude + phase + extra + floor)),
         ("parts", weight * (np.log(amplitude + extra + floor) +
-                            np.log(phase + extra + floor)) / 2)):
+                            np.log(phase + extra + floor)) / 2),
+        ("joint+parts", weight * (
+            np.log(amplitude + phase + extra + floor) / 2 +
+            (np.log(amplitude + extra + floor) +
+             np.log(phase + extra + floor)) / 4))):
       spec = losses.LossSpec(name, dse_lambda=0.5, object_log=log)
       got = evaluator.object_term(batch, spec, final, lambda: mask,
                                   lambda: misfit)

@@ -37,14 +37,15 @@ class LossSpec:
   (dse_lambda, for "dse" and "mse+physics"), the data term's noise model
   (NOISE_MODELS, for "physics" and "mse+physics") and how the refinement
   epochs take the log of the final object's error (OBJECT_LOGS: "joint",
-  ln(amplitude MSE + phase MSE); "parts", the mean of the two logs)."""
+  ln(amplitude MSE + phase MSE); "parts", the mean of the two logs;
+  "joint+parts", the mean of those two objectives)."""
   name: str = "mse"
   dse_lambda: float = 1.0
   noise_model: str = "gaussian"
   object_log: str = "joint"
 
 
-OBJECT_LOGS = ("joint", "parts")
+OBJECT_LOGS = ("joint", "parts", "joint+parts")
 
 
 def _mean_per_example(x):

@@ -82,7 +82,8 @@ class TrainConfig:
       "joint", "The refinement epochs' object term: joint, 0.01 ln(amplitude "
       "MSE + phase MSE) of the final object (the larger, usually the phase, "
       "rules); parts, 0.01 times the mean of ln(amplitude MSE) and ln(phase "
-      "MSE), so that both count in dB alike.", choices=losses.OBJECT_LOGS)
+      "MSE), so that both count in dB alike; joint+parts, the mean of the "
+      "two.", choices=losses.OBJECT_LOGS)
   physics_noise: str = settings.setting(
       "gaussian", "The misfit of --loss=physics and mse+physics: gaussian "
       "(amplitude MSE) or poisson (Poisson deviance of the intensities, for "

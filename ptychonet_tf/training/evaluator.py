@@ -76,7 +76,8 @@ def final_object_error(batch, loss, final, region, misfit):
   and "dse", their data misfit (no object needed) for "physics", the MSE
   plus dse_lambda times the misfit for "mse+physics". One E, or with
   loss.object_log "parts" and an object MSE two: its amplitude and its
-  phase term (each plus the misfit term, if any).
+  phase term (each plus the misfit term, if any); with "joint+parts" four:
+  the MSE twice, then the two terms.
 
   `region` () -> [H, W] and `misfit` () -> [B] give the scan's scored
   region and the final objects' data misfit; each is called only when the
@@ -85,8 +86,11 @@ def final_object_error(batch, loss, final, region, misfit):
   if losses.uses_objects(loss.name):
     args = (final["amplitude"], final["phase"], batch["object_amplitude"],
             batch["object_phase"], region())
-    parts = (list(losses.object_mse_parts(*args))
-             if loss.object_log == "parts" else [losses.object_mse(*args)])
+    amplitude, phase = losses.object_mse_parts(*args)
+    parts = {"joint": [amplitude + phase], "parts": [amplitude, phase],
+             # Their mean: ln of the sum weighs 1/2, each part's ln 1/4.
+             "joint+parts": [amplitude + phase] * 2 + [amplitude, phase],
+             }[loss.object_log]
   if loss.name in ("physics", "mse+physics"):
     weight = loss.dse_lambda if loss.name == "mse+physics" else 1.0
     data = weight * misfit()
@@ -97,7 +101,8 @@ def final_object_error(batch, loss, final, region, misfit):
 def object_term(batch, loss, final, region, misfit):
   """OBJECT_LOG_WEIGHT times the mean over `final_object_error`'s errors of
   ln(E + floor), float32 [B]: with "parts", amplitude and phase count in
-  dB alike (in ln of their sum the larger, usually the phase, rules)."""
+  dB alike (in ln of their sum the larger, usually the phase, rules);
+  "joint+parts" is the mean of the two objectives."""
   logs = [tf.math.log(error + OBJECT_MSE_FLOOR) for error in
           final_object_error(batch, loss, final, region, misfit)]
   return OBJECT_LOG_WEIGHT * tf.add_n(logs) / len(logs)
