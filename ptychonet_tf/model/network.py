@@ -633,24 +633,25 @@ class PtychoNet(keras.Model):
         windows.count, self.refine_groups,
         message=f"the scan has fewer positions than the "
         f"{self.refine_groups} refinement position groups of the model")
-    physics = refinement_lib.ScanPhysics.of_scan(
-        corners, object_shape, probe, self.refine_groups, refine_probe)
-    final = self.refine(stitched, amplitudes, physics)
-    if refine_probe and probe_passes > 1:
+    if not (refine_probe and probe_passes > 1):
+      physics = refinement_lib.ScanPhysics.of_scan(
+          corners, object_shape, probe, self.refine_groups, refine_probe)
+      return (patches, stitched, self.refine(stitched, amplitudes, physics),
+              windows)
 
-      def another_pass(done, amplitude, phase, probe):
-        out = self.refine(
-            {"amplitude": amplitude, "phase": phase}, amplitudes,
-            refinement_lib.ScanPhysics.of_scan(corners, object_shape, probe,
-                                               self.refine_groups, True))
-        return done + 1, out["amplitude"], out["phase"], out["probe"]
+    def one_pass(done, amplitude, phase, probe):
+      out = self.refine(
+          {"amplitude": amplitude, "phase": phase}, amplitudes,
+          refinement_lib.ScanPhysics.of_scan(corners, object_shape, probe,
+                                             self.refine_groups, True))
+      return done + 1, out["amplitude"], out["phase"], out["probe"]
 
-      # One traced pass in a loop: the graph holds the steps once.
-      _, amplitude, phase, probe = tf.while_loop(
-          lambda done, *_: done < probe_passes, another_pass,
-          (tf.constant(1), final["amplitude"], final["phase"],
-           final["probe"]))
-      final = {"amplitude": amplitude, "phase": phase, "probe": probe}
+    # Every pass, the first from the stitched object and the given probe,
+    # in one loop: the graph holds the steps once.
+    _, amplitude, phase, probe = tf.while_loop(
+        lambda done, *_: done < probe_passes, one_pass,
+        (tf.constant(0), stitched["amplitude"], stitched["phase"], probe))
+    final = {"amplitude": amplitude, "phase": phase, "probe": probe}
     return patches, stitched, final, windows
 
   def call(self, amplitudes, training=False):
