@@ -482,6 +482,7 @@ def test_a_refinement_step_whose_gradient_is_not_finite_gets_zeros():
     out = skip([tf.constant([np.inf])])
     assert not np.any(out[0].numpy())
 
+
 # Poisson in the release tier (make test-release): its misfit's gradient is
 # checked by test_train.py's one-step rows and test_operator.py, and this
 # training is the Gaussian row's but for the misfit (11-13 s each).
