@@ -166,12 +166,12 @@ def float32_copy(model, refine_steps=None, xla=True):
     for mine, theirs in zip(target.corrections, source.corrections):
       mine.set_weights(theirs.get_weights())
     # The prior steps' learned noise levels (those of the steps kept) and
-    # the denoiser's weights (trained with --refine_prior_train).
+    # the denoisers' weights (trained with --refine_prior_train).
     if target.prior_log_sigma is not None:
       target.prior_log_sigma.assign(
           source.prior_log_sigma[:target.prior_steps])
-    if target.denoiser is not None:
-      target.denoiser.set_weights(source.denoiser.get_weights())
+    for mine, theirs in zip(target.denoisers, source.denoisers):
+      mine.set_weights(theirs.get_weights())
   return copy
 
 

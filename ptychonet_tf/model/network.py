@@ -171,6 +171,10 @@ class NetworkConfig:
   refine_prior_train: bool = settings.setting(
       False, "Also train the prior's denoiser end to end (else only its "
       "noise levels are learned).")
+  refine_prior_untied: bool = settings.setting(
+      False, "Give every prior step a denoiser of its own (each starts as "
+      "the prior; with --refine_prior_train each learns its step's error). "
+      "Same time per call, the denoiser weights times the prior steps.")
   architecture: str = settings.setting(
       "paper", "Per-pattern network: 'paper' (Figure 1 exactly), 'global' "
       "(plus a fully connected layer at the lowest resolution), 'residual' "
@@ -439,6 +443,7 @@ class PtychoNet(keras.Model):
           data_steps=self.refine_data_steps,
           prior_domain=self.refine_prior_domain,
           prior_amplitude_scale=self.refine_prior_amplitude_scale,
+          prior_untied=self.refine_prior_untied,
           name="refinement")
     lo = np.array([self.amplitude_range[0], self.phase_range[0]], np.float32)
     hi = np.array([self.amplitude_range[1], self.phase_range[1]], np.float32)

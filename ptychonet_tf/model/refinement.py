@@ -212,6 +212,11 @@ class UnrolledRefinement(keras.layers.Layer):
       initialisation, geometric in between; learned end to end.
     prior_train: also train the denoiser's weights end to end (else they
       stay as loaded).
+    prior_untied: give every prior step a denoiser of its own (each loaded
+      from the same prior, then trained apart with `prior_train`), as an
+      unrolled network unties its layers: each step's error differs in
+      level and structure. Costs no time per call; the weights grow by the
+      number of prior steps.
     prior_domain: what the prior steps denoise: "complex" (the real and
       imaginary parts) or "amplitude_phase".
     prior_amplitude_scale: the first image of `prior_domain` is denoised at
@@ -238,7 +243,7 @@ class UnrolledRefinement(keras.layers.Layer):
                prior_train=False, line_search=False, restart=False,
                data_steps="gradient", prior_domain="complex",
                prior_amplitude_scale=1.0, noise_model="gaussian",
-               **kwargs):
+               prior_untied=False, **kwargs):
     kwargs.setdefault("dtype", "float32")
     super().__init__(**kwargs)
     if int(steps) < 1:
@@ -306,19 +311,26 @@ class UnrolledRefinement(keras.layers.Layer):
             self.layout, self.object_shape, probe.shape,
             layouts.interleaved_groups(len(self.layout), self.groups)),
         probe))
+    self.prior_untied = bool(prior_untied)
+    # The first prior step's denoiser (the only one unless untied), and the
+    # later steps' own with `prior_untied`: `denoisers` lists them all.
     self.denoiser = None
+    self.untied_denoisers = []
     self.prior_steps = 0
     if self.prior:
-      # bfloat16 where the CPU computes it natively (machine.fast_policy).
-      self.denoiser = prior_lib.load(
-          None if self.prior == "default" else self.prior,
-          dtype=machine.fast_policy(), trainable=self.prior_train,
-          name="prior_denoiser")
-      # Each variable's own flag decides what an enclosing model trains (the
-      # layer's flag does not reach its sub-layers' variables).
-      for variable in self.denoiser.weights:
-        variable.trainable = self.prior_train
       self.prior_steps = self.steps // self.prior_every
+      loaded = []
+      for k in range(self.prior_steps if self.prior_untied else 1):
+        # bfloat16 where the CPU computes it natively (machine.fast_policy).
+        loaded.append(prior_lib.load(
+            None if self.prior == "default" else self.prior,
+            dtype=machine.fast_policy(), trainable=self.prior_train,
+            name=f"prior_denoiser{k or ''}"))
+        # Each variable's own flag decides what an enclosing model trains
+        # (the layer's flag does not reach its sub-layers' variables).
+        for variable in loaded[-1].weights:
+          variable.trainable = self.prior_train
+      self.denoiser, self.untied_denoisers = loaded[0], loaded[1:]
     self.corrections = []
     for k in range(self.filters and self.steps):
       self.corrections.append(keras.Sequential([
@@ -326,6 +338,12 @@ class UnrolledRefinement(keras.layers.Layer):
                               activation="relu", dtype="float32"),
           keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros",
                               dtype="float32")], name=f"correction{k}"))
+
+  @property
+  def denoisers(self):
+    """The prior steps' denoisers: one shared, or one per step if untied."""
+    return ([] if self.denoiser is None else
+            [self.denoiser, *self.untied_denoisers])
 
   def build(self, input_shape=None):
     # DM's steps have no momentum: kept (one set of weights for both kinds
@@ -545,8 +563,10 @@ class UnrolledRefinement(keras.layers.Layer):
         physics = physics._replace(probe=probe)
         segment = functools.partial(self._data_segment, physics=physics)
       if self.prior_steps and stop % every == 0:
+        k = stop // every - 1
         denoised = prior_objects.denoise_object(
-            self.denoiser, obj, physics.lit, sigma[stop // every - 1],
+            self.denoisers[k if self.prior_untied else 0], obj, physics.lit,
+            sigma[k],
             self.prior_domain, self.prior_amplitude_scale)
         if dm:
           # The exit waves move with the object (module doc).
@@ -646,5 +666,6 @@ class UnrolledRefinement(keras.layers.Layer):
                   data_steps=self.data_steps,
                   prior_domain=self.prior_domain,
                   prior_amplitude_scale=self.prior_amplitude_scale,
-                  noise_model=self.noise_model)
+                  noise_model=self.noise_model,
+                  prior_untied=self.prior_untied)
     return config

@@ -33,9 +33,9 @@ from ptychonet_tf.training import evaluator as evaluator_lib
 def refine_variables(refinement):
   """The trainable variables of an `UnrolledRefinement`, split by optimizer:
   (its own: step sizes, momenta, corrections, noise levels, filter; the
-  prior's denoiser weights, non-empty only with prior_train)."""
-  denoiser = (list(refinement.denoiser.trainable_variables)
-              if refinement.denoiser is not None else [])
+  prior's denoisers' weights, non-empty only with prior_train)."""
+  denoiser = [v for layer in refinement.denoisers
+              for v in layer.trainable_variables]
   ids = {id(v) for v in denoiser}
   own = [v for v in refinement.trainable_variables if id(v) not in ids]
   return own, denoiser
