@@ -786,46 +786,12 @@ def test_a_trained_prior_learns_at_its_own_rate(tmp_path):
 
 
 @pytest.mark.slow
-def test_untied_prior_steps_each_have_a_denoiser_of_their_own(tmp_path):
-  """prior_untied: one denoiser per prior step, each loaded from the prior
-  (so the untied layer starts as the tied one) and trained apart: a change
-  to the second one changes the objects, each gets its gradient."""
-  probe, layout, shape, obj, amps = _scan()
-  path = _export_tiny_prior(tmp_path)
-  start = tf.constant(np.ones((1, *shape), np.complex64))
-  layers = {}
-  for untied in (False, True):
-    layers[untied] = refinement.UnrolledRefinement(
-        layout, shape, probe.real, probe.imag, 4, prior=path, prior_every=2,
-        prior_train=True, prior_untied=untied)
-    layers[untied].build()
-  tied, untied = layers[False], layers[True]
-  assert len(tied.denoisers) == 1 and len(untied.denoisers) == 2
-  first, second = untied.denoisers
-  assert {v.path for v in first.weights}.isdisjoint(
-      {v.path for v in second.weights})
-  _, tied_weights = task_lib.refine_variables(tied)
-  _, untied_weights = task_lib.refine_variables(untied)
-  assert len(untied_weights) == 2 * len(tied_weights) > 0
-  np.testing.assert_allclose(untied(start, amps[None]),
-                             tied(start, amps[None]), atol=1e-5)
-  for weight in second.weights:
-    weight.assign(weight * 1.5)
-  moved = untied(start, amps[None]).numpy()
-  assert np.abs(moved - tied(start, amps[None]).numpy()).max() > 1e-3
-  assert untied.get_config()["prior_untied"]
-  with tf.GradientTape() as tape:
-    loss = tf.reduce_sum(tf.abs(untied(start, amps[None]) - obj) ** 2)
-  grads = tape.gradient(loss, untied_weights)
-  assert all(g is not None for g in grads)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("untied", [False, True])
-def test_exports_keep_the_learned_prior_levels_and_denoiser(tmp_path, untied):
-  """float32_copy (what every export writes) carries the prior steps' learned
-  noise levels and the trained denoisers' weights, also when it keeps fewer
-  steps (it once left both at their initial values)."""
+def test_untied_denoisers_and_exports_keep_the_learned_prior(tmp_path):
+  """--refine_prior_untied: a denoiser per prior step, each loaded from the
+  prior and trained apart. float32_copy (what every export writes) carries
+  the prior steps' learned noise levels and the trained denoisers' weights,
+  also when it keeps fewer steps (it once left both at their initial
+  values)."""
   probe, layout, shape, _, amps = _scan()
   geometry = geometry_lib.Geometry(probe=probe, layout=layout,
                                    object_shape=shape)
@@ -833,13 +799,21 @@ def test_exports_keep_the_learned_prior_levels_and_denoiser(tmp_path, untied):
       NetworkConfig(base_channels=4, depth=2, refine_steps=4,
                     refine_prior=_export_tiny_prior(tmp_path),
                     refine_prior_every=2, refine_prior_train=True,
-                    refine_prior_untied=untied), geometry)
+                    refine_prior_untied=True), geometry)
   model(amps[None])
   model.refinement.prior_log_sigma.assign([-1.0, -2.0])
-  assert len(model.refinement.denoisers) == (2 if untied else 1)
-  for k, denoiser in enumerate(model.refinement.denoisers):
-    for weight in denoiser.weights:
-      weight.assign(weight + 0.05 * (k + 1))
+  before = model(amps[None])["phase"].numpy()
+  first, second = model.refinement.denoisers
+  assert {v.path for v in first.weights}.isdisjoint(
+      {v.path for v in second.weights})
+  for mine, theirs in zip(first.weights, second.weights, strict=True):
+    np.testing.assert_array_equal(mine, theirs)  # both start as the prior
+  _, trained = task_lib.refine_variables(model.refinement)
+  assert len(trained) == 2 * len(first.trainable_variables) > 0
+  assert model.refinement.get_config()["prior_untied"]
+  for weight in second.weights:
+    weight.assign(weight + 0.05)
+  assert np.abs(model(amps[None])["phase"].numpy() - before).max() > 1e-3
   copy = export_lib.float32_copy(model)
   np.testing.assert_array_equal(copy.refinement.prior_log_sigma, [-1, -2])
   for mine, theirs in zip(copy.refinement.denoisers,
@@ -850,3 +824,4 @@ def test_exports_keep_the_learned_prior_levels_and_denoiser(tmp_path, untied):
                              model(amps[None])["phase"], atol=1e-4)
   two = export_lib.float32_copy(model, refine_steps=2)
   np.testing.assert_array_equal(two.refinement.prior_log_sigma, [-1])
+  assert len(two.refinement.denoisers) == 1
