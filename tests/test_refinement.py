@@ -795,11 +795,11 @@ def test_untied_denoisers_and_exports_keep_the_learned_prior(tmp_path):
   probe, layout, shape, _, amps = _scan()
   geometry = geometry_lib.Geometry(probe=probe, layout=layout,
                                    object_shape=shape)
-  model = network.build_model(
-      NetworkConfig(base_channels=4, depth=2, refine_steps=4,
-                    refine_prior=_export_tiny_prior(tmp_path),
-                    refine_prior_every=2, refine_prior_train=True,
-                    refine_prior_untied=True), geometry)
+  config = NetworkConfig(base_channels=4, depth=2, refine_steps=4,
+                         refine_prior=_export_tiny_prior(tmp_path),
+                         refine_prior_every=2, refine_prior_train=True,
+                         refine_prior_untied=True)
+  model = network.build_model(config, geometry)
   model(amps[None])
   model.refinement.prior_log_sigma.assign([-1.0, -2.0])
   before = model(amps[None])["phase"].numpy()
@@ -825,3 +825,40 @@ def test_untied_denoisers_and_exports_keep_the_learned_prior(tmp_path):
   two = export_lib.float32_copy(model, refine_steps=2)
   np.testing.assert_array_equal(two.refinement.prior_log_sigma, [-1])
   assert len(two.refinement.denoisers) == 1
+  # A training checkpoint holds both denoisers (a list of layers once went
+  # missing from them).
+  fresh = network.build_model(config, geometry)
+  fresh(amps[None])
+  _assert_checkpoint_round_trip(model, fresh, tmp_path, "denoiser_1")
+
+
+def _assert_checkpoint_round_trip(model, fresh, folder, child):
+  """A training checkpoint of `model` (tf.train.Checkpoint, as train.py
+  writes) names `child` of its refinement and restores every weight into
+  `fresh`, a model of the same config."""
+  path = tf.train.Checkpoint(model=model).save(str(folder / "ckpt"))
+  assert any(f"model/refinement/{child}/" in name
+             for name, _ in tf.train.list_variables(path))
+  status = tf.train.Checkpoint(model=fresh).read(path)
+  status.assert_existing_objects_matched()
+  assert len(fresh.weights) == len(model.weights)
+  for mine, theirs in zip(fresh.weights, model.weights):
+    np.testing.assert_array_equal(mine, theirs)
+
+
+def test_checkpoints_hold_the_steps_corrections(tmp_path):
+  """--refine_filters: every step's CNN correction is in the training
+  checkpoints (they were not, as items of a list, so resuming or exporting
+  from a checkpoint started them again from their initialisation)."""
+  probe, layout, shape, _, amps = _scan()
+  geometry = geometry_lib.Geometry(probe=probe, layout=layout,
+                                   object_shape=shape)
+  config = NetworkConfig(base_channels=4, depth=2, refine_steps=2,
+                         refine_filters=2)
+  model, fresh = (network.build_model(config, geometry) for _ in range(2))
+  for m in (model, fresh):
+    m(amps[None])
+  for correction in model.refinement.corrections:
+    for weight in correction.weights:
+      weight.assign(weight + 0.1)
+  _assert_checkpoint_round_trip(model, fresh, tmp_path, "correction_1")

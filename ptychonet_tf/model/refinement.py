@@ -312,10 +312,13 @@ class UnrolledRefinement(keras.layers.Layer):
             layouts.interleaved_groups(len(self.layout), self.groups)),
         probe))
     self.prior_untied = bool(prior_untied)
-    # The first prior step's denoiser (the only one unless untied), and the
-    # later steps' own with `prior_untied`: `denoisers` lists them all.
+    # Sub-layers are attributes, never list items: the training checkpoints
+    # (tf.train.Checkpoint) follow a Keras layer's attributes but not its
+    # lists, so layers kept in a list were missing from them. `denoiser` is
+    # the first prior step's (the only one unless untied; the name older
+    # checkpoints hold), `denoiser_K` the K-th untied one's; `denoisers` and
+    # `corrections` list them.
     self.denoiser = None
-    self.untied_denoisers = []
     self.prior_steps = 0
     if self.prior:
       self.prior_steps = self.steps // self.prior_every
@@ -330,10 +333,11 @@ class UnrolledRefinement(keras.layers.Layer):
         # (the layer's flag does not reach its sub-layers' variables).
         for variable in loaded[-1].weights:
           variable.trainable = self.prior_train
-      self.denoiser, self.untied_denoisers = loaded[0], loaded[1:]
-    self.corrections = []
+      self.denoiser = loaded[0]
+      for k, layer in enumerate(loaded[1:], 1):
+        setattr(self, f"denoiser_{k}", layer)
     for k in range(self.filters and self.steps):
-      self.corrections.append(keras.Sequential([
+      setattr(self, f"correction_{k}", keras.Sequential([
           keras.layers.Conv2D(self.filters, 3, padding="same",
                               activation="relu", dtype="float32"),
           keras.layers.Conv2D(2, 3, padding="same", kernel_initializer="zeros",
@@ -342,8 +346,17 @@ class UnrolledRefinement(keras.layers.Layer):
   @property
   def denoisers(self):
     """The prior steps' denoisers: one shared, or one per step if untied."""
-    return ([] if self.denoiser is None else
-            [self.denoiser, *self.untied_denoisers])
+    if self.denoiser is None:
+      return []
+    return [self.denoiser] + [getattr(self, f"denoiser_{k}") for k in
+                              range(1, self.prior_steps if self.prior_untied
+                                    else 1)]
+
+  @property
+  def corrections(self):
+    """The steps' CNN corrections, one per step (none without `filters`)."""
+    return [getattr(self, f"correction_{k}")
+            for k in range(self.filters and self.steps)]
 
   def build(self, input_shape=None):
     # DM's steps have no momentum: kept (one set of weights for both kinds
