@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import REPO
+from helpers import REPO, run_cli
 from ptychonet_tf import cli
 from ptychonet_tf.cli import experiment_flags
 from ptychonet_tf.cli import stages as stages_lib
@@ -72,11 +72,22 @@ def test_stages_time_each_command_and_name_a_failed_one(capsys):
   assert stages_lib.fmt(187) == "3m07s"
 
 
+def _run_script(folder, source):
+  """Runs `source` as a script of its own (tools/siemens_star.py's module
+  defines absl flags: a process each), forked from the tests' process that
+  has imported TensorFlow (helpers.run_cli); the finished process."""
+  path = folder / "script.py"
+  path.write_text(source)
+  out = run_cli([str(path)])
+  assert out.returncode == 0, out.stderr[-2000:]
+  return out
+
+
 @pytest.mark.slow
 def test_siemens_star_learned_figure_has_a_panel_per_method(tmp_path):
   """tools/siemens_star.py --learned's figure: the misfit curves with a
   marker per single-call method, and one phase panel per object, each on
-  its own scan (run in a subprocess: the module defines its own flags)."""
+  its own scan."""
   script = f"""
 import types
 import numpy as np
@@ -101,15 +112,12 @@ siemens_star.draw_learned({str(tmp_path / "f.png")!r}, curves, points,
 print(Image.open({str(tmp_path / "f.png")!r}).size)
 """
   import ast  # pylint: disable=g-import-not-at-top
-  import subprocess  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                       text=True, cwd=REPO, timeout=300)
-  assert out.returncode == 0, out.stderr[-2000:]
+  out = _run_script(tmp_path, script)
   width, height = ast.literal_eval(out.stdout.strip().splitlines()[-1])
   assert width > 4.5 * height  # five panels of about one height each
 
 
-@pytest.mark.slow  # a subprocess that imports TensorFlow
+@pytest.mark.slow
 def test_siemens_star_rescore_rewrites_the_holdout_section(tmp_path):
   """--learned_rescore scores the saved reconstructions again (no
   reconstruction) and replaces only the report's hold-out section: a copy
@@ -140,10 +148,7 @@ with open({str(tmp_path / "siemens_star_learned.md")!r}, "w") as f:
   f.write("# head\\n\\nkept\\n\\n## Spatial hold-out\\n\\nold table\\n")
 siemens_star.rescore()
 """
-  import subprocess  # pylint: disable=g-import-not-at-top
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True,
-                       text=True, cwd=REPO, timeout=300)
-  assert out.returncode == 0, out.stderr[-2000:]
+  _run_script(tmp_path, script)
   with open(tmp_path / "siemens_star_learned.md") as f:
     text = f.read()
   assert text.startswith("# head\n\nkept\n\n## Spatial hold-out")
