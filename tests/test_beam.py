@@ -48,13 +48,18 @@ def _info_without_flags(folder):
   return info
 
 
+# One Beam worker runs the pipeline in the command's process (in_memory);
+# two are worker processes that each import TensorFlow (multi_processing:
+# about 15 s more on an AVX2-only CPU), the release tier's.
 @pytest.mark.slow
-def test_beam_writes_the_local_writers_bytes_that_tfds_reads(tmp_path):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.release)])
+def test_beam_writes_the_local_writers_bytes_that_tfds_reads(tmp_path, workers):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
   result = run_cli([*MAKE, f"--out_dir={local}", "--workers=1"])
   assert result.returncode == 0, result.stderr[-3000:]
-  result = run_cli([*MAKE, f"--out_dir={beam}", *BEAM])
+  result = run_cli([*MAKE, f"--out_dir={beam}", "--runner=beam",
+                    f"--workers={workers}"])
   assert result.returncode == 0, result.stderr[-3000:]
   assert "5 shards written, 0 kept" in result.stdout, result.stdout
   assert _digests(beam) == _digests(local)
