@@ -323,7 +323,7 @@ class UnrolledRefinement(keras.layers.Layer):
     if self.prior:
       self.prior_steps = self.steps // self.prior_every
       loaded = []
-      for k in range(self.prior_steps if self.prior_untied else 1):
+      for k in range(max(self.prior_steps, 1) if self.prior_untied else 1):
         # bfloat16 where the CPU computes it natively (machine.fast_policy).
         loaded.append(prior_lib.load(
             None if self.prior == "default" else self.prior,
@@ -579,8 +579,7 @@ class UnrolledRefinement(keras.layers.Layer):
         k = stop // every - 1
         denoised = prior_objects.denoise_object(
             self.denoisers[k if self.prior_untied else 0], obj, physics.lit,
-            sigma[k],
-            self.prior_domain, self.prior_amplitude_scale)
+            sigma[k], self.prior_domain, self.prior_amplitude_scale)
         if dm:
           # The exit waves move with the object (module doc).
           previous += physics.operator.spectra(denoised - obj,
