@@ -323,7 +323,7 @@ class UnrolledRefinement(keras.layers.Layer):
     if self.prior:
       self.prior_steps = self.steps // self.prior_every
       loaded = []
-      for k in range(max(self.prior_steps, 1) if self.prior_untied else 1):
+      for k in range(self._denoiser_count):
         # bfloat16 where the CPU computes it natively (machine.fast_policy).
         loaded.append(prior_lib.load(
             None if self.prior == "default" else self.prior,
@@ -344,13 +344,19 @@ class UnrolledRefinement(keras.layers.Layer):
                               dtype="float32")], name=f"correction{k}"))
 
   @property
+  def _denoiser_count(self):
+    """How many denoisers the prior steps hold: none without a prior, else
+    one shared, or one per prior step if untied (at least one)."""
+    if not self.prior:
+      return 0
+    return max(self.prior_steps, 1) if self.prior_untied else 1
+
+  @property
   def denoisers(self):
     """The prior steps' denoisers: one shared, or one per step if untied."""
-    if self.denoiser is None:
-      return []
-    return [self.denoiser] + [getattr(self, f"denoiser_{k}") for k in
-                              range(1, self.prior_steps if self.prior_untied
-                                    else 1)]
+    count = self._denoiser_count
+    return [self.denoiser, *(getattr(self, f"denoiser_{k}")
+                             for k in range(1, count))] if count else []
 
   @property
   def corrections(self):
