@@ -79,6 +79,48 @@ def test_pools_disjoint_and_load():
   assert not cache._images  # pylint: disable=protected-access
 
 
+def test_dead_leaves_images():
+  """Deterministic, in range, covered by disks of many sizes, a source of
+  its own; the other families' images are as they were without it."""
+  a = procedural.dead_leaves_image(3, "train", size=96, seed=1)
+  assert a.tobytes() == procedural.dead_leaves_image(3, "train", size=96,
+                                                     seed=1).tobytes()
+  assert a.shape == (96, 96) and a.dtype == np.float32
+  assert 0.0 <= a.min() and a.max() <= 1.0
+  for other in (procedural.dead_leaves_image(4, "train", size=96, seed=1),
+                procedural.dead_leaves_image(3, "test", size=96, seed=1)):
+    assert not np.array_equal(a, other)
+  # Its own random stream: the procedural image of the same index differs,
+  # and stream 0 is the seed sequence of before streams existed.
+  assert not np.array_equal(
+      a, procedural.procedural_image(3, "train", size=96, seed=1))
+  np.testing.assert_array_equal(
+      procedural.image_rng(5, "test", 2).random(4),
+      np.random.default_rng(np.random.SeedSequence([2, 1, 5])).random(4))
+  # Scale invariance: the leaves' edges make the images' fine detail
+  # (gradient energy) and coarse structure (variance of 8x8 block means)
+  # both present in every image, unlike a smooth field or a grating.
+  for i in range(6):
+    image = procedural.dead_leaves_image(i, "train", size=128)
+    blocks = image.reshape(16, 8, 16, 8).mean(axis=(1, 3))
+    assert blocks.std() > 0.03, i
+    assert np.mean(np.abs(np.diff(image, axis=1)) > 0.05) > 0.02, i
+    # Mostly flat leaves: most neighbours are equal or nearly so.
+    assert np.mean(np.abs(np.diff(image, axis=1)) < 0.01) > 0.3, i
+  # Every pixel is covered by the disks or their nearest neighbour.
+  rng = np.random.default_rng(0)
+  assert np.isfinite(procedural.dead_leaves(rng, 64, coverage=0.5)).all()
+  train, test = images_lib.open_image_pools("dead_leaves:16")
+  assert (len(train), len(test)) == (16, 2)
+  assert {r.kind for r in train + test} == {"procedural"}
+  np.testing.assert_array_equal(images_lib.load_image(test[1]),
+                                procedural.dead_leaves_image(1, "test"))
+  assert not {r.name for r in train} & {
+      r.name for r in images_lib.open_image_pools("procedural:16")[0]}
+  with pytest.raises(UserError, match="dead_leaves:0 needs a positive"):
+    images_lib.open_image_pools("dead_leaves:0")
+
+
 def test_plus_concatenates_pools(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   folder = tmp_path / "photos"

@@ -16,6 +16,10 @@ A source spec is one of:
   fields, shapes, edges, textures and mixtures; see `data.procedural`), N for
   training (default 512) and max(1, N // 8) others for testing (default 64),
   generated on demand.
+- ``dead_leaves`` or ``dead_leaves:N``: deterministic images of the dead
+  leaves model (`data.procedural.dead_leaves`: occluding disks of
+  scale-invariant sizes, the procedural images closest to photographs in
+  their statistics), counted as ``procedural``.
 - ``A+B[+...]``: the pools of several specs above concatenated, e.g.
   ``default+procedural:64`` or ``photos+procedural`` to mix photographs with
   procedural images (a spec naming an existing path is never split at ``+``).
@@ -51,7 +55,8 @@ SPLIT_SEED = 20190909  # fixed: the train/test split of a folder never changes
 @dataclasses.dataclass(frozen=True)
 class ImageRef:
   """One source image: a skimage.data name, a file path, an in-memory array,
-  or a procedural image named "procedural:{split}:{index}"."""
+  or a procedural image named "procedural:{split}:{index}" (or
+  "dead_leaves:{split}:{index}")."""
   name: str
   kind: str  # "skimage" | "file" | "array" | "procedural"
   array: Optional[np.ndarray] = dataclasses.field(default=None, compare=False)
@@ -130,7 +135,9 @@ def load_image(ref):
     from skimage import data  # pylint: disable=g-import-not-at-top
     return to_gray(getattr(data, ref.name)())
   if ref.kind == "procedural":
-    _, split, index = ref.name.split(":")
+    source, split, index = ref.name.split(":")
+    if source == "dead_leaves":
+      return procedural.dead_leaves_image(int(index), split)
     return procedural.procedural_image(int(index), split)
   raise ValueError(f"unknown image kind {ref.kind}")
 
@@ -268,12 +275,13 @@ def _tfds_pools(name, max_images):
   return take(train_split, start=n_test), take(train_split, stop=n_test)
 
 
-def _procedural_pools(count):
-  """(train, test) pools of procedural ImageRefs for "procedural[:N]"."""
-  num_train, num_test = procedural.parse_count(count)
-  return ([ImageRef(f"procedural:train:{i}", "procedural")
+def _procedural_pools(count, source="procedural"):
+  """(train, test) pools of procedural ImageRefs for "procedural[:N]" or
+  "dead_leaves[:N]" (`source`)."""
+  num_train, num_test = procedural.parse_count(count, source)
+  return ([ImageRef(f"{source}:train:{i}", "procedural")
            for i in range(num_train)],
-          [ImageRef(f"procedural:test:{i}", "procedural")
+          [ImageRef(f"{source}:test:{i}", "procedural")
            for i in range(num_test)])
 
 
@@ -289,6 +297,7 @@ def open_image_pools(spec="default", test_fraction=0.1, max_images=1000):
   Args:
     spec: "default", a folder, a glob pattern, "tfds:NAME",
       "tfds:/path/to/prepared/dataset_dir", "procedural" or "procedural:N",
+      "dead_leaves" or "dead_leaves:N",
       or several of these joined by "+" (their pools concatenated in order).
     test_fraction: share of a folder's images held out for testing (at least
       one image each side).
@@ -315,8 +324,9 @@ def open_image_pools(spec="default", test_fraction=0.1, max_images=1000):
             [ImageRef(n, "skimage") for n in DEFAULT_TEST])
   if spec.startswith("tfds:"):
     return _tfds_pools(spec[len("tfds:"):], max_images)
-  if spec == "procedural" or spec.startswith("procedural:"):
-    return _procedural_pools(spec[len("procedural:"):])
+  for source in ("procedural", "dead_leaves"):
+    if spec == source or spec.startswith(source + ":"):
+      return _procedural_pools(spec[len(source) + 1:], source)
   paths = _list_files(spec)
   if len(paths) < 2:
     what = "folder" if os.path.isdir(spec) else "pattern"

@@ -13,6 +13,13 @@ Each image is drawn by one of a few families, chosen at random per image:
 - ``mixture``: two images of the families above blended by a sum, a product
   or a third image (or a shape mask) used as the mask.
 
+Apart from these, `dead_leaves_image` draws the dead leaves model (Matheron;
+Lee, Mumford and Huang 2001): opaque disks of power-law radii fallen on each
+other until they cover the image. Its occlusions give it the scale invariance
+and the edge statistics of photographs, which the families above lack; it is
+its own image source (``dead_leaves[:N]`` in `data.images`), with its own
+random streams, so adding it changed no image of the families above.
+
 Every image is min-max normalised to [0, 1] and given a random gamma. An image
 depends only on (index, split, size, seed): its numpy Generator is seeded from
 (seed, split id, index), so train and test images never coincide and any one
@@ -25,6 +32,9 @@ from scipy import special
 from ptychonet_tf.utils.errors import UserError
 
 SPLITS = {"train": 0, "test": 1}
+# The random stream of each generator (`image_rng`): the families above draw
+# from stream 0, dead leaves from stream 1.
+STREAMS = {"procedural": 0, "dead_leaves": 1}
 FAMILIES = ("smooth", "shapes", "edges", "texture", "mixture")
 # Probability of each family (the mixture recurses into the first four).
 FAMILY_WEIGHTS = (0.2, 0.25, 0.15, 0.2, 0.2)
@@ -33,16 +43,19 @@ DEFAULT_NUM_TRAIN = 512
 DEFAULT_NUM_TEST = 64
 
 
-def image_rng(index, split, seed=0):
+def image_rng(index, split, seed=0, stream="procedural"):
   """The numpy Generator of one procedural image.
 
   Args:
     index: int >= 0, the image's index within its split.
     split: "train" or "test".
     seed: int >= 0, the seed of the whole image family.
+    stream: a key of STREAMS, the generator the image is for.
 
   Returns:
-    np.random.Generator seeded from (seed, split id, index).
+    np.random.Generator seeded from (seed, split id, index), and the
+    stream's id after them unless it is 0 (so stream 0's images are those
+    of before streams existed).
   """
   if split not in SPLITS:
     raise UserError(f"procedural image split {split!r} is unknown; expected "
@@ -50,8 +63,10 @@ def image_rng(index, split, seed=0):
   if int(index) < 0 or int(seed) < 0:
     raise UserError(f"procedural image index {index} and seed {seed} must be "
                     f">= 0")
-  return np.random.default_rng(
-      np.random.SeedSequence([int(seed), SPLITS[split], int(index)]))
+  entropy = [int(seed), SPLITS[split], int(index)]
+  if STREAMS[stream]:
+    entropy.append(STREAMS[stream])
+  return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 def _grid(size):
@@ -237,7 +252,13 @@ def procedural_image(index, split, size=DEFAULT_SIZE, seed=0, family=None):
       raise UserError(f"procedural image family {family!r} is unknown; "
                       f"expected one of {FAMILIES}")
     chosen = family
-  image = _normalise(_FAMILY_FUNCTIONS[chosen](rng, int(size)))
+  return _finish(_FAMILY_FUNCTIONS[chosen](rng, int(size)), rng)
+
+
+def _finish(image, rng):
+  """An image normalised to [0, 1], with a random gamma, inverted half the
+  time: float32 [h, w]."""
+  image = _normalise(image)
   gamma = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
   image = image ** gamma
   if rng.random() < 0.5:
@@ -245,8 +266,89 @@ def procedural_image(index, split, size=DEFAULT_SIZE, seed=0, family=None):
   return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def parse_count(text):
+def dead_leaves(rng, size, min_radius=1.5, coverage=6.0):
+  """Opaque disks fallen on each other: float64 [size, size].
+
+  Radii follow the density r^-3 from `min_radius` pixels to a random
+  maximum of size / 8 to size (the scale-invariant law of the model). Disk
+  k lies on top of every disk after it, and enough disks are drawn to cover
+  the image `coverage` times over on average; the few pixels none covers
+  (e^-coverage of them) take the level of the nearest covered pixel. A disk
+  is one gray level, or with probability 0.3 a gray ramp across it. A blur
+  of 0 to 1 pixel (half the images) softens the edges as a lens would.
+  """
+  size = int(size)
+  max_radius = size * np.exp(rng.uniform(np.log(1 / 8), 0.0))
+  lo, hi = min_radius ** -2.0, max_radius ** -2.0
+  # Mean disk area under the r^-3 law, and the count for the coverage over
+  # the centres' square (the image and a margin of 0.1 of it each side).
+  mean_area = np.pi * np.log(max_radius / min_radius) / (0.5 * (lo - hi))
+  n = int(np.ceil(coverage * (1.2 * size) ** 2 / mean_area))
+  radii = (lo - rng.uniform(size=n) * (lo - hi)) ** -0.5
+  centres = rng.uniform(-0.1 * size, 1.1 * size, (n, 2))
+  levels = rng.uniform(size=n)
+  slopes = np.where(rng.uniform(size=n) < 0.3,
+                    rng.uniform(-0.5, 0.5, n) / radii, 0.0)
+  angles = rng.uniform(0, 2 * np.pi, n)
+  # Z-buffer: each pixel keeps the lowest index of the disks over it. Disks
+  # of one bounding-box half width are rasterised together.
+  front = np.full(size * size, n)
+  half = np.ceil(radii).astype(int)
+  for k in np.unique(half):
+    ids = np.flatnonzero(half == k)
+    offsets = np.arange(-k, k + 1)
+    ys = np.floor(centres[ids, 0])[:, None, None] + offsets[None, :, None]
+    xs = np.floor(centres[ids, 1])[:, None, None] + offsets[None, None, :]
+    dy = ys + 0.5 - centres[ids, 0][:, None, None]
+    dx = xs + 0.5 - centres[ids, 1][:, None, None]
+    inside = ((dy * dy + dx * dx < radii[ids][:, None, None] ** 2) &
+              (ys >= 0) & (ys < size) & (xs >= 0) & (xs < size))
+    pixel = (ys * size + xs).astype(np.int64)
+    owner = np.broadcast_to(ids[:, None, None], inside.shape)
+    np.minimum.at(front, pixel[inside], owner[inside])
+  covered = front < n
+  if not covered.any():
+    return np.full((size, size), rng.uniform())
+  y, x = np.divmod(np.arange(size * size), size)
+  k = np.minimum(front, n - 1)
+  along = ((x + 0.5 - centres[k, 1]) * np.cos(angles[k]) +
+           (y + 0.5 - centres[k, 0]) * np.sin(angles[k]))
+  out = (levels[k] + slopes[k] * along).reshape(size, size)
+  covered = covered.reshape(size, size)
+  if not covered.all():
+    nearest = ndimage.distance_transform_edt(
+        ~covered, return_distances=False, return_indices=True)
+    out = out[tuple(nearest)]
+  if rng.random() < 0.5:
+    out = ndimage.gaussian_filter(out, rng.uniform(0.0, 1.0), mode="nearest")
+  return out
+
+
+def dead_leaves_image(index, split, size=DEFAULT_SIZE, seed=0):
+  """One deterministic dead-leaves image (`dead_leaves`), finished as the
+  procedural images are (normalised, random gamma, inverted half the time).
+
+  Args:
+    index: int >= 0, the image's index within its split.
+    split: "train" or "test".
+    size: int >= 8, the side in pixels.
+    seed: int >= 0, the seed of the whole image family.
+
+  Returns:
+    float32 [size, size] in [0, 1]; the same bytes for the same arguments.
+
+  Raises:
+    UserError: unknown split, size < 8, negative index or seed.
+  """
+  if int(size) < 8:
+    raise UserError(f"dead-leaves image size {size} must be at least 8")
+  rng = image_rng(index, split, seed, stream="dead_leaves")
+  return _finish(dead_leaves(rng, int(size)), rng)
+
+
+def parse_count(text, source="procedural"):
   """"N" -> (N train images, max(1, N // 8) test images); "" -> defaults.
+  `source` names the image source in the error.
 
   Raises:
     UserError: text is not a positive integer.
@@ -258,6 +360,6 @@ def parse_count(text):
   except ValueError:
     n = 0
   if n < 1:
-    raise UserError(f"image source procedural:{text} needs a positive image "
-                    f"count N, as in procedural:512")
+    raise UserError(f"image source {source}:{text} needs a positive image "
+                    f"count N, as in {source}:512")
   return n, max(1, n // 8)
