@@ -154,6 +154,7 @@ def define_experiment_flags():
   flags.DEFINE_string("images", "default",
                       "Image source: 'default' (skimage.data), a folder, a glob, "
                       "tfds:NAME, tfds:/dir, procedural[:N] (synthetic images), "
+                      "dead_leaves[:N] (the dead leaves model), "
                       "or several joined by '+' (e.g. default+procedural).")
   flags.DEFINE_integer("num_train", 200, "Training scans.")
   flags.DEFINE_integer("num_test", 20, "Test scans.")

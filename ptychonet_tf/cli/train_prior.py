@@ -37,8 +37,8 @@ flags.DEFINE_string("ship_dir", None, "Where prior.json and prior.npz are "
 flags.DEFINE_string("images", "default+procedural:256",
                     "Image source of the training patches (its train pool) "
                     "and of the validation crops (its test pool): default, "
-                    "procedural[:N], a folder, a glob, tfds:NAME, or several "
-                    "joined by '+'.")
+                    "procedural[:N], dead_leaves[:N], a folder, a glob, "
+                    "tfds:NAME, or several joined by '+'.")
 flags.DEFINE_list("channels", ["32", "64", "128"],
                   "Feature channels per U-Net scale, finest first.")
 flags.DEFINE_integer("blocks", 2, "Residual blocks per scale and stage.")
