@@ -95,15 +95,14 @@ def main(argv):
   x = np.random.default_rng(0).uniform(size=(2, height, width)).astype(
       np.float32)
   sigma = tf.fill([2], 0.1)
-  gflop = call_flops(prior_lib.load(FLAGS.prior), height, width) / 1e9
-  policies = ["float32"] + [p for p in (machine.fast_policy(),)
-                            if p != "float32"]
+  denoisers = {policy: prior_lib.load(FLAGS.prior, dtype=policy)
+               for policy in dict.fromkeys(("float32", machine.fast_policy()))}
+  gflop = call_flops(denoisers["float32"], height, width) / 1e9
   print(f"denoiser call on [2, {height}, {width}] (one prior step): "
         f"{gflop:.2f} GFLOP")
   print("| policy | s / call | GFLOP/s |")
   print("|---|---|---|")
-  for policy in policies:
-    denoiser = prior_lib.load(FLAGS.prior, dtype=policy)
+  for policy, denoiser in denoisers.items():
     call = tf.function(lambda d=denoiser: d(x, sigma))
     seconds = best_seconds(lambda c=call: c().numpy(), FLAGS.repeats)
     print(f"| {policy} | {seconds:.3f} | {gflop / seconds:.0f} |")

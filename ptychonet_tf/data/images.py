@@ -136,9 +136,7 @@ def load_image(ref):
     return to_gray(getattr(data, ref.name)())
   if ref.kind == "procedural":
     source, split, index = ref.name.split(":")
-    if source == "dead_leaves":
-      return procedural.dead_leaves_image(int(index), split)
-    return procedural.procedural_image(int(index), split)
+    return procedural.SOURCES[source](int(index), split)
   raise ValueError(f"unknown image kind {ref.kind}")
 
 
@@ -324,7 +322,7 @@ def open_image_pools(spec="default", test_fraction=0.1, max_images=1000):
             [ImageRef(n, "skimage") for n in DEFAULT_TEST])
   if spec.startswith("tfds:"):
     return _tfds_pools(spec[len("tfds:"):], max_images)
-  for source in ("procedural", "dead_leaves"):
+  for source in procedural.SOURCES:
     if spec == source or spec.startswith(source + ":"):
       return _procedural_pools(spec[len(source) + 1:], source)
   paths = _list_files(spec)

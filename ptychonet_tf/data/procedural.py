@@ -346,6 +346,11 @@ def dead_leaves_image(index, split, size=DEFAULT_SIZE, seed=0):
   return _finish(dead_leaves(rng, int(size)), rng)
 
 
+# The image sources this module generates, by their name in an image spec
+# (`data.images`): each takes (index, split) and returns a float32 image.
+SOURCES = {"procedural": procedural_image, "dead_leaves": dead_leaves_image}
+
+
 def parse_count(text, source="procedural"):
   """"N" -> (N train images, max(1, N // 8) test images); "" -> defaults.
   `source` names the image source in the error.
