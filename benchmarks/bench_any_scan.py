@@ -42,6 +42,15 @@ to `--other_models` (e.g. one trained on one scan's exact geometry, which
   python benchmarks/bench_any_scan.py --model_dir=runs/small_any \
       --family_data=tfrecords/small_any_photos --scans=8
 
+`--passes=P` runs the refinement steps P times on every any_scan row
+(`reconstruct_scan(passes=P)`, the SavedModel's `any_scan_passes`), each
+pass from the last one's object; `--photons` adds Poisson noise to every
+scan it simulates, as `evaluate --photons` does (the serving_default row
+then is the model's one pass on noisy data of its geometry):
+
+  python benchmarks/bench_any_scan.py --model_dir=runs/small_any \
+      --family_data=tfrecords/small_any_photos --scans=8 --passes=2
+
 Layouts (`--layouts`, each `kind:arg:arg...` in pixels): fermat:COUNT:STEP,
 mesh:ROWS:COLS:STEP, circles:RINGS:STEP; `--jitter` adds uniform position
 noise of that many pixels (the same draw for every scan of a layout).
@@ -59,6 +68,7 @@ import tensorflow as tf
 
 from ptychonet_tf import reconstructors
 from ptychonet_tf.evaluation import comparison
+from ptychonet_tf.evaluation import doses
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import inference
 from ptychonet_tf.model import network
@@ -91,7 +101,15 @@ flags.DEFINE_float("probe_defocus", 0.0, "Probe rows: the wrong probe's "
                    "quadratic phase (rad) at the probe's RMS radius.")
 flags.DEFINE_integer("probe_passes", network.PROBE_PASSES, "Probe rows: "
                      "passes of the refinement steps with probe refinement "
-                     "(reconstruct_scan's probe_passes).")
+                     "(reconstruct_scan's passes with refine_probe).")
+flags.DEFINE_float("photons", 0.0, "Poisson noise of this many photons per "
+                   "pattern on every scan the benchmark simulates (the "
+                   "training geometry's as `evaluate --photons` draws it; "
+                   "0: noise free; not in family mode, whose scans are "
+                   "scored as written).")
+flags.DEFINE_integer("passes", 1, "Passes of the refinement steps on every "
+                     "any_scan row (reconstruct_scan's passes; the "
+                     "SavedModel's any_scan_passes signature).")
 flags.DEFINE_string("scan_probe", "", "KIND:DIAMETER (zone_plate or "
                     "pinhole, diameter as a fraction of the window): the "
                     "scans are simulated with this probe and the model is "
@@ -143,6 +161,14 @@ def positions_of(spec, rng):
                     f"number") from None
   positions = np.asarray(make(*values), np.float64)
   return positions + rng.uniform(-FLAGS.jitter, FLAGS.jitter, positions.shape)
+
+
+def noisy(amplitudes):
+  """The scans [S, N, h, w] with Poisson noise at --photons (as `evaluate
+  --photons` draws it), or as they are."""
+  if not FLAGS.photons:
+    return amplitudes
+  return doses.noisy_scans(amplitudes, FLAGS.photons, FLAGS.seed)
 
 
 def wrong_probe(probe, magnify, defocus, gain):
@@ -224,7 +250,8 @@ def scan_function(model):
                                 tf.TensorSpec([1, None, 2], tf.float32),
                                 tf.TensorSpec([h, w], tf.complex64)])
   def any_scan(amplitudes, positions, probe):
-    out = model.reconstruct_scan(amplitudes, positions, probe)
+    out = model.reconstruct_scan(amplitudes, positions, probe,
+                                 passes=FLAGS.passes)
     return out["amplitude"], out["phase"]
 
   def run(amplitudes, positions, probe):
@@ -309,14 +336,17 @@ def main(argv):
   if model.refinement is not None and FLAGS.restart is not None:
     model.refinement.restart = FLAGS.restart
   if FLAGS.family_data:
+    if FLAGS.photons:
+      raise UserError("--photons does not apply to --family_data (its scans "
+                      "are scored with the noise they were written with)")
     print(machine.cpu_description())
     print(f"model {FLAGS.model_dir} (step {step}, {model.refine_steps} "
-          f"refinement steps in {model.refine_groups} groups)")
+          f"refinement steps in {model.refine_groups} groups, "
+          f"{FLAGS.passes} pass(es) on any_scan)")
     family_rows(model)
     return
-  amplitudes, truths, _ = comparison.read_test_split(FLAGS.data_dir,
-                                                     FLAGS.scans)
-  amplitudes, truths = amplitudes[:FLAGS.scans], truths[:FLAGS.scans]
+  amplitudes, truths, _, _ = comparison.read_scored_split(
+      FLAGS.data_dir, FLAGS.scans, photons=FLAGS.photons, seed=FLAGS.seed)
   h, w = geometry.probe_shape
   probe = geometry.probe
   if FLAGS.scan_probe:
@@ -328,13 +358,16 @@ def main(argv):
     except ValueError:
       raise UserError(f"--scan_probe={FLAGS.scan_probe} is not KIND:DIAMETER "
                       f"(e.g. pinhole:0.5)") from None
-    amplitudes = forward.diffraction_amplitudes(
-        tf.constant(truths, tf.complex64), probe, geometry.layout).numpy()
+    amplitudes = noisy(forward.diffraction_amplitudes(
+        tf.constant(truths, tf.complex64), probe, geometry.layout).numpy())
   print(machine.cpu_description())
+  noise = (f"{FLAGS.photons:g} photons per pattern" if FLAGS.photons else
+           "noise free")
   print(f"model {FLAGS.model_dir} (step {step}, {model.refine_steps} "
-        f"refinement steps in {model.refine_groups} groups, momenta x "
+        f"refinement steps in {model.refine_groups} groups, "
+        f"{FLAGS.passes} pass(es) on any_scan, momenta x "
         f"{FLAGS.momentum_scale:g}); objects: "
-        f"{len(truths)} test scans of {FLAGS.data_dir}; noise free, probe "
+        f"{len(truths)} test scans of {FLAGS.data_dir}; {noise}, probe "
         f"{h}x{w} {FLAGS.scan_probe or 'of the model'} (relative difference "
         f"{inference.probe_difference(probe, geometry.probe):.3f} to the "
         f"model's); {metrics.region_name()}, phase offset removed")
@@ -347,14 +380,15 @@ def main(argv):
 
   @tf.function(input_signature=signature)
   def any_scan(amplitudes, positions, given):
-    out = model.reconstruct_scan(amplitudes, positions, given)
+    out = model.reconstruct_scan(amplitudes, positions, given,
+                                 passes=FLAGS.passes)
     return out["amplitude"], out["phase"]
 
   @tf.function(input_signature=signature)
   def refine_probe(amplitudes, positions, given):
     out = model.reconstruct_scan(amplitudes, positions, given,
                                  refine_probe=True,
-                                 probe_passes=FLAGS.probe_passes)
+                                 passes=FLAGS.probe_passes)
     return out["amplitude"], out["phase"]
 
   def learned(amplitudes, layout, given=probe, fn=any_scan):
@@ -438,8 +472,8 @@ def main(argv):
       raise UserError(f"layout {spec} spans {shape[0]}x{shape[1]} pixels; "
                       f"the objects are {truths.shape[1]}x{truths.shape[2]}")
     crops = truths[:, :shape[0], :shape[1]]
-    scans = forward.diffraction_amplitudes(
-        tf.constant(crops, tf.complex64), probe, layout).numpy()
+    scans = noisy(forward.diffraction_amplitudes(
+        tf.constant(crops, tf.complex64), probe, layout).numpy())
     mask = metrics.illuminated_region(layout, shape, probe)
     print(f"{spec} (jitter {FLAGS.jitter:g} px): {len(layout)} positions, "
           f"object {shape[0]}x{shape[1]}, overlap "

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import run_cli, run_fresh_script
+from ptychonet_tf.cli import siemens_star
 from ptychonet_tf.data import scanfile
 from ptychonet_tf.evaluation import metrics
 from ptychonet_tf.model import export as export_lib
@@ -89,11 +90,12 @@ def other_scan(path, seed, positions, diameter):
 
 
 @pytest.mark.slow
-def test_probe_passes_continue_from_the_last_object_and_probe():
-  """reconstruct_scan(refine_probe=True, probe_passes=P) is the refinement
-  run P times in a row, each pass from the object and probe the last one
+def test_passes_continue_from_the_last_object_and_probe():
+  """reconstruct_scan(refine_probe=True, passes=P) is the refinement run P
+  times in a row, each pass from the object and probe the last one
   returned; from a defocused probe the fit keeps improving with the
-  passes."""
+  passes. Without refine_probe the passes refine the object alone, the
+  given probe throughout."""
   model, probe = refining_model()
   layout, shape = model.layout, model.object_shape
   y, x = np.mgrid[:16, :16] - 7.5
@@ -101,9 +103,9 @@ def test_probe_passes_continue_from_the_last_object_and_probe():
   amplitudes = tf.constant(simulated(layout, shape, probe, 1)[None])
   positions = tf.constant(layout[None, :, [0, 2]], tf.float32)
 
-  def run(passes):
-    return model.reconstruct_scan(amplitudes, positions, wrong,
-                                  refine_probe=True, probe_passes=passes)
+  def run(passes, refine_probe=True, given=wrong):
+    return model.reconstruct_scan(amplitudes, positions, given,
+                                  refine_probe=refine_probe, passes=passes)
 
   def error(out):
     return metrics.fourier_error(as_object(out)[0], out["probe"].numpy(),
@@ -124,6 +126,28 @@ def test_probe_passes_continue_from_the_last_object_and_probe():
   assert all(b < a for a, b in zip(errors, errors[1:])), errors
   assert errors[-1] < 0.6 * errors[0], errors
   assert network.PROBE_PASSES > 1  # the signature's default refines longer
+  # The object alone, with the true probe: three passes are three calls of
+  # the refinement, each from the last object, and fit better than one.
+  physics = refinement.ScanPhysics.of_scan(corners, object_shape, probe,
+                                           model.refine_groups)
+  one = run(1, False, probe)
+  assert "probe" not in one and "probe" not in run(2, False, probe)
+  by_hand = one
+  for _ in range(2):
+    by_hand = model.refine(by_hand, amplitudes, physics)
+  three = run(3, False, probe)
+  np.testing.assert_allclose(as_object(three), as_object(by_hand), atol=1e-5)
+  # The count may be a tensor (the any_scan_passes signature's input).
+  np.testing.assert_allclose(as_object(run(tf.constant(3), False, probe)),
+                             as_object(three), atol=1e-5)
+
+  def misfit(out):
+    return metrics.fourier_error(as_object(out)[0], probe, layout,
+                                 amplitudes[0])
+
+  assert misfit(three) < 0.7 * misfit(one), (misfit(one), misfit(three))
+  with pytest.raises(ValueError, match="passes=0 must be >= 1"):
+    run(0, False, probe)
 
 
 @pytest.mark.slow
@@ -185,15 +209,40 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
                      "positions than the 2 refinement position groups"):
     inference.PtychoNetModel(base, single, allow_other_probe=True)(
         single.amplitudes)
+  # --passes (reconstruct --passes): the any_scan_passes signature, the
+  # steps run that many times; one pass is any_scan.
+  name, scan = next(iter(scans.items()))
+  planes = np.stack([scan.probe.real, scan.probe.imag], -1)
+  inputs = dict(amplitudes=tf.constant(scan.amplitudes[None]),
+                positions=tf.constant(scan.layout[None, :, [0, 2]],
+                                      tf.float32),
+                probe=tf.constant(planes))
+  passes = loaded.signatures["any_scan_passes"]
+  np.testing.assert_allclose(
+      as_object(passes(passes=tf.constant(1), **inputs))[0],
+      as_object({k: answers[f"{name}:{k}"][0]
+                 for k in ("amplitude", "phase")}), atol=2e-5)
+  two = as_object(passes(passes=tf.constant(2), **inputs))[0]
+  np.testing.assert_allclose(
+      two, as_object(model.reconstruct_scan(
+          inputs["amplitudes"], inputs["positions"], scan.probe,
+          passes=2))[0], atol=2e-5)
+  placed = inference.PtychoNetModel(base, scan, allow_other_probe=True,
+                                    passes=2)(scan.amplitudes)
+  np.testing.assert_allclose(placed[2:-2, 2:-2], two, atol=2e-5)
+  with pytest.raises(UserError, match=r"refused the scan \(passes must be "
+                     r">= 1"):
+    model_zero = inference.PtychoNetModel(base, scan, allow_other_probe=True,
+                                          passes=2)
+    model_zero._scan_inputs["passes"] = tf.constant(0)
+    model_zero(scan.amplitudes)
+  with pytest.raises(UserError, match="--passes=0 must be >= 1"):
+    inference.PtychoNetModel(base, scan, allow_other_probe=True, passes=0)
   # With refine_probe (reconstruct --refine_probe): the
   # any_scan_refine_probe signature's object and refined probe, another
   # probe than the given one; a probe other than the model's is accepted.
-  name, scan = next(iter(scans.items()))
-  planes = np.stack([scan.probe.real, scan.probe.imag], -1)
   refined = loaded.signatures["any_scan_refine_probe"](
-      amplitudes=tf.constant(scan.amplitudes[None]),
-      positions=tf.constant(scan.layout[None, :, [0, 2]], tf.float32),
-      probe=tf.constant(planes))
+      passes=tf.constant(network.PROBE_PASSES), **inputs)
   refined_probe = refined["probe"].numpy()
   assert refined_probe.shape == (16, 16, 2)
   assert np.abs(refined_probe - planes).max() > 1e-3
@@ -208,3 +257,58 @@ def test_any_scan_serves_other_layouts_and_probes(tmp_path):
                                1j * refined_probe[..., 1], atol=2e-5)
     np.testing.assert_allclose(f["object"][2:-2, 2:-2],
                                as_object(refined)[0], atol=2e-5)
+  # tools/siemens_star.py --learned's caller of the same signature.
+  _, star_probe, _ = siemens_star.AnyScanModel(base)(scan, refine_probe=True)
+  np.testing.assert_allclose(star_probe, refined_probe[..., 0] +
+                             1j * refined_probe[..., 1], atol=2e-5)
+  # --passes with --refine_probe: the signature's passes input.
+  refiner = inference.PtychoNetModel(base, scan, refine_probe=True, passes=3)
+  three = refiner(scan.amplitudes)
+  eager = model.reconstruct_scan(inputs["amplitudes"], inputs["positions"],
+                                 scan.probe, refine_probe=True, passes=3)
+  np.testing.assert_allclose(three[2:-2, 2:-2], as_object(eager)[0],
+                             atol=2e-5)
+  np.testing.assert_allclose(refiner.probe, eager["probe"], atol=2e-5)
+
+
+def test_exports_without_passes_inputs_refuse_passes_in_one_line(tmp_path):
+  """An export of an earlier version (any_scan_refine_probe without a
+  `passes` input, no any_scan_passes) still refines the probe with its own
+  passes; --passes asks for a new export in one line."""
+  n, h, w, big = 4, 8, 8, 12
+
+  class Old(tf.Module):
+
+    @tf.function(input_signature=[tf.TensorSpec([None, n, h, w], tf.float32)])
+    def serve(self, amplitudes):
+      zeros = tf.zeros([tf.shape(amplitudes)[0], big, big])
+      return {"amplitude": zeros + 1.0, "phase": zeros}
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([1, None, h, w], tf.float32),
+        tf.TensorSpec([1, None, 2], tf.float32),
+        tf.TensorSpec([h, w, 2], tf.float32)])
+    def refine(self, amplitudes, positions, probe):
+      del amplitudes, positions
+      return {"amplitude": tf.fill([1, big, big], 2.0),
+              "phase": tf.zeros([1, big, big]), "probe": probe * 0.5}
+
+  old = Old()
+  path = str(tmp_path / "old" / "1")
+  tf.saved_model.save(old, path, signatures={
+      "serving_default": old.serve, "any_scan_refine_probe": old.refine})
+  layout, shape = layouts.layout_from_positions(layouts.mesh(2, 2, 4), (h, w))
+  scan = scanfile.Scan(amplitudes=np.ones((n, h, w), np.float32),
+                       layout=layout, object_shape=shape,
+                       probe=np.ones((h, w), np.complex64))
+  refiner = inference.PtychoNetModel(path, scan, refine_probe=True)
+  obj = refiner(scan.amplitudes)
+  assert obj.shape == tuple(shape) and np.abs(obj).max() == 2.0
+  np.testing.assert_allclose(refiner.probe, 0.5)
+  for settings, phrase in (
+      (dict(refine_probe=True, passes=5), "its any_scan_refine_probe runs a "
+       "fixed number of passes; export it again with this version"),
+      (dict(passes=2), "has no any_scan_passes signature to run --passes=2 "
+       "with")):
+    with pytest.raises(UserError, match=phrase):
+      inference.PtychoNetModel(path, scan, **settings)

@@ -1067,6 +1067,19 @@ def test_serving_client_any_scan_sends_positions_and_probe(tmp_path, server):
     assert not f["amplitude"][0, :2].any() and not f["phase"][0, :, :2].any()
   result = _client([scan, scan, "--signature=any_scan"])
   assert result.returncode == 2 and "one scan per request" in result.stderr
+  # --passes: the any_scan_passes signature, with the count as an input.
+  result = _client([scan, "--signature=any_scan", "--passes=3"])
+  assert result.returncode == 0, result.stderr
+  request = json.loads(result.stdout)
+  assert request["signature_name"] == "any_scan_passes"
+  assert request["inputs"]["passes"] == 3
+  for args, phrase in ((["--signature=any_scan", "--passes=0"],
+                        "--passes=0 must be >= 1"),
+                       (["--passes=2"], "--passes applies to "
+                        "--signature=any_scan, not serving_default")):
+    result = _client([scan, *args])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert phrase in result.stderr.strip().splitlines()[-1], result.stderr
   # A scan file without the probe any_scan sends, or with a ragged layout.
   for name, change, phrase in (
       ("noprobe.npz", dict(probe=None), "has no 'probe' array"),

@@ -21,6 +21,8 @@ h, w], "positions" [1, N, 2] (the (top, left) of the scan file's layout
 rows) and "probe" [h, w, 2] (real and imaginary planes). The model answers
 the object that just covers the positions; --out saves it placed in the
 scan file's object (0 outside the scanned rectangle), as serving_default's.
+With `--passes=P` (P > 1) it asks the `any_scan_passes` signature, which
+runs the model's refinement steps P times (input "passes", an integer).
 
 Needs only numpy and absl (no TensorFlow, no project import).
 
@@ -48,6 +50,9 @@ flags.DEFINE_string("url", None,
                     "models/ptychonet:predict; without it the request is printed.")
 flags.DEFINE_string("out", None, "With --url: write the reconstruction to this .npz.")
 flags.DEFINE_string("signature", "serving_default", "Signature name.")
+flags.DEFINE_integer("passes", 1, "--signature=any_scan: passes of the "
+                     "model's refinement steps (> 1: the any_scan_passes "
+                     "signature).")
 flags.DEFINE_float("timeout", 120.0, "HTTP timeout (s).")
 flags.DEFINE_float("max_response_mb", 256.0,
                    "Largest response body read (MB); a larger one is refused.")
@@ -156,9 +161,9 @@ def load_geometry(path, count, probe_shape, object_shape):
           np.stack([probe.real, probe.imag], -1).astype(np.float32))
 
 
-def any_scan_request(path):
+def any_scan_request(path, passes=1):
   """(request, layout corner of the response, object shape) for one scan
-  file and the any_scan signature."""
+  file and the any_scan signature (any_scan_passes when `passes` > 1)."""
   amplitudes, object_shape = load_scan(path)
   corners, probe = load_geometry(path, len(amplitudes), amplitudes.shape[1:],
                                  object_shape)
@@ -166,6 +171,9 @@ def any_scan_request(path):
              "inputs": {"amplitudes": amplitudes[None].tolist(),
                         "positions": corners[None].tolist(),
                         "probe": probe.tolist()}}
+  if passes != 1:
+    request["signature_name"] = "any_scan_passes"
+    request["inputs"]["passes"] = int(passes)
   origin = corners.min(axis=0).astype(int)
   span = corners.max(axis=0).astype(int) - origin + amplitudes.shape[1:]
   return request, tuple(origin), tuple(int(s) for s in span), object_shape
@@ -320,12 +328,18 @@ def main(argv):
     if not FLAGS.max_response_mb > 0:
       raise ClientError(f"--max_response_mb={FLAGS.max_response_mb} must be "
                         f"> 0")
+    if FLAGS.passes < 1:
+      raise ClientError(f"--passes={FLAGS.passes} must be >= 1")
+    if FLAGS.passes != 1 and FLAGS.signature != "any_scan":
+      raise ClientError(f"--passes applies to --signature=any_scan, not "
+                        f"{FLAGS.signature}")
     origin = None
     if FLAGS.signature == "any_scan":
       if len(argv) != 2:
         raise ClientError(f"--signature=any_scan sends one scan per request; "
                           f"got {len(argv) - 1} files")
-      request, origin, span, object_shape = any_scan_request(argv[1])
+      request, origin, span, object_shape = any_scan_request(argv[1],
+                                                             FLAGS.passes)
       shape = (1, *span)
     else:
       amplitudes, object_shape = read_scans(argv[1:])

@@ -23,9 +23,10 @@ intensities become centred amplitudes. Methods:
                 DM iterations, for noise-free data), each ending in a step
                 of the learned image prior (--prior, --sigma_start,
                 --sigma_end)
-  ptychonet     one pass of a PtychoNet SavedModel (--saved_model): its
+  ptychonet     one call of a PtychoNet SavedModel (--saved_model): its
                 serving_default for a scan of the training layout, its
-                any_scan signature for any other positions (docs/serving.md)
+                any_scan signature for any other positions (docs/serving.md);
+                --passes=P runs its refinement steps P times
   ptychonet+dm  DM started from the network's output (the paper's section 6)
 
 Writes --out (.npz, temp name then rename): `object` complex64 [H, W],
@@ -77,6 +78,12 @@ flags.DEFINE_bool("refine_probe", False, "Also refine the probe (ptychonet: "
                   "in the model's refinement steps, its "
                   "any_scan_refine_probe signature; a probe other than the "
                   "model's is then warned about, not refused).")
+flags.DEFINE_integer("passes", None, "ptychonet, ptychonet+dm: passes of "
+                     "the model's refinement steps, each from the last "
+                     "one's object and probe (its any_scan_passes signature, "
+                     "or any_scan_refine_probe's passes; default 1, 20 with "
+                     "--refine_probe): more converge further in "
+                     "proportionally more time.")
 flags.DEFINE_integer("probe_start", 10, "First iteration (epoch) that refines "
                      "the probe.")
 flags.DEFINE_float("probe_support", 0.0, "DM: zero the refined probe outside "
@@ -199,7 +206,7 @@ def method_config(method, iterations):
       probe_reg=FLAGS.probe_reg, saved_model=FLAGS.saved_model,
       allow_other_probe=FLAGS.allow_other_probe, prior=FLAGS.prior,
       sigma_start=FLAGS.sigma_start, sigma_end=FLAGS.sigma_end,
-      data_steps=FLAGS.data_steps)
+      data_steps=FLAGS.data_steps, passes=FLAGS.passes)
   # A flag left unset (None) leaves the method's own default.
   return reconstructors.configure(
       method, **{k: v for k, v in settings.items() if v is not None})

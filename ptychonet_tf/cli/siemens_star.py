@@ -307,6 +307,11 @@ class AnyScanModel:
         amplitudes=tf.constant(scan.amplitudes[None], tf.float32),
         positions=tf.constant(corners[None]),
         probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
+    if "passes" in function.structured_input_signature[1]:
+      # any_scan_refine_probe of this version: the package's default count
+      # (earlier exports run it fixed in their graph).
+      from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
+      inputs["passes"] = tf.constant(network.PROBE_PASSES, tf.int32)
     function(**inputs)  # warm-up
     tick = time.perf_counter()
     out = {key: value.numpy() for key, value in function(**inputs).items()}

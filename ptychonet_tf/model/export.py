@@ -1,7 +1,7 @@
 """SavedModel export in TF Serving's layout, loadable with plain TensorFlow.
 
 `export_saved_model` writes `<export_dir>/<version>/` (saved_model.pb,
-variables/) with two signatures:
+variables/) with these signatures:
 
   serving_default: amplitudes float32 [batch, N, h, w]
                    -> amplitude, phase float32 [batch, H, W]
@@ -9,9 +9,13 @@ variables/) with two signatures:
                    [1, N', 2] (y, x pixels, fractional allowed), probe
                    float32 [h, w, 2] (real, imaginary)
                    -> amplitude, phase float32 [1, H', W']
-  any_scan_refine_probe: the same inputs; the refinement steps also refine
-                   the probe, in `network.PROBE_PASSES` passes -> amplitude,
-                   phase [1, H', W'], probe float32 [h, w, 2]
+  any_scan_passes: any_scan's inputs and passes int32 [] (>= 1): the
+                   refinement steps run that many passes, each from the
+                   last one's object -> amplitude, phase [1, H', W']
+  any_scan_refine_probe: any_scan_passes' inputs; the refinement steps also
+                   refine the probe, in `passes` passes (`network.PROBE_PASSES`
+                   is the package's default) -> amplitude, phase [1, H', W'],
+                   probe float32 [h, w, 2]
   geometry:        () -> probe_real, probe_imag float32 [h, w],
                    layout int32 [N, 4], object_shape int32 [2]
 
@@ -97,11 +101,11 @@ def serving_functions(model, probe):
       tf.TensorSpec([1, None, 2], tf.float32, name="positions"),
       tf.TensorSpec([h, w, 2], tf.float32, name="probe")]
 
-  def scan_outputs(amplitudes, positions, probe, refine_probe):
+  def scan_outputs(amplitudes, positions, probe, refine_probe, passes=None):
     """reconstruct_scan's outputs with the probe as real planes."""
     out = model.reconstruct_scan(
         amplitudes, positions, tf.complex(probe[..., 0], probe[..., 1]),
-        refine_probe=refine_probe)
+        refine_probe=refine_probe, passes=passes)
     if refine_probe:
       out["probe"] = tf.stack([tf.math.real(out["probe"]),
                                tf.math.imag(out["probe"])], -1)
@@ -111,9 +115,16 @@ def serving_functions(model, probe):
   def any_scan(amplitudes, positions, probe):
     return scan_outputs(amplitudes, positions, probe, False)
 
-  @tf.function(input_signature=scan_signature, jit_compile=False)
-  def any_scan_refine_probe(amplitudes, positions, probe):
-    return scan_outputs(amplitudes, positions, probe, True)
+  passes_signature = scan_signature + [
+      tf.TensorSpec([], tf.int32, name="passes")]
+
+  @tf.function(input_signature=passes_signature, jit_compile=False)
+  def any_scan_passes(amplitudes, positions, probe, passes):
+    return scan_outputs(amplitudes, positions, probe, False, passes)
+
+  @tf.function(input_signature=passes_signature, jit_compile=False)
+  def any_scan_refine_probe(amplitudes, positions, probe, passes):
+    return scan_outputs(amplitudes, positions, probe, True, passes)
 
   @tf.function(input_signature=[])
   def geometry():
@@ -121,6 +132,7 @@ def serving_functions(model, probe):
             "layout": layout, "object_shape": object_shape}
 
   return {"serving_default": serve, "any_scan": any_scan,
+          "any_scan_passes": any_scan_passes,
           "any_scan_refine_probe": any_scan_refine_probe,
           "geometry": geometry}
 

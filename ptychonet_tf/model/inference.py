@@ -91,7 +91,9 @@ class PtychoNetModel:
   (one line on stderr) with `allow_other_probe` (and then `any_scan`
   runs, with the scan's probe in its physics). With `refine_probe` every
   scan goes through `any_scan_refine_probe`, and `probe` holds the last
-  scan's refined probe.
+  scan's refined probe. `passes` is the number of passes of the refinement
+  steps: with more than one (without refine_probe) every scan goes through
+  `any_scan_passes`.
 
   Args:
     path: see `resolve_saved_model`.
@@ -99,11 +101,16 @@ class PtychoNetModel:
       probe).
     probe_tolerance: the largest relative probe difference accepted.
     allow_other_probe: warn instead of refusing a probe that differs.
+    refine_probe: refine the probe (any_scan_refine_probe).
+    passes: passes of the refinement steps (>= 1); None: 1, or
+      `network.PROBE_PASSES` with refine_probe.
   """
 
   def __init__(self, path, scan, probe_tolerance=PROBE_TOLERANCE,
-               allow_other_probe=False, refine_probe=False):
+               allow_other_probe=False, refine_probe=False, passes=None):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if passes is not None and int(passes) < 1:
+      raise UserError(f"--passes={passes} must be >= 1")
     self.path = resolve_saved_model(path)
     try:
       loaded = tf.saved_model.load(self.path)
@@ -181,6 +188,31 @@ class PtychoNetModel:
                         f"any_scan_refine_probe signature to refine the "
                         f"probe with (export it again with this version)")
       self.any_scan = loaded.signatures["any_scan_refine_probe"]
+    # The any_scan signature's inputs besides the scan's.
+    self._scan_inputs = {}
+    if self.refine_probe:
+      if self._takes_passes():
+        from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
+        self._scan_inputs["passes"] = (network.PROBE_PASSES if passes is None
+                                       else passes)
+      elif passes is not None:
+        raise UserError(f"SavedModel {self.path}: its any_scan_refine_probe "
+                        f"runs a fixed number of passes; export it again "
+                        f"with this version for --passes")
+    elif passes not in (None, 1):
+      if "any_scan_passes" not in loaded.signatures:
+        raise UserError(f"SavedModel {self.path} has no any_scan_passes "
+                        f"signature to run --passes={passes} with (export it "
+                        f"again with this version)")
+      self.any_scan = loaded.signatures["any_scan_passes"]
+      self._scan_inputs["passes"] = passes
+    if "passes" in self._scan_inputs:
+      self._scan_inputs["passes"] = tf.constant(
+          int(self._scan_inputs["passes"]), tf.int32)
+
+  def _takes_passes(self):
+    """Whether the any_scan signature in use takes a `passes` input."""
+    return "passes" in self.any_scan.structured_input_signature[1]
 
   def _call_any_scan(self, amplitudes):
     """(amplitude, phase) float64 [H, W] of the scan through any_scan, the
@@ -192,7 +224,8 @@ class PtychoNetModel:
       out = self.any_scan(
           amplitudes=tf.constant(amplitudes[None], tf.float32),
           positions=tf.constant(corners[None]),
-          probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
+          probe=tf.constant(np.stack([probe.real, probe.imag], -1)),
+          **self._scan_inputs)
     except tf.errors.InvalidArgumentError as e:
       # A graph's assertion names itself after "assertion failed: [...]".
       found = re.search(r"assertion failed: \[([^\]]*)\]", e.message)

@@ -62,11 +62,13 @@ ARCHITECTURES = ("paper", "global", "residual", "two_decoders")
 # contrast whatever its object's transmission. docs/training.md measures it.
 INPUT_NORMS = ("log", "pattern")
 # Passes of the refinement steps that `reconstruct_scan(refine_probe=True)`
-# runs by default (the SavedModel's any_scan_refine_probe): each continues
-# from the last one's object and probe. Given the probe 20% high in
+# runs by default (and `reconstruct --refine_probe` asks the SavedModel's
+# any_scan_refine_probe for): each continues from the last one's object
+# and probe. Given the probe 20% high in
 # amplitude with 0.5 rad of defocus, the small_any model recovered 73% /
 # 85% (amplitude / phase) of the PSNR lost to it after 12 passes, 85% / 96%
-# after 20 (docs/training.md, "Probe refinement").
+# after 20; given it 20% larger with the defocus, 91% / 98% after 60
+# (docs/training.md, "Probe refinement"), in three times the time.
 PROBE_PASSES = 20
 
 
@@ -571,7 +573,7 @@ class PtychoNet(keras.Model):
             stitched, self.refine(stitched, amplitudes))
 
   def reconstruct_scan(self, amplitudes, positions, probe,
-                       refine_probe=False, probe_passes=PROBE_PASSES):
+                       refine_probe=False, passes=None):
     """The object of one scan of any geometry and probe (inference).
 
     What the SavedModel's `any_scan` signature runs: the windows, the object
@@ -589,10 +591,13 @@ class PtychoNet(keras.Model):
         second pass over the position groups on
         (`UnrolledRefinement.probe_step`; a model without refinement steps
         returns the probe as given).
-      probe_passes: with `refine_probe`, the refinement steps run this many
-        times in a row, each pass from the last one's object and probe
-        (a probe far from the true one needs many more probe steps than
-        one pass of the object's steps holds).
+      passes: the refinement steps run this many times in a row, each
+        pass from the last one's object (and probe), the momenta restarted
+        (an int >= 1 or an int32 scalar tensor; None: 1, or PROBE_PASSES
+        with `refine_probe`: a probe far from the true one needs many more
+        probe steps than one pass of the object's steps holds). More passes
+        converge further where one pass of the learned steps does not, as
+        more iterations of a solver do (docs/training.md measures it).
 
     Returns:
       dict "amplitude", "phase": float32 [1, H, W] on the object that just
@@ -600,14 +605,16 @@ class PtychoNet(keras.Model):
       refinement's position groups. With `refine_probe` also "probe":
       complex64 [h, w], the refined probe.
     """
+    if passes is None:
+      passes = PROBE_PASSES if refine_probe else 1
     return self.scan_stages(amplitudes, positions, probe, refine_probe,
-                            probe_passes=probe_passes)[2]
+                            passes=passes)[2]
 
   def scan_stages(self, amplitudes, positions, probe, refine_probe=False,
-                  training=False, probe_passes=1):
+                  training=False, passes=1):
     """Every stage of `reconstruct_scan` (what a family's training uses).
 
-    Args: as `reconstruct_scan` (`probe_passes` 1 by default);
+    Args: as `reconstruct_scan` (`passes` 1 by default);
       `training` the BatchNorm mode.
 
     Returns:
@@ -638,25 +645,35 @@ class PtychoNet(keras.Model):
         windows.count, self.refine_groups,
         message=f"the scan has fewer positions than the "
         f"{self.refine_groups} refinement position groups of the model")
-    if not (refine_probe and probe_passes > 1):
-      physics = refinement_lib.ScanPhysics.of_scan(
+
+    def physics(probe):
+      return refinement_lib.ScanPhysics.of_scan(
           corners, object_shape, probe, self.refine_groups, refine_probe)
-      return (patches, stitched, self.refine(stitched, amplitudes, physics),
-              windows)
+
+    if isinstance(passes, int):
+      if passes < 1:
+        raise ValueError(f"passes={passes} must be >= 1")
+      if passes == 1:
+        return (patches, stitched,
+                self.refine(stitched, amplitudes, physics(probe)), windows)
+    else:
+      tf.debugging.assert_greater_equal(
+          passes, 1, message="passes must be >= 1")
 
     def one_pass(done, amplitude, phase, probe):
-      out = self.refine(
-          {"amplitude": amplitude, "phase": phase}, amplitudes,
-          refinement_lib.ScanPhysics.of_scan(corners, object_shape, probe,
-                                             self.refine_groups, True))
-      return done + 1, out["amplitude"], out["phase"], out["probe"]
+      out = self.refine({"amplitude": amplitude, "phase": phase}, amplitudes,
+                        physics(probe))
+      return (done + 1, out["amplitude"], out["phase"],
+              out.get("probe", probe))
 
     # Every pass, the first from the stitched object and the given probe,
     # in one loop: the graph holds the steps once.
     _, amplitude, phase, probe = tf.while_loop(
-        lambda done, *_: done < probe_passes, one_pass,
+        lambda done, *_: done < passes, one_pass,
         (tf.constant(0), stitched["amplitude"], stitched["phase"], probe))
-    final = {"amplitude": amplitude, "phase": phase, "probe": probe}
+    final = {"amplitude": amplitude, "phase": phase}
+    if refine_probe:
+      final["probe"] = probe
     return patches, stitched, final, windows
 
   def call(self, amplitudes, training=False):

@@ -30,12 +30,16 @@ class LearnedConfig:
       scan's (a warning instead of a refusal).
     refine_probe: the model's refinement steps also refine the probe (its
       `any_scan_refine_probe` signature); the result holds the refined probe.
+    passes: passes of the model's refinement steps, each from the last
+      one's object (and probe): more converge further, in proportionally
+      more time; None: 1, or `network.PROBE_PASSES` with refine_probe.
     model: an already loaded `model.inference.PtychoNetModel` (e.g. shared by
       many batches of scans); None loads `saved_model`.
   """
   saved_model: Optional[str] = None
   allow_other_probe: bool = False
   refine_probe: bool = False
+  passes: Optional[int] = None
   model: Any = None
 
   def __post_init__(self):
@@ -69,7 +73,7 @@ class Learned(base.Reconstructor):
       self.model = inference.PtychoNetModel(
           self.config.saved_model, scan,
           allow_other_probe=self.config.allow_other_probe,
-          refine_probe=self.config.refine_probe)
+          refine_probe=self.config.refine_probe, passes=self.config.passes)
 
   def amplitude_terms(self, loop_amplitudes):
     """None: the SavedModel reads the detector amplitudes (`_scans`)."""
