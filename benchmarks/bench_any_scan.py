@@ -327,6 +327,9 @@ def main(argv):
   if not FLAGS.model_dir or not (FLAGS.data_dir or FLAGS.family_data):
     raise UserError("--model_dir and --data_dir (or --family_data) are "
                     "required")
+  if FLAGS.passes < 1 or FLAGS.probe_passes < 1:
+    raise UserError(f"--passes={FLAGS.passes} and --probe_passes="
+                    f"{FLAGS.probe_passes} must be >= 1")
   model, geometry, step = run_dir.load_trained_model(FLAGS.model_dir)
   if model.refinement is not None and FLAGS.momentum_scale != 1:
     model.refinement.momentum.assign(model.refinement.momentum *
