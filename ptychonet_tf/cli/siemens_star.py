@@ -299,6 +299,7 @@ class AnyScanModel:
        refine_probe; seconds of the warm call).
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    from ptychonet_tf.model import inference  # pylint: disable=g-import-not-at-top
     name = "any_scan_refine_probe" if refine_probe else "any_scan"
     function = self._loaded.signatures[name]
     corners = scan.layout[:, [0, 2]].astype(np.float32)
@@ -307,11 +308,8 @@ class AnyScanModel:
         amplitudes=tf.constant(scan.amplitudes[None], tf.float32),
         positions=tf.constant(corners[None]),
         probe=tf.constant(np.stack([probe.real, probe.imag], -1)))
-    if "passes" in function.structured_input_signature[1]:
-      # any_scan_refine_probe of this version: the package's default count
-      # (earlier exports run it fixed in their graph).
-      from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
-      inputs["passes"] = tf.constant(network.PROBE_PASSES, tf.int32)
+    if refine_probe:
+      inputs.update(inference.refine_probe_inputs(function, self.path))
     function(**inputs)  # warm-up
     tick = time.perf_counter()
     out = {key: value.numpy() for key, value in function(**inputs).items()}

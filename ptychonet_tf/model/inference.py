@@ -74,6 +74,34 @@ def probe_difference(probe, reference):
   return float(np.linalg.norm(probe - reference)) / scale
 
 
+def refine_probe_inputs(signature, path, passes=None):
+  """The inputs of an `any_scan_refine_probe` signature besides the scan's.
+
+  Args:
+    signature: the loaded signature.
+    path: its SavedModel (for the error).
+    passes: the passes to ask for; None: `network.PROBE_PASSES`.
+
+  Returns:
+    {"passes": int32 scalar} where the signature takes a count; {} for an
+    export of an earlier version, whose graph runs a fixed count.
+
+  Raises:
+    UserError: `passes` given to such an earlier export.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if "passes" not in signature.structured_input_signature[1]:
+    if passes is not None:
+      raise UserError(f"SavedModel {path}: its any_scan_refine_probe runs a "
+                      f"fixed number of passes; export it again with this "
+                      f"version for --passes")
+    return {}
+  if passes is None:
+    from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
+    passes = network.PROBE_PASSES
+  return {"passes": tf.constant(int(passes), tf.int32)}
+
+
 class PtychoNetModel:
   """A loaded PtychoNet SavedModel checked against a scan's geometry.
 
@@ -191,28 +219,15 @@ class PtychoNetModel:
     # The any_scan signature's inputs besides the scan's.
     self._scan_inputs = {}
     if self.refine_probe:
-      if self._takes_passes():
-        from ptychonet_tf.model import network  # pylint: disable=g-import-not-at-top
-        self._scan_inputs["passes"] = (network.PROBE_PASSES if passes is None
-                                       else passes)
-      elif passes is not None:
-        raise UserError(f"SavedModel {self.path}: its any_scan_refine_probe "
-                        f"runs a fixed number of passes; export it again "
-                        f"with this version for --passes")
+      self._scan_inputs = refine_probe_inputs(self.any_scan, self.path,
+                                              passes)
     elif passes not in (None, 1):
       if "any_scan_passes" not in loaded.signatures:
         raise UserError(f"SavedModel {self.path} has no any_scan_passes "
                         f"signature to run --passes={passes} with (export it "
                         f"again with this version)")
       self.any_scan = loaded.signatures["any_scan_passes"]
-      self._scan_inputs["passes"] = passes
-    if "passes" in self._scan_inputs:
-      self._scan_inputs["passes"] = tf.constant(
-          int(self._scan_inputs["passes"]), tf.int32)
-
-  def _takes_passes(self):
-    """Whether the any_scan signature in use takes a `passes` input."""
-    return "passes" in self.any_scan.structured_input_signature[1]
+      self._scan_inputs = {"passes": tf.constant(int(passes), tf.int32)}
 
   def _call_any_scan(self, amplitudes):
     """(amplitude, phase) float64 [H, W] of the scan through any_scan, the
